@@ -1,0 +1,161 @@
+/**
+ * Facts about the `hostmetrics` receiver's `process` scraper (otelcol-contrib), kept in one place so the
+ * renderer, the config checks and the local data plane's emulator agree on what a process emits.
+ * Source: the scraper's generated `documentation.md` (Linux metrics only; `process.handles` is Windows-only).
+ */
+
+/** How a metric is exported; decides the Prometheus suffix and whether summing over processes is safe. */
+export type MetricKind = 'counter' | 'updown' | 'gauge';
+
+export interface ProcessMetricInfo {
+  readonly name: string;
+  readonly kind: MetricKind;
+  /** UCUM unit as the scraper declares it. */
+  readonly unit: string;
+  readonly description: string;
+  /** Enabled unless the config says otherwise. */
+  readonly defaultEnabled: boolean;
+  /** The single data point attribute and its values, when the metric has one. */
+  readonly attribute?: { readonly key: string; readonly values: readonly string[] };
+}
+
+export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
+  {
+    name: 'process.cpu.time',
+    kind: 'counter',
+    unit: 's',
+    description: 'Total CPU seconds broken down by different states.',
+    defaultEnabled: true,
+    attribute: { key: 'state', values: ['user', 'system', 'wait'] },
+  },
+  {
+    name: 'process.memory.usage',
+    kind: 'updown',
+    unit: 'By',
+    description: 'The amount of physical memory in use.',
+    defaultEnabled: true,
+  },
+  {
+    name: 'process.memory.virtual',
+    kind: 'updown',
+    unit: 'By',
+    description: 'Virtual memory size.',
+    defaultEnabled: true,
+  },
+  {
+    name: 'process.disk.io',
+    kind: 'counter',
+    unit: 'By',
+    description: 'Disk bytes transferred.',
+    defaultEnabled: true,
+    attribute: { key: 'direction', values: ['read', 'write'] },
+  },
+  {
+    name: 'process.cpu.utilization',
+    kind: 'gauge',
+    unit: '1',
+    description: 'Percentage of total CPU time used by the process since last scrape, between 0 and 1.',
+    defaultEnabled: false,
+    attribute: { key: 'state', values: ['user', 'system', 'wait'] },
+  },
+  {
+    name: 'process.memory.utilization',
+    kind: 'gauge',
+    unit: '1',
+    description: 'Percentage of total physical memory that is used by the process.',
+    defaultEnabled: false,
+  },
+  {
+    name: 'process.disk.operations',
+    kind: 'counter',
+    unit: '{operations}',
+    description: 'Number of disk operations performed by the process.',
+    defaultEnabled: false,
+    attribute: { key: 'direction', values: ['read', 'write'] },
+  },
+  {
+    name: 'process.threads',
+    kind: 'updown',
+    unit: '{threads}',
+    description: 'Process threads count.',
+    defaultEnabled: false,
+  },
+  {
+    name: 'process.open_file_descriptors',
+    kind: 'updown',
+    unit: '{count}',
+    description: 'Number of file descriptors in use by the process.',
+    defaultEnabled: false,
+  },
+  {
+    name: 'process.context_switches',
+    kind: 'counter',
+    unit: '{count}',
+    description: 'Number of times the process has been context switched.',
+    defaultEnabled: false,
+    attribute: { key: 'context_switch_type', values: ['involuntary', 'voluntary'] },
+  },
+  {
+    name: 'process.paging.faults',
+    kind: 'counter',
+    unit: '{faults}',
+    description: 'Number of page faults the process has made.',
+    defaultEnabled: false,
+    attribute: { key: 'type', values: ['major', 'minor'] },
+  },
+  {
+    name: 'process.signals_pending',
+    kind: 'updown',
+    unit: '{signals}',
+    description: 'Number of pending signals for the process.',
+    defaultEnabled: false,
+  },
+  {
+    name: 'process.uptime',
+    kind: 'gauge',
+    unit: 's',
+    description: 'The time the process has been running.',
+    defaultEnabled: false,
+  },
+];
+
+export const PROCESS_METRIC_NAMES = PROCESS_METRICS.map((m) => m.name) as readonly string[];
+
+/** Resource attributes of every process resource, in the scraper's order; all enabled by default. */
+export const PROCESS_RESOURCE_ATTRIBUTES = [
+  'process.pid',
+  'process.parent_pid',
+  'process.executable.name',
+  'process.executable.path',
+  'process.command',
+  'process.command_line',
+  'process.owner',
+] as const;
+
+export type ProcessResourceAttribute = (typeof PROCESS_RESOURCE_ATTRIBUTES)[number];
+
+/** `process.cgroup` exists but is off by default; accepted in configs, never rendered by a template. */
+export const OPTIONAL_PROCESS_RESOURCE_ATTRIBUTES = ['process.cgroup'] as const;
+
+export const findProcessMetric = (name: string): ProcessMetricInfo | undefined =>
+  PROCESS_METRICS.find((m) => m.name === name);
+
+const UNIT_SUFFIX: Record<string, string> = { s: 'seconds', By: 'bytes', '1': 'ratio' };
+
+/**
+ * The Prometheus name the collector's `prometheus` exporter gives a metric (OTLP → Prometheus
+ * translation with unit and `_total` suffixes), so the emulator's output reads like a real collector's.
+ */
+export const prometheusMetricName = (metric: ProcessMetricInfo, namespace?: string): string => {
+  let base = metric.name.replace(/[^a-zA-Z0-9_]/g, '_');
+  const suffix = UNIT_SUFFIX[metric.unit];
+  if (suffix !== undefined && !base.endsWith(`_${suffix}`)) base = `${base}_${suffix}`;
+  if (metric.kind === 'counter') base = `${base}_total`;
+  return namespace ? `${namespace}_${base}` : base;
+};
+
+/** Resource attribute key → Prometheus label, as `resource_to_telemetry_conversion` does it. */
+export const prometheusLabelName = (key: string): string => {
+  const label = key.replace(/[^a-zA-Z0-9_]/g, '_');
+  return /^[0-9]/.test(label) ? `key_${label}` : label;
+};

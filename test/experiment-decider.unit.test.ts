@@ -1,0 +1,248 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Analysis, ExperimentSpec } from '../src/domain/experiment-spec.js';
+import {
+  decide,
+  type Experiment,
+  ExperimentAlreadyExistsError,
+  type ExperimentCommand,
+  type ExperimentEvent,
+  type ExperimentEventType,
+  ExperimentNotFoundError,
+  type ExperimentStatus,
+  fold,
+  InvalidTransitionError,
+  RunNotFinishedError,
+  STATUSES,
+} from '../src/domain/experiment.js';
+
+const ID = '0b6f1c2e-2f0a-4a59-9d3e-1d2a3b4c5d6e';
+const T0 = '2026-01-01T00:00:00.000Z';
+const at = (s: number) => new Date(Date.parse(T0) + s * 1000).toISOString();
+
+const spec: ExperimentSpec = {
+  name: 'topk vs baseline',
+  baseline: { template: 'process-baseline-v1', params: {} },
+  candidate: { template: 'process-topk-v1', params: { k: 20 } },
+  target: { namespace: 'phoenix-experiments', nodeSelector: { pool: 'a' }, hosts: 10 },
+  durationSeconds: 600,
+  criticalProcesses: ['^postgres$'],
+  successCriteria: { minCardinalityReductionPct: 50, maxCriticalProcessLossPct: 0, maxCollectorCpuOverheadPct: 10 },
+};
+
+const analysis = (verdict: Analysis['verdict']): Analysis => ({
+  verdict,
+  reasons: verdict === 'pass' ? [] : ['cardinality reduction 12% < 50%'],
+  baseline: { series: 1000, datapointsPerMinute: 1000 },
+  candidate: { series: 880, datapointsPerMinute: 880 },
+  cardinalityReductionPct: 12,
+  datapointReductionPct: 12,
+  criticalProcessLossPct: 0,
+  missingCriticalProcesses: [],
+});
+
+const created: ExperimentEvent = { type: 'ExperimentCreated', data: { experimentId: ID, spec, at: at(0) } };
+const started: ExperimentEvent = { type: 'ExperimentStarted', data: { at: at(1) } };
+const baselineUp: ExperimentEvent = { type: 'VariantDeployed', data: { variant: 'baseline', at: at(2) } };
+const candidateUp: ExperimentEvent = { type: 'VariantDeployed', data: { variant: 'candidate', at: at(3) } };
+const runStarted: ExperimentEvent = {
+  type: 'ExperimentRunStarted',
+  data: { at: at(3), runEndsAt: at(603), reason: 'both variants deployed' },
+};
+const runCompleted: ExperimentEvent = { type: 'ExperimentRunCompleted', data: { at: at(603) } };
+
+/** One history per status: the given() of every row below. */
+const histories: Record<ExperimentStatus | 'empty', ExperimentEvent[]> = {
+  empty: [],
+  pending: [created],
+  initializing: [created, started],
+  running: [created, started, baselineUp, candidateUp, runStarted],
+  analyzing: [created, started, baselineUp, candidateUp, runStarted, runCompleted],
+  completed: [
+    created,
+    started,
+    baselineUp,
+    candidateUp,
+    runStarted,
+    runCompleted,
+    { type: 'AnalysisRecorded', data: { at: at(604), analysis: analysis('pass') } },
+    { type: 'ExperimentCompleted', data: { at: at(604), reason: 'success criteria met' } },
+  ],
+  failed: [created, started, baselineUp, candidateUp, runStarted, { type: 'ExperimentFailed', data: { at: at(10), reason: 'node lost' } }],
+  cancelled: [created, { type: 'ExperimentCancelled', data: { at: at(1), reason: 'not needed' } }],
+};
+
+type Outcome = ExperimentEventType[] | 'invalid';
+
+interface Row {
+  readonly command: ExperimentCommand;
+  /** Outcome per status; a status not listed is an InvalidTransitionError. */
+  readonly then: Partial<Record<ExperimentStatus, ExperimentEventType[]>>;
+}
+
+const T = at(1000);
+const rows: Row[] = [
+  { command: { type: 'StartExperiment', at: T }, then: { pending: ['ExperimentStarted'] } },
+  {
+    command: { type: 'RecordVariantDeployed', variant: 'baseline', at: T },
+    then: {
+      initializing: ['VariantDeployed'],
+      running: [],
+      analyzing: [],
+      completed: [],
+      failed: [],
+      cancelled: ['VariantDeployed'],
+    },
+  },
+  {
+    command: { type: 'RecordVariantDeploymentFailed', variant: 'baseline', reason: 'ImagePullBackOff', at: T },
+    then: {
+      initializing: ['VariantDeploymentFailed', 'ExperimentFailed'],
+      running: [],
+      analyzing: [],
+      completed: [],
+      failed: [],
+      cancelled: ['VariantDeploymentFailed'],
+    },
+  },
+  {
+    command: { type: 'MarkExperimentRunning', reason: 'resources found', at: T },
+    then: { initializing: ['ExperimentRunStarted'] },
+  },
+  { command: { type: 'CompleteRun', at: at(603) }, then: { running: ['ExperimentRunCompleted'] } },
+  {
+    command: { type: 'RecordAnalysis', analysis: analysis('pass'), at: T },
+    then: { analyzing: ['AnalysisRecorded', 'ExperimentCompleted'] },
+  },
+  {
+    command: { type: 'RecordAnalysis', analysis: analysis('fail'), at: T },
+    then: { analyzing: ['AnalysisRecorded', 'ExperimentFailed'] },
+  },
+  {
+    command: { type: 'RecordAnalysis', analysis: analysis('inconclusive'), at: T },
+    then: { analyzing: ['AnalysisRecorded', 'ExperimentFailed'] },
+  },
+  { command: { type: 'RetryAnalysis', reason: 'no data yet', at: T }, then: { analyzing: ['AnalysisRetried'] } },
+  {
+    command: { type: 'ExtendRuntime', extraSeconds: 300, reason: 'not enough data', at: T },
+    then: { running: ['ExperimentRuntimeExtended'], analyzing: ['ExperimentRuntimeExtended'] },
+  },
+  {
+    command: { type: 'CancelExperiment', reason: 'changed my mind', at: T },
+    then: { pending: ['ExperimentCancelled'], initializing: ['ExperimentCancelled'], running: ['ExperimentCancelled'] },
+  },
+  {
+    command: { type: 'FailExperiment', reason: 'collector crashed', at: T },
+    then: { initializing: ['ExperimentFailed'], running: ['ExperimentFailed'], analyzing: ['ExperimentFailed'] },
+  },
+  {
+    command: { type: 'RecordVariantTornDown', variant: 'baseline', at: T },
+    then: { completed: ['VariantTornDown'], failed: ['VariantTornDown'], cancelled: ['VariantTornDown'] },
+  },
+];
+
+describe('Experiment decider: every status × every command', () => {
+  for (const row of rows) {
+    for (const status of STATUSES) {
+      const expected: Outcome = row.then[status] ?? 'invalid';
+      const label = `${status} + ${row.command.type}${'variant' in row.command ? `(${row.command.variant})` : ''}${
+        row.command.type === 'RecordAnalysis' ? `(${row.command.analysis.verdict})` : ''
+      } → ${expected === 'invalid' ? 'InvalidTransitionError' : `[${expected.join(', ')}]`}`;
+      it(label, () => {
+        const state = fold(histories[status]);
+        assert.equal(state.status, status);
+        if (expected === 'invalid') {
+          assert.throws(
+            () => decide(row.command, state),
+            (err: unknown) =>
+              err instanceof InvalidTransitionError &&
+              err.actual === status &&
+              err.command === row.command.type &&
+              err.message.includes(`'${status}'`),
+          );
+        } else {
+          assert.deepEqual(
+            decide(row.command, state).map((e) => e.type),
+            expected,
+          );
+        }
+      });
+    }
+    it(`empty + ${row.command.type} → ExperimentNotFoundError`, () => {
+      assert.throws(() => decide(row.command, fold([])), ExperimentNotFoundError);
+    });
+  }
+
+  it('empty + CreateExperiment → [ExperimentCreated] carrying the spec, id and time', () => {
+    const events = decide({ type: 'CreateExperiment', experimentId: ID, spec, at: T0 }, fold([]));
+    assert.deepEqual(events, [created]);
+  });
+
+  for (const status of STATUSES) {
+    it(`${status} + CreateExperiment → ExperimentAlreadyExistsError`, () => {
+      assert.throws(
+        () => decide({ type: 'CreateExperiment', experimentId: ID, spec, at: T }, fold(histories[status])),
+        ExperimentAlreadyExistsError,
+      );
+    });
+  }
+});
+
+describe('Experiment decider: the rules behind the transitions', () => {
+  it('the second variant deployed starts the run, ending after the duration', () => {
+    const state = fold([created, started, baselineUp]);
+    const events = decide({ type: 'RecordVariantDeployed', variant: 'candidate', at: at(5) }, state);
+    assert.deepEqual(events[1], {
+      type: 'ExperimentRunStarted',
+      data: { at: at(5), runEndsAt: at(605), reason: 'both variants deployed' },
+    });
+    assert.equal(fold(events, state).status, 'running');
+  });
+
+  it('the same deployed answer twice leads to one event', () => {
+    const state = fold([created, started, baselineUp]);
+    assert.deepEqual(decide({ type: 'RecordVariantDeployed', variant: 'baseline', at: at(9) }, state), []);
+  });
+
+  it('a run cannot complete before its end', () => {
+    const state = fold(histories.running);
+    assert.throws(() => decide({ type: 'CompleteRun', at: at(602) }, state), RunNotFinishedError);
+  });
+
+  it('extending an analyzing experiment sends it back to running with a later end', () => {
+    const state = fold(histories.analyzing);
+    const events = decide({ type: 'ExtendRuntime', extraSeconds: 300, reason: 'no data', at: at(700) }, state);
+    const after = fold(events, state) as Extract<Experiment, { id: string }>;
+    assert.equal(after.status, 'running');
+    assert.equal(after.runEndsAt, at(1000));
+  });
+
+  it('a failing analysis fails the experiment with its reasons', () => {
+    const state = fold(histories.analyzing);
+    const events = decide({ type: 'RecordAnalysis', analysis: analysis('fail'), at: at(700) }, state);
+    const after = fold(events, state) as Extract<Experiment, { id: string }>;
+    assert.equal(after.status, 'failed');
+    assert.match(after.statusReason ?? '', /cardinality reduction 12% < 50%/);
+    assert.equal(after.analysis?.verdict, 'fail');
+  });
+
+  it('a deployment failure while initializing fails the experiment naming the variant', () => {
+    const state = fold(histories.initializing);
+    const events = decide(
+      { type: 'RecordVariantDeploymentFailed', variant: 'candidate', reason: 'quota exceeded', at: at(5) },
+      state,
+    );
+    const after = fold(events, state) as Extract<Experiment, { id: string }>;
+    assert.equal(after.status, 'failed');
+    assert.equal(after.statusReason, 'candidate deployment failed: quota exceeded');
+  });
+
+  it('decide and evolve are pure: the same input gives the same output, the state is not mutated', () => {
+    const state = fold(histories.running);
+    const snapshot = structuredClone(state);
+    const cmd: ExperimentCommand = { type: 'CancelExperiment', at: T };
+    assert.deepEqual(decide(cmd, state), decide(cmd, state));
+    fold(decide(cmd, state), state);
+    assert.deepEqual(state, snapshot);
+  });
+});
