@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Analysis, ExperimentSpec } from '../src/domain/experiment-spec.js';
 import {
   decide,
   type Experiment,
@@ -15,6 +14,7 @@ import {
   RunNotFinishedError,
   STATUSES,
 } from '../src/domain/experiment.js';
+import type { Analysis, ExperimentSpec } from '../src/domain/experiment-spec.js';
 
 const ID = '0b6f1c2e-2f0a-4a59-9d3e-1d2a3b4c5d6e';
 const T0 = '2026-01-01T00:00:00.000Z';
@@ -27,7 +27,11 @@ const spec: ExperimentSpec = {
   target: { namespace: 'phoenix-experiments', nodeSelector: { pool: 'a' }, hosts: 10 },
   durationSeconds: 600,
   criticalProcesses: ['^postgres$'],
-  successCriteria: { minCardinalityReductionPct: 50, maxCriticalProcessLossPct: 0, maxCollectorCpuOverheadPct: 10 },
+  successCriteria: {
+    minCardinalityReductionPct: 50,
+    maxCriticalProcessLossPct: 0,
+    maxCollectorCpuOverheadPct: 10,
+  },
 };
 
 const analysis = (verdict: Analysis['verdict']): Analysis => ({
@@ -68,7 +72,14 @@ const histories: Record<ExperimentStatus | 'empty', ExperimentEvent[]> = {
     { type: 'AnalysisRecorded', data: { at: at(604), analysis: analysis('pass') } },
     { type: 'ExperimentCompleted', data: { at: at(604), reason: 'success criteria met' } },
   ],
-  failed: [created, started, baselineUp, candidateUp, runStarted, { type: 'ExperimentFailed', data: { at: at(10), reason: 'node lost' } }],
+  failed: [
+    created,
+    started,
+    baselineUp,
+    candidateUp,
+    runStarted,
+    { type: 'ExperimentFailed', data: { at: at(10), reason: 'node lost' } },
+  ],
   cancelled: [created, { type: 'ExperimentCancelled', data: { at: at(1), reason: 'not needed' } }],
 };
 
@@ -77,15 +88,15 @@ type Outcome = ExperimentEventType[] | 'invalid';
 interface Row {
   readonly command: ExperimentCommand;
   /** Outcome per status; a status not listed is an InvalidTransitionError. */
-  readonly then: Partial<Record<ExperimentStatus, ExperimentEventType[]>>;
+  readonly outcomes: Partial<Record<ExperimentStatus, ExperimentEventType[]>>;
 }
 
 const T = at(1000);
 const rows: Row[] = [
-  { command: { type: 'StartExperiment', at: T }, then: { pending: ['ExperimentStarted'] } },
+  { command: { type: 'StartExperiment', at: T }, outcomes: { pending: ['ExperimentStarted'] } },
   {
     command: { type: 'RecordVariantDeployed', variant: 'baseline', at: T },
-    then: {
+    outcomes: {
       initializing: ['VariantDeployed'],
       running: [],
       analyzing: [],
@@ -95,8 +106,13 @@ const rows: Row[] = [
     },
   },
   {
-    command: { type: 'RecordVariantDeploymentFailed', variant: 'baseline', reason: 'ImagePullBackOff', at: T },
-    then: {
+    command: {
+      type: 'RecordVariantDeploymentFailed',
+      variant: 'baseline',
+      reason: 'ImagePullBackOff',
+      at: T,
+    },
+    outcomes: {
       initializing: ['VariantDeploymentFailed', 'ExperimentFailed'],
       running: [],
       analyzing: [],
@@ -107,44 +123,55 @@ const rows: Row[] = [
   },
   {
     command: { type: 'MarkExperimentRunning', reason: 'resources found', at: T },
-    then: { initializing: ['ExperimentRunStarted'] },
+    outcomes: { initializing: ['ExperimentRunStarted'] },
   },
-  { command: { type: 'CompleteRun', at: at(603) }, then: { running: ['ExperimentRunCompleted'] } },
+  { command: { type: 'CompleteRun', at: at(603) }, outcomes: { running: ['ExperimentRunCompleted'] } },
   {
     command: { type: 'RecordAnalysis', analysis: analysis('pass'), at: T },
-    then: { analyzing: ['AnalysisRecorded', 'ExperimentCompleted'] },
+    outcomes: { analyzing: ['AnalysisRecorded', 'ExperimentCompleted'] },
   },
   {
     command: { type: 'RecordAnalysis', analysis: analysis('fail'), at: T },
-    then: { analyzing: ['AnalysisRecorded', 'ExperimentFailed'] },
+    outcomes: { analyzing: ['AnalysisRecorded', 'ExperimentFailed'] },
   },
   {
     command: { type: 'RecordAnalysis', analysis: analysis('inconclusive'), at: T },
-    then: { analyzing: ['AnalysisRecorded', 'ExperimentFailed'] },
+    outcomes: { analyzing: ['AnalysisRecorded', 'ExperimentFailed'] },
   },
-  { command: { type: 'RetryAnalysis', reason: 'no data yet', at: T }, then: { analyzing: ['AnalysisRetried'] } },
+  {
+    command: { type: 'RetryAnalysis', reason: 'no data yet', at: T },
+    outcomes: { analyzing: ['AnalysisRetried'] },
+  },
   {
     command: { type: 'ExtendRuntime', extraSeconds: 300, reason: 'not enough data', at: T },
-    then: { running: ['ExperimentRuntimeExtended'], analyzing: ['ExperimentRuntimeExtended'] },
+    outcomes: { running: ['ExperimentRuntimeExtended'], analyzing: ['ExperimentRuntimeExtended'] },
   },
   {
     command: { type: 'CancelExperiment', reason: 'changed my mind', at: T },
-    then: { pending: ['ExperimentCancelled'], initializing: ['ExperimentCancelled'], running: ['ExperimentCancelled'] },
+    outcomes: {
+      pending: ['ExperimentCancelled'],
+      initializing: ['ExperimentCancelled'],
+      running: ['ExperimentCancelled'],
+    },
   },
   {
     command: { type: 'FailExperiment', reason: 'collector crashed', at: T },
-    then: { initializing: ['ExperimentFailed'], running: ['ExperimentFailed'], analyzing: ['ExperimentFailed'] },
+    outcomes: {
+      initializing: ['ExperimentFailed'],
+      running: ['ExperimentFailed'],
+      analyzing: ['ExperimentFailed'],
+    },
   },
   {
     command: { type: 'RecordVariantTornDown', variant: 'baseline', at: T },
-    then: { completed: ['VariantTornDown'], failed: ['VariantTornDown'], cancelled: ['VariantTornDown'] },
+    outcomes: { completed: ['VariantTornDown'], failed: ['VariantTornDown'], cancelled: ['VariantTornDown'] },
   },
 ];
 
 describe('Experiment decider: every status × every command', () => {
   for (const row of rows) {
     for (const status of STATUSES) {
-      const expected: Outcome = row.then[status] ?? 'invalid';
+      const expected: Outcome = row.outcomes[status] ?? 'invalid';
       const label = `${status} + ${row.command.type}${'variant' in row.command ? `(${row.command.variant})` : ''}${
         row.command.type === 'RecordAnalysis' ? `(${row.command.analysis.verdict})` : ''
       } → ${expected === 'invalid' ? 'InvalidTransitionError' : `[${expected.join(', ')}]`}`;
@@ -211,7 +238,10 @@ describe('Experiment decider: the rules behind the transitions', () => {
 
   it('extending an analyzing experiment sends it back to running with a later end', () => {
     const state = fold(histories.analyzing);
-    const events = decide({ type: 'ExtendRuntime', extraSeconds: 300, reason: 'no data', at: at(700) }, state);
+    const events = decide(
+      { type: 'ExtendRuntime', extraSeconds: 300, reason: 'no data', at: at(700) },
+      state,
+    );
     const after = fold(events, state) as Extract<Experiment, { id: string }>;
     assert.equal(after.status, 'running');
     assert.equal(after.runEndsAt, at(1000));

@@ -22,7 +22,11 @@ const UPCASTERS: Readonly<Record<string, Readonly<Record<number, Upcaster>>>> = 
 };
 
 /** Brings `data` from `schemaVersion` to the current version of `type`; throws if a step is missing. */
-export function upcast(type: string, schemaVersion: number, data: Record<string, unknown>): Record<string, unknown> {
+export function upcast(
+  type: string,
+  schemaVersion: number,
+  data: Record<string, unknown>,
+): Record<string, unknown> {
   const target = currentSchemaVersion(type);
   if (schemaVersion > target) {
     throw new Error(`schema version ${schemaVersion} of ${type} is newer than this build reads (${target})`);

@@ -1,0 +1,373 @@
+import { EventEmitter } from 'node:events';
+import { type Kysely, sql } from 'kysely';
+import {
+  type AnyEvent,
+  type AppendResult,
+  CorruptEventError,
+  DuplicateEventIdError,
+  type EventCodec,
+  type EventMetadata,
+  type EventStore,
+  type ExpectedVersion,
+  type NewEvent,
+  type Position,
+  type ReadAllOptions,
+  type ReadStreamOptions,
+  START,
+  type StoredEvent,
+  StoreUnavailableError,
+  type SubscribeOptions,
+  type SubscriptionMessage,
+  WrongExpectedVersionError,
+} from '../handlers/ports/event-store.js';
+import type { SqlDatabase } from './postgres-database.js';
+
+/**
+ * The event store on PostgreSQL or PGlite (schema: migrations/001_event_store.sql).
+ *
+ * - Appends are one round trip (`phoenix_append`), idempotent on event id.
+ * - Log order is (transaction_id, global_position); readers only take rows of transactions older
+ *   than every running one, so an event whose transaction commits late is never skipped.
+ * - Subscribers in this process are woken directly after each append; subscribers in other processes
+ *   by a NOTIFY that this store sends outside the append transaction, coalesced, because a NOTIFY
+ *   inside it would serialise every append's commit on PostgreSQL's global notify lock.
+ */
+export interface PostgresEventStoreOptions<E extends AnyEvent> {
+  readonly codec?: EventCodec<E>;
+  /** Longest wait between polls of the log when nothing wakes a subscriber. */
+  readonly idlePollMs?: number;
+  readonly channel?: string;
+}
+
+const POSITION = /^(\d{20})-(\d{20})$/;
+
+export class InvalidPositionError extends Error {
+  readonly code = 'invalid_position';
+  constructor(readonly position: string) {
+    super(`'${position}' is not a position of this event store`);
+  }
+}
+
+/** Splits a position into its (transaction id, global position) pair; START is (0, 0). */
+export const parsePosition = (position: Position): [string, string] => {
+  if (position === START) return ['0', '0'];
+  const m = POSITION.exec(position);
+  if (!m) throw new InvalidPositionError(position);
+  return [m[1]!.replace(/^0+(?=\d)/, ''), m[2]!.replace(/^0+(?=\d)/, '')];
+};
+
+interface EventRow {
+  stream_id: string;
+  version: string | number;
+  position: string;
+  type: string;
+  data: unknown;
+  metadata: EventMetadata;
+  recorded_at: Date;
+}
+
+const SELECT_EVENT = sql`stream_id, version::int8::text as version,
+  lpad(transaction_id::text, 20, '0') || '-' || lpad(global_position::text, 20, '0') as position,
+  type, data, metadata, recorded_at`;
+
+export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventStore<E> {
+  // biome-ignore lint/suspicious/noExplicitAny: raw SQL only
+  readonly #db: Kysely<any>;
+  readonly #codec: EventCodec<E> | undefined;
+  readonly #wake = new EventEmitter();
+  readonly #idlePollMs: number;
+  readonly #channel: string;
+  #notifyTimer: NodeJS.Timeout | undefined;
+  #notifyPending = false;
+  #stopListening: Promise<() => Promise<void>> | undefined;
+  #closed = false;
+
+  constructor(
+    private readonly database: SqlDatabase,
+    options: PostgresEventStoreOptions<E> = {},
+  ) {
+    this.#db = database.db;
+    this.#codec = options.codec;
+    this.#idlePollMs = options.idlePollMs ?? 1_000;
+    this.#channel = options.channel ?? 'phoenix_events';
+    this.#wake.setMaxListeners(0);
+  }
+
+  async append(
+    streamId: string,
+    events: readonly NewEvent<E>[],
+    expected: ExpectedVersion,
+  ): Promise<AppendResult> {
+    if (events.length === 0) return this.#currentVersion(streamId, expected);
+    const payload = JSON.stringify(events.map((e) => ({ type: e.type, data: e.data, metadata: e.metadata })));
+    try {
+      const { rows } = await sql<{ out_version: string | number; out_position: string }>`
+        select out_version::text as out_version, out_position
+        from phoenix_append(${streamId}, ${String(expected)}, ${payload}::jsonb)`.execute(this.#db);
+      const row = rows[0];
+      if (!row) throw new Error('phoenix_append returned no row');
+      this.#announce();
+      return { version: Number(row.out_version), position: row.out_position };
+    } catch (err) {
+      return this.#appendFailed(err, streamId, events, expected);
+    }
+  }
+
+  async #appendFailed(
+    err: unknown,
+    streamId: string,
+    events: readonly NewEvent<E>[],
+    expected: ExpectedVersion,
+  ): Promise<AppendResult> {
+    const code = (err as { code?: string }).code;
+    if (code === 'PX409' || code === '23505') {
+      // A concurrent retry of this same append may have won: answer as it did.
+      const stored = await this.#storedAppend(streamId, events);
+      if (stored) return stored;
+      if (code === '23505') throw new DuplicateEventIdError(streamId, events[0]?.metadata.eventId ?? '');
+      const actual = Number((err as { detail?: string }).detail ?? 0);
+      throw new WrongExpectedVersionError(streamId, expected, actual);
+    }
+    if (code === 'PX422')
+      throw new DuplicateEventIdError(streamId, (err as { detail?: string }).detail ?? '');
+    throw unavailableOr(err);
+  }
+
+  async #storedAppend(streamId: string, events: readonly NewEvent<E>[]): Promise<AppendResult | undefined> {
+    const ids = events.map((e) => e.metadata.eventId);
+    const { rows } = await sql<{ version: string; position: string }>`
+      select version::text as version,
+             lpad(transaction_id::text, 20, '0') || '-' || lpad(global_position::text, 20, '0') as position
+      from phoenix_events where stream_id = ${streamId} and event_id = any(${ids}::uuid[])
+      order by version`.execute(this.#db);
+    if (rows.length !== ids.length) return undefined;
+    const last = rows[rows.length - 1]!;
+    return { version: Number(last.version), position: last.position };
+  }
+
+  async #currentVersion(streamId: string, expected: ExpectedVersion): Promise<AppendResult> {
+    const { rows } = await sql<{ version: string }>`
+      select version::text as version from phoenix_streams where stream_id = ${streamId}`.execute(this.#db);
+    const actual = Number(rows[0]?.version ?? 0);
+    const ok =
+      expected === 'any' ||
+      (expected === 'no_stream' && actual === 0) ||
+      (expected === 'stream_exists' && actual > 0) ||
+      expected === actual;
+    if (!ok) throw new WrongExpectedVersionError(streamId, expected, actual);
+    return { version: actual, position: await this.head() };
+  }
+
+  async readStream(streamId: string, options: ReadStreamOptions = {}): Promise<StoredEvent<E>[]> {
+    const from = options.fromVersion ?? 1;
+    const to = options.toVersion ?? null;
+    const until = options.until ?? null;
+    const limit = options.limit ?? null;
+    try {
+      const { rows } = await sql<EventRow>`
+        select ${SELECT_EVENT} from phoenix_events
+        where stream_id = ${streamId} and version >= ${from}
+          and (${to}::int8 is null or version <= ${to}::int8)
+          and (${until}::timestamptz is null or recorded_at <= ${until}::timestamptz)
+        order by version
+        limit ${limit}::int8`.execute(this.#db);
+      return rows.map((r) => this.#decode(r));
+    } catch (err) {
+      throw unavailableOr(err);
+    }
+  }
+
+  async readAll(options: ReadAllOptions): Promise<StoredEvent<E>[]> {
+    const [txid, pos] = parsePosition(options.after ?? START);
+    const prefix = options.streamPrefix ? `${escapeLike(options.streamPrefix)}%` : null;
+    try {
+      const { rows } = await sql<EventRow>`
+        select ${SELECT_EVENT} from phoenix_events
+        where (transaction_id, global_position) > (${txid}::xid8, ${pos}::int8)
+          and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+          and (${prefix}::text is null or stream_id like ${prefix}::text)
+        order by transaction_id, global_position
+        limit ${options.limit}`.execute(this.#db);
+      return rows.map((r) => this.#decode(r));
+    } catch (err) {
+      throw unavailableOr(err);
+    }
+  }
+
+  async head(): Promise<Position> {
+    try {
+      const { rows } = await sql<{ position: string }>`
+        select lpad(transaction_id::text, 20, '0') || '-' || lpad(global_position::text, 20, '0') as position
+        from phoenix_events
+        where transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+        order by transaction_id desc, global_position desc
+        limit 1`.execute(this.#db);
+      return rows[0]?.position ?? START;
+    } catch (err) {
+      throw unavailableOr(err);
+    }
+  }
+
+  /** Committed events that readers cannot take yet because an older transaction is still open. */
+  async #heldBack(after: Position): Promise<boolean> {
+    const [txid, pos] = parsePosition(after);
+    const { rows } = await sql<{ held: boolean }>`
+      select exists (
+        select 1 from phoenix_events
+        where transaction_id >= pg_snapshot_xmin(pg_current_snapshot())
+          and (transaction_id, global_position) > (${txid}::xid8, ${pos}::int8)
+      ) as held`.execute(this.#db);
+    return rows[0]?.held ?? false;
+  }
+
+  async *subscribe(options: SubscribeOptions): AsyncIterable<SubscriptionMessage<E>> {
+    const signal = options.signal;
+    const batchSize = options.batchSize ?? 500;
+    this.#ensureListening();
+    let checkpoint = options.after ?? (await this.head());
+    parsePosition(checkpoint);
+    let liveSent = false;
+    let backoff = 1;
+    while (!signal?.aborted && !this.#closed) {
+      const woken = this.#nextWake(signal);
+      let page: StoredEvent<E>[];
+      try {
+        page = await this.readAll({
+          after: checkpoint,
+          limit: batchSize,
+          ...(options.streamPrefix ? { streamPrefix: options.streamPrefix } : {}),
+        });
+      } catch (err) {
+        if (!(err instanceof StoreUnavailableError)) throw err;
+        // The database is away: wait and try again; the subscriber sees lag, not an error.
+        await Promise.race([sleep(Math.min(backoff * 100, 5_000)), woken.promise]);
+        backoff = Math.min(backoff * 2, 50);
+        woken.cancel();
+        continue;
+      }
+      if (page.length > 0) {
+        checkpoint = page[page.length - 1]!.position;
+        yield { kind: 'events', events: page };
+        if (page.length === batchSize) {
+          woken.cancel();
+          continue;
+        }
+      }
+      if (!liveSent) {
+        liveSent = true;
+        yield { kind: 'live', position: checkpoint };
+      }
+      let wait = this.#idlePollMs;
+      if (await this.#heldBack(checkpoint).catch(() => false)) {
+        // An older transaction is still open: poll soon, backing off while it stays open.
+        wait = Math.min(backoff, 100);
+        backoff = Math.min(backoff * 2, 100);
+      } else {
+        backoff = 1;
+      }
+      await Promise.race([woken.promise, sleep(wait)]);
+      woken.cancel();
+    }
+  }
+
+  async ping(): Promise<void> {
+    try {
+      await sql`select 1`.execute(this.#db);
+    } catch (err) {
+      throw unavailableOr(err);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#wake.emit('wake');
+    if (this.#notifyTimer) clearTimeout(this.#notifyTimer);
+    const stop = await this.#stopListening;
+    await stop?.();
+  }
+
+  #decode(row: EventRow): StoredEvent<E> {
+    const raw: StoredEvent = {
+      streamId: row.stream_id,
+      version: Number(row.version),
+      position: row.position,
+      type: row.type,
+      data: row.data,
+      metadata: row.metadata,
+      recordedAt: row.recorded_at.toISOString(),
+    };
+    if (!this.#codec) return raw as StoredEvent<E>;
+    try {
+      return this.#codec.decode(raw);
+    } catch (err) {
+      if (err instanceof CorruptEventError) throw err;
+      throw new CorruptEventError(
+        raw.streamId,
+        raw.version,
+        err instanceof Error ? err.message : String(err),
+      );
+    }
+  }
+
+  /** Wakes this process's subscribers now, and other processes' through a coalesced NOTIFY. */
+  #announce(): void {
+    this.#wake.emit('wake');
+    if (this.database.kind === 'pglite') return;
+    if (this.#notifyTimer) {
+      this.#notifyPending = true;
+      return;
+    }
+    const send = () => {
+      this.#notifyPending = false;
+      sql`select pg_notify(${this.#channel}, '')`.execute(this.#db).catch(() => undefined);
+      this.#notifyTimer = setTimeout(() => {
+        this.#notifyTimer = undefined;
+        if (this.#notifyPending) send();
+      }, 5);
+      this.#notifyTimer.unref();
+    };
+    send();
+  }
+
+  #ensureListening(): void {
+    this.#stopListening ??= this.database.listen(this.#channel, () => this.#wake.emit('wake'));
+  }
+
+  #nextWake(signal: AbortSignal | undefined): { promise: Promise<void>; cancel: () => void } {
+    let cancel: () => void = () => undefined;
+    const promise = new Promise<void>((resolve) => {
+      const on = () => resolve();
+      this.#wake.once('wake', on);
+      signal?.addEventListener('abort', on, { once: true });
+      cancel = () => {
+        this.#wake.off('wake', on);
+        signal?.removeEventListener('abort', on);
+        resolve();
+      };
+    });
+    return { promise, cancel };
+  }
+}
+
+const escapeLike = (s: string): string => s.replace(/[\\%_]/g, (c) => `\\${c}`);
+
+const sleep = (ms: number) =>
+  new Promise<void>((resolve) => {
+    setTimeout(resolve, ms).unref();
+  });
+
+/** Connection-level failures become StoreUnavailableError (a 503 at the API); others pass through. */
+export const unavailableOr = (err: unknown): unknown => {
+  const code = (err as { code?: string }).code ?? '';
+  const message = err instanceof Error ? err.message : String(err);
+  if (
+    ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03'].includes(
+      code,
+    ) ||
+    code.startsWith('08') ||
+    /timeout exceeded when trying to connect|Connection terminated|connection is closed|closed/i.test(message)
+  ) {
+    return new StoreUnavailableError(`database unavailable: ${message}`, { cause: err });
+  }
+  return err;
+};

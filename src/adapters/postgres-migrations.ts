@@ -1,0 +1,53 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import {
+  type Kysely,
+  type Migration,
+  type MigrationProvider,
+  type MigrationResult,
+  Migrator,
+  sql,
+} from 'kysely';
+
+/** `migrations/` at the top of the project, from `src/adapters` and from `dist/adapters` alike. */
+export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
+
+/** Numbered, forward-only SQL files: `NNN_name.sql`, each applied once, in order, in a transaction. */
+export class SqlFileMigrationProvider implements MigrationProvider {
+  constructor(private readonly dir: string = MIGRATIONS_DIR) {}
+
+  async getMigrations(): Promise<Record<string, Migration>> {
+    const files = (await readdir(this.dir)).filter((f) => /^\d{3}_[\w-]+\.sql$/.test(f)).sort();
+    const migrations: Record<string, Migration> = {};
+    for (const file of files) {
+      const text = await readFile(`${this.dir}/${file}`, 'utf8');
+      migrations[file.replace(/\.sql$/, '')] = {
+        up: async (db) => {
+          await sql.raw(text).execute(db);
+        },
+      };
+    }
+    return migrations;
+  }
+}
+
+/**
+ * Applies every pending migration; safe to call from several processes at once (Kysely holds an
+ * advisory lock around the run). Throws with the failing migration's name.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: migrations do not need the schema type
+export async function migrateToLatest(db: Kysely<any>, dir?: string): Promise<MigrationResult[]> {
+  const migrator = new Migrator({
+    db,
+    provider: new SqlFileMigrationProvider(dir),
+    migrationTableName: 'phoenix_migrations',
+    migrationLockTableName: 'phoenix_migrations_lock',
+  });
+  const { error, results = [] } = await migrator.migrateToLatest();
+  if (error) {
+    const failed = results.find((r) => r.status === 'Error');
+    const message = error instanceof Error ? error.message : String(error);
+    throw new Error(`migration ${failed?.migrationName ?? '(unknown)'} failed: ${message}`, { cause: error });
+  }
+  return results;
+}

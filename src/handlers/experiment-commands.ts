@@ -1,0 +1,156 @@
+import { createHash, randomUUID } from 'node:crypto';
+import {
+  decide,
+  type Experiment,
+  type ExperimentCommand,
+  type ExperimentEvent,
+  evolve,
+  initialState,
+} from '../domain/experiment.js';
+import { currentSchemaVersion } from '../domain/upcasters.js';
+import {
+  type EventStore,
+  type NewEvent,
+  type Position,
+  START,
+  type StoredEvent,
+  WrongExpectedVersionError,
+} from './ports/event-store.js';
+
+export const streamIdOf = (experimentId: string): string => `experiment-${experimentId}`;
+export const STREAM_PREFIX = 'experiment-';
+export const experimentIdOf = (streamId: string): string => streamId.slice(STREAM_PREFIX.length);
+
+export interface CommandContext {
+  readonly actor: string;
+  readonly correlationId: string;
+  readonly causationId?: string | null;
+  /**
+   * Makes the command idempotent: its event ids are derived from this id, so running the same
+   * command again (a client retry, a redelivered saga message) writes nothing the second time.
+   */
+  readonly commandId?: string;
+  /** `If-Match`: the version the caller last saw; any other current version is a VersionMismatchError. */
+  readonly expectedVersion?: number;
+}
+
+export interface CommandResult {
+  readonly experimentId: string;
+  readonly state: Experiment;
+  /** Events in the stream after the command. */
+  readonly version: number;
+  /** Global position of the last event written (or, if nothing was written, of the stream's last). */
+  readonly position: Position;
+  /** The events this command wrote; empty when it changed nothing or was a repeat. */
+  readonly written: readonly ExperimentEvent[];
+}
+
+/** `If-Match` named a version that is not the current one. */
+export class VersionMismatchError extends Error {
+  readonly code = 'version_mismatch';
+  constructor(
+    readonly expected: number,
+    readonly actual: number,
+  ) {
+    super(`the experiment is at version ${actual}, not ${expected}`);
+  }
+}
+
+/** Every retry lost to a concurrent writer. */
+export class ConcurrencyConflictError extends Error {
+  readonly code = 'concurrency_conflict';
+}
+
+/** A stable UUID (v8 layout) for the `index`-th event of command `commandId`. */
+export const deriveEventId = (commandId: string, index: number): string => {
+  const h = createHash('sha256').update(`${commandId}\u0000${index}`).digest();
+  h[6] = (h[6]! & 0x0f) | 0x80;
+  h[8] = (h[8]! & 0x3f) | 0x80;
+  const hex = h.subarray(0, 16).toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+};
+
+/** Folds a stream's events into the aggregate. */
+export const foldStream = (events: readonly StoredEvent<ExperimentEvent>[]): Experiment => {
+  let state = initialState();
+  for (const e of events) state = evolve(state, e as ExperimentEvent);
+  return state;
+};
+
+/**
+ * load → fold → decide → append with the expected version. A lost race re-runs the whole cycle, at
+ * most `maxAttempts` times; domain errors pass through untouched for the edge to map.
+ */
+export async function handleExperimentCommand(
+  store: EventStore<ExperimentEvent>,
+  experimentId: string,
+  command: ExperimentCommand,
+  context: CommandContext,
+  maxAttempts = 5,
+): Promise<CommandResult> {
+  const streamId = streamIdOf(experimentId);
+  for (let attempt = 1; ; attempt++) {
+    const history = await store.readStream(streamId);
+    const version = history.length;
+    const lastPosition = history[version - 1]?.position ?? START;
+
+    if (context.commandId !== undefined) {
+      const firstId = deriveEventId(context.commandId, 0);
+      const done = history.findIndex((e) => e.metadata.eventId === firstId);
+      if (done >= 0) {
+        // This command already ran: answer from what it wrote, write nothing.
+        let end = done;
+        while (
+          end + 1 < version &&
+          history[end + 1]!.metadata.eventId === deriveEventId(context.commandId, end + 1 - done)
+        )
+          end++;
+        const upTo = history.slice(0, end + 1);
+        return {
+          experimentId,
+          state: foldStream(upTo),
+          version: end + 1,
+          position: history[end]!.position,
+          written: [],
+        };
+      }
+    }
+
+    if (context.expectedVersion !== undefined && context.expectedVersion !== version) {
+      throw new VersionMismatchError(context.expectedVersion, version);
+    }
+    const state = foldStream(history);
+    const events = decide(command, state);
+    if (events.length === 0) return { experimentId, state, version, position: lastPosition, written: [] };
+
+    const toAppend: NewEvent<ExperimentEvent>[] = events.map((event, i) => ({
+      type: event.type,
+      data: event.data,
+      metadata: {
+        eventId: context.commandId !== undefined ? deriveEventId(context.commandId, i) : randomUUID(),
+        actor: context.actor,
+        correlationId: context.correlationId,
+        causationId: context.causationId ?? null,
+        occurredAt: command.at,
+        schemaVersion: currentSchemaVersion(event.type),
+      },
+    }));
+    try {
+      const result = await store.append(streamId, toAppend, version === 0 ? 'no_stream' : version);
+      return {
+        experimentId,
+        state: events.reduce(evolve, state),
+        version: result.version,
+        position: result.position,
+        written: events,
+      };
+    } catch (err) {
+      if (!(err instanceof WrongExpectedVersionError)) throw err;
+      if (attempt >= maxAttempts) {
+        throw new ConcurrencyConflictError(`experiment ${experimentId}: a concurrent change won`, {
+          cause: err,
+        });
+      }
+    }
+  }
+}

@@ -1,0 +1,161 @@
+/**
+ * The event store port: what the command handlers, projections, sagas and the live feed need from
+ * an event store, and nothing more. Adapters (PostgreSQL, PGlite, EventStoreDB) implement it.
+ *
+ * Conventions, the same for every adapter:
+ * - A stream's `version` counts its events: the first event of a stream has version 1, and a stream
+ *   with N events is at version N. "No stream" is version 0. (EventStoreDB's 0-based revisions are
+ *   converted in its adapter.)
+ * - A `Position` is an opaque string naming a place in the global log. Positions of one store compare
+ *   in log order as plain strings (fixed width), so `a < b` means `a` comes first. `'0'` (START) is
+ *   before every event.
+ * - Every read path decodes through the store's codec, so upcasters run wherever events are read.
+ */
+
+export type Position = string;
+export const START: Position = '0';
+
+/** any: no check; no_stream: the stream must not exist; stream_exists: it must; a number: exact version. */
+export type ExpectedVersion = 'any' | 'no_stream' | 'stream_exists' | number;
+
+export interface EventMetadata {
+  readonly eventId: string;
+  readonly actor: string;
+  readonly correlationId: string;
+  readonly causationId: string | null;
+  readonly occurredAt: string;
+  readonly schemaVersion: number;
+}
+
+export interface NewEvent<E extends AnyEvent = AnyEvent> {
+  readonly type: E['type'];
+  readonly data: E['data'];
+  readonly metadata: EventMetadata;
+}
+
+export interface AnyEvent {
+  readonly type: string;
+  readonly data: unknown;
+}
+
+export interface StoredEvent<E extends AnyEvent = AnyEvent> {
+  readonly streamId: string;
+  readonly version: number;
+  readonly position: Position;
+  readonly type: E['type'];
+  readonly data: E['data'];
+  readonly metadata: EventMetadata;
+  /** When the store recorded it (server time), ISO 8601. */
+  readonly recordedAt: string;
+}
+
+export interface AppendResult {
+  /** The stream's version after the append. */
+  readonly version: number;
+  /** The position of the last event appended. */
+  readonly position: Position;
+}
+
+export interface ReadStreamOptions {
+  /** First version to return (inclusive); default 1. */
+  readonly fromVersion?: number;
+  /** Last version to return (inclusive). */
+  readonly toVersion?: number;
+  /** Only events recorded at or before this time. */
+  readonly until?: Date;
+  readonly limit?: number;
+}
+
+export interface ReadAllOptions {
+  /** Return events after this position; default START. */
+  readonly after?: Position;
+  readonly limit: number;
+  /** Only streams whose id starts with this prefix. */
+  readonly streamPrefix?: string;
+}
+
+export interface SubscribeOptions {
+  /** Deliver events after this position (START replays everything); undefined starts at the head. */
+  readonly after?: Position | undefined;
+  readonly streamPrefix?: string;
+  /** Largest batch delivered at once. */
+  readonly batchSize?: number;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * What a subscription yields, in log order:
+ * - `events`: the next events after the last position delivered;
+ * - `live`: the backlog is delivered and the subscription follows the head (sent each time it catches up);
+ * - `checkpoint`: no matching events up to `position` (lets filtered readers save progress over sparse data).
+ */
+export type SubscriptionMessage<E extends AnyEvent = AnyEvent> =
+  | { readonly kind: 'events'; readonly events: readonly StoredEvent<E>[] }
+  | { readonly kind: 'live'; readonly position: Position }
+  | { readonly kind: 'checkpoint'; readonly position: Position };
+
+/** Turns a raw stored event into a typed one: upcasts old schema versions, rejects what it can't read. */
+export interface EventCodec<E extends AnyEvent> {
+  decode(raw: StoredEvent): StoredEvent<E>;
+}
+
+export interface EventStore<E extends AnyEvent = AnyEvent> {
+  /**
+   * Appends atomically, checking the expected version. Retrying an append whose event ids are already
+   * stored returns the first result and writes nothing.
+   * @throws WrongExpectedVersionError when the stream is not at the expected version
+   */
+  append(streamId: string, events: readonly NewEvent<E>[], expected: ExpectedVersion): Promise<AppendResult>;
+  /** The stream's events in version order; [] when the stream does not exist. */
+  readStream(streamId: string, options?: ReadStreamOptions): Promise<StoredEvent<E>[]>;
+  /** One page of the global log, in log order. Never skips an event that commits later. */
+  readAll(options: ReadAllOptions): Promise<StoredEvent<E>[]>;
+  /** Catch-up then live: every committed event after `after`, exactly once, in log order. */
+  subscribe(options: SubscribeOptions): AsyncIterable<SubscriptionMessage<E>>;
+  /** The position of the last event readers can see; START when the log is empty. */
+  head(): Promise<Position>;
+  /** Cheap liveness probe of the backing service. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class WrongExpectedVersionError extends Error {
+  readonly code = 'wrong_expected_version';
+  constructor(
+    readonly streamId: string,
+    readonly expected: ExpectedVersion,
+    readonly actual: number,
+  ) {
+    super(`stream ${streamId}: expected version ${String(expected)}, actual ${actual}`);
+  }
+}
+
+/** An event the store holds but cannot read: unknown type, corrupt or invalid payload. */
+export class CorruptEventError extends Error {
+  readonly code = 'corrupt_event';
+  constructor(
+    readonly streamId: string,
+    readonly version: number,
+    readonly reason: string,
+  ) {
+    super(`stream ${streamId} version ${version}: ${reason}`);
+  }
+}
+
+/** An append retried with event ids that are stored, but not as that same append. */
+export class DuplicateEventIdError extends Error {
+  readonly code = 'duplicate_event_id';
+  constructor(
+    readonly streamId: string,
+    readonly eventId: string,
+  ) {
+    super(`stream ${streamId}: event id ${eventId} is already stored elsewhere`);
+  }
+}
+
+/** The backing service is unreachable; the operation wrote nothing and may be retried. */
+export class StoreUnavailableError extends Error {
+  readonly code = 'store_unavailable';
+}
+
+export const comparePositions = (a: Position, b: Position): number => (a < b ? -1 : a > b ? 1 : 0);

@@ -1,0 +1,491 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { sql } from 'kysely';
+import { EsdbEventStore } from '../src/adapters/esdb-event-store.js';
+import type { SqlDatabase } from '../src/adapters/postgres-database.js';
+import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
+import type { ExperimentEvent } from '../src/domain/experiment.js';
+import { experimentCodec } from '../src/handlers/experiment-codec.js';
+import {
+  type AnyEvent,
+  CorruptEventError,
+  DuplicateEventIdError,
+  type EventCodec,
+  type EventStore,
+  type NewEvent,
+  START,
+  type StoredEvent,
+  WrongExpectedVersionError,
+} from '../src/handlers/ports/event-store.js';
+import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';
+
+/**
+ * One conformance suite for every EventStore adapter. Each fixture opens stores over one backing
+ * store; `slowAppend` (SQL stores only) holds an append's transaction open to commit it late.
+ */
+interface Fixture {
+  readonly name: string;
+  readonly skip: string | undefined;
+  setup(): Promise<void>;
+  teardown(): Promise<void>;
+  open<E extends AnyEvent>(codec?: EventCodec<E>): EventStore<E>;
+  slowAppend?(
+    streamId: string,
+    events: readonly NewEvent[],
+    holdMs: number,
+    rollback: boolean,
+  ): Promise<void>;
+  /** Why transactions of this store cannot overlap, if they cannot. */
+  readonly serialTransactions?: string;
+}
+
+const sqlFixture = (db: TestDatabase, serialTransactions?: string): Fixture => {
+  let database: SqlDatabase | undefined;
+  const stores: EventStore<AnyEvent>[] = [];
+  return {
+    name: db.name,
+    skip: db.skip,
+    ...(serialTransactions ? { serialTransactions } : {}),
+    async setup() {
+      database = await db.open();
+    },
+    async teardown() {
+      await Promise.all(stores.map((s) => s.close()));
+      await database?.close();
+    },
+    open<E extends AnyEvent>(codec?: EventCodec<E>) {
+      const store = new PostgresEventStore<E>(
+        database!,
+        codec ? { codec, idlePollMs: 200 } : { idlePollMs: 200 },
+      );
+      stores.push(store as unknown as EventStore<AnyEvent>);
+      return store;
+    },
+    async slowAppend(streamId, events, holdMs, rollback) {
+      const payload = JSON.stringify(events);
+      await database!.db
+        .transaction()
+        .execute(async (tx) => {
+          await sql`select * from phoenix_append(${streamId}, 'any', ${payload}::jsonb)`.execute(tx);
+          await sql`select pg_sleep(${holdMs / 1000})`.execute(tx);
+          if (rollback) throw new RollbackOnPurpose();
+        })
+        .catch((err) => {
+          if (!(err instanceof RollbackOnPurpose)) throw err;
+        });
+    },
+  };
+};
+
+class RollbackOnPurpose extends Error {}
+
+const esdbFixture = (): Fixture => {
+  const url = process.env.EVENTSTORE_URL;
+  const stores: EventStore<AnyEvent>[] = [];
+  return {
+    name: 'EventStoreDB',
+    skip: url
+      ? undefined
+      : 'EVENTSTORE_URL is not set: no EventStoreDB/KurrentDB server runs on this machine',
+    async setup() {},
+    async teardown() {
+      await Promise.all(stores.map((s) => s.close()));
+    },
+    open<E extends AnyEvent>(codec?: EventCodec<E>) {
+      const store = new EsdbEventStore<E>(url!, codec ? { codec } : {});
+      stores.push(store as unknown as EventStore<AnyEvent>);
+      return store;
+    },
+  };
+};
+
+const fixtures: Fixture[] = [
+  sqlFixture(postgresTestDatabase()),
+  sqlFixture(
+    pgliteTestDatabase(),
+    'PGlite runs one transaction at a time, so a later position cannot commit first',
+  ),
+  esdbFixture(),
+];
+
+const newEvent = (
+  type = 'ExperimentStarted',
+  data: unknown = { at: new Date().toISOString() },
+): NewEvent => ({
+  type,
+  data,
+  metadata: {
+    eventId: randomUUID(),
+    actor: 'conformance',
+    correlationId: randomUUID(),
+    causationId: null,
+    occurredAt: new Date().toISOString(),
+    schemaVersion: 1,
+  },
+});
+const stream = () => `experiment-${randomUUID()}`;
+
+const expectWrongVersion = async (p: Promise<unknown>, actual: number) =>
+  assert.rejects(p, (err: unknown) => err instanceof WrongExpectedVersionError && err.actual === actual);
+
+/** Reads a subscription until `done` says it has everything, or `timeoutMs` passes. */
+async function collect<E extends AnyEvent>(
+  store: EventStore<E>,
+  options: { after?: string; streamPrefix?: string },
+  done: (seen: StoredEvent<E>[]) => boolean,
+  timeoutMs = 20_000,
+): Promise<{ seen: StoredEvent<E>[]; liveAt: number }> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  const seen: StoredEvent<E>[] = [];
+  let liveAt = -1;
+  try {
+    for await (const message of store.subscribe({ ...options, signal: controller.signal, batchSize: 50 })) {
+      if (message.kind === 'events') seen.push(...message.events);
+      if (message.kind === 'live' && liveAt < 0) liveAt = seen.length;
+      if (done(seen)) break;
+    }
+  } finally {
+    clearTimeout(timer);
+    controller.abort();
+  }
+  return { seen, liveAt };
+}
+
+for (const fixture of fixtures) {
+  describe(`EventStore conformance: ${fixture.name}`, { skip: fixture.skip }, () => {
+    let store: EventStore<AnyEvent>;
+    before(async () => {
+      await fixture.setup();
+      store = fixture.open();
+    });
+    after(() => fixture.teardown());
+
+    describe('expected-version modes', () => {
+      it('no_stream: creates a stream, refuses an existing one', async () => {
+        const s = stream();
+        assert.equal((await store.append(s, [newEvent()], 'no_stream')).version, 1);
+        await expectWrongVersion(store.append(s, [newEvent()], 'no_stream'), 1);
+      });
+      it('stream_exists: refuses a missing stream, appends to an existing one', async () => {
+        const s = stream();
+        await expectWrongVersion(store.append(s, [newEvent()], 'stream_exists'), 0);
+        await store.append(s, [newEvent()], 'no_stream');
+        assert.equal((await store.append(s, [newEvent(), newEvent()], 'stream_exists')).version, 3);
+      });
+      it('exact version: appends at that version only, and reports the actual one', async () => {
+        const s = stream();
+        await store.append(s, [newEvent(), newEvent()], 0);
+        assert.equal((await store.append(s, [newEvent()], 2)).version, 3);
+        await expectWrongVersion(store.append(s, [newEvent()], 2), 3);
+        await expectWrongVersion(store.append(s, [newEvent()], 7), 3);
+        await expectWrongVersion(store.append(stream(), [newEvent()], 1), 0);
+      });
+      it('any: appends whatever the stream holds', async () => {
+        const s = stream();
+        assert.equal((await store.append(s, [newEvent()], 'any')).version, 1);
+        assert.equal((await store.append(s, [newEvent()], 'any')).version, 2);
+      });
+      it('a refused append writes nothing', async () => {
+        const s = stream();
+        await store.append(s, [newEvent()], 'no_stream');
+        await expectWrongVersion(store.append(s, [newEvent(), newEvent()], 5), 1);
+        assert.equal((await store.readStream(s)).length, 1);
+      });
+    });
+
+    it('20 concurrent appends with the same expected version: exactly one succeeds', async () => {
+      const s = stream();
+      await store.append(s, [newEvent()], 'no_stream');
+      const results = await Promise.allSettled(
+        Array.from({ length: 20 }, () => store.append(s, [newEvent()], 1)),
+      );
+      const won = results.filter((r) => r.status === 'fulfilled');
+      const lost = results.filter(
+        (r) => r.status === 'rejected' && r.reason instanceof WrongExpectedVersionError,
+      );
+      assert.equal(won.length, 1);
+      assert.equal(lost.length, 19);
+      assert.equal((await store.readStream(s)).length, 2);
+    });
+
+    it('20 concurrent creations of one stream: exactly one succeeds', async () => {
+      const s = stream();
+      const results = await Promise.allSettled(
+        Array.from({ length: 20 }, () => store.append(s, [newEvent()], 'no_stream')),
+      );
+      assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+      assert.equal((await store.readStream(s)).length, 1);
+    });
+
+    it('an append retried with the same event ids is stored once and answered the same', async () => {
+      const s = stream();
+      const batch = [newEvent(), newEvent()];
+      const first = await store.append(s, batch, 'no_stream');
+      const again = await store.append(s, batch, 'no_stream');
+      const anyMode = await store.append(s, batch, 'any');
+      assert.deepEqual(again, first);
+      assert.deepEqual(anyMode, first);
+      const concurrent = await Promise.all(
+        Array.from({ length: 5 }, () => store.append(s, [batch[1]!], 'any')),
+      );
+      for (const r of concurrent) assert.equal(r.version, 2);
+      assert.equal((await store.readStream(s)).length, 2);
+    });
+
+    it('an event id stored elsewhere is refused, not stored twice', async () => {
+      const e = newEvent();
+      await store.append(stream(), [e], 'no_stream');
+      await assert.rejects(store.append(stream(), [e], 'no_stream'), DuplicateEventIdError);
+    });
+
+    it('reads its own stream right after appending, in version order, with metadata', async () => {
+      const s = stream();
+      const batch = [newEvent(), newEvent(), newEvent()];
+      const result = await store.append(s, batch, 'no_stream');
+      const read = await store.readStream(s);
+      assert.deepEqual(
+        read.map((e) => [e.version, e.metadata.eventId, e.type]),
+        batch.map((e, i) => [i + 1, e.metadata.eventId, e.type]),
+      );
+      assert.equal(read[2]!.position, result.position);
+      assert.deepEqual(read[0]!.metadata, batch[0]!.metadata);
+      assert.deepEqual(read[0]!.data, batch[0]!.data);
+      assert.ok(read[0]!.position < read[1]!.position && read[1]!.position < read[2]!.position);
+    });
+
+    it('reads a stream from a version, to a version, up to a time', async () => {
+      const s = stream();
+      await store.append(s, [newEvent(), newEvent()], 'no_stream');
+      await new Promise((r) => setTimeout(r, 50));
+      const cut = new Date();
+      await new Promise((r) => setTimeout(r, 50));
+      await store.append(s, [newEvent(), newEvent()], 2);
+      assert.deepEqual(
+        (await store.readStream(s, { fromVersion: 2 })).map((e) => e.version),
+        [2, 3, 4],
+      );
+      assert.deepEqual(
+        (await store.readStream(s, { toVersion: 3 })).map((e) => e.version),
+        [1, 2, 3],
+      );
+      assert.deepEqual(
+        (await store.readStream(s, { until: cut })).map((e) => e.version),
+        [1, 2],
+      );
+      assert.deepEqual(
+        (await store.readStream(s, { fromVersion: 2, limit: 1 })).map((e) => e.version),
+        [2],
+      );
+      assert.deepEqual(await store.readStream(stream()), []);
+    });
+
+    it('reads the global log in pages, in order, after a position', async () => {
+      const startAt = await store.head();
+      const s1 = stream();
+      const s2 = stream();
+      await store.append(s1, [newEvent()], 'no_stream');
+      await store.append(s2, [newEvent(), newEvent()], 'no_stream');
+      await store.append(s1, [newEvent()], 1);
+      const pages: StoredEvent[] = [];
+      let cursor = startAt;
+      for (;;) {
+        const page = await store.readAll({ after: cursor, limit: 2 });
+        if (page.length === 0) break;
+        pages.push(...page);
+        cursor = page[page.length - 1]!.position;
+      }
+      const ours = pages.filter((e) => e.streamId === s1 || e.streamId === s2);
+      assert.deepEqual(
+        ours.map((e) => `${e.streamId === s1 ? 's1' : 's2'}:${e.version}`),
+        ['s1:1', 's2:1', 's2:2', 's1:2'],
+      );
+      for (let i = 1; i < pages.length; i++) assert.ok(pages[i - 1]!.position < pages[i]!.position);
+      assert.equal(await store.head(), cursor);
+    });
+
+    it('subscribes: the backlog, then live, then new events, each once', async () => {
+      const from = await store.head();
+      const s = stream();
+      await store.append(s, [newEvent(), newEvent()], 'no_stream');
+      const collecting = collect(
+        store,
+        { after: from },
+        (seen) => seen.filter((e) => e.streamId === s).length >= 4,
+      );
+      await new Promise((r) => setTimeout(r, 200));
+      await store.append(s, [newEvent()], 2);
+      await store.append(s, [newEvent()], 3);
+      const { seen, liveAt } = await collecting;
+      const ours = seen.filter((e) => e.streamId === s);
+      assert.deepEqual(
+        ours.map((e) => e.version),
+        [1, 2, 3, 4],
+      );
+      assert.ok(liveAt >= 0, 'the subscription said when it went live');
+      // Resuming after the second event delivers exactly the rest.
+      const resumed = await collect(
+        store,
+        { after: ours[1]!.position },
+        (x) => x.filter((e) => e.streamId === s).length >= 2,
+      );
+      assert.deepEqual(
+        resumed.seen.filter((e) => e.streamId === s).map((e) => e.version),
+        [3, 4],
+      );
+    });
+
+    it('subscribes without a position: starts at the head', async () => {
+      const s = stream();
+      await store.append(s, [newEvent()], 'no_stream');
+      const controller = new AbortController();
+      const messages: string[] = [];
+      const iterator = store.subscribe({ signal: controller.signal })[Symbol.asyncIterator]();
+      const first = await iterator.next();
+      messages.push(first.done ? 'done' : first.value.kind);
+      const next = iterator.next();
+      await store.append(s, [newEvent()], 1);
+      const second = await next;
+      controller.abort();
+      assert.deepEqual(messages, ['live']);
+      assert.ok(!second.done && second.value.kind === 'events');
+      if (!second.done && second.value.kind === 'events') {
+        assert.deepEqual(
+          second.value.events.map((e) => [e.streamId, e.version]),
+          [[s, 2]],
+        );
+      }
+      await iterator.return?.();
+    });
+
+    it('16 writers committing slowly and out of order, some rolled back: every committed event once, in order', {
+      skip: fixture.slowAppend
+        ? undefined
+        : `${fixture.name} commits each append atomically on the server; covered by the concurrent-writer test`,
+    }, async () => {
+      const from = await store.head();
+      const prefix = `experiment-${randomUUID().slice(0, 8)}`;
+      const committed = new Set<string>();
+      const rolledBack = new Set<string>();
+      const writers = Array.from({ length: 16 }, async (_, w) => {
+        for (let i = 0; i < 6; i++) {
+          const e = newEvent();
+          // Early appends hold their transaction longest, so later positions commit first.
+          const hold = ((16 - w) * 7 + (i % 3) * 20) % 120;
+          const rollback = (w + i) % 5 === 0;
+          await fixture.slowAppend!(`${prefix}-${w}`, [e], hold, rollback);
+          (rollback ? rolledBack : committed).add(e.metadata.eventId);
+        }
+      });
+      const sentinel = newEvent();
+      const collecting = collect(store, { after: from, streamPrefix: prefix }, (seen) =>
+        seen.some((e) => e.metadata.eventId === sentinel.metadata.eventId),
+      );
+      await Promise.all(writers);
+      // Appended after every writer has finished: whatever committed before it must come before it.
+      await store.append(`${prefix}-end`, [sentinel], 'no_stream');
+      const { seen: all } = await collecting;
+      const seen = all.filter((e) => e.metadata.eventId !== sentinel.metadata.eventId);
+      const ids = seen.map((e) => e.metadata.eventId);
+      assert.equal(new Set(ids).size, ids.length, 'no event delivered twice');
+      assert.deepEqual(new Set(ids), committed, 'every committed event, and no rolled-back one');
+      for (let i = 1; i < seen.length; i++)
+        assert.ok(seen[i - 1]!.position < seen[i]!.position, 'in position order');
+    });
+
+    it('an event whose position is taken first but commits last is delivered, after the earlier ones', {
+      skip:
+        fixture.serialTransactions ??
+        (fixture.slowAppend ? undefined : `${fixture.name} assigns positions at commit`),
+    }, async () => {
+      const from = await store.head();
+      const prefix = `experiment-${randomUUID().slice(0, 8)}`;
+      const slow = newEvent();
+      const fast = newEvent();
+      const slowDone = fixture.slowAppend!(`${prefix}-slow`, [slow], 600, false);
+      await new Promise((r) => setTimeout(r, 100));
+      await store.append(`${prefix}-fast`, [fast], 'no_stream');
+      // While the slow transaction is open, readers hold back rather than pass it.
+      const early = await store.readAll({ after: from, limit: 100, streamPrefix: prefix });
+      assert.deepEqual(
+        early.map((e) => e.metadata.eventId),
+        [],
+      );
+      await slowDone;
+      const { seen } = await collect(store, { after: from, streamPrefix: prefix }, (x) => x.length >= 2);
+      assert.deepEqual(
+        seen.map((e) => e.metadata.eventId),
+        [slow.metadata.eventId, fast.metadata.eventId],
+      );
+    });
+
+    describe('events it cannot read', () => {
+      let typed: EventStore<ExperimentEvent>;
+      before(() => {
+        typed = fixture.open(experimentCodec);
+      });
+
+      it('an unknown event type is an error naming the stream and version', async () => {
+        const s = stream();
+        await store.append(
+          s,
+          [newEvent('ExperimentStarted'), newEvent('SomethingNobodyWrote', { at: 'x' })],
+          'no_stream',
+        );
+        await assert.rejects(typed.readStream(s), (err: unknown) => {
+          assert.ok(err instanceof CorruptEventError);
+          assert.equal(err.streamId, s);
+          assert.equal(err.version, 2);
+          assert.match(err.message, /unknown event type 'SomethingNobodyWrote'/);
+          return true;
+        });
+      });
+
+      it('a corrupt payload is an error naming the stream and version', async () => {
+        const s = stream();
+        await store.append(
+          s,
+          [newEvent('VariantDeployed', { at: new Date().toISOString(), variant: 'nope' })],
+          'no_stream',
+        );
+        await assert.rejects(
+          typed.readStream(s),
+          (err: unknown) => err instanceof CorruptEventError && err.streamId === s && err.version === 1,
+        );
+        await assert.rejects(
+          typed.readAll({ after: START, limit: 1_000_000, streamPrefix: s }),
+          (err: unknown) => err instanceof CorruptEventError && err.version === 1,
+        );
+      });
+
+      it('an old creation event without criticalProcesses is upcast on read', async () => {
+        const s = stream();
+        const v1 = newEvent('ExperimentCreated', {
+          at: new Date().toISOString(),
+          experimentId: randomUUID(),
+          spec: {
+            name: 'old',
+            baseline: { template: 'process-baseline-v1', params: {} },
+            candidate: { template: 'process-topk-v1', params: {} },
+            target: { namespace: 'default', nodeSelector: {}, hosts: 1 },
+            durationSeconds: 60,
+            successCriteria: {
+              minCardinalityReductionPct: 50,
+              maxCriticalProcessLossPct: 0,
+              maxCollectorCpuOverheadPct: 10,
+            },
+          },
+        });
+        await store.append(s, [v1], 'no_stream');
+        const [event] = await typed.readStream(s);
+        assert.ok(event);
+        assert.equal(event.type, 'ExperimentCreated');
+        assert.deepEqual(
+          (event.data as unknown as { spec: { criticalProcesses: string[] } }).spec.criticalProcesses,
+          [],
+        );
+      });
+    });
+  });
+}
