@@ -63,11 +63,11 @@ const sqlFixture = (db: TestDatabase, serialTransactions?: string): Fixture => {
       return store;
     },
     async slowAppend(streamId, events, holdMs, rollback) {
-      const payload = JSON.stringify(events);
+      const payload = JSON.stringify([{ stream: streamId, expected: 'any', events }]);
       await database!.db
         .transaction()
         .execute(async (tx) => {
-          await sql`select * from phoenix_append(${streamId}, 'any', ${payload}::jsonb)`.execute(tx);
+          await sql`select * from phoenix_append_batch(${payload}::jsonb)`.execute(tx);
           await sql`select pg_sleep(${holdMs / 1000})`.execute(tx);
           if (rollback) throw new RollbackOnPurpose();
         })

@@ -25,7 +25,8 @@ import type { SqlDatabase } from './postgres-database.js';
 /**
  * The event store on PostgreSQL or PGlite (schema: migrations/001_event_store.sql).
  *
- * - Appends are one round trip (`phoenix_append`), idempotent on event id.
+ * - Appends are idempotent on event id; concurrent appends share one round trip and one commit
+ *   (`phoenix_append_batch`), each still checked against its own expected version.
  * - Log order is (transaction_id, global_position); readers only take rows of transactions older
  *   than every running one, so an event whose transaction commits late is never skipped.
  * - Subscribers in this process are woken directly after each append; subscribers in other processes
@@ -37,6 +38,25 @@ export interface PostgresEventStoreOptions<E extends AnyEvent> {
   /** Longest wait between polls of the log when nothing wakes a subscriber. */
   readonly idlePollMs?: number;
   readonly channel?: string;
+  /** Batches written at once (PGlite: always 1, it has one connection). */
+  readonly maxConcurrentBatches?: number;
+  /** Most appends in one batch. */
+  readonly maxBatch?: number;
+}
+
+interface PendingAppend<E extends AnyEvent> {
+  readonly streamId: string;
+  readonly events: readonly NewEvent<E>[];
+  readonly expected: ExpectedVersion;
+  resolve(result: AppendResult): void;
+  reject(err: unknown): void;
+}
+
+interface BatchRow {
+  out_index: number;
+  out_status: 'ok' | 'idempotent' | 'wrong_version' | 'duplicate_id';
+  out_version: string | null;
+  out_position: string | null;
 }
 
 const POSITION = /^(\d{20})-(\d{20})$/;
@@ -77,6 +97,10 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
   readonly #wake = new EventEmitter();
   readonly #idlePollMs: number;
   readonly #channel: string;
+  readonly #pending: PendingAppend<E>[] = [];
+  readonly #maxInFlight: number;
+  readonly #maxBatch: number;
+  #inFlight = 0;
   #notifyTimer: NodeJS.Timeout | undefined;
   #notifyPending = false;
   #stopListening: Promise<() => Promise<void>> | undefined;
@@ -90,47 +114,94 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     this.#codec = options.codec;
     this.#idlePollMs = options.idlePollMs ?? 1_000;
     this.#channel = options.channel ?? 'phoenix_events';
+    this.#maxInFlight = database.kind === 'pglite' ? 1 : (options.maxConcurrentBatches ?? 2);
+    this.#maxBatch = options.maxBatch ?? 64;
     this.#wake.setMaxListeners(0);
   }
 
-  async append(
-    streamId: string,
-    events: readonly NewEvent<E>[],
-    expected: ExpectedVersion,
-  ): Promise<AppendResult> {
+  append(streamId: string, events: readonly NewEvent<E>[], expected: ExpectedVersion): Promise<AppendResult> {
     if (events.length === 0) return this.#currentVersion(streamId, expected);
-    const payload = JSON.stringify(events.map((e) => ({ type: e.type, data: e.data, metadata: e.metadata })));
-    try {
-      const { rows } = await sql<{ out_version: string | number; out_position: string }>`
-        select out_version::text as out_version, out_position
-        from phoenix_append(${streamId}, ${String(expected)}, ${payload}::jsonb)`.execute(this.#db);
-      const row = rows[0];
-      if (!row) throw new Error('phoenix_append returned no row');
-      this.#announce();
-      return { version: Number(row.out_version), position: row.out_position };
-    } catch (err) {
-      return this.#appendFailed(err, streamId, events, expected);
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ streamId, events, expected, resolve, reject });
+      this.#pump();
+    });
+  }
+
+  /**
+   * Group commit: appends that arrive while `maxInFlight` batches are being written wait and go
+   * together in the next batch, one transaction and one commit for all of them. Under light load
+   * every append is its own batch, so nothing waits for a timer.
+   */
+  #pump(): void {
+    while (this.#inFlight < this.#maxInFlight && this.#pending.length > 0) {
+      const batch = this.#pending.splice(0, this.#maxBatch);
+      this.#inFlight++;
+      void this.#writeBatch(batch).finally(() => {
+        this.#inFlight--;
+        this.#pump();
+      });
     }
   }
 
-  async #appendFailed(
-    err: unknown,
-    streamId: string,
-    events: readonly NewEvent<E>[],
-    expected: ExpectedVersion,
-  ): Promise<AppendResult> {
-    const code = (err as { code?: string }).code;
-    if (code === 'PX409' || code === '23505') {
-      // A concurrent retry of this same append may have won: answer as it did.
-      const stored = await this.#storedAppend(streamId, events);
-      if (stored) return stored;
-      if (code === '23505') throw new DuplicateEventIdError(streamId, events[0]?.metadata.eventId ?? '');
-      const actual = Number((err as { detail?: string }).detail ?? 0);
-      throw new WrongExpectedVersionError(streamId, expected, actual);
+  async #writeBatch(batch: PendingAppend<E>[]): Promise<void> {
+    const payload = JSON.stringify(
+      batch.map((a) => ({
+        stream: a.streamId,
+        expected: String(a.expected),
+        events: a.events.map((e) => ({ type: e.type, data: e.data, metadata: e.metadata })),
+      })),
+    );
+    let rows: BatchRow[];
+    try {
+      ({ rows } = await sql<BatchRow>`
+        select out_index, out_status, out_version::text as out_version, out_position
+        from phoenix_append_batch(${payload}::jsonb)`.execute(this.#db));
+    } catch (err) {
+      const failure = unavailableOr(err);
+      if (failure instanceof StoreUnavailableError || batch.length === 1) {
+        for (const a of batch) this.#settleFailure(a, failure);
+        return;
+      }
+      // Something in one append failed the whole batch (a concurrent retry of the same event ids,
+      // say): write them one by one so only that one fails.
+      await Promise.all(batch.map((a) => this.#writeBatch([a])));
+      return;
     }
-    if (code === 'PX422')
-      throw new DuplicateEventIdError(streamId, (err as { detail?: string }).detail ?? '');
-    throw unavailableOr(err);
+    let wrote = false;
+    for (const row of rows) {
+      const a = batch[row.out_index];
+      if (!a) continue;
+      switch (row.out_status) {
+        case 'ok':
+          wrote = true;
+          a.resolve({ version: Number(row.out_version), position: row.out_position! });
+          break;
+        case 'idempotent':
+          a.resolve({ version: Number(row.out_version), position: row.out_position! });
+          break;
+        case 'wrong_version':
+          a.reject(new WrongExpectedVersionError(a.streamId, a.expected, Number(row.out_version)));
+          break;
+        default:
+          a.reject(new DuplicateEventIdError(a.streamId, a.events[0]?.metadata.eventId ?? ''));
+      }
+    }
+    if (wrote) this.#announce();
+  }
+
+  /** A batch of one failed outright: a concurrent retry of this same append may have won. */
+  #settleFailure(a: PendingAppend<E>, err: unknown): void {
+    if ((err as { code?: string }).code !== '23505') {
+      a.reject(err);
+      return;
+    }
+    this.#storedAppend(a.streamId, a.events).then(
+      (stored) =>
+        stored
+          ? a.resolve(stored)
+          : a.reject(new DuplicateEventIdError(a.streamId, a.events[0]?.metadata.eventId ?? '')),
+      (e) => a.reject(unavailableOr(e)),
+    );
   }
 
   async #storedAppend(streamId: string, events: readonly NewEvent<E>[]): Promise<AppendResult | undefined> {

@@ -37,8 +37,12 @@ export class SqlFileMigrationProvider implements MigrationProvider {
  */
 // biome-ignore lint/suspicious/noExplicitAny: migrations do not need the schema type
 export async function migrateToLatest(db: Kysely<any>, dir?: string): Promise<MigrationResult[]> {
+  // Kysely looks for its bookkeeping tables in every schema unless told which: name the current one, so
+  // databases holding several Phoenix schemas (tests, blue/green) each keep their own.
+  const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(db);
   const migrator = new Migrator({
     db,
+    migrationTableSchema: rows[0]?.schema ?? 'public',
     provider: new SqlFileMigrationProvider(dir),
     migrationTableName: 'phoenix_migrations',
     migrationLockTableName: 'phoenix_migrations_lock',
