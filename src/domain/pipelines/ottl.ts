@@ -151,8 +151,10 @@ class Parser {
 
   statement(): OttlStatement {
     const t = this.next();
-    if (t.t !== 'id' || KEYWORDS.has(t.v)) throw new OttlSyntaxError('a statement starts with an editor name', t.at);
-    if (!/^[a-z]/.test(t.v)) throw new OttlSyntaxError(`editor "${t.v}" must start with a lowercase letter`, t.at);
+    if (t.t !== 'id' || KEYWORDS.has(t.v))
+      throw new OttlSyntaxError('a statement starts with an editor name', t.at);
+    if (!/^[a-z]/.test(t.v))
+      throw new OttlSyntaxError(`editor "${t.v}" must start with a lowercase letter`, t.at);
     const args = this.args();
     if (this.isWord('where')) {
       this.next();
@@ -197,7 +199,8 @@ class Parser {
       this.next();
       return { kind: 'compare', op: t.v as CompareOp, left, right: this.value() };
     }
-    if (left.kind === 'bool' || (left.kind === 'call' && /^[A-Z]/.test(left.name))) return { kind: 'value', value: left };
+    if (left.kind === 'bool' || (left.kind === 'call' && /^[A-Z]/.test(left.name)))
+      return { kind: 'value', value: left };
     throw new OttlSyntaxError('expected a comparison, a boolean or a converter call', at);
   }
 
@@ -222,10 +225,12 @@ class Parser {
     if (t.v === 'nil') return { kind: 'nil' };
     if (KEYWORDS.has(t.v)) throw new OttlSyntaxError(`unexpected keyword "${t.v}"`, t.at);
     if (this.isOp('(')) {
-      if (!/^[A-Z]/.test(t.v)) throw new OttlSyntaxError(`converter "${t.v}" must start with an uppercase letter`, t.at);
+      if (!/^[A-Z]/.test(t.v))
+        throw new OttlSyntaxError(`converter "${t.v}" must start with an uppercase letter`, t.at);
       return { kind: 'call', name: t.v, args: this.args() };
     }
-    if (/^[A-Z][A-Z0-9_]*$/.test(t.v) && !this.isOp('.') && !this.isOp('[')) return { kind: 'enum', name: t.v };
+    if (/^[A-Z][A-Z0-9_]*$/.test(t.v) && !this.isOp('.') && !this.isOp('['))
+      return { kind: 'enum', name: t.v };
     const segments = [t.v];
     while (this.isOp('.')) {
       this.next();
@@ -279,8 +284,10 @@ export const parseOttlStatement = (src: string): OttlStatement => {
 export const ottlString = (text: string): string => `"${text.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
 
 /** The textual form of a path, e.g. `resource.attributes["process.pid"]`. */
-export const pathText = (path: { readonly segments: readonly string[]; readonly keys: readonly string[] }): string =>
-  path.segments.join('.') + path.keys.map((k) => `[${ottlString(k)}]`).join('');
+export const pathText = (path: {
+  readonly segments: readonly string[];
+  readonly keys: readonly string[];
+}): string => path.segments.join('.') + path.keys.map((k) => `[${ottlString(k)}]`).join('');
 
 /** Editors and converters of otelcol-contrib's OTTL (transform/filter), with their accepted argument counts. */
 export const OTTL_EDITORS: Readonly<Record<string, readonly [number, number]>> = {

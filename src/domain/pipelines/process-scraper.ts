@@ -12,6 +12,8 @@ export interface ProcessMetricInfo {
   readonly kind: MetricKind;
   /** UCUM unit as the scraper declares it. */
   readonly unit: string;
+  /** Whether data points carry `value_int` or `value_double` (OTTL sees only the matching one). */
+  readonly valueType: 'int' | 'double';
   readonly description: string;
   /** Enabled unless the config says otherwise. */
   readonly defaultEnabled: boolean;
@@ -24,6 +26,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     name: 'process.cpu.time',
     kind: 'counter',
     unit: 's',
+    valueType: 'double',
     description: 'Total CPU seconds broken down by different states.',
     defaultEnabled: true,
     attribute: { key: 'state', values: ['user', 'system', 'wait'] },
@@ -32,6 +35,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     name: 'process.memory.usage',
     kind: 'updown',
     unit: 'By',
+    valueType: 'int',
     description: 'The amount of physical memory in use.',
     defaultEnabled: true,
   },
@@ -39,6 +43,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     name: 'process.memory.virtual',
     kind: 'updown',
     unit: 'By',
+    valueType: 'int',
     description: 'Virtual memory size.',
     defaultEnabled: true,
   },
@@ -46,6 +51,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     name: 'process.disk.io',
     kind: 'counter',
     unit: 'By',
+    valueType: 'int',
     description: 'Disk bytes transferred.',
     defaultEnabled: true,
     attribute: { key: 'direction', values: ['read', 'write'] },
@@ -54,6 +60,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     name: 'process.cpu.utilization',
     kind: 'gauge',
     unit: '1',
+    valueType: 'double',
     description: 'Percentage of total CPU time used by the process since last scrape, between 0 and 1.',
     defaultEnabled: false,
     attribute: { key: 'state', values: ['user', 'system', 'wait'] },
@@ -62,6 +69,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     name: 'process.memory.utilization',
     kind: 'gauge',
     unit: '1',
+    valueType: 'double',
     description: 'Percentage of total physical memory that is used by the process.',
     defaultEnabled: false,
   },
@@ -69,6 +77,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     name: 'process.disk.operations',
     kind: 'counter',
     unit: '{operations}',
+    valueType: 'int',
     description: 'Number of disk operations performed by the process.',
     defaultEnabled: false,
     attribute: { key: 'direction', values: ['read', 'write'] },
@@ -77,6 +86,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     name: 'process.threads',
     kind: 'updown',
     unit: '{threads}',
+    valueType: 'int',
     description: 'Process threads count.',
     defaultEnabled: false,
   },
@@ -84,6 +94,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     name: 'process.open_file_descriptors',
     kind: 'updown',
     unit: '{count}',
+    valueType: 'int',
     description: 'Number of file descriptors in use by the process.',
     defaultEnabled: false,
   },
@@ -91,6 +102,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     name: 'process.context_switches',
     kind: 'counter',
     unit: '{count}',
+    valueType: 'int',
     description: 'Number of times the process has been context switched.',
     defaultEnabled: false,
     attribute: { key: 'context_switch_type', values: ['involuntary', 'voluntary'] },
@@ -99,6 +111,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     name: 'process.paging.faults',
     kind: 'counter',
     unit: '{faults}',
+    valueType: 'int',
     description: 'Number of page faults the process has made.',
     defaultEnabled: false,
     attribute: { key: 'type', values: ['major', 'minor'] },
@@ -107,6 +120,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     name: 'process.signals_pending',
     kind: 'updown',
     unit: '{signals}',
+    valueType: 'int',
     description: 'Number of pending signals for the process.',
     defaultEnabled: false,
   },
@@ -114,6 +128,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     name: 'process.uptime',
     kind: 'gauge',
     unit: 's',
+    valueType: 'double',
     description: 'The time the process has been running.',
     defaultEnabled: false,
   },

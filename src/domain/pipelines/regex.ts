@@ -4,7 +4,9 @@
  * Node 20 rejects, so every pattern is checked against both dialects here, once.
  */
 
-export type RegexCheck = { readonly ok: true; readonly regex: RegExp } | { readonly ok: false; readonly message: string };
+export type RegexCheck =
+  | { readonly ok: true; readonly regex: RegExp }
+  | { readonly ok: false; readonly message: string };
 
 const RE2_UNSUPPORTED: readonly [string, string][] = [
   ['(?=', 'lookahead'],
@@ -17,9 +19,10 @@ const RE2_UNSUPPORTED: readonly [string, string][] = [
  * Compiles a pattern the way the collector will interpret it, or says why it would fail there.
  * A leading `(?i)` (RE2's case-insensitive flag) becomes JavaScript's `i` flag.
  */
-export const compileCollectorRegex = (pattern: string): RegexCheck => {
+export const compileCollectorRegex = (pattern: string, maxLength = 1024): RegexCheck => {
   if (pattern.length === 0) return { ok: false, message: 'pattern is empty' };
-  if (pattern.length > 1024) return { ok: false, message: 'pattern is longer than 1024 characters' };
+  if (pattern.length > maxLength)
+    return { ok: false, message: `pattern is longer than ${maxLength} characters` };
   if (pattern.includes('${') || pattern.includes('$$')) {
     return {
       ok: false,
@@ -37,7 +40,8 @@ export const compileCollectorRegex = (pattern: string): RegexCheck => {
     const ch = body[i];
     if (ch === '\\') {
       const next = body[i + 1] ?? '';
-      if (!inClass && /[1-9]/.test(next)) return { ok: false, message: 'backreferences are not supported by RE2' };
+      if (!inClass && /[1-9]/.test(next))
+        return { ok: false, message: 'backreferences are not supported by RE2' };
       if (!inClass && next === 'k' && body[i + 2] === '<') {
         return { ok: false, message: 'named backreferences are not supported by RE2' };
       }
@@ -57,7 +61,11 @@ export const compileCollectorRegex = (pattern: string): RegexCheck => {
       for (const [prefix, what] of RE2_UNSUPPORTED) {
         if (body.startsWith(prefix, i)) return { ok: false, message: `${what} is not supported by RE2` };
       }
-      if (body.startsWith('(?', i) && !body.startsWith('(?:', i) && !/^\(\?P?<[A-Za-z_]/.test(body.slice(i))) {
+      if (
+        body.startsWith('(?', i) &&
+        !body.startsWith('(?:', i) &&
+        !/^\(\?P?<[A-Za-z_]/.test(body.slice(i))
+      ) {
         return { ok: false, message: 'inline flags are only supported as a leading "(?i)"' };
       }
     }
@@ -65,10 +73,14 @@ export const compileCollectorRegex = (pattern: string): RegexCheck => {
   try {
     return { ok: true, regex: new RegExp(body.replace(/\(\?P</g, '(?<'), flags) };
   } catch (err) {
-    const detail = err instanceof Error ? err.message.replace(/^Invalid regular expression: /, '') : String(err);
+    const detail =
+      err instanceof Error ? err.message.replace(/^Invalid regular expression: /, '') : String(err);
     return { ok: false, message: `invalid regular expression: ${detail}` };
   }
 };
+
+/** Generated patterns (keep-lists) may be long; RE2 handles large alternations, the limit is a sanity bound. */
+export const MAX_RENDERED_PATTERN_LENGTH = 256 * 1024;
 
 /** RE2's QuoteMeta: a literal string as a pattern that matches exactly it. */
 export const quoteMeta = (literal: string): string => literal.replace(/[\\.+*?()|[\]{}^$]/g, '\\$&');

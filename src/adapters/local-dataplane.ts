@@ -1,0 +1,592 @@
+/**
+ * The local (simulated) data plane of the embedded default: what the Kubernetes deployer and the
+ * Prometheus analyzer talk to when there is no cluster. Deploying a variant starts an emulated collector
+ * DaemonSet over a simulated fleet (one fleet per experiment, shared by baseline and candidate so they see
+ * the same nodes and processes); each variant's output is served as Prometheus text, with the
+ * collector's own metrics, on a local HTTP endpoint a real Prometheus can scrape.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parse as parseYaml } from 'yaml';
+import {
+  type CollectorConfig,
+  compileCollectorRegex,
+  NODE_NAME_ENV,
+  type ProcessUsageTable,
+  prometheusLabelName,
+  prometheusMetricName,
+  VARIANTS,
+  type Variant,
+} from '../domain/pipelines/index.js';
+import {
+  type CompiledPipeline,
+  compilePipeline,
+  EmulationError,
+  emulateScrape,
+  IDENTITY_BIT,
+  popcount,
+  type ScrapeResult,
+} from './local-dataplane-emulator.js';
+import { catalogEntry, commandLineOf, ProcessFleet } from './local-dataplane-fleet.js';
+
+export { EmulationError } from './local-dataplane-emulator.js';
+
+/** A deployment request the data plane cannot honour (bad config, fleet mismatch); the deployer reports it as a failed deploy. */
+export class LocalDataPlaneError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LocalDataPlaneError';
+  }
+}
+
+export interface DeployVariantInput {
+  readonly experimentId: string;
+  readonly variant: Variant;
+  /** The rendered collector config (object or YAML), exactly what would be applied to a cluster. */
+  readonly config: CollectorConfig | string;
+  /** Nodes of the experiment's target. */
+  readonly hosts: number;
+  readonly processesPerHost?: number;
+  /** Fleet seed; the same seed gives the same processes, so runs are reproducible. */
+  readonly seed?: number;
+  /** The experiment's critical-process patterns, for `criticalSeen` in snapshots. */
+  readonly criticalProcesses?: readonly string[];
+}
+
+export interface VariantSnapshot {
+  readonly experimentId: string;
+  readonly variant: Variant;
+  readonly hosts: number;
+  readonly scrapes: number;
+  /** Simulated seconds since the experiment's fleet started. */
+  readonly simulatedTimeSeconds: number;
+  readonly collectionIntervalSeconds: number;
+  /** Series exported at the last scrape (process metrics). */
+  readonly series: number;
+  /** Process data points exported per minute at the last scrape's rate. */
+  readonly datapointsPerMinute: number;
+  /** Distinct executable names present in the output, per node. */
+  readonly processesByNode: Readonly<Record<string, readonly string[]>>;
+  /** Critical (node, executable) pairs present in the output. */
+  readonly criticalSeen: readonly { readonly node: string; readonly executableName: string }[];
+  readonly collector: {
+    /** Collector CPU seconds summed over nodes since deploy. */
+    readonly cpuSecondsTotal: number;
+    /** Average collector CPU per node, in cores. */
+    readonly cpuCoresPerNode: number;
+    readonly memoryRssBytesPerNode: number;
+    readonly memoryRssBytesMax: number;
+  };
+  /** Where Prometheus scrapes this variant (undefined until the server listens). */
+  readonly endpoint: string | undefined;
+}
+
+export interface LocalDataPlaneOptions {
+  readonly host?: string;
+  /** 0 picks a free port. */
+  readonly port?: number;
+  /** Real milliseconds between ticks of the simulation. */
+  readonly tickMs?: number;
+  /** Simulated seconds that pass per tick; each variant scrapes on its own collection interval. */
+  readonly simulatedSecondsPerTick?: number;
+  readonly defaultProcessesPerHost?: number;
+}
+
+interface VariantState {
+  readonly pipeline: CompiledPipeline;
+  readonly critical: readonly RegExp[];
+  last: ScrapeResult;
+  scrapes: number;
+  dueIn: number;
+  readonly sentPoints: Float64Array;
+  readonly receivedPoints: Float64Array;
+  readonly cpuSeconds: Float64Array;
+  readonly rss: Float64Array;
+  readonly deployedAt: number;
+}
+
+interface ExperimentState {
+  readonly fleet: ProcessFleet;
+  readonly variants: Map<Variant, VariantState>;
+  /** Simulated time not yet applied to the fleet (advanced lazily, only when a variant scrapes). */
+  pending: number;
+}
+
+const MIB = 1024 * 1024;
+
+/** Collector resident memory: runtime base + scraper handles + the Prometheus exporter's series cache + batch buffer. */
+const rssModel = (scraped: number, series: number, points: number): number =>
+  48 * MIB + 2048 * scraped + 1200 * series + 300 * points;
+
+const escapeLabel = (v: string): string =>
+  v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+
+/** Go's strconv-style shortest round-trip formatting, which Prometheus parses. */
+const formatValue = (v: number): string => String(v);
+
+export class LocalDataPlane {
+  private readonly experiments = new Map<string, ExperimentState>();
+  private server: Server | undefined;
+  private baseUrl: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly options: Required<LocalDataPlaneOptions>;
+
+  constructor(options: LocalDataPlaneOptions = {}) {
+    this.options = {
+      host: options.host ?? '127.0.0.1',
+      port: options.port ?? 0,
+      tickMs: options.tickMs ?? 1000,
+      simulatedSecondsPerTick: options.simulatedSecondsPerTick ?? 15,
+      defaultProcessesPerHost: options.defaultProcessesPerHost ?? 500,
+    };
+  }
+
+  /** Creates a data plane and starts its HTTP endpoint. */
+  static async start(options: LocalDataPlaneOptions = {}): Promise<LocalDataPlane> {
+    const plane = new LocalDataPlane(options);
+    await plane.listen();
+    return plane;
+  }
+
+  /** Starts serving `/metrics` and `/metrics/{experimentId}/{variant}`; resolves with the base URL. */
+  async listen(): Promise<string> {
+    if (this.baseUrl !== undefined) return this.baseUrl;
+    const server = createServer((req, res) => {
+      this.handle(req, res).catch(() => {
+        if (!res.headersSent) res.writeHead(500);
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.options.port, this.options.host, () => resolve());
+    });
+    this.server = server;
+    const address = server.address() as AddressInfo;
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    this.baseUrl = `http://${host}:${address.port}`;
+    return this.baseUrl;
+  }
+
+  /** The base URL, once listening. */
+  get url(): string | undefined {
+    return this.baseUrl;
+  }
+
+  /** The scrape URL of one variant (what a Prometheus scrape config targets). */
+  endpointUrl(experimentId: string, variant: Variant): string | undefined {
+    return this.baseUrl === undefined
+      ? undefined
+      : `${this.baseUrl}/metrics/${encodeURIComponent(experimentId)}/${variant}`;
+  }
+
+  /**
+   * Deploys (or redeploys, e.g. after re-rendering with a keep-list) one variant. The first deploy of an
+   * experiment creates its fleet; the other variant must name the same hosts, size and seed, because a
+   * baseline and a candidate are only comparable on the same nodes. Scrapes once immediately, so a
+   * snapshot exists as soon as this returns. Throws {@link LocalDataPlaneError} on a config it cannot run.
+   */
+  deploy(input: DeployVariantInput): VariantSnapshot {
+    if (!(VARIANTS as readonly string[]).includes(input.variant))
+      throw new LocalDataPlaneError(`unknown variant ${String(input.variant)}`);
+    const perHost = input.processesPerHost ?? this.options.defaultProcessesPerHost;
+    const seed = input.seed ?? 1;
+    let config: CollectorConfig;
+    try {
+      config = (typeof input.config === 'string' ? parseYaml(input.config) : input.config) as CollectorConfig;
+    } catch (err) {
+      throw new LocalDataPlaneError(`config is not valid YAML: ${(err as Error).message}`);
+    }
+    const critical = (input.criticalProcesses ?? []).map((p) => {
+      const check = compileCollectorRegex(p);
+      if (!check.ok)
+        throw new LocalDataPlaneError(`critical process pattern ${JSON.stringify(p)}: ${check.message}`);
+      return check.regex;
+    });
+    let experiment = this.experiments.get(input.experimentId);
+    if (experiment !== undefined) {
+      const { fleet } = experiment;
+      if (fleet.hosts !== input.hosts || fleet.perHost !== perHost || fleet.seed !== seed >>> 0) {
+        throw new LocalDataPlaneError(
+          `experiment ${input.experimentId} already runs on ${fleet.hosts} hosts × ${fleet.perHost} processes (seed ${fleet.seed}); both variants must share the fleet`,
+        );
+      }
+    } else {
+      try {
+        experiment = {
+          fleet: new ProcessFleet({ hosts: input.hosts, processesPerHost: perHost, seed }),
+          variants: new Map(),
+          pending: 0,
+        };
+      } catch (err) {
+        throw new LocalDataPlaneError((err as Error).message);
+      }
+    }
+    const fleet = experiment.fleet;
+    let pipeline: CompiledPipeline;
+    try {
+      pipeline = compilePipeline(config, {
+        [NODE_NAME_ENV]: (h: number) => fleet.hostNames[h] as string,
+        PHOENIX_EXPERIMENT_ID: input.experimentId,
+        PHOENIX_VARIANT: input.variant,
+      });
+    } catch (err) {
+      if (err instanceof EmulationError)
+        throw new LocalDataPlaneError(`cannot run this config: ${err.message}`);
+      throw new LocalDataPlaneError(`cannot run this config: ${(err as Error).message}`);
+    }
+    this.experiments.set(input.experimentId, experiment);
+    this.catchUp(experiment);
+    const hosts = fleet.hosts;
+    const state: VariantState = {
+      pipeline,
+      critical,
+      last: emulateScrape(fleet, pipeline),
+      scrapes: 0,
+      dueIn: pipeline.intervalSeconds,
+      sentPoints: new Float64Array(hosts),
+      receivedPoints: new Float64Array(hosts),
+      cpuSeconds: new Float64Array(hosts),
+      rss: new Float64Array(hosts),
+      deployedAt: fleet.time,
+    };
+    this.account(state);
+    experiment.variants.set(input.variant, state);
+    this.ensureTimer();
+    return this.snapshot(input.experimentId, input.variant) as VariantSnapshot;
+  }
+
+  /** Removes both variants of an experiment and its fleet; false when nothing was deployed. */
+  teardown(experimentId: string): boolean {
+    const removed = this.experiments.delete(experimentId);
+    if (this.experiments.size === 0) this.stopTimer();
+    return removed;
+  }
+
+  isDeployed(experimentId: string, variant: Variant): boolean {
+    return this.experiments.get(experimentId)?.variants.has(variant) ?? false;
+  }
+
+  /** What the analyzer needs about a variant, from its last scrape; undefined when not deployed. */
+  snapshot(experimentId: string, variant: Variant): VariantSnapshot | undefined {
+    const experiment = this.experiments.get(experimentId);
+    const state = experiment?.variants.get(variant);
+    if (experiment === undefined || state === undefined) return undefined;
+    const { fleet } = experiment;
+    const last = state.last;
+    const namesByHost: Set<string>[] = Array.from({ length: fleet.hosts }, () => new Set());
+    for (let o = 0; o < last.rows; o++) {
+      const id = last.rowName[o] as number;
+      if (id >= 0) (namesByHost[last.rowHost[o] as number] as Set<string>).add(last.names[id] as string);
+    }
+    const processesByNode: Record<string, string[]> = {};
+    const criticalSeen: { node: string; executableName: string }[] = [];
+    namesByHost.forEach((names, h) => {
+      const node = fleet.hostNames[h] as string;
+      const sorted = [...names].sort();
+      processesByNode[node] = sorted;
+      for (const name of sorted)
+        if (state.critical.some((re) => re.test(name))) criticalSeen.push({ node, executableName: name });
+    });
+    let cpuTotal = 0;
+    let rssTotal = 0;
+    let rssMax = 0;
+    for (let h = 0; h < fleet.hosts; h++) {
+      cpuTotal += state.cpuSeconds[h] as number;
+      rssTotal += state.rss[h] as number;
+      rssMax = Math.max(rssMax, state.rss[h] as number);
+    }
+    const interval = state.pipeline.intervalSeconds;
+    let perScrape = 0;
+    for (let h = 0; h < fleet.hosts; h++) perScrape += last.hostCpuSeconds[h] as number;
+    return {
+      experimentId,
+      variant,
+      hosts: fleet.hosts,
+      scrapes: state.scrapes,
+      simulatedTimeSeconds: fleet.time,
+      collectionIntervalSeconds: interval,
+      series: last.series,
+      datapointsPerMinute: (last.exportedPoints * 60) / interval,
+      processesByNode,
+      criticalSeen,
+      collector: {
+        cpuSecondsTotal: cpuTotal,
+        cpuCoresPerNode: perScrape / interval / fleet.hosts,
+        memoryRssBytesPerNode: rssTotal / fleet.hosts,
+        memoryRssBytesMax: rssMax,
+      },
+      endpoint: this.endpointUrl(experimentId, variant),
+    };
+  }
+
+  /**
+   * Per-process CPU and memory as seen in a variant's output (normally the baseline's), for
+   * computeTuning: the data the control plane would read back from Prometheus to build a keep-list.
+   */
+  usage(experimentId: string, variant: Variant): ProcessUsageTable | undefined {
+    const last = this.experiments.get(experimentId)?.variants.get(variant)?.last;
+    if (last === undefined) return undefined;
+    const series = new Uint8Array(last.rows);
+    for (let o = 0; o < last.rows; o++) series[o] = popcount(last.rowMask[o] as number);
+    return {
+      length: last.rows,
+      node: last.rowHost,
+      name: Int32Array.from(last.rowName, (n) => Math.max(0, n)),
+      names: last.names,
+      cpu: last.rowCpu,
+      memory: last.rowMemory,
+      series,
+    };
+  }
+
+  /** Advances every experiment by one tick; the timer calls this, tests may call it directly. */
+  tick(simulatedSeconds = this.options.simulatedSecondsPerTick): void {
+    for (const experiment of this.experiments.values()) {
+      experiment.pending += simulatedSeconds;
+      const due = [...experiment.variants.values()].filter((v) => {
+        v.dueIn -= simulatedSeconds;
+        return v.dueIn <= 0;
+      });
+      if (due.length === 0) continue;
+      this.catchUp(experiment);
+      for (const state of due) {
+        state.last = emulateScrape(experiment.fleet, state.pipeline);
+        state.dueIn +=
+          state.pipeline.intervalSeconds *
+          Math.max(1, Math.ceil(-state.dueIn / state.pipeline.intervalSeconds));
+        this.account(state);
+      }
+    }
+  }
+
+  /** Prometheus text for every deployed variant, or only for the given one. */
+  exposition(experimentId?: string, variant?: Variant): string {
+    return [...this.expositionChunks(experimentId, variant)].join('');
+  }
+
+  async close(): Promise<void> {
+    this.stopTimer();
+    this.experiments.clear();
+    const server = this.server;
+    this.server = undefined;
+    this.baseUrl = undefined;
+    if (server === undefined) return;
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  private catchUp(experiment: ExperimentState): void {
+    if (experiment.pending > 0) experiment.fleet.advance(experiment.pending);
+    experiment.pending = 0;
+  }
+
+  private account(state: VariantState): void {
+    const last = state.last;
+    state.scrapes++;
+    const exporters = Math.max(1, last.exporters.length);
+    for (let h = 0; h < state.sentPoints.length; h++) {
+      state.sentPoints[h] = (state.sentPoints[h] as number) + (last.hostPoints[h] as number);
+      state.cpuSeconds[h] = (state.cpuSeconds[h] as number) + (last.hostCpuSeconds[h] as number);
+      state.rss[h] = rssModel(
+        last.hostScraped[h] as number,
+        last.hostSeries[h] as number,
+        (last.hostPoints[h] as number) * exporters,
+      );
+    }
+    for (let h = 0; h < state.receivedPoints.length; h++) {
+      state.receivedPoints[h] = (state.receivedPoints[h] as number) + (last.hostReceived[h] as number);
+    }
+  }
+
+  private ensureTimer(): void {
+    if (this.timer !== undefined || this.options.tickMs <= 0) return;
+    this.timer = setInterval(() => this.tick(), this.options.tickMs);
+    this.timer.unref();
+  }
+
+  private stopTimer(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private *expositionChunks(experimentId?: string, variant?: Variant): Generator<string> {
+    const selected: [string, Variant, ExperimentState, VariantState][] = [];
+    for (const [id, experiment] of this.experiments) {
+      if (experimentId !== undefined && id !== experimentId) continue;
+      for (const [v, state] of experiment.variants) {
+        if (variant !== undefined && v !== variant) continue;
+        selected.push([id, v, experiment, state]);
+      }
+    }
+    // One HELP/TYPE per family across all selected variants, as the text format requires.
+    const families = new Map<string, { help: string; type: string; lines: (() => Generator<string>)[] }>();
+    const family = (name: string, help: string, type: string) => {
+      let f = families.get(name);
+      if (f === undefined) {
+        f = { help, type, lines: [] };
+        families.set(name, f);
+      }
+      return f;
+    };
+    for (const [id, v, experiment, state] of selected) {
+      const last = state.last;
+      const prefixes = rowLabelPrefixes(last);
+      const metrics = new Map<number, number[]>();
+      last.slots.forEach((slot, s) => {
+        const list = metrics.get(slot.metricIndex) ?? [];
+        list.push(s);
+        metrics.set(slot.metricIndex, list);
+      });
+      const promExporter = last.exporters.find((e) => e.type === 'prometheus');
+      if (promExporter !== undefined) {
+        for (const slotIndexes of metrics.values()) {
+          const info = (last.slots[slotIndexes[0] as number] as ScrapeResult['slots'][number]).metric;
+          const name = prometheusMetricName(info, promExporter.namespace);
+          family(name, info.description, info.kind === 'counter' ? 'counter' : 'gauge').lines.push(
+            function* () {
+              let buf = '';
+              for (let o = 0; o < last.rows; o++) {
+                const mask = last.rowMask[o] as number;
+                for (const s of slotIndexes) {
+                  if ((mask & (1 << s)) === 0) continue;
+                  const slot = last.slots[s] as ScrapeResult['slots'][number];
+                  const extra =
+                    slot.attributeValue !== undefined
+                      ? `,${slot.metric.attribute?.key ?? ''}="${escapeLabel(slot.attributeValue)}"`
+                      : '';
+                  buf += `${name}{${prefixes[o]}${extra}} ${formatValue(last.rowValues[o * last.slots.length + s] as number)}\n`;
+                  if (buf.length > 65_536) {
+                    yield buf;
+                    buf = '';
+                  }
+                }
+              }
+              if (buf) yield buf;
+            },
+          );
+        }
+      }
+      const fleet = experiment.fleet;
+      const self = (h: number, extra = '') =>
+        `experiment_id="${escapeLabel(id)}",k8s_node_name="${escapeLabel(fleet.hostNames[h] as string)}",variant="${v}"${extra}`;
+      const uptime = fleet.time - state.deployedAt;
+      family(
+        'otelcol_exporter_sent_metric_points_total',
+        'Number of metric points successfully sent to destination.',
+        'counter',
+      ).lines.push(function* () {
+        let buf = '';
+        for (let h = 0; h < fleet.hosts; h++) {
+          for (const e of last.exporters)
+            buf += `otelcol_exporter_sent_metric_points_total{${self(h, `,exporter="${e.id}"`)}} ${state.sentPoints[h]}\n`;
+        }
+        yield buf;
+      });
+      family(
+        'otelcol_receiver_accepted_metric_points_total',
+        'Number of metric points successfully pushed into the pipeline.',
+        'counter',
+      ).lines.push(function* () {
+        let buf = '';
+        for (let h = 0; h < fleet.hosts; h++)
+          buf += `otelcol_receiver_accepted_metric_points_total{${self(h, ',receiver="hostmetrics",transport=""')}} ${Math.round(state.receivedPoints[h] as number)}\n`;
+        yield buf;
+      });
+      family(
+        'otelcol_process_cpu_seconds_total',
+        'Total CPU user and system time in seconds',
+        'counter',
+      ).lines.push(function* () {
+        let buf = '';
+        for (let h = 0; h < fleet.hosts; h++)
+          buf += `otelcol_process_cpu_seconds_total{${self(h)}} ${formatValue(state.cpuSeconds[h] as number)}\n`;
+        yield buf;
+      });
+      family('otelcol_process_memory_rss', 'Total physical memory (resident set size)', 'gauge').lines.push(
+        function* () {
+          let buf = '';
+          for (let h = 0; h < fleet.hosts; h++)
+            buf += `otelcol_process_memory_rss{${self(h)}} ${Math.round(state.rss[h] as number)}\n`;
+          yield buf;
+        },
+      );
+      family('otelcol_process_uptime_total', 'Uptime of the process', 'counter').lines.push(function* () {
+        let buf = '';
+        for (let h = 0; h < fleet.hosts; h++)
+          buf += `otelcol_process_uptime_total{${self(h)}} ${formatValue(uptime)}\n`;
+        yield buf;
+      });
+    }
+    for (const [name, f] of families) {
+      yield `# HELP ${name} ${f.help}\n# TYPE ${name} ${f.type}\n`;
+      for (const lines of f.lines) yield* lines();
+    }
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://local');
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (url.pathname === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      return;
+    }
+    const parts = url.pathname
+      .split('/')
+      .filter((p) => p !== '')
+      .map(decodeURIComponent);
+    if (parts[0] !== 'metrics' || parts.length === 2 || parts.length > 3) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    const [, experimentId, variant] = parts;
+    if (experimentId !== undefined && !this.isDeployed(experimentId, variant as Variant)) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('variant not deployed\n');
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+    if (req.method === 'HEAD') {
+      res.end();
+      return;
+    }
+    for (const chunk of this.expositionChunks(experimentId, variant as Variant | undefined)) {
+      if (!res.write(chunk)) await new Promise<void>((resolve) => res.once('drain', resolve));
+      if (res.destroyed) return;
+    }
+    res.end();
+  }
+}
+
+/** The label set of each output row (everything but the data point attribute), sorted by label name. */
+const rowLabelPrefixes = (last: ScrapeResult): string[] => {
+  const constLabels = Object.entries(last.exporters.find((e) => e.type === 'prometheus')?.constLabels ?? {});
+  const out: string[] = new Array(last.rows);
+  for (let o = 0; o < last.rows; o++) {
+    const labels: [string, string][] = [];
+    const attrs = last.rowAttributes[o] as number;
+    const origin = catalogEntry(last.rowOrigin[o] as number);
+    const id = last.rowName[o] as number;
+    if (id >= 0) labels.push(['process_executable_name', last.names[id] as string]);
+    const has = (key: string) => (attrs & (IDENTITY_BIT[key] as number)) !== 0;
+    if (has('process.pid')) labels.push(['process_pid', String(last.rowPid[o])]);
+    if (has('process.parent_pid')) labels.push(['process_parent_pid', String(last.rowPpid[o])]);
+    if (has('process.executable.path')) labels.push(['process_executable_path', origin.path]);
+    if (has('process.command')) labels.push(['process_command', origin.path]);
+    if (has('process.command_line')) {
+      labels.push([
+        'process_command_line',
+        commandLineOf(last.rowOrigin[o] as number, last.rowArgv[o] as number),
+      ]);
+    }
+    if (has('process.owner')) labels.push(['process_owner', origin.owner]);
+    const h = last.rowHost[o] as number;
+    for (const l of last.resourceLabels) labels.push([prometheusLabelName(l.key), l.value(h)]);
+    for (const [k, v] of constLabels) labels.push([prometheusLabelName(k), v]);
+    labels.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    out[o] = labels.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',');
+  }
+  return out;
+};

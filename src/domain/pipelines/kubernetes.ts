@@ -1,0 +1,235 @@
+import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
+import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
+import type { ValidationIssue } from './params.js';
+import { COLLECTOR_PORTS, type CollectorConfig, NODE_NAME_ENV, toYaml, type Variant } from './render.js';
+import { validateCollectorConfig } from './validate.js';
+
+/** How a variant lands on the cluster: the OpenTelemetry Operator's CRD, or plain built-in objects. */
+export type KubernetesMode = 'operator' | 'daemonset';
+
+export interface BuildKubernetesInput {
+  readonly experimentId: string;
+  readonly variant: Variant;
+  readonly template: string;
+  /** A config from renderVariant (checked again here: objects are never built around a broken config). */
+  readonly config: CollectorConfig;
+  readonly namespace?: string;
+  /** The experiment target's node selector; both variants get the same one, so they run side by side. */
+  readonly nodeSelector?: Readonly<Record<string, string>>;
+  readonly mode?: KubernetesMode;
+  readonly image?: string;
+}
+
+export interface KubernetesObjects {
+  readonly objects: readonly Record<string, unknown>[];
+  /** All objects as one multi-document YAML stream, ready for `kubectl apply -f -`. */
+  readonly yaml: string;
+  readonly errors: readonly ValidationIssue[];
+}
+
+export const DEFAULT_NAMESPACE = 'phoenix-experiments';
+export const DEFAULT_COLLECTOR_IMAGE = 'otel/opentelemetry-collector-contrib:0.128.0';
+
+/** Labels Phoenix puts on every object (and, through the operator or the pod template, on every pod). */
+export const LABEL_KEYS = {
+  experimentId: 'phoenix.io/experiment-id',
+  variant: 'phoenix.io/variant',
+  template: 'phoenix.io/template',
+} as const;
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$/;
+const LABEL_KEY =
+  /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+
+/** FNV-1a, to keep truncated object names unique per experiment without a clock or random source. */
+const shortHash = (text: string): string => {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(36).padStart(7, '0').slice(0, 7);
+};
+
+/**
+ * The object name of a variant: a DNS label short enough for the operator's `-collector` suffix
+ * (63 − 10 characters), stable for an experiment id and variant.
+ */
+export const collectorName = (experimentId: string, variant: Variant): string => {
+  const slug = experimentId
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '');
+  const name = `phx-${slug}-${variant}`;
+  if (name.length <= 53 && slug !== '') return name;
+  const room = 53 - `phx--${variant}`.length - 8;
+  return `phx-${slug.slice(0, room).replace(/-+$/, '')}-${shortHash(experimentId)}-${variant}`;
+};
+
+const labelsFor = (input: BuildKubernetesInput, name: string): Record<string, string> => ({
+  'app.kubernetes.io/name': 'phoenix-collector',
+  'app.kubernetes.io/instance': name,
+  'app.kubernetes.io/component': 'process-metrics',
+  'app.kubernetes.io/managed-by': 'phoenix',
+  [LABEL_KEYS.experimentId]: input.experimentId,
+  [LABEL_KEYS.variant]: input.variant,
+  [LABEL_KEYS.template]: input.template,
+});
+
+const envFor = (input: BuildKubernetesInput) => [
+  { name: NODE_NAME_ENV, valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+  { name: 'PHOENIX_EXPERIMENT_ID', value: input.experimentId },
+  { name: 'PHOENIX_VARIANT', value: input.variant },
+];
+
+const hostfsVolume = { name: 'hostfs', hostPath: { path: '/' } };
+const hostfsMount = {
+  name: 'hostfs',
+  mountPath: '/hostfs',
+  readOnly: true,
+  mountPropagation: 'HostToContainer' as const,
+};
+
+/** Requests and limits: memory_limiter's percentages are of this limit, so there must be one. */
+const resources = { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '500m', memory: '512Mi' } };
+
+/**
+ * The process scraper reads /proc/<pid>/exe and /proc/<pid>/io of every user's processes; as the image's
+ * non-root user those reads fail and the processes go missing, so the collector runs as root, read-only.
+ */
+const securityContext = {
+  runAsUser: 0,
+  runAsGroup: 0,
+  readOnlyRootFilesystem: true,
+  allowPrivilegeEscalation: false,
+};
+
+const podAnnotations = {
+  'prometheus.io/scrape': 'true',
+  'prometheus.io/port': String(COLLECTOR_PORTS.prometheus),
+  'prometheus.io/path': '/metrics',
+};
+
+const checkMeta = (
+  input: BuildKubernetesInput,
+  labels: Record<string, string>,
+  namespace: string,
+): ValidationIssue[] => {
+  const errors: ValidationIssue[] = [];
+  if (!DNS_LABEL.test(namespace) || namespace.length > 63)
+    errors.push({ path: 'namespace', message: 'must be a DNS label (RFC 1123)' });
+  for (const [key, value] of Object.entries({ ...labels, ...(input.nodeSelector ?? {}) })) {
+    const where = key in labels ? 'labels' : 'nodeSelector';
+    if (!LABEL_KEY.test(key) || (key.split('/').pop() ?? '').length > 63)
+      errors.push({ path: `${where}.${key}`, message: 'invalid label key' });
+    if (!LABEL_VALUE.test(value) || value.length > 63)
+      errors.push({ path: `${where}.${key}`, message: `invalid label value "${value}"` });
+  }
+  return errors;
+};
+
+/** kubernetes-models validates built-in kinds against the Kubernetes OpenAPI schema. */
+const schemaErrors = (kind: string, model: { validate(): void }): ValidationIssue[] => {
+  try {
+    model.validate();
+    return [];
+  } catch (err) {
+    const detail = (err as { errors?: { instancePath?: string; message?: string }[] }).errors;
+    if (Array.isArray(detail) && detail.length > 0) {
+      return detail.map((e) => ({
+        path: `${kind}${(e.instancePath ?? '').replace(/\//g, '.')}`,
+        message: e.message ?? 'invalid',
+      }));
+    }
+    return [{ path: kind, message: err instanceof Error ? err.message : String(err) }];
+  }
+};
+
+/**
+ * The Kubernetes objects that run one variant as a DaemonSet on the experiment's target nodes: an
+ * OpenTelemetryCollector (operator mode, the default) or a ConfigMap + DaemonSet (for clusters without
+ * the operator). Built-in kinds are validated against the Kubernetes schema; the collector config is
+ * validated by validateCollectorConfig, because the operator does not validate it.
+ */
+export const buildKubernetesObjects = (input: BuildKubernetesInput): KubernetesObjects => {
+  const name = collectorName(input.experimentId, input.variant);
+  const namespace = input.namespace ?? DEFAULT_NAMESPACE;
+  const labels = labelsFor(input, name);
+  const image = input.image ?? DEFAULT_COLLECTOR_IMAGE;
+  const nodeSelector = { 'kubernetes.io/os': 'linux', ...(input.nodeSelector ?? {}) };
+  const errors: ValidationIssue[] = [
+    ...checkMeta(input, labels, namespace),
+    ...validateCollectorConfig(input.config).map((e) => ({ path: `config.${e.path}`, message: e.message })),
+  ];
+  const metadata = { name, namespace, labels };
+  let objects: Record<string, unknown>[];
+  if ((input.mode ?? 'operator') === 'operator') {
+    objects = [
+      {
+        apiVersion: 'opentelemetry.io/v1beta1',
+        kind: 'OpenTelemetryCollector',
+        metadata,
+        spec: {
+          mode: 'daemonset',
+          image,
+          config: input.config,
+          env: envFor(input),
+          volumes: [hostfsVolume],
+          volumeMounts: [hostfsMount],
+          nodeSelector,
+          resources,
+          // The operator derives the exporter's port from the config; pods are scraped by annotation,
+          // so neither extra ports nor a ServiceMonitor (which needs the Prometheus operator) are declared.
+          podAnnotations,
+          securityContext,
+        },
+      },
+    ];
+  } else {
+    const configMap = new ConfigMap({
+      metadata: { name: `${name}-config`, namespace, labels },
+      data: { 'collector.yaml': toYaml(input.config) },
+    });
+    const selector = { [LABEL_KEYS.experimentId]: input.experimentId, [LABEL_KEYS.variant]: input.variant };
+    const daemonSet = new DaemonSet({
+      metadata,
+      spec: {
+        selector: { matchLabels: selector },
+        updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '25%' } },
+        template: {
+          metadata: { labels, annotations: podAnnotations },
+          spec: {
+            nodeSelector,
+            terminationGracePeriodSeconds: 30,
+            containers: [
+              {
+                name: 'otc-container',
+                image,
+                args: ['--config=/conf/collector.yaml'],
+                env: envFor(input),
+                ports: [
+                  { name: 'prom-exporter', containerPort: COLLECTOR_PORTS.prometheus, protocol: 'TCP' },
+                  { name: 'metrics', containerPort: COLLECTOR_PORTS.telemetry, protocol: 'TCP' },
+                  { name: 'health', containerPort: COLLECTOR_PORTS.healthCheck, protocol: 'TCP' },
+                ],
+                resources,
+                securityContext,
+                readinessProbe: { httpGet: { path: '/', port: COLLECTOR_PORTS.healthCheck } },
+                livenessProbe: {
+                  httpGet: { path: '/', port: COLLECTOR_PORTS.healthCheck },
+                  initialDelaySeconds: 10,
+                },
+                volumeMounts: [{ name: 'config', mountPath: '/conf', readOnly: true }, hostfsMount],
+              },
+            ],
+            volumes: [{ name: 'config', configMap: { name: `${name}-config` } }, hostfsVolume],
+          },
+        },
+      },
+    });
+    errors.push(...schemaErrors('ConfigMap', configMap), ...schemaErrors('DaemonSet', daemonSet));
+    objects = [configMap.toJSON() as Record<string, unknown>, daemonSet.toJSON() as Record<string, unknown>];
+  }
+  return { objects, yaml: objects.map((o) => toYaml(o)).join('---\n'), errors };
+};

@@ -1,0 +1,271 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { LocalDataPlane, LocalDataPlaneError } from '../src/adapters/local-dataplane.js';
+import { renderVariant, type TemplateName, type Variant } from '../src/domain/pipelines/index.js';
+
+const CRITICAL = ['^kubelet$', '^sshd$'];
+
+const config = (variant: Variant, template: TemplateName) => {
+  const rendered = renderVariant({
+    experimentId: 'exp-http',
+    variant,
+    template,
+    criticalProcesses: CRITICAL,
+  });
+  assert.ok(rendered.ok);
+  return rendered;
+};
+
+interface Sample {
+  readonly name: string;
+  readonly labels: Record<string, string>;
+  readonly value: number;
+}
+
+/** A small but strict parser of the Prometheus text format (0.0.4). */
+const parseExposition = (text: string): { samples: Sample[]; types: Map<string, string> } => {
+  const samples: Sample[] = [];
+  const types = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    if (line.startsWith('# TYPE ')) {
+      const [, , name, type] = line.split(' ');
+      assert.ok(!types.has(name as string), `TYPE repeated for ${name}`);
+      types.set(name as string, type as string);
+      continue;
+    }
+    if (line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$/.exec(line);
+    assert.ok(m, `malformed sample line: ${line}`);
+    const labels: Record<string, string> = {};
+    const body = m[2] as string;
+    const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)/gy;
+    let match: RegExpExecArray | null;
+    let consumed = 0;
+    // biome-ignore lint/suspicious/noAssignInExpressions: the classic exec loop
+    while ((match = re.exec(body)) !== null) {
+      labels[match[1] as string] = (match[2] as string).replace(/\\(.)/g, (_, c: string) =>
+        c === 'n' ? '\n' : c,
+      );
+      consumed = re.lastIndex;
+    }
+    assert.equal(consumed, body.length, `bad labels: ${body}`);
+    const value = Number(m[3]);
+    assert.ok(Number.isFinite(value), line);
+    samples.push({ name: m[1] as string, labels, value });
+  }
+  return { samples, types };
+};
+
+describe('local data plane HTTP exposition', () => {
+  let plane: LocalDataPlane;
+  const hosts = 3;
+
+  before(async () => {
+    plane = await LocalDataPlane.start({ port: 0, tickMs: 0 });
+    plane.deploy({
+      experimentId: 'exp-http',
+      variant: 'baseline',
+      config: config('baseline', 'process-baseline-v1').yaml,
+      hosts,
+      processesPerHost: 120,
+      seed: 5,
+      criticalProcesses: CRITICAL,
+    });
+    plane.deploy({
+      experimentId: 'exp-http',
+      variant: 'candidate',
+      config: config('candidate', 'process-aggregated-v1').config,
+      hosts,
+      processesPerHost: 120,
+      seed: 5,
+      criticalProcesses: CRITICAL,
+    });
+  });
+
+  after(async () => {
+    await plane.close();
+  });
+
+  it('listens on a free port and serves each variant with the labels the analyzer queries by', async () => {
+    const url = plane.endpointUrl('exp-http', 'candidate');
+    assert.match(url ?? '', /^http:\/\/127\.0\.0\.1:\d+\/metrics\/exp-http\/candidate$/);
+    const res = await fetch(url as string);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+    const { samples, types } = parseExposition(await res.text());
+    const process = samples.filter((s) => s.name.startsWith('process_'));
+    const snapshot = plane.snapshot('exp-http', 'candidate');
+    assert.equal(process.length, snapshot?.series);
+    const nodes = new Set(Object.keys(snapshot?.processesByNode ?? {}));
+    assert.equal(nodes.size, hosts);
+    for (const s of process) {
+      assert.equal(s.labels.experiment_id, 'exp-http');
+      assert.equal(s.labels.variant, 'candidate');
+      assert.ok(nodes.has(s.labels.k8s_node_name as string), s.labels.k8s_node_name);
+      assert.ok(s.labels.process_executable_name, 'process_executable_name');
+    }
+    assert.deepEqual([...new Set(process.map((s) => s.name))].sort(), [
+      'process_cpu_utilization_ratio',
+      'process_memory_usage_bytes',
+    ]);
+    assert.equal(types.get('process_cpu_utilization_ratio'), 'gauge');
+    // Critical processes stay per process (with a pid); the rest are aggregated without one.
+    for (const s of process)
+      assert.equal(
+        s.labels.process_pid !== undefined,
+        /^(kubelet|sshd)$/.test(s.labels.process_executable_name as string),
+      );
+  });
+
+  it('exposes the collector self-metrics per node and variant', async () => {
+    const { samples, types } = parseExposition(
+      await (await fetch(plane.endpointUrl('exp-http', 'baseline') as string)).text(),
+    );
+    for (const name of [
+      'otelcol_exporter_sent_metric_points_total',
+      'otelcol_process_cpu_seconds_total',
+      'otelcol_process_memory_rss',
+      'otelcol_receiver_accepted_metric_points_total',
+    ]) {
+      const rows = samples.filter((s) => s.name === name);
+      assert.ok(rows.length >= hosts, name);
+      assert.ok(types.has(name), name);
+      for (const r of rows) {
+        assert.equal(r.labels.variant, 'baseline');
+        assert.ok(r.value > 0, `${name} ${r.value}`);
+      }
+    }
+    const sent = samples.filter(
+      (s) => s.name === 'otelcol_exporter_sent_metric_points_total' && s.labels.exporter === 'prometheus',
+    );
+    const processSeries = samples.filter((s) => s.name.startsWith('process_')).length;
+    assert.equal(
+      sent.reduce((a, s) => a + s.value, 0),
+      processSeries,
+    );
+    assert.equal(types.get('process_cpu_time_seconds_total'), 'counter');
+  });
+
+  it('serves all variants on /metrics with one TYPE line per family', async () => {
+    const { samples } = parseExposition(await (await fetch(`${plane.url}/metrics`)).text());
+    assert.deepEqual(new Set(samples.map((s) => s.labels.variant)), new Set(['baseline', 'candidate']));
+  });
+
+  it('answers 404 for variants that are not deployed and unknown paths', async () => {
+    assert.equal((await fetch(`${plane.url}/metrics/nope/baseline`)).status, 404);
+    assert.equal((await fetch(`${plane.url}/other`)).status, 404);
+    assert.equal((await fetch(`${plane.url}/healthz`)).status, 200);
+  });
+
+  it('keeps scraping on its interval and accumulates counters', () => {
+    const before = plane.snapshot('exp-http', 'baseline');
+    plane.tick(30);
+    assert.equal(
+      plane.snapshot('exp-http', 'baseline')?.scrapes,
+      before?.scrapes,
+      'not due yet at 30 s of 60 s',
+    );
+    plane.tick(30);
+    const after = plane.snapshot('exp-http', 'baseline');
+    assert.equal(after?.scrapes, (before?.scrapes ?? 0) + 1);
+    assert.ok((after?.collector.cpuSecondsTotal ?? 0) > (before?.collector.cpuSecondsTotal ?? 0));
+    assert.equal(after?.simulatedTimeSeconds, 60);
+  });
+
+  it('reports the candidate cheaper than the baseline, with every critical process seen', () => {
+    const b = plane.snapshot('exp-http', 'baseline');
+    const c = plane.snapshot('exp-http', 'candidate');
+    assert.ok(b && c);
+    assert.ok(c.series < b.series / 2);
+    assert.ok(c.datapointsPerMinute < b.datapointsPerMinute / 2);
+    assert.ok(c.collector.memoryRssBytesPerNode < b.collector.memoryRssBytesPerNode);
+    assert.deepEqual(c.criticalSeen, b.criticalSeen);
+    assert.ok(b.criticalSeen.length >= hosts * 2);
+  });
+
+  it("gives the baseline's per-process usage for tuning", () => {
+    const usage = plane.usage('exp-http', 'baseline');
+    assert.equal(usage?.length, hosts * 120);
+    assert.ok(Array.from(usage?.cpu ?? []).some((v) => v > 0));
+  });
+
+  it('refuses a second variant on a different fleet and a config it cannot run', () => {
+    assert.throws(
+      () =>
+        plane.deploy({
+          experimentId: 'exp-http',
+          variant: 'candidate',
+          config: config('candidate', 'process-topk-v1').config,
+          hosts: 4,
+          processesPerHost: 120,
+          seed: 5,
+        }),
+      LocalDataPlaneError,
+    );
+    assert.throws(
+      () =>
+        plane.deploy({
+          experimentId: 'x',
+          variant: 'baseline',
+          config: 'receivers: {}\nservice: {pipelines: {}}',
+          hosts: 1,
+        }),
+      /cannot run this config/,
+    );
+    assert.throws(
+      () => plane.deploy({ experimentId: 'x', variant: 'baseline', config: ': : :', hosts: 1 }),
+      LocalDataPlaneError,
+    );
+  });
+
+  it('tears an experiment down', async () => {
+    plane.deploy({
+      experimentId: 'gone',
+      variant: 'baseline',
+      config: config('baseline', 'process-baseline-v1').config,
+      hosts: 1,
+      processesPerHost: 50,
+    });
+    assert.equal(plane.isDeployed('gone', 'baseline'), true);
+    assert.equal(plane.teardown('gone'), true);
+    assert.equal(plane.isDeployed('gone', 'baseline'), false);
+    assert.equal(plane.snapshot('gone', 'baseline'), undefined);
+    assert.equal((await fetch(`${plane.url}/metrics/gone/baseline`)).status, 404);
+    assert.equal(plane.teardown('gone'), false);
+  });
+});
+
+describe('local data plane lifecycle', () => {
+  it('ticks on a real timer and closes cleanly', async () => {
+    const plane = await LocalDataPlane.start({ tickMs: 10, simulatedSecondsPerTick: 60 });
+    const rendered = config('baseline', 'process-minimal-v1');
+    plane.deploy({
+      experimentId: 'timer',
+      variant: 'baseline',
+      config: rendered.config,
+      hosts: 2,
+      processesPerHost: 80,
+    });
+    const url = plane.url as string;
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    assert.ok((plane.snapshot('timer', 'baseline')?.scrapes ?? 0) >= 3);
+    await plane.close();
+    await assert.rejects(fetch(`${url}/healthz`));
+  });
+
+  it('works without listening (the CLI uses it that way)', async () => {
+    const plane = new LocalDataPlane({ tickMs: 0 });
+    const snap = plane.deploy({
+      experimentId: 'quiet',
+      variant: 'baseline',
+      config: config('baseline', 'process-baseline-v1').config,
+      hosts: 2,
+      processesPerHost: 50,
+    });
+    assert.equal(snap.endpoint, undefined);
+    assert.equal(snap.series, 2 * 50 * 7);
+    assert.match(plane.exposition('quiet', 'baseline'), /^# HELP /);
+    await plane.close();
+  });
+});
