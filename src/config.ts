@@ -1,0 +1,72 @@
+import { z } from 'zod';
+
+/**
+ * Configuration, from the environment, validated once at start-up. A bad value stops the process
+ * with a message naming the variable (the contract in shared/api.md).
+ */
+const postgresUrl = z
+  .string()
+  .refine(
+    (v) => /^postgres(ql)?:\/\//.test(v) && URL.canParse(v),
+    'must be a postgres:// or postgresql:// URL',
+  );
+
+const configSchema = z.object({
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  PHOENIX_DATA_DIR: z.string().min(1).default('./.phoenix'),
+  DATABASE_URL: postgresUrl.optional(),
+  EVENTSTORE_URL: z
+    .string()
+    .refine(
+      (v) => /^(esdb|kurrentdb|kurrent|kdb)(\+discover)?:\/\/\S+$/.test(v),
+      'must be an esdb:// (or kurrentdb://) connection string',
+    )
+    .optional(),
+  NATS_URL: z
+    .string()
+    .refine(
+      (v) => v.split(',').every((u) => /^(nats|tls|wss?):\/\/\S+$/.test(u.trim())),
+      'must be nats://host:port (comma-separated for a cluster)',
+    )
+    .optional(),
+  PHOENIX_DEPLOYER: z.enum(['local', 'kubernetes']).default('local'),
+  PHOENIX_ANALYZER: z.enum(['local', 'prometheus']).default('local'),
+  PROMETHEUS_URL: z.url({ protocol: /^https?$/ }).optional(),
+  PHOENIX_JWT_SECRET: z
+    .string()
+    .refine((v) => Buffer.byteLength(v, 'utf8') >= 32, 'must be at least 32 bytes')
+    .optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  PHOENIX_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(6000),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly { variable: string; message: string }[]) {
+    super(problems.map((p) => `${p.variable}: ${p.message}`).join('; '));
+  }
+}
+
+/** Reads the environment; throws ConfigError naming every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // Empty strings mean "not set": a compose file or shell often leaves `VAR=`.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = configSchema.safeParse(present);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((i) => ({
+        variable: String(i.path[0] ?? '(environment)'),
+        message: i.message,
+      })),
+    );
+  }
+  const config = parsed.data;
+  if (config.PHOENIX_ANALYZER === 'prometheus' && !config.PROMETHEUS_URL) {
+    throw new ConfigError([
+      { variable: 'PROMETHEUS_URL', message: 'is required when PHOENIX_ANALYZER=prometheus' },
+    ]);
+  }
+  return config;
+}
