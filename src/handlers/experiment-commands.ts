@@ -36,6 +36,8 @@ export interface CommandContext {
 
 export interface CommandResult {
   readonly experimentId: string;
+  /** The status before the command ('empty' for a new experiment). */
+  readonly previousStatus: Experiment['status'];
   readonly state: Experiment;
   /** Events in the stream after the command. */
   readonly version: number;
@@ -86,8 +88,9 @@ export async function handleExperimentCommand(
   experimentId: string,
   command: ExperimentCommand,
   context: CommandContext,
-  maxAttempts = 5,
+  options: { maxAttempts?: number; onConflict?: () => void } = {},
 ): Promise<CommandResult> {
+  const { maxAttempts = 5, onConflict } = options;
   const streamId = streamIdOf(experimentId);
   for (let attempt = 1; ; attempt++) {
     const history = await store.readStream(streamId);
@@ -108,6 +111,7 @@ export async function handleExperimentCommand(
         const upTo = history.slice(0, end + 1);
         return {
           experimentId,
+          previousStatus: foldStream(history.slice(0, done)).status,
           state: foldStream(upTo),
           version: end + 1,
           position: history[end]!.position,
@@ -121,7 +125,16 @@ export async function handleExperimentCommand(
     }
     const state = foldStream(history);
     const events = decide(command, state);
-    if (events.length === 0) return { experimentId, state, version, position: lastPosition, written: [] };
+    if (events.length === 0) {
+      return {
+        experimentId,
+        previousStatus: state.status,
+        state,
+        version,
+        position: lastPosition,
+        written: [],
+      };
+    }
 
     const toAppend: NewEvent<ExperimentEvent>[] = events.map((event, i) => ({
       type: event.type,
@@ -139,6 +152,7 @@ export async function handleExperimentCommand(
       const result = await store.append(streamId, toAppend, version === 0 ? 'no_stream' : version);
       return {
         experimentId,
+        previousStatus: state.status,
         state: events.reduce(evolve, state),
         version: result.version,
         position: result.position,
@@ -146,6 +160,7 @@ export async function handleExperimentCommand(
       };
     } catch (err) {
       if (!(err instanceof WrongExpectedVersionError)) throw err;
+      onConflict?.();
       if (attempt >= maxAttempts) {
         throw new ConcurrencyConflictError(`experiment ${experimentId}: a concurrent change won`, {
           cause: err,

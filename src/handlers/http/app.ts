@@ -39,6 +39,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** The least role that may call the route; undefined: no authentication. */
     role?: Role;
+    /** Also take the token from the `access_token` query parameter (browsers cannot set headers on WebSockets). */
+    queryToken?: boolean;
   }
 }
 
@@ -99,11 +101,16 @@ export async function buildApp(deps: AppDependencies): Promise<App> {
   app.addHook('onRequest', async (request) => {
     const role = request.routeOptions.config.role;
     if (!role) return;
-    const token = bearerToken(request);
-    if (!token)
+    const token =
+      bearerToken(request) ??
+      (request.routeOptions.config.queryToken
+        ? (request.query as { access_token?: unknown }).access_token
+        : undefined);
+    if (typeof token !== 'string' || !token) {
       throw new HttpProblem(401, 'unauthenticated', 'a bearer token is required', {
         headers: wwwAuthenticate,
       });
+    }
     try {
       request.principal = await deps.tokens.verify(token);
     } catch (err) {

@@ -158,4 +158,7 @@ export class StoreUnavailableError extends Error {
   readonly code = 'store_unavailable';
 }
 
+/** Both adapters write positions as two zero-padded 20-digit numbers joined by a dash. */
+export const isPosition = (s: string): boolean => s === START || /^\d{20}-\d{20}$/.test(s);
+
 export const comparePositions = (a: Position, b: Position): number => (a < b ? -1 : a > b ? 1 : 0);

@@ -1,0 +1,479 @@
+import { createHash } from 'node:crypto';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { StoredResponse } from '../../adapters/postgres-idempotency.js';
+import {
+  type ExistingExperiment,
+  type ExperimentCommand,
+  type ExperimentEvent,
+  fold,
+  InvalidTransitionError,
+  STATUSES,
+} from '../../domain/experiment.js';
+import { VARIANTS } from '../../domain/experiment-spec.js';
+import { listTemplates, type RenderVariantInput, renderVariant } from '../../domain/pipelines/index.js';
+import {
+  type CommandContext,
+  type CommandResult,
+  deriveEventId,
+  handleExperimentCommand,
+  streamIdOf,
+} from '../experiment-commands.js';
+import type { Metrics } from '../metrics.js';
+import { type EventStore, isPosition, type StoredEvent } from '../ports/event-store.js';
+import type { ReadModels } from '../ports/read-models.js';
+import { experimentSpecSchema } from '../schemas.js';
+import type { TypedApp } from './app.js';
+import { HttpProblem } from './problem.js';
+
+export interface IdempotencyStore {
+  find(actor: string, key: string): Promise<StoredResponse | undefined>;
+  save(actor: string, key: string, response: StoredResponse): Promise<void>;
+}
+
+export interface ExperimentRoutesDependencies {
+  readonly store: EventStore<ExperimentEvent>;
+  readonly readModels: ReadModels;
+  readonly idempotency: IdempotencyStore;
+  readonly metrics: Metrics;
+  readonly clock: () => Date;
+  readonly newId: () => string;
+}
+
+const MIN_POSITION_WAIT_MS = 5_000;
+
+const uuidParam = z.object({ id: z.uuid({ message: 'must be a UUID' }) });
+const position = z.string().max(64).refine(isPosition, 'must be a position returned by this service');
+const minPositionQuery = z.object({ minPosition: position.optional() });
+
+/** The create body, plus what only the pipelines module can check: templates, params, the rendered config. */
+export const createExperimentSchema = experimentSpecSchema.superRefine((spec, ctx) => {
+  for (const variant of VARIANTS) {
+    for (const e of validateVariant(spec[variant].template, spec[variant].params, spec.criticalProcesses)) {
+      ctx.addIssue({ code: 'custom', path: [variant, ...e.path.split('.')], message: e.message });
+    }
+  }
+});
+
+const validationCache = new Map<string, readonly { path: string; message: string }[]>();
+/** Renders and checks a variant once per distinct input (creates repeat the same specs a lot). */
+function validateVariant(template: string, params: unknown, criticalProcesses: readonly string[]) {
+  const key = JSON.stringify([template, params, criticalProcesses]);
+  const cached = validationCache.get(key);
+  if (cached) return cached;
+  const rendered = renderVariant({
+    experimentId: '00000000-0000-4000-8000-000000000000',
+    variant: 'baseline',
+    template,
+    params,
+    criticalProcesses: [...criticalProcesses],
+  });
+  const errors = rendered.ok ? [] : rendered.errors;
+  if (validationCache.size > 1000) validationCache.clear();
+  validationCache.set(key, errors);
+  return errors;
+}
+
+const cancelBody = z.strictObject({ reason: z.string().trim().min(1).max(1000).optional() }).optional();
+const startBody = z.strictObject({}).optional();
+
+export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDependencies): Promise<void> {
+  const { store, readModels } = deps;
+
+  /** Runs a command with the contract's Idempotency-Key and If-Match semantics, and answers it. */
+  async function runCommand(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    options: {
+      experimentId: (idempotencyKey: string | undefined) => string;
+      command: (experimentId: string) => ExperimentCommand;
+      successStatus: number;
+      location?: boolean;
+    },
+  ) {
+    const actor = request.principal!.sub;
+    const key = idempotencyKeyOf(request);
+    const expectedVersion = ifMatchOf(request);
+    const requestHash = createHash('sha256')
+      .update(
+        `${request.method} ${request.url.split('?')[0]}\n${JSON.stringify(request.body ?? null)}\n${request.headers['if-match'] ?? ''}`,
+      )
+      .digest('hex');
+    if (key !== undefined) {
+      const stored = await deps.idempotency.find(actor, key);
+      if (stored) {
+        if (stored.requestHash !== requestHash) {
+          throw new HttpProblem(
+            422,
+            'idempotency-key-reused',
+            'this Idempotency-Key was used with a different request',
+          );
+        }
+        return reply
+          .code(stored.status)
+          .headers({ ...stored.headers, 'idempotent-replayed': 'true' })
+          .send(stored.body);
+      }
+    }
+    const experimentId = options.experimentId(key);
+    const command = options.command(experimentId);
+    const context: CommandContext = {
+      actor,
+      correlationId: request.id,
+      causationId: null,
+      // With a key, the command's event ids derive from it: a concurrent retry writes nothing twice.
+      ...(key !== undefined ? { commandId: `http:${actor}:${key}` } : {}),
+      ...(expectedVersion !== undefined ? { expectedVersion } : {}),
+    };
+    const started = performance.now();
+    let result: CommandResult;
+    try {
+      result = await handleExperimentCommand(store, experimentId, command, context, {
+        onConflict: () => deps.metrics.lockContention.labels('experiment').inc(),
+      });
+    } catch (err) {
+      const from = err instanceof InvalidTransitionError ? err.actual : 'unknown';
+      deps.metrics.stateTransitionDuration
+        .labels(from, 'unknown', 'false')
+        .observe((performance.now() - started) / 1000);
+      throw err;
+    }
+    const to = result.state.status === 'empty' ? 'unknown' : result.state.status;
+    const from = result.previousStatus === 'empty' ? 'none' : result.previousStatus;
+    deps.metrics.stateTransitionDuration
+      .labels(from, to, 'true')
+      .observe((performance.now() - started) / 1000);
+    const body = { id: experimentId, state: to, version: result.version, position: result.position };
+    const headers: Record<string, string> = { etag: `"${result.version}"` };
+    if (options.location) headers.location = `/api/v1/experiments/${experimentId}`;
+    if (key !== undefined)
+      await deps.idempotency.save(actor, key, { requestHash, status: options.successStatus, headers, body });
+    return reply.code(options.successStatus).headers(headers).send(body);
+  }
+
+  app.post(
+    '/api/v1/experiments',
+    {
+      config: { role: 'operator' },
+      schema: {
+        tags: ['experiments'],
+        summary: 'Create an experiment (state pending)',
+        body: createExperimentSchema,
+        headers: commandHeaders,
+      },
+    },
+    async (request, reply) =>
+      runCommand(request, reply, {
+        // With an Idempotency-Key the id derives from it, so a retry lands on the same stream.
+        experimentId: (key) =>
+          key !== undefined ? uuidFrom(`${request.principal!.sub}:${key}`) : deps.newId(),
+        command: (experimentId) => ({
+          type: 'CreateExperiment',
+          experimentId,
+          spec: request.body,
+          at: deps.clock().toISOString(),
+        }),
+        successStatus: 201,
+        location: true,
+      }),
+  );
+
+  app.post(
+    '/api/v1/experiments/:id/start',
+    {
+      config: { role: 'operator' },
+      schema: {
+        tags: ['experiments'],
+        summary: 'Start an experiment',
+        params: uuidParam,
+        body: startBody,
+        headers: commandHeaders,
+      },
+    },
+    async (request, reply) =>
+      runCommand(request, reply, {
+        experimentId: () => request.params.id,
+        command: () => ({ type: 'StartExperiment', at: deps.clock().toISOString() }),
+        successStatus: 202,
+      }),
+  );
+
+  app.post(
+    '/api/v1/experiments/:id/cancel',
+    {
+      config: { role: 'operator' },
+      schema: {
+        tags: ['experiments'],
+        summary: 'Cancel an experiment',
+        params: uuidParam,
+        body: cancelBody,
+        headers: commandHeaders,
+      },
+    },
+    async (request, reply) =>
+      runCommand(request, reply, {
+        experimentId: () => request.params.id,
+        command: () => ({
+          type: 'CancelExperiment',
+          reason: request.body?.reason,
+          at: deps.clock().toISOString(),
+        }),
+        successStatus: 202,
+      }),
+  );
+
+  /** `minPosition`: wait (bounded) until the read models have applied it, else 503. */
+  async function catchUp(minPosition: string | undefined): Promise<void> {
+    if (minPosition === undefined) return;
+    if (!(await readModels.waitFor(minPosition, MIN_POSITION_WAIT_MS))) {
+      throw new HttpProblem(
+        503,
+        'read-models-behind',
+        `the read models have not reached ${minPosition} within 5 s`,
+        {
+          headers: { 'retry-after': '1' },
+        },
+      );
+    }
+  }
+
+  app.get(
+    '/api/v1/experiments',
+    {
+      config: { role: 'viewer' },
+      schema: {
+        tags: ['experiments'],
+        summary: 'List experiments, newest first',
+        querystring: z.strictObject({
+          state: z.enum(STATUSES).optional(),
+          limit: z.coerce.number().int().min(1).max(500).default(50),
+          cursor: z.string().min(1).max(512).optional(),
+          minPosition: position.optional(),
+        }),
+      },
+    },
+    async (request) => {
+      const { state, limit, cursor, minPosition } = request.query;
+      await catchUp(minPosition);
+      return readModels.listExperiments({
+        limit,
+        ...(state ? { state } : {}),
+        ...(cursor ? { cursor } : {}),
+      });
+    },
+  );
+
+  app.get(
+    '/api/v1/experiments/:id',
+    {
+      config: { role: 'viewer' },
+      schema: {
+        tags: ['experiments'],
+        summary: 'One experiment',
+        params: uuidParam,
+        querystring: minPositionQuery.strict(),
+      },
+    },
+    async (request, reply) => {
+      await catchUp(request.query.minPosition);
+      const experiment = await readModels.getExperiment(request.params.id);
+      if (!experiment) throw notFound();
+      reply.header('etag', `"${experiment.version}"`);
+      return experiment;
+    },
+  );
+
+  app.get(
+    '/api/v1/experiments/:id/history',
+    {
+      config: { role: 'viewer' },
+      schema: {
+        tags: ['experiments'],
+        summary: 'State transitions in order',
+        params: uuidParam,
+        querystring: minPositionQuery.strict(),
+      },
+    },
+    async (request) => {
+      await catchUp(request.query.minPosition);
+      const items = await readModels.getHistory(request.params.id);
+      if (!items) throw notFound();
+      return { items };
+    },
+  );
+
+  app.get(
+    '/api/v1/experiments/:id/events',
+    {
+      config: { role: 'viewer' },
+      schema: {
+        tags: ['experiments'],
+        summary: 'Raw events from the event store',
+        params: uuidParam,
+        querystring: z.strictObject({
+          fromVersion: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER).default(1),
+          limit: z.coerce.number().int().min(1).max(1000).default(100),
+          minPosition: position.optional(),
+        }),
+      },
+    },
+    async (request) => {
+      const { fromVersion, limit } = request.query;
+      const events = await store.readStream(streamIdOf(request.params.id), { fromVersion, limit });
+      if (events.length === 0 && fromVersion === 1) throw notFound();
+      return { items: events.map(eventView) };
+    },
+  );
+
+  app.get(
+    '/api/v1/experiments/:id/state',
+    {
+      config: { role: 'viewer' },
+      schema: {
+        tags: ['experiments'],
+        summary: 'The aggregate folded up to a version or a time',
+        params: uuidParam,
+        querystring: z
+          .strictObject({
+            version: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+            at: z.iso.datetime({ offset: true }).optional(),
+            minPosition: position.optional(),
+          })
+          .refine((q) => !(q.version !== undefined && q.at !== undefined), 'give version or at, not both'),
+      },
+    },
+    async (request) => {
+      const { version, at } = request.query;
+      const events = await store.readStream(streamIdOf(request.params.id), {
+        ...(version !== undefined ? { toVersion: version } : {}),
+      });
+      const upTo =
+        at === undefined ? events : events.filter((e) => Date.parse(e.metadata.occurredAt) <= Date.parse(at));
+      if (events.length === 0) throw notFound();
+      if (version !== undefined && events.length < version) {
+        throw new HttpProblem(
+          404,
+          'version-not-found',
+          `the experiment has ${events.length} events; there is no version ${version}`,
+        );
+      }
+      if (upTo.length === 0)
+        throw new HttpProblem(404, 'not-yet-created', `the experiment did not exist at ${at}`);
+      const state = fold(upTo as readonly ExperimentEvent[]) as ExistingExperiment;
+      const last = upTo[upTo.length - 1]!;
+      return {
+        ...stateView(state),
+        version: upTo.length,
+        position: last.position,
+        at: last.metadata.occurredAt,
+      };
+    },
+  );
+
+  app.get(
+    '/api/v1/experiments/:id/config/:variant',
+    {
+      config: { role: 'viewer' },
+      schema: {
+        tags: ['experiments'],
+        summary: 'The rendered OpenTelemetry Collector config of a variant (text/yaml)',
+        params: z.object({ id: z.uuid({ message: 'must be a UUID' }), variant: z.enum(VARIANTS) }),
+      },
+    },
+    async (request, reply) => {
+      const events = await store.readStream(streamIdOf(request.params.id));
+      if (events.length === 0) throw notFound();
+      const state = fold(events as readonly ExperimentEvent[]) as ExistingExperiment;
+      const { variant } = request.params;
+      // The deployer records the tuning it rendered with (top-k/intelligent keep-lists, adaptive thresholds).
+      const tuning = (state.deployments[variant]?.detail ?? {}) as Pick<
+        RenderVariantInput,
+        'keepList' | 'thresholds'
+      >;
+      const rendered = renderVariant({
+        experimentId: state.id,
+        variant,
+        template: state.spec[variant].template,
+        params: state.spec[variant].params,
+        criticalProcesses: [...state.spec.criticalProcesses],
+        ...(Array.isArray(tuning.keepList) ? { keepList: tuning.keepList } : {}),
+        ...(tuning.thresholds ? { thresholds: tuning.thresholds } : {}),
+      });
+      if (!rendered.ok) {
+        throw new HttpProblem(
+          409,
+          'unrenderable',
+          `the ${variant} config cannot be rendered: ${rendered.errors[0]?.message ?? ''}`,
+        );
+      }
+      return reply.type('text/yaml; charset=utf-8').send(rendered.yaml);
+    },
+  );
+
+  app.get(
+    '/api/v1/templates',
+    {
+      config: { role: 'viewer' },
+      schema: { tags: ['templates'], summary: 'Pipeline templates and their parameters' },
+    },
+    async () => ({ items: listTemplates() }),
+  );
+}
+
+const commandHeaders = z
+  .object({
+    'idempotency-key': z
+      .string()
+      .min(1)
+      .max(200)
+      .regex(/^[\x21-\x7e]+$/, 'printable ASCII, no spaces')
+      .optional(),
+    'if-match': z.string().max(100).optional(),
+  })
+  .loose();
+
+const notFound = () => new HttpProblem(404, 'experiment-not-found', 'unknown experiment');
+
+const idempotencyKeyOf = (request: FastifyRequest): string | undefined => {
+  const v = request.headers['idempotency-key'];
+  return typeof v === 'string' ? v : undefined;
+};
+
+/** `If-Match: "<version>"` (or `*`, any existing version); anything else is a 400. */
+const ifMatchOf = (request: FastifyRequest): number | undefined => {
+  const v = request.headers['if-match'];
+  if (v === undefined || v.trim() === '*') return undefined;
+  const m = /^\s*(?:W\/)?"(\d{1,15})"\s*$/.exec(String(v));
+  if (!m) {
+    throw new HttpProblem(400, 'validation', 'If-Match must be an ETag this service returned, such as "3"', {
+      errors: [{ path: 'headers.if-match', message: 'must look like "3"' }],
+    });
+  }
+  return Number(m[1]);
+};
+
+/** A stable UUID for a name (v8 layout), so an Idempotency-Key always names the same experiment. */
+const uuidFrom = (name: string): string => deriveEventId(`experiment-id:${name}`, 0);
+
+export const eventView = (e: StoredEvent<ExperimentEvent>) => ({
+  version: e.version,
+  position: e.position,
+  type: e.type,
+  data: e.data,
+  metadata: e.metadata,
+});
+
+const stateView = (s: ExistingExperiment) => ({
+  id: s.id,
+  state: s.status,
+  ...s.spec,
+  createdAt: s.createdAt,
+  updatedAt: s.updatedAt,
+  ...(s.startedAt ? { startedAt: s.startedAt } : {}),
+  ...(s.runStartedAt ? { runStartedAt: s.runStartedAt } : {}),
+  ...(s.runEndsAt ? { runEndsAt: s.runEndsAt } : {}),
+  ...(s.endedAt ? { endedAt: s.endedAt } : {}),
+  ...(s.statusReason ? { statusReason: s.statusReason } : {}),
+  deployments: s.deployments,
+  ...(s.analysis ? { analysis: s.analysis } : {}),
+});
