@@ -1,0 +1,74 @@
+import type { Variant } from '../domain/experiment-spec.js';
+import { VARIANTS } from '../domain/experiment-spec.js';
+import type { ProcessUsageTable } from '../domain/pipelines/index.js';
+import type { Deployer, DeployOutcome, UsageSource, VariantDeployment } from '../handlers/ports/deployer.js';
+import { type LocalDataPlane, LocalDataPlaneError } from './local-dataplane.js';
+
+export interface LocalDeployerOptions {
+  /** Simulated processes per host; the data plane's default (500) when absent. */
+  readonly processesPerHost?: number;
+}
+
+/** FNV-1a of the experiment id: each experiment gets its own reproducible fleet. */
+const seedOf = (experimentId: string): number => {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < experimentId.length; i++) {
+    h ^= experimentId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h || 1;
+};
+
+/**
+ * The `local` deployer: starts the variant's emulated collector on the local data plane, which scrapes
+ * once on deploy, so the variant is ready (and has usage to tune from) as soon as this returns.
+ * Deploying again replaces the variant with the same config: redelivered commands are harmless.
+ */
+export class LocalDeployer implements Deployer, UsageSource {
+  constructor(
+    private readonly plane: LocalDataPlane,
+    private readonly options: LocalDeployerOptions = {},
+  ) {}
+
+  async deploy(d: VariantDeployment): Promise<DeployOutcome> {
+    try {
+      const snapshot = this.plane.deploy({
+        experimentId: d.experimentId,
+        variant: d.variant,
+        config: d.config,
+        hosts: d.hosts,
+        seed: seedOf(d.experimentId),
+        criticalProcesses: d.criticalProcesses,
+        ...(this.options.processesPerHost ? { processesPerHost: this.options.processesPerHost } : {}),
+      });
+      return {
+        ok: true,
+        detail: {
+          dataPlane: 'local',
+          hosts: snapshot.hosts,
+          series: snapshot.series,
+          datapointsPerMinute: snapshot.datapointsPerMinute,
+          collectionIntervalSeconds: snapshot.collectionIntervalSeconds,
+          ...(snapshot.endpoint ? { endpoint: snapshot.endpoint } : {}),
+        },
+      };
+    } catch (err) {
+      if (err instanceof LocalDataPlaneError) return { ok: false, reason: err.message };
+      throw err;
+    }
+  }
+
+  async teardown(experimentId: string): Promise<{ readonly variants: readonly Variant[] }> {
+    const variants = VARIANTS.filter((v) => this.plane.isDeployed(experimentId, v));
+    this.plane.teardown(experimentId);
+    return { variants };
+  }
+
+  async isDeployed(experimentId: string, variant: Variant): Promise<boolean> {
+    return this.plane.isDeployed(experimentId, variant);
+  }
+
+  async usage(experimentId: string, variant: Variant): Promise<ProcessUsageTable | undefined> {
+    return this.plane.usage(experimentId, variant);
+  }
+}

@@ -1,0 +1,308 @@
+import type { Logger } from 'pino';
+import type { Variant } from '../domain/experiment-spec.js';
+import { VARIANTS } from '../domain/experiment-spec.js';
+import {
+  computeTuning,
+  parseTemplateParams,
+  type RenderedVariant,
+  renderVariant,
+  type Tuning,
+  type ValidationIssue,
+} from '../domain/pipelines/index.js';
+import { judge } from '../domain/verdict.js';
+import type { Analyzer } from './ports/analyzer.js';
+import type {
+  AnalyzeExperiment,
+  Bus,
+  BusCommand,
+  Consumer,
+  Delivery,
+  DeployVariant,
+  TeardownExperiment,
+} from './ports/bus.js';
+import type { Deployer, UsageSource } from './ports/deployer.js';
+
+/**
+ * The saga's workers. Each takes commands from its queue on the bus, does the work through a port and
+ * publishes one result carrying the command's id. Both are idempotent under redelivery: deploying and
+ * tearing down converge on the same state, analysing measures again, and the answer to one command is
+ * always published with the same message id, so the bus drops a repeat.
+ *
+ * A command answers with a result whatever happens, so the saga is never left waiting: a permanent
+ * failure (invalid config, the API's refusal, readiness timeout) is a *Failed result at once; a transient
+ * one (the API or Prometheus unreachable) is thrown for redelivery, and on the last delivery becomes a
+ * *Failed result. Only a teardown that keeps failing ends in the dead letters (there is no failed-teardown
+ * result: the saga's recovery retries it).
+ */
+
+export type WorkerLogger = Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
+
+export interface DeployerWorkerDeps {
+  readonly bus: Bus;
+  readonly deployer: Deployer;
+  /**
+   * Where a candidate tuned from the baseline (top-k, intelligent, adaptive) reads the baseline's usage;
+   * without one, such a candidate fails at once with the reason.
+   */
+  readonly usage?: UsageSource;
+  readonly logger: WorkerLogger;
+  readonly clock?: () => Date;
+  /** Deploys handled at once; above 1 so a candidate waiting for its baseline does not block it. Default 4. */
+  readonly concurrency?: number;
+  /** How long a tuned candidate waits for the baseline's usage; default 5 minutes. */
+  readonly tuningWaitMs?: number;
+  readonly tuningPollMs?: number;
+  /** Where the rendered collectors send OTLP (the render's in-cluster default when absent). */
+  readonly otlpEndpoint?: string;
+}
+
+export interface AnalyzerWorkerDeps {
+  readonly bus: Bus;
+  readonly analyzer: Analyzer;
+  readonly logger: WorkerLogger;
+  readonly clock?: () => Date;
+  /** Default 2. */
+  readonly concurrency?: number;
+}
+
+const describeIssues = (errors: readonly ValidationIssue[]): string =>
+  errors.map((e) => (e.path ? `${e.path}: ${e.message}` : e.message)).join('; ');
+
+const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+
+/** A deploy that could not even start: the config does not render or tuning found no baseline data. */
+class PermanentDeployFailure extends Error {}
+
+/** Starts the deployer worker: DeployVariant and TeardownExperiment from the `deployer` queue. */
+export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Consumer> {
+  const clock = deps.clock ?? (() => new Date());
+  const stopping = new AbortController();
+  const render = (
+    command: DeployVariant,
+    tuning: Tuning | undefined,
+  ): Extract<RenderedVariant, { ok: true }> => {
+    const rendered = renderVariant({
+      experimentId: command.experimentId,
+      variant: command.variant,
+      template: command.template,
+      params: command.params,
+      criticalProcesses: command.criticalProcesses,
+      ...(tuning?.keepList ? { keepList: tuning.keepList } : {}),
+      ...(tuning?.thresholds ? { thresholds: tuning.thresholds } : {}),
+      ...(deps.otlpEndpoint ? { otlpEndpoint: deps.otlpEndpoint } : {}),
+    });
+    if (!rendered.ok)
+      throw new PermanentDeployFailure(
+        `the ${command.variant} config is invalid: ${describeIssues(rendered.errors)}`,
+      );
+    return rendered;
+  };
+
+  /** Waits for the baseline's usage and computes the candidate's keep-list or thresholds from it. */
+  const tune = async (command: DeployVariant): Promise<Tuning | undefined> => {
+    const parsed = parseTemplateParams(command.template, command.params);
+    if (!parsed.ok) throw new PermanentDeployFailure(describeIssues(parsed.errors));
+    const source = deps.usage;
+    if (source === undefined)
+      throw new PermanentDeployFailure(
+        `${command.template} is tuned from the baseline's process usage, and nothing provides it here (set PROMETHEUS_URL)`,
+      );
+    const waitMs = deps.tuningWaitMs ?? 300_000;
+    const deadline = Date.now() + waitMs;
+    let logged = false;
+    for (;;) {
+      const usage = await source.usage(command.experimentId, 'baseline');
+      if (usage !== undefined && usage.length > 0)
+        return computeTuning(parsed.value, usage, command.criticalProcesses);
+      if (Date.now() >= deadline || stopping.signal.aborted) break;
+      if (!logged) {
+        logged = true;
+        deps.logger.info(
+          { commandId: command.commandId, experimentId: command.experimentId },
+          "waiting for the baseline's usage to tune the candidate",
+        );
+      }
+      await sleep(deps.tuningPollMs ?? 1_000, stopping.signal);
+    }
+    if (stopping.signal.aborted) throw new Error('worker stopping');
+    throw new PermanentDeployFailure(
+      `the baseline reported no process usage within ${Math.round(waitMs / 1000)} s; ${command.template} is tuned from it`,
+    );
+  };
+
+  const deploy = async (command: DeployVariant, delivery: Delivery): Promise<void> => {
+    const base = {
+      commandId: command.commandId,
+      experimentId: command.experimentId,
+      variant: command.variant,
+      ...(command.correlationId ? { correlationId: command.correlationId } : {}),
+    };
+    const fail = (reason: string) =>
+      deps.bus.publish({ type: 'VariantDeployFailed', ...base, at: clock().toISOString(), reason });
+    try {
+      let rendered = render(command, undefined);
+      let tuning: Tuning | undefined;
+      if (rendered.pendingTuning && command.variant === 'candidate') {
+        tuning = await tune(command);
+        rendered = render(command, tuning);
+      }
+      const outcome = await deps.deployer.deploy(
+        {
+          experimentId: command.experimentId,
+          variant: command.variant,
+          template: rendered.template,
+          params: rendered.params as Readonly<Record<string, unknown>>,
+          config: rendered.config,
+          namespace: command.namespace,
+          nodeSelector: command.nodeSelector,
+          hosts: command.hosts,
+          criticalProcesses: command.criticalProcesses,
+        },
+        { signal: stopping.signal },
+      );
+      if (!outcome.ok) {
+        deps.logger.warn({ ...base, reason: outcome.reason }, 'variant deployment failed');
+        await fail(outcome.reason);
+        return;
+      }
+      deps.logger.info({ ...base, attempt: delivery.attempt }, 'variant deployed');
+      await deps.bus.publish({
+        type: 'VariantDeployed',
+        ...base,
+        at: clock().toISOString(),
+        detail: {
+          ...outcome.detail,
+          template: rendered.template,
+          ...(tuning?.keepList ? { keepList: tuning.keepList } : {}),
+          ...(tuning?.thresholds ? { thresholds: tuning.thresholds } : {}),
+        },
+      });
+    } catch (err) {
+      if (err instanceof PermanentDeployFailure) {
+        deps.logger.warn({ ...base, reason: err.message }, 'variant deployment failed');
+        await fail(err.message);
+        return;
+      }
+      if (!delivery.lastAttempt || stopping.signal.aborted) throw err;
+      deps.logger.error({ ...base, err: errorText(err) }, 'variant deployment failed on its last attempt');
+      await fail(`gave up after ${delivery.attempt} attempts: ${errorText(err)}`);
+    }
+  };
+
+  const teardown = async (command: TeardownExperiment): Promise<void> => {
+    const { variants } = await deps.deployer.teardown(command.experimentId, command.namespace);
+    deps.logger.info({ experimentId: command.experimentId, removed: variants }, 'experiment torn down');
+    await deps.bus.publish({
+      type: 'ExperimentTornDown',
+      commandId: command.commandId,
+      experimentId: command.experimentId,
+      at: clock().toISOString(),
+      variants: [...VARIANTS] as Variant[],
+      detail: { removed: variants },
+      ...(command.correlationId ? { correlationId: command.correlationId } : {}),
+    });
+  };
+
+  const consumer = await deps.bus.handleCommands(
+    'deployer',
+    async (command: BusCommand, delivery) => {
+      switch (command.type) {
+        case 'DeployVariant':
+          return deploy(command, delivery);
+        case 'TeardownExperiment':
+          return teardown(command);
+        case 'AnalyzeExperiment':
+          throw new Error('AnalyzeExperiment is not a deployer command');
+        default: {
+          const _never: never = command;
+          return _never;
+        }
+      }
+    },
+    { concurrency: deps.concurrency ?? 4 },
+  );
+  return {
+    async stop() {
+      stopping.abort();
+      await consumer.stop();
+    },
+  };
+}
+
+/** Starts the analyzer worker: AnalyzeExperiment from the `analyzer` queue. */
+export async function startAnalyzerWorker(deps: AnalyzerWorkerDeps): Promise<Consumer> {
+  const clock = deps.clock ?? (() => new Date());
+  const analyze = async (command: AnalyzeExperiment, delivery: Delivery): Promise<void> => {
+    const base = {
+      commandId: command.commandId,
+      experimentId: command.experimentId,
+      ...(command.correlationId ? { correlationId: command.correlationId } : {}),
+    };
+    let analysis: ReturnType<typeof judge>;
+    try {
+      const measurements = await deps.analyzer.measure({
+        experimentId: command.experimentId,
+        spec: command.spec,
+        window: { start: new Date(command.window.start), end: new Date(command.window.end) },
+      });
+      analysis = judge({
+        criteria: command.spec.successCriteria,
+        criticalProcesses: command.spec.criticalProcesses,
+        measurements,
+      });
+    } catch (err) {
+      if (!delivery.lastAttempt) throw err;
+      deps.logger.error({ ...base, err: errorText(err) }, 'analysis failed on its last attempt');
+      await deps.bus.publish({
+        type: 'AnalysisFailed',
+        ...base,
+        at: clock().toISOString(),
+        reason: `gave up after ${delivery.attempt} attempts: ${errorText(err)}`,
+      });
+      return;
+    }
+    deps.logger.info({ ...base, verdict: analysis.verdict }, 'experiment analysed');
+    await deps.bus.publish({
+      type: 'AnalysisCompleted',
+      ...base,
+      at: clock().toISOString(),
+      analysis: {
+        ...analysis,
+        reasons: [...analysis.reasons],
+        missingCriticalProcesses: [...analysis.missingCriticalProcesses],
+      },
+    });
+  };
+  return deps.bus.handleCommands(
+    'analyzer',
+    async (command, delivery) => {
+      if (command.type !== 'AnalyzeExperiment') throw new Error(`${command.type} is not an analyzer command`);
+      await analyze(command, delivery);
+    },
+    { concurrency: deps.concurrency ?? 2 },
+  );
+}
+
+export interface WorkersDeps
+  extends Omit<DeployerWorkerDeps, 'concurrency'>,
+    Omit<AnalyzerWorkerDeps, 'concurrency'> {}
+
+/** Both workers in this process (the embedded default, or a server that also works). */
+export async function startWorkers(deps: WorkersDeps): Promise<{ stop(): Promise<void> }> {
+  const deployer = await startDeployerWorker(deps);
+  const analyzer = await startAnalyzerWorker(deps);
+  return {
+    async stop() {
+      await Promise.all([deployer.stop(), analyzer.stop()]);
+    },
+  };
+}
