@@ -18,8 +18,26 @@ export interface SqlDatabase {
    * notification may have been missed meanwhile). Embedded: a no-op, only this process can write.
    */
   listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>;
+  /**
+   * Tries once to take the exclusive lock `name` (scoped to the current schema) for as long as this
+   * process keeps it: PostgreSQL holds a session-level advisory lock on a dedicated connection, so the
+   * lock goes when the connection does (a crashed or killed process releases it); embedded, the
+   * database belongs to one process and the lock is an in-process one. Undefined when someone else
+   * holds it. Used by the projection runner for "one active runner per projection".
+   */
+  tryAdvisoryLock?(name: string): Promise<AdvisoryLock | undefined>;
   close(): Promise<void>;
 }
+
+/** A held lock. `lost` is aborted if it goes away without `release()` (its connection died). */
+export interface AdvisoryLock {
+  readonly lost: AbortSignal;
+  release(): Promise<void>;
+}
+
+/** The advisory-lock key space of Phoenix ('PHNX'); the second key is a hash of schema and name. */
+const ADVISORY_LOCK_SPACE = 0x50484e58;
+const LOCK_HEARTBEAT_MS = 2_000;
 
 export interface PostgresOptions {
   readonly url: string;
@@ -40,6 +58,7 @@ export function openPostgres(options: PostgresOptions): SqlDatabase {
   pool.on('error', (err) => options.logger?.warn({ err }, 'postgres pool client error'));
   const db = new Kysely({ dialect: new PostgresDialect({ pool }) });
   const listeners = new Set<() => Promise<void>>();
+  const locks = new Set<() => Promise<void>>();
 
   return {
     kind: 'postgres',
@@ -83,7 +102,57 @@ export function openPostgres(options: PostgresOptions): SqlDatabase {
       listeners.add(stop);
       return stop;
     },
+    async tryAdvisoryLock(name) {
+      const client = new pg.Client({
+        connectionString: options.url,
+        application_name: 'phoenix-lock',
+        keepAlive: true,
+      });
+      const controller = new AbortController();
+      const lose = (why: string) => {
+        if (!controller.signal.aborted) controller.abort(new Error(`advisory lock '${name}' lost: ${why}`));
+      };
+      client.on('error', (err) => lose(err.message));
+      await client.connect();
+      const key = [ADVISORY_LOCK_SPACE, `:${name}`];
+      let ok = false;
+      try {
+        const { rows } = await client.query<{ ok: boolean }>(
+          'select pg_try_advisory_lock($1::int4, hashtext(current_schema() || $2)) as ok',
+          key,
+        );
+        ok = rows[0]?.ok === true;
+      } finally {
+        if (!ok) await client.end().catch(() => undefined);
+      }
+      if (!ok) return undefined;
+      client.on('end', () => lose('connection closed'));
+      // A dead peer is only noticed when something is sent: probe, with a deadline.
+      const heartbeat = setInterval(() => {
+        const timer = setTimeout(() => lose('heartbeat timed out'), LOCK_HEARTBEAT_MS * 2);
+        client
+          .query('select 1')
+          .catch((err: Error) => lose(err.message))
+          .finally(() => clearTimeout(timer));
+      }, LOCK_HEARTBEAT_MS);
+      heartbeat.unref();
+      let released = false;
+      const release = async () => {
+        if (released) return;
+        released = true;
+        clearInterval(heartbeat);
+        locks.delete(release);
+        client.removeAllListeners('end');
+        await client
+          .query('select pg_advisory_unlock($1::int4, hashtext(current_schema() || $2))', key)
+          .catch(() => undefined);
+        await client.end().catch(() => undefined);
+      };
+      locks.add(release);
+      return { lost: controller.signal, release };
+    },
     async close() {
+      await Promise.all([...locks].map((release) => release()));
       await Promise.all([...listeners].map((stop) => stop()));
       await db.destroy();
     },
@@ -95,13 +164,27 @@ export async function openPGlite(dataDir: string | undefined): Promise<SqlDataba
   if (dataDir) mkdirSync(dataDir, { recursive: true });
   const pglite = await PGlite.create(dataDir ? { dataDir } : {});
   const db = new Kysely({ dialect: new PostgresDialect({ pool: new PGlitePool(pglite) }) });
+  const held = new Map<string, AbortController>();
   return {
     kind: 'pglite',
     db,
     async listen() {
       return async () => undefined;
     },
+    async tryAdvisoryLock(name) {
+      if (held.has(name)) return undefined;
+      const controller = new AbortController();
+      held.set(name, controller);
+      return {
+        lost: controller.signal,
+        async release() {
+          if (held.get(name) === controller) held.delete(name);
+        },
+      };
+    },
     async close() {
+      for (const controller of held.values()) controller.abort(new Error('the database is closed'));
+      held.clear();
       await db.destroy();
     },
   };

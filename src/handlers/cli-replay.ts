@@ -1,0 +1,221 @@
+/**
+ * `phoenix replay [--verify]`, `phoenix events <id>` and `phoenix state <id> [--version N | --at ISO]`:
+ * the event log and the read models from a terminal. Every read goes through the codec-equipped event
+ * store, so old event schemas are upcast here as everywhere else. Bad input is one line on stderr and
+ * exit code 2 (CliError); a verification that finds differences exits 1.
+ */
+import type { Command } from 'commander';
+import { CliError } from '../cli.js';
+import { loadConfig } from '../config.js';
+import { type ExistingExperiment, type ExperimentEvent, fold } from '../domain/experiment.js';
+import { createLogger, openDatabase, openEventStore } from '../main.js';
+import { RebuildInProgressError, type RebuildProgress, rebuildReadModels } from '../projections/rebuild.js';
+import { streamIdOf } from './experiment-commands.js';
+import type { EventStore, StoredEvent } from './ports/event-store.js';
+import { lockEmbeddedDatabase } from './serve.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/;
+
+const experimentId = (id: string): string => {
+  if (!UUID.test(id)) throw new CliError(`'${id}' is not an experiment id (a UUID)`, 2);
+  return id.toLowerCase();
+};
+
+/** Opens the database and the store the way the server does; embedded, only while no server holds it. */
+async function withStore<T>(
+  run: (context: {
+    store: EventStore<ExperimentEvent>;
+    database: Awaited<ReturnType<typeof openDatabase>>;
+  }) => Promise<T>,
+): Promise<T> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    throw new CliError(`invalid configuration: ${(err as Error).message}`, 2);
+  }
+  const release = config.DATABASE_URL ? () => undefined : lockEmbeddedDatabase(config.PHOENIX_DATA_DIR);
+  try {
+    const logger = createLogger({ LOG_LEVEL: 'warn' });
+    const database = await openDatabase(config, logger);
+    const store = openEventStore(config, database);
+    try {
+      return await run({ store, database });
+    } finally {
+      await store.close();
+      await database.close();
+    }
+  } finally {
+    release();
+  }
+}
+
+export const eventLine = (e: StoredEvent<ExperimentEvent>): string =>
+  JSON.stringify({
+    version: e.version,
+    position: e.position,
+    type: e.type,
+    data: e.data,
+    metadata: e.metadata,
+  });
+
+/** The folded state as `GET /experiments/{id}/state` shows it. */
+export const stateView = (s: ExistingExperiment, upTo: readonly StoredEvent<ExperimentEvent>[]) => {
+  const last = upTo[upTo.length - 1]!;
+  return {
+    id: s.id,
+    state: s.status,
+    ...s.spec,
+    createdAt: s.createdAt,
+    updatedAt: s.updatedAt,
+    ...(s.startedAt ? { startedAt: s.startedAt } : {}),
+    ...(s.runStartedAt ? { runStartedAt: s.runStartedAt } : {}),
+    ...(s.runEndsAt ? { runEndsAt: s.runEndsAt } : {}),
+    ...(s.endedAt ? { endedAt: s.endedAt } : {}),
+    ...(s.statusReason ? { statusReason: s.statusReason } : {}),
+    deployments: s.deployments,
+    ...(s.analysis ? { analysis: s.analysis } : {}),
+    version: upTo.length,
+    position: last.position,
+    at: last.metadata.occurredAt,
+  };
+};
+
+/** Time travel: the events up to version N, or up to those that occurred at or before `at`. */
+export function eventsUpTo(
+  events: readonly StoredEvent<ExperimentEvent>[],
+  point: { version?: number; at?: string },
+): StoredEvent<ExperimentEvent>[] {
+  if (point.version !== undefined) return events.filter((e) => e.version <= point.version!);
+  if (point.at !== undefined) {
+    const at = Date.parse(point.at);
+    return events.filter((e) => Date.parse(e.metadata.occurredAt) <= at);
+  }
+  return [...events];
+}
+
+const progressLine = (p: RebuildProgress): string => {
+  const done = p.events.toLocaleString('en-US');
+  const of = p.total !== undefined ? ` of ~${p.total.toLocaleString('en-US')}` : '';
+  const left =
+    p.secondsLeft !== undefined && p.phase === 'replaying' ? `, ~${Math.ceil(p.secondsLeft)} s left` : '';
+  return `replay: ${p.phase}: ${done}${of} events, ${Math.round(p.perSecond).toLocaleString('en-US')} events/s${left}`;
+};
+
+export function registerReplayCommands(program: Command): void {
+  program
+    .command('replay')
+    .description(
+      'rebuild every read model from the event store into new tables, then swap them in (the API keeps serving)',
+    )
+    .option(
+      '--verify',
+      'compare the rebuilt read models with the live ones row by row instead of swapping; exit 1 on any difference',
+    )
+    .option('--batch-size <n>', 'events per transaction', (v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 100_000)
+        throw new CliError(`--batch-size must be 1..100000, got '${v}'`, 2);
+      return n;
+    })
+    .action(async (options: { verify?: boolean; batchSize?: number }) => {
+      const tty = process.stderr.isTTY;
+      const report = await withStore(({ store, database }) =>
+        rebuildReadModels({
+          database,
+          store,
+          verify: options.verify === true,
+          ...(options.batchSize ? { batchSize: options.batchSize } : {}),
+          progressEveryMs: tty ? 500 : 5_000,
+          onProgress: (p) =>
+            process.stderr.write(tty ? `\r${progressLine(p)}\u001b[K` : `${progressLine(p)}\n`),
+        }).catch((err: unknown) => {
+          if (err instanceof RebuildInProgressError) throw new CliError(err.message, 1);
+          throw err;
+        }),
+      );
+      if (tty) process.stderr.write('\n');
+      const rate = Math.round(report.events / Math.max(report.seconds, 1e-3)).toLocaleString('en-US');
+      const summary = `${report.events.toLocaleString('en-US')} events in ${report.seconds.toFixed(1)} s (${rate} events/s), up to position ${report.position}`;
+      if (!options.verify) {
+        process.stdout.write(`replay: rebuilt and swapped in: ${summary}\n`);
+        return;
+      }
+      if (report.differences.length === 0) {
+        process.stdout.write(`replay --verify: the rebuilt read models equal the live ones (${summary})\n`);
+        return;
+      }
+      for (const d of report.differences) {
+        process.stdout.write(
+          `${d.table}: ${d.onlyLive} rows only in the live table, ${d.onlyRebuilt} only in the rebuilt one\n`,
+        );
+        for (const s of d.samples) process.stdout.write(`  ${s}\n`);
+      }
+      throw new CliError(
+        `replay --verify: ${report.differences.length} read model(s) differ from a rebuild (${report.differences.map((d) => d.table).join(', ')})`,
+        1,
+      );
+    });
+
+  program
+    .command('events <id>')
+    .description("an experiment's events, as JSON lines, oldest first")
+    .action(async (id: string) => {
+      const streamId = streamIdOf(experimentId(id));
+      await withStore(async ({ store }) => {
+        let fromVersion = 1;
+        let any = false;
+        for (;;) {
+          const page = await store.readStream(streamId, { fromVersion, limit: 1_000 });
+          for (const e of page) process.stdout.write(`${eventLine(e)}\n`);
+          any ||= page.length > 0;
+          if (page.length < 1_000) break;
+          fromVersion = page[page.length - 1]!.version + 1;
+        }
+        if (!any) throw new CliError(`no experiment ${id}`, 1);
+      });
+    });
+
+  program
+    .command('state <id>')
+    .description('the experiment folded from its events up to a version or a time (default: now)')
+    .option('--version <n>', 'fold the first N events', (v: string) => {
+      const n = Number(v);
+      if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) {
+        throw new CliError(`--version must be a positive integer, got '${v}'`, 2);
+      }
+      return n;
+    })
+    .option('--at <time>', 'fold the events that occurred at or before this ISO 8601 time', (v: string) => {
+      if (!ISO.test(v) || Number.isNaN(Date.parse(v))) {
+        throw new CliError(
+          `--at must be an ISO 8601 time with a zone, e.g. 2025-01-31T12:00:00Z, got '${v}'`,
+          2,
+        );
+      }
+      return v;
+    })
+    .action(async (id: string, options: { version?: number; at?: string }) => {
+      if (options.version !== undefined && options.at !== undefined) {
+        throw new CliError('give --version or --at, not both', 2);
+      }
+      const streamId = streamIdOf(experimentId(id));
+      await withStore(async ({ store }) => {
+        const events = await store.readStream(streamId);
+        if (events.length === 0) throw new CliError(`no experiment ${id}`, 1);
+        if (options.version !== undefined && options.version > events.length) {
+          throw new CliError(
+            `experiment ${id} has ${events.length} events; there is no version ${options.version}`,
+            1,
+          );
+        }
+        const upTo = eventsUpTo(events, options);
+        if (upTo.length === 0) throw new CliError(`experiment ${id} did not exist at ${options.at}`, 1);
+        const state = fold(
+          upTo.map((e) => ({ type: e.type, data: e.data }) as ExperimentEvent),
+        ) as ExistingExperiment;
+        process.stdout.write(`${JSON.stringify(stateView(state, upTo), null, 2)}\n`);
+      });
+    });
+}

@@ -1,0 +1,284 @@
+import { sql } from 'kysely';
+import type { Logger } from 'pino';
+import type { AdvisoryLock, SqlDatabase } from '../adapters/postgres-database.js';
+import type { ExperimentEvent } from '../domain/experiment.js';
+import type { EventStore, Position, StoredEvent } from '../handlers/ports/event-store.js';
+import { experimentReadModels, fillHistory, NEXT_SUFFIX, READ_MODELS, tableNames } from './experiment-read-models.js';
+import { applyBatch, ensureCheckpoint, type ProjectionHandler, readCheckpoint, type Tx } from './runner.js';
+
+/**
+ * Blue/green rebuild of the read models (`phoenix replay`):
+ * 1. a second set of tables (suffix `__next`, migrations/002) is filled from position zero, in short
+ *    transactions, without secondary indexes (built once at the end), while the live set keeps serving;
+ * 2. it catches up with the live projection's checkpoint (never beyond it);
+ * 3. one transaction locks the live checkpoint row (the live runner, in any process, waits at its next
+ *    batch), finishes the catch-up to exactly that position, then swaps the sets by renaming. The live
+ *    checkpoint does not move, so the live runner resumes on the new tables where it was: no gap.
+ *
+ * With `verify`, step 3 compares the two sets row by row instead of swapping, and leaves the live set
+ * in place. The rebuild runs the projection's handler only; a handler with side effects (a saga) is
+ * never part of it.
+ */
+
+export interface RebuildProgress {
+  readonly events: number;
+  /** Estimate of the events to replay (what the live read models have applied), if known. */
+  readonly total: number | undefined;
+  readonly perSecond: number;
+  readonly secondsLeft: number | undefined;
+  readonly phase: 'replaying' | 'indexing' | 'swapping' | 'verifying';
+}
+
+export interface TableDifference {
+  readonly table: string;
+  /** Rows only in the live table / only in the rebuilt one. */
+  readonly onlyLive: number;
+  readonly onlyRebuilt: number;
+  /** A few of the differing rows, as JSON. */
+  readonly samples: readonly string[];
+}
+
+export interface RebuildReport {
+  readonly events: number;
+  readonly seconds: number;
+  /** The position both sets were at when swapped (or compared). */
+  readonly position: Position;
+  readonly swapped: boolean;
+  /** With `verify`: every table that differs (empty when identical). */
+  readonly differences: readonly TableDifference[];
+  /** Seconds spent in each phase (replaying, history, indexing, swapping or verifying). */
+  readonly phases: Readonly<Record<string, number>>;
+}
+
+export interface RebuildOptions {
+  readonly database: SqlDatabase;
+  readonly store: EventStore<ExperimentEvent>;
+  readonly logger?: Logger | undefined;
+  /** Compare instead of swapping. */
+  readonly verify?: boolean;
+  /** Events per transaction (default 2000). */
+  readonly batchSize?: number;
+  readonly onProgress?: (progress: RebuildProgress) => void;
+  readonly progressEveryMs?: number;
+  /** Experiments kept folded in memory between batches (default 50,000). */
+  readonly cacheSize?: number;
+  /** Test seam: called after the new tables are filled and before the final swap transaction. */
+  readonly beforeSwap?: () => Promise<void>;
+}
+
+export class RebuildInProgressError extends Error {
+  readonly code = 'rebuild_in_progress';
+}
+
+const REBUILD_CHECKPOINT = `${READ_MODELS}${NEXT_SUFFIX}`;
+const SWAP_ATTEMPTS = 200;
+
+class Rollback extends Error {}
+
+export async function rebuildReadModels(options: RebuildOptions): Promise<RebuildReport> {
+  const { database, store, logger } = options;
+  const db = database.db;
+  const batchSize = options.batchSize ?? 2_000;
+  const lock: AdvisoryLock | undefined = database.tryAdvisoryLock
+    ? await database.tryAdvisoryLock(`rebuild:${READ_MODELS}`)
+    : { lost: new AbortController().signal, release: async () => undefined };
+  if (!lock) throw new RebuildInProgressError('another replay of the read models is running');
+
+  const started = performance.now();
+  let applied = 0;
+  let lastReport = 0;
+  // Bulk phase: folded state cached, history filled afterwards in one statement; then the ordinary
+  // handler for the last few events, once the new tables are indexed and complete.
+  const bulk = experimentReadModels({
+    suffix: NEXT_SUFFIX,
+    cacheSize: options.cacheSize ?? 50_000,
+    withHistory: false,
+  });
+  let handler: ProjectionHandler<ExperimentEvent> = bulk;
+  const progressEvery = options.progressEveryMs ?? 1_000;
+  let total: number | undefined;
+  const report = (phase: RebuildProgress['phase'], force = false) => {
+    const now = performance.now();
+    if (!options.onProgress || (!force && now - lastReport < progressEvery)) return;
+    lastReport = now;
+    const perSecond = applied / Math.max((now - started) / 1000, 1e-3);
+    const left = total !== undefined ? Math.max(total - applied, 0) : undefined;
+    options.onProgress({
+      events: applied,
+      total,
+      perSecond,
+      secondsLeft: left !== undefined && perSecond > 0 ? left / perSecond : undefined,
+      phase,
+    });
+  };
+
+  const phases: Record<string, number> = {};
+  let phase = 'preparing';
+  let phaseStarted = performance.now();
+  const enter = (next: string) => {
+    const now = performance.now();
+    phases[phase] = (phases[phase] ?? 0) + (now - phaseStarted) / 1000;
+    phase = next;
+    phaseStarted = now;
+  };
+
+  let position: Position;
+  try {
+    await sql`select phoenix_drop_read_models(${NEXT_SUFFIX})`.execute(db);
+    await sql`select phoenix_create_read_models(${NEXT_SUFFIX})`.execute(db);
+    await sql`delete from projection_checkpoints where name = ${REBUILD_CHECKPOINT}`.execute(db);
+    position = await ensureCheckpoint(db, REBUILD_CHECKPOINT);
+    await bulk.maintain?.(db);
+    const { rows } = await sql<{ n: string | null }>`
+      select sum(version)::text as n from ${sql.table(tableNames('').experiments)}`.execute(db);
+    total = rows[0]?.n ? Number(rows[0].n) : undefined;
+
+    /** Applies every event after `position` up to `target` (inclusive) in transactions of batchSize. */
+    const catchUp = async (target: Position): Promise<void> => {
+      if (target <= position) return;
+      let next = store.readAll({ after: position, limit: batchSize });
+      for (;;) {
+        const page = await next;
+        const last = page[page.length - 1];
+        const complete = page.length === batchSize && last !== undefined && last.position <= target;
+        // read the next page while this one is written
+        if (complete) next = store.readAll({ after: last.position, limit: batchSize });
+        const eligible = complete ? page : page.filter((e) => e.position <= target);
+        const upTo = complete ? last.position : target;
+        position = await applyBatch(db, handler, REBUILD_CHECKPOINT, position, eligible, {
+          mode: 'rebuild',
+          upTo,
+        });
+        applied += eligible.length;
+        report('replaying');
+        if (!complete) return;
+      }
+    };
+
+    // Chase the live checkpoint until a pass has little left to do.
+    enter('replaying');
+    for (;;) {
+      const before = applied;
+      await catchUp(await ensureCheckpoint(db, READ_MODELS));
+      if (applied - before < batchSize) break;
+    }
+    report('indexing', true);
+    enter('history');
+    await fillHistory(db, NEXT_SUFFIX);
+    handler = experimentReadModels({ suffix: NEXT_SUFFIX });
+    enter('indexing');
+    await db.transaction().execute(async (tx) => {
+      // one sort per index over the whole table: give it room (the session default is 64 MB)
+      await sql`set local maintenance_work_mem = '256MB'`.execute(tx);
+      await sql`select phoenix_index_read_models(${NEXT_SUFFIX})`.execute(tx);
+    });
+    for (const table of Object.values(tableNames(NEXT_SUFFIX))) {
+      await sql`analyze ${sql.table(table)}`.execute(db);
+    }
+    await options.beforeSwap?.();
+    enter(options.verify ? 'verifying' : 'swapping');
+
+    const differences: TableDifference[] = [];
+    let done = false;
+    let compared = false;
+    for (let attempt = 1; !done && attempt <= SWAP_ATTEMPTS; attempt++) {
+      await catchUp(await readCheckpoint(db, READ_MODELS));
+      report(options.verify ? 'verifying' : 'swapping', true);
+      try {
+        await db.transaction().execute(async (tx) => {
+          const { rows: locked } = await sql<{ position: string }>`
+            select position from projection_checkpoints where name = ${READ_MODELS} for update`.execute(tx);
+          const live = locked[0]?.position;
+          if (live === undefined) throw new Error(`the live checkpoint '${READ_MODELS}' is missing`);
+          if (live !== position) {
+            // The live runner moved meanwhile. PostgreSQL: it now waits for this row, so finish
+            // here, reading the log on other connections. PGlite has one connection: try again.
+            if (database.kind === 'pglite' || live < position) throw new Rollback();
+            await catchUpInside(tx, live);
+          }
+          if (options.verify) {
+            differences.push(...(await compareReadModels(tx)));
+            compared = true;
+            throw new Rollback(); // compare only: the live set stays
+          }
+          await sql`select phoenix_swap_read_models(${NEXT_SUFFIX})`.execute(tx);
+          await sql`delete from projection_checkpoints where name = ${REBUILD_CHECKPOINT}`.execute(tx);
+        });
+        done = true;
+      } catch (err) {
+        if (!(err instanceof Rollback)) throw err;
+        done = compared;
+      }
+      if (!done) logger?.debug({ attempt }, 'the live projection moved during the swap; catching up again');
+    }
+    if (!done) throw new Error(`could not catch up with the live projection in ${SWAP_ATTEMPTS} attempts`);
+
+    /** Inside the swap transaction (PostgreSQL only): the live runner is held at `live`. */
+    async function catchUpInside(tx: Tx, live: Position): Promise<void> {
+      for (;;) {
+        const page: StoredEvent<ExperimentEvent>[] = await store.readAll({
+          after: position,
+          limit: batchSize,
+        });
+        const eligible = page.filter((e) => e.position <= live);
+        if (eligible.length > 0)
+          await handler.apply(tx, eligible, { mode: 'rebuild', checkpoint: REBUILD_CHECKPOINT });
+        applied += eligible.length;
+        position =
+          eligible.length === page.length && page.length === batchSize
+            ? page[page.length - 1]!.position
+            : live;
+        if (position === live) return;
+      }
+    }
+
+    if (options.verify) await sql`select phoenix_drop_read_models(${NEXT_SUFFIX})`.execute(db);
+    report(options.verify ? 'verifying' : 'swapping', true);
+    enter('done');
+    return {
+      events: applied,
+      seconds: (performance.now() - started) / 1000,
+      position,
+      swapped: !options.verify,
+      differences,
+      phases,
+    };
+  } catch (err) {
+    await sql`select phoenix_drop_read_models(${NEXT_SUFFIX})`.execute(db).catch(() => undefined);
+    throw err;
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Every row of each live table against its rebuilt twin, both ways (EXCEPT ALL keeps duplicates). */
+export async function compareReadModels(tx: Tx, suffix = NEXT_SUFFIX): Promise<TableDifference[]> {
+  const live = tableNames('');
+  const next = tableNames(suffix);
+  const differences: TableDifference[] = [];
+  for (const key of Object.keys(live) as (keyof typeof live)[]) {
+    const a = sql.table(live[key]);
+    const b = sql.table(next[key]);
+    const { rows } = await sql<{ side: 'live' | 'rebuilt'; n: string; samples: string[] | null }>`
+      with only_live as (select * from (table ${a} except all table ${b}) d),
+           only_rebuilt as (select * from (table ${b} except all table ${a}) d)
+      select 'live' as side, (select count(*) from only_live)::text as n,
+             (select array_agg(s) from (select row_to_json(o)::text as s from only_live o limit 3) x) as samples
+      union all
+      select 'rebuilt', (select count(*) from only_rebuilt)::text,
+             (select array_agg(s) from (select row_to_json(o)::text as s from only_rebuilt o limit 3) x)`.execute(
+      tx,
+    );
+    const onlyLive = Number(rows.find((r) => r.side === 'live')?.n ?? 0);
+    const onlyRebuilt = Number(rows.find((r) => r.side === 'rebuilt')?.n ?? 0);
+    if (onlyLive + onlyRebuilt > 0) {
+      differences.push({
+        table: live[key],
+        onlyLive,
+        onlyRebuilt,
+        samples: rows.flatMap((r) => (r.samples ?? []).map((s) => `${r.side}: ${s}`)),
+      });
+    }
+  }
+  return differences;
+}

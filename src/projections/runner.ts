@@ -1,0 +1,562 @@
+import { EventEmitter } from 'node:events';
+import { type Kysely, sql, type Transaction } from 'kysely';
+import type { Logger } from 'pino';
+import type { AdvisoryLock, SqlDatabase } from '../adapters/postgres-database.js';
+import {
+  type AnyEvent,
+  CorruptEventError,
+  type EventStore,
+  type Position,
+  START,
+  type StoredEvent,
+  StoreUnavailableError,
+} from '../handlers/ports/event-store.js';
+
+/**
+ * The projection runner: follows the global log from a checkpoint and hands batches of events to a
+ * named handler, checkpointed and exclusive.
+ *
+ * - Each batch is applied and its checkpoint stored in ONE transaction, which first locks the
+ *   checkpoint row and checks it still holds the position this runner started the batch from. So a
+ *   crash anywhere neither applies an event twice nor skips one, and whoever moved the checkpoint
+ *   meanwhile (a blue/green swap, a second runner that should not be running) wins: this runner
+ *   rolls back and resumes from the stored position.
+ * - One active runner per name across processes: the runner holds an advisory lock (a session lock
+ *   on a dedicated connection on PostgreSQL) while it works; a standby polls for it every
+ *   `lockRetryMs` and takes over when the holder's connection goes.
+ * - A batch that fails is retried with backoff; if it keeps failing, its events are applied one per
+ *   transaction, so the event that fails is found and named, and the runner stops (`failure`). It never
+ *   skips an event. An unreachable database is waited out (it shows as lag), not counted as failure.
+ * - Works on every EventStore adapter through the port alone (`subscribe`, `readAll`, `head`).
+ *
+ * The saga process managers reuse it: their handler declares `sideEffects: true`, which a rebuild
+ * refuses to run.
+ */
+
+// biome-ignore lint/suspicious/noExplicitAny: handlers declare the tables they write
+export type Tx = Transaction<any>;
+// biome-ignore lint/suspicious/noExplicitAny: handlers declare the tables they read
+export type Db = Kysely<any>;
+
+export interface ApplyContext {
+  /** `live` when following the log, `rebuild` when filling new tables from position zero. */
+  readonly mode: 'live' | 'rebuild';
+  /** The projection (checkpoint) name this batch is applied under. */
+  readonly checkpoint: string;
+}
+
+/** What a projection (or a saga process manager) supplies to a runner. */
+export interface ProjectionHandler<E extends AnyEvent = AnyEvent> {
+  /** Names the checkpoint row and the lock (unless the runner overrides the checkpoint name). */
+  readonly name: string;
+  /**
+   * True when `apply` does anything outside its transaction (sends saga commands, calls out). Such a
+   * handler only ever runs live; `rebuild` refuses it, so a replay never fires side effects again.
+   */
+  readonly sideEffects: boolean;
+  /** Only events of streams with this prefix are delivered (the checkpoint still moves over the rest). */
+  readonly streamPrefix?: string;
+  /**
+   * Applies events (in log order, each after the checkpoint) inside `tx`, which the runner commits
+   * together with the new checkpoint. Must write through `tx` only; throwing rolls the batch back.
+   */
+  apply(tx: Tx, events: readonly StoredEvent<E>[], context: ApplyContext): Promise<void>;
+  /** Housekeeping (creating partitions ahead of time), run when the runner becomes active and then periodically. */
+  maintain?(db: Db): Promise<void>;
+  /** Forget cached state: called before a batch is retried and after the checkpoint moved elsewhere. */
+  reset?(): void;
+}
+
+export type RunnerStatus = 'idle' | 'standby' | 'active' | 'stopped' | 'failed';
+
+export interface RunnerOptions<E extends AnyEvent> {
+  readonly database: SqlDatabase;
+  readonly store: EventStore<E>;
+  readonly handler: ProjectionHandler<E>;
+  readonly logger?: Logger | undefined;
+  /** Checkpoint row name; default `handler.name`. */
+  readonly checkpointName?: string;
+  /** Largest batch per transaction (default 250: short transactions, see migrations/001). */
+  readonly batchSize?: number;
+  /** How often a standby tries to take the lock (default 1 s). */
+  readonly lockRetryMs?: number;
+  /** Attempts at a failing batch, then at each of its events, before stopping (default 5). */
+  readonly maxAttempts?: number;
+  /** First retry delay, doubled each attempt up to 5 s (default 100 ms). */
+  readonly retryBaseMs?: number;
+  /** How often `maintain` runs while active (default 1 h). */
+  readonly maintainEveryMs?: number;
+  readonly mode?: 'live' | 'rebuild';
+  /**
+   * Test seam: runs inside the batch transaction after `apply` and before the checkpoint is written;
+   * throwing from it is a crash between apply and commit.
+   */
+  readonly beforeCommit?: (events: readonly StoredEvent<E>[]) => void | Promise<void>;
+}
+
+export interface Lag {
+  /** Events in the log after the applied position (counted up to LAG_COUNT_CAP). */
+  readonly events: number;
+  /** Age of the oldest event not applied yet; 0 when caught up. */
+  readonly seconds: number;
+}
+
+/** lag() counts unapplied events by reading them; beyond this many it reports this many. */
+export const LAG_COUNT_CAP = 10_000;
+
+/** The checkpoint row no longer holds the position this runner applied from: someone else moved it. */
+export class CheckpointMovedError extends Error {
+  readonly code = 'checkpoint_moved';
+  constructor(
+    readonly checkpoint: string,
+    readonly expected: Position,
+    readonly actual: Position,
+  ) {
+    super(`checkpoint '${checkpoint}' is at ${actual}, not ${expected}: another writer moved it`);
+  }
+}
+
+/** An event the handler failed on `attempts` times; the runner stops on it. */
+export class ProjectionFailedError extends Error {
+  readonly code = 'projection_failed';
+  constructor(
+    readonly projection: string,
+    readonly event: { streamId: string; version: number; position: Position; type: string; eventId?: string },
+    readonly attempts: number,
+    cause: unknown,
+  ) {
+    super(
+      `projection '${projection}' stopped: event ${event.type} of ${event.streamId} version ${event.version} ` +
+        `at position ${event.position}${event.eventId ? ` (id ${event.eventId})` : ''} failed ${attempts} times: ` +
+        `${cause instanceof Error ? cause.message : String(cause)}`,
+      { cause },
+    );
+  }
+}
+
+/** Reads a checkpoint; START when the projection has never run. */
+export async function readCheckpoint(db: Db | Tx, name: string): Promise<Position> {
+  const { rows } = await sql<{ position: string }>`
+    select position from projection_checkpoints where name = ${name}`.execute(db);
+  return rows[0]?.position ?? START;
+}
+
+/** Reads a checkpoint, creating its row at START when the projection has never run. */
+export async function ensureCheckpoint(db: Db | Tx, name: string): Promise<Position> {
+  await sql`insert into projection_checkpoints (name, position) values (${name}, ${START})
+            on conflict (name) do nothing`.execute(db);
+  return readCheckpoint(db, name);
+}
+
+/** Sets a checkpoint (creating its row); callers own the transaction. */
+export async function writeCheckpoint(db: Db | Tx, name: string, position: Position): Promise<void> {
+  await sql`
+    insert into projection_checkpoints (name, position, updated_at) values (${name}, ${position}, now())
+    on conflict (name) do update set position = excluded.position, updated_at = excluded.updated_at`.execute(
+    db,
+  );
+}
+
+/**
+ * Applies `events` and moves checkpoint `name` from `expected` to the last event's position, in one
+ * transaction. Events at or before the stored checkpoint are dropped first (delivered twice: no
+ * change). Returns the new position.
+ * @throws CheckpointMovedError when the stored checkpoint is not `expected`
+ */
+export async function applyBatch<E extends AnyEvent>(
+  db: Db,
+  handler: ProjectionHandler<E>,
+  name: string,
+  expected: Position,
+  events: readonly StoredEvent<E>[],
+  options: {
+    mode: 'live' | 'rebuild';
+    upTo?: Position;
+    beforeCommit?: ((events: readonly StoredEvent<E>[]) => void | Promise<void>) | undefined;
+  },
+): Promise<Position> {
+  const last = options.upTo ?? events[events.length - 1]?.position ?? expected;
+  return db.transaction().execute(async (tx) => {
+    // Derived data: a crash may lose the last few commits, and the checkpoint with them (commits stay
+    // atomic and in order), so the runner re-applies them; not waiting for the WAL flush cuts the lag.
+    // (set_config(…, true) is SET LOCAL, here in the same round trip as the checkpoint row lock.)
+    const { rows } = await sql<{ position: string }>`
+      select position, set_config('synchronous_commit', 'off', true) as sync
+        from projection_checkpoints where name = ${name} for update`.execute(tx);
+    const stored = rows[0]?.position ?? START;
+    if (stored !== expected) throw new CheckpointMovedError(name, expected, stored);
+    const fresh = events.filter(
+      (e) => e.position > stored && (!handler.streamPrefix || e.streamId.startsWith(handler.streamPrefix)),
+    );
+    if (fresh.length > 0) await handler.apply(tx, fresh, { mode: options.mode, checkpoint: name });
+    await options.beforeCommit?.(fresh);
+    if (last > stored) {
+      if (rows.length === 0) await writeCheckpoint(tx, name, last);
+      else
+        await sql`update projection_checkpoints set position = ${last}, updated_at = now()
+                  where name = ${name}`.execute(tx);
+    }
+    // positions are strings: Math.max would not do
+    if (last > stored) return last;
+    return stored;
+  });
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    timer.unref();
+    signal?.addEventListener('abort', done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+  });
+
+/** Errors as log fields: database errors carry their whole query and parameters, too much for a log line. */
+export const brief = (err: unknown) =>
+  err instanceof Error
+    ? { type: err.name, message: err.message, code: (err as { code?: unknown }).code }
+    : { message: String(err) };
+
+const CONNECTION_CODES = [
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  '57P01',
+  '57P02',
+  '57P03',
+];
+
+/** The database (or event store) is away: wait it out, it is nobody's fault. */
+export const isTransient = (err: unknown): boolean => {
+  if (err instanceof StoreUnavailableError) return true;
+  const code = String((err as { code?: unknown }).code ?? '');
+  if (CONNECTION_CODES.includes(code) || code.startsWith('08') || code === '40001' || code === '40P01')
+    return true;
+  const message = err instanceof Error ? err.message : String(err);
+  return /Connection terminated|connection is closed|timeout exceeded when trying to connect/i.test(message);
+};
+
+/**
+ * Runs one handler: `start()` returns at once and works in the background (standby until it holds
+ * the lock, then active); `stop()` finishes the batch in flight, releases the lock and resolves.
+ * Listen to `'applied'` (position) for progress; `failure` says why a failed runner stopped.
+ */
+export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitter<{
+  applied: [Position];
+  live: [Position];
+  status: [RunnerStatus];
+}> {
+  readonly name: string;
+  readonly #database: SqlDatabase;
+  readonly #store: EventStore<E>;
+  readonly #handler: ProjectionHandler<E>;
+  readonly #logger: Logger | undefined;
+  readonly #batchSize: number;
+  readonly #lockRetryMs: number;
+  readonly #maxAttempts: number;
+  readonly #retryBaseMs: number;
+  readonly #maintainEveryMs: number;
+  readonly #mode: 'live' | 'rebuild';
+  readonly #beforeCommit: RunnerOptions<E>['beforeCommit'];
+  #status: RunnerStatus = 'idle';
+  #position: Position = START;
+  #isLive = false;
+  #stop = new AbortController();
+  #loop: Promise<void> | undefined;
+  #failure: Error | undefined;
+
+  constructor(options: RunnerOptions<E>) {
+    super();
+    this.setMaxListeners(0);
+    this.#database = options.database;
+    this.#store = options.store;
+    this.#handler = options.handler;
+    this.#logger = options.logger;
+    this.name = options.checkpointName ?? options.handler.name;
+    this.#batchSize = options.batchSize ?? 250;
+    this.#lockRetryMs = options.lockRetryMs ?? 1_000;
+    this.#maxAttempts = options.maxAttempts ?? 5;
+    this.#retryBaseMs = options.retryBaseMs ?? 100;
+    this.#maintainEveryMs = options.maintainEveryMs ?? 3_600_000;
+    this.#mode = options.mode ?? 'live';
+    this.#beforeCommit = options.beforeCommit;
+    if (this.#mode === 'rebuild' && this.#handler.sideEffects) {
+      throw new Error(`handler '${this.#handler.name}' has side effects: it never runs in a rebuild`);
+    }
+  }
+
+  get status(): RunnerStatus {
+    return this.#status;
+  }
+
+  /** The position this runner last applied (as active runner); START before it has been active. */
+  get position(): Position {
+    return this.#position;
+  }
+
+  /** True once the active runner has caught up with the head of the log. */
+  get isLive(): boolean {
+    return this.#isLive;
+  }
+
+  /** Why the runner stopped on its own, if it did. */
+  get failure(): Error | undefined {
+    return this.#failure;
+  }
+
+  start(): void {
+    if (this.#loop) return;
+    this.#stop = new AbortController();
+    this.#loop = this.#run(this.#stop.signal);
+  }
+
+  /** Graceful: the batch in flight commits or rolls back, then the lock is released. */
+  async stop(): Promise<void> {
+    this.#stop.abort();
+    await this.#loop;
+    this.#loop = undefined;
+    if (this.#status !== 'failed') this.#setStatus('stopped');
+  }
+
+  /** Resolves when the runner stops by itself (failure) or is stopped. */
+  async done(): Promise<void> {
+    await this.#loop;
+  }
+
+  /** How far the stored checkpoint is behind the head of the log (works from any process). */
+  async lag(): Promise<Lag> {
+    const position = await readCheckpoint(this.#database.db, this.name);
+    const pending = await this.#store.readAll({
+      after: position,
+      limit: LAG_COUNT_CAP,
+      ...(this.#handler.streamPrefix ? { streamPrefix: this.#handler.streamPrefix } : {}),
+    });
+    const oldest = pending[0];
+    return {
+      events: pending.length,
+      seconds: oldest ? Math.max(0, (Date.now() - Date.parse(oldest.recordedAt)) / 1000) : 0,
+    };
+  }
+
+  #setStatus(status: RunnerStatus): void {
+    if (this.#status === status) return;
+    this.#status = status;
+    this.emit('status', status);
+  }
+
+  async #run(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      this.#setStatus('standby');
+      let lock: AdvisoryLock | undefined;
+      try {
+        lock = await this.#acquire();
+      } catch (err) {
+        this.#logger?.warn(
+          { err: brief(err), projection: this.name },
+          'could not try the projection lock; retrying',
+        );
+      }
+      if (!lock) {
+        await sleep(this.#lockRetryMs, signal);
+        continue;
+      }
+      const active = AbortSignal.any([signal, lock.lost]);
+      try {
+        this.#setStatus('active');
+        this.#logger?.info({ projection: this.name }, 'projection runner active');
+        await this.#runActive(active);
+        if (lock.lost.aborted && !signal.aborted) {
+          this.#logger?.warn(
+            { projection: this.name, reason: String(lock.lost.reason) },
+            'projection lock lost',
+          );
+        }
+      } catch (err) {
+        this.#failure = err instanceof Error ? err : new Error(String(err));
+        this.#logger?.error({ err: brief(err), projection: this.name }, this.#failure.message);
+        this.#setStatus('failed');
+        await lock.release();
+        return;
+      } finally {
+        this.#isLive = false;
+      }
+      await lock.release();
+    }
+  }
+
+  async #acquire(): Promise<AdvisoryLock | undefined> {
+    if (this.#database.tryAdvisoryLock) return this.#database.tryAdvisoryLock(`projection:${this.name}`);
+    if (this.#database.kind === 'pglite') {
+      return { lost: new AbortController().signal, release: async () => undefined };
+    }
+    throw new Error('this database cannot take advisory locks: one active runner cannot be guaranteed');
+  }
+
+  /** Active: follow the log until stopped or the lock goes; restart from the stored checkpoint when it moves. */
+  async #runActive(signal: AbortSignal): Promise<void> {
+    let lastMaintain = 0;
+    let subscribeFailures = 0;
+    while (!signal.aborted) {
+      let position: Position;
+      try {
+        position = await ensureCheckpoint(this.#database.db, this.name);
+      } catch (err) {
+        if (!isTransient(err)) throw err;
+        await this.#waitOut(err, signal, 0);
+        continue;
+      }
+      this.#position = position;
+      this.emit('applied', position);
+      if (Date.now() - lastMaintain >= this.#maintainEveryMs) lastMaintain = await this.#maintain();
+      try {
+        for await (const message of this.#store.subscribe({
+          after: position,
+          batchSize: this.#batchSize,
+          signal,
+          ...(this.#handler.streamPrefix ? { streamPrefix: this.#handler.streamPrefix } : {}),
+        })) {
+          if (signal.aborted) break;
+          subscribeFailures = 0;
+          if (message.kind === 'live') {
+            if (!this.#isLive) this.emit('live', message.position);
+            this.#isLive = true;
+            continue;
+          }
+          if (message.kind === 'checkpoint') {
+            if (message.position > this.#position) await this.#applyWithRetry([], signal, message.position);
+          } else {
+            await this.#applyWithRetry(message.events, signal);
+          }
+          if (Date.now() - lastMaintain >= this.#maintainEveryMs) lastMaintain = await this.#maintain();
+        }
+      } catch (err) {
+        if (err instanceof CheckpointMovedError) {
+          this.#logger?.info(
+            { projection: this.name, position: err.actual },
+            'checkpoint moved; resuming from it',
+          );
+          this.#handler.reset?.();
+          continue;
+        }
+        if (err instanceof ProjectionFailedError) throw err;
+        if (signal.aborted) break;
+        if (isTransient(err)) {
+          await this.#waitOut(err, signal, Math.min(++subscribeFailures, 6));
+          continue;
+        }
+        // Reading the log keeps failing (an event the store cannot decode, say): retried, then fatal.
+        if (++subscribeFailures >= this.#maxAttempts) {
+          if (err instanceof CorruptEventError) {
+            throw new ProjectionFailedError(
+              this.name,
+              {
+                streamId: err.streamId,
+                version: err.version,
+                position: `after ${this.#position}`,
+                type: '(unreadable)',
+              },
+              subscribeFailures,
+              err,
+            );
+          }
+          throw new Error(
+            `projection '${this.name}' stopped: reading the log after ${this.#position} failed ` +
+              `${subscribeFailures} times: ${err instanceof Error ? err.message : String(err)}`,
+            { cause: err },
+          );
+        }
+        await this.#waitOut(err, signal, subscribeFailures);
+      }
+    }
+  }
+
+  /** Housekeeping never stops the runner: a failure is logged and tried again next time. */
+  async #maintain(): Promise<number> {
+    try {
+      await this.#handler.maintain?.(this.#database.db);
+      return Date.now();
+    } catch (err) {
+      this.#logger?.warn({ err: brief(err), projection: this.name }, 'projection maintenance failed');
+      return Date.now() - this.#maintainEveryMs + 60_000; // try again in a minute
+    }
+  }
+
+  async #waitOut(err: unknown, signal: AbortSignal, attempt: number): Promise<void> {
+    const delay = Math.min(this.#retryBaseMs * 2 ** attempt, 5_000);
+    this.#logger?.warn(
+      { err: brief(err), projection: this.name, retryInMs: delay },
+      'projection runner waiting to retry',
+    );
+    await sleep(delay, signal);
+  }
+
+  /** The batch, retried; then each event alone, so the one that keeps failing is named. */
+  async #applyWithRetry(
+    events: readonly StoredEvent<E>[],
+    signal: AbortSignal,
+    upTo?: Position,
+  ): Promise<void> {
+    let lastError: unknown;
+    for (let attempt = 0; attempt < this.#maxAttempts; ) {
+      if (signal.aborted) return;
+      try {
+        await this.#commit(events, upTo);
+        return;
+      } catch (err) {
+        if (err instanceof CheckpointMovedError) throw err;
+        lastError = err;
+        this.#handler.reset?.();
+        if (isTransient(err)) {
+          await this.#waitOut(err, signal, Math.min(attempt + 1, 6));
+          continue;
+        }
+        attempt++;
+        if (events.length <= 1) {
+          if (attempt >= this.#maxAttempts) break;
+        } else {
+          break; // narrow down: one event per transaction
+        }
+        await this.#waitOut(err, signal, attempt);
+      }
+    }
+    if (events.length === 0) throw lastError;
+    if (events.length === 1) {
+      const e = events[0]!;
+      throw new ProjectionFailedError(
+        this.name,
+        {
+          streamId: e.streamId,
+          version: e.version,
+          position: e.position,
+          type: e.type,
+          eventId: e.metadata.eventId,
+        },
+        this.#maxAttempts,
+        lastError,
+      );
+    }
+    this.#logger?.warn(
+      { err: brief(lastError), projection: this.name, events: events.length },
+      'a batch failed; applying its events one by one',
+    );
+    for (const event of events) await this.#applyWithRetry([event], signal);
+  }
+
+  async #commit(events: readonly StoredEvent<E>[], upTo?: Position): Promise<void> {
+    const next = await applyBatch(this.#database.db, this.#handler, this.name, this.#position, events, {
+      mode: this.#mode,
+      ...(upTo !== undefined ? { upTo } : {}),
+      beforeCommit: this.#beforeCommit,
+    });
+    if (next !== this.#position) {
+      this.#position = next;
+      this.emit('applied', next);
+    }
+  }
+}

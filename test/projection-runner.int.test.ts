@@ -1,0 +1,237 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { sql } from 'kysely';
+import type { ExperimentEvent } from '../src/domain/experiment.js';
+import { experimentIdOf, streamIdOf } from '../src/handlers/experiment-commands.js';
+import { START } from '../src/handlers/ports/event-store.js';
+import { experimentReadModels, READ_MODELS } from '../src/projections/experiment-read-models.js';
+import { rebuildReadModels } from '../src/projections/rebuild.js';
+import {
+  ProjectionFailedError,
+  ProjectionRunner,
+  type RunnerOptions,
+  readCheckpoint,
+} from '../src/projections/runner.js';
+import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';
+import { applied, openFixture, until } from './support/projection-fixtures.js';
+import { appendLifecycles, expectedView } from './support/projection-lifecycles.js';
+
+/**
+ * The runner's guarantees: a crash between apply and commit (injected, and a real kill -9 of another
+ * process) loses and repeats nothing, so the read models afterwards equal a fresh rebuild; one active
+ * runner per projection, the standby taking over; a failing event stops the runner, named, never
+ * skipped; lag is measured against the head of the log.
+ */
+for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[]) {
+  describe(`projection runner on ${db.name}`, { skip: db.skip }, () => {
+    let fx: Awaited<ReturnType<typeof openFixture>>;
+    const runners: ProjectionRunner<ExperimentEvent>[] = [];
+    const runner = (options: Partial<RunnerOptions<ExperimentEvent>> = {}) => {
+      const r = new ProjectionRunner<ExperimentEvent>({
+        database: fx.database,
+        store: fx.store,
+        handler: experimentReadModels(),
+        batchSize: 25,
+        lockRetryMs: 100,
+        retryBaseMs: 5,
+        ...options,
+      });
+      runners.push(r);
+      return r;
+    };
+    /** The live read models against a rebuild from zero up to the same position. */
+    const equalsRebuild = async () => {
+      const report = await rebuildReadModels({ database: fx.database, store: fx.store, verify: true });
+      assert.deepEqual(report.differences, []);
+      assert.equal(report.position, await readCheckpoint(fx.database.db, READ_MODELS));
+    };
+    const resetReadModels = async () => {
+      await sql`select phoenix_drop_read_models('')`.execute(fx.database.db);
+      await sql`select phoenix_create_read_models('')`.execute(fx.database.db);
+      await sql`select phoenix_index_read_models('')`.execute(fx.database.db);
+      await sql`delete from projection_checkpoints`.execute(fx.database.db);
+    };
+
+    before(async () => {
+      fx = await openFixture(db);
+    });
+    after(async () => {
+      await Promise.all(runners.map((r) => r.stop()));
+      await fx?.close();
+    });
+
+    it('survives a crash between apply and commit: after a restart the read models equal a rebuild', async () => {
+      await resetReadModels();
+      const { last } = await appendLifecycles(fx.store, { count: 60, seed: 11 });
+      let batches = 0;
+      const crashing = runner({
+        maxAttempts: 1,
+        beforeCommit: () => {
+          if (++batches >= 4) throw new Error('injected crash between apply and commit');
+        },
+      });
+      crashing.start();
+      await until(() => crashing.status === 'failed', 10_000, 'the injected crash');
+      const stopped = await readCheckpoint(fx.database.db, READ_MODELS);
+      assert.ok(stopped > START && stopped < last, 'stopped part way');
+      await equalsRebuild(); // what was committed is whole
+
+      const restarted = runner();
+      restarted.start();
+      await applied(restarted, last);
+      await equalsRebuild();
+      await restarted.stop();
+    });
+
+    it('stops on an event that keeps failing, names it, and skips nothing', async () => {
+      await resetReadModels();
+      const { last } = await appendLifecycles(fx.store, { count: 20, seed: 12 });
+      const all = await fx.store.readAll({ limit: 10_000 });
+      const poison = all[Math.floor(all.length / 2)]!;
+      let attempts = 0;
+      const inner = experimentReadModels();
+      const failing = runner({
+        maxAttempts: 3,
+        handler: {
+          ...inner,
+          async apply(tx, events, context) {
+            if (events.some((e) => e.position === poison.position)) {
+              attempts++;
+              throw new Error('cannot project this one');
+            }
+            await inner.apply(tx, events, context);
+          },
+        },
+      });
+      failing.start();
+      await until(() => failing.status === 'failed', 10_000, 'the runner to stop');
+      const failure = failing.failure;
+      assert.ok(failure instanceof ProjectionFailedError);
+      assert.equal(failure.event.position, poison.position);
+      assert.equal(failure.event.streamId, poison.streamId);
+      assert.match(
+        failure.message,
+        new RegExp(`${poison.type} of ${poison.streamId} version ${poison.version}`),
+      );
+      assert.ok(attempts >= 3, `retried (${attempts} attempts)`);
+      // everything before it is applied, nothing after it
+      const at = await readCheckpoint(fx.database.db, READ_MODELS);
+      assert.equal(at, all[all.indexOf(poison) - 1]!.position);
+      const { rows } = await sql<{ version: number }>`
+        select version from experiments where id = ${experimentIdOf(poison.streamId)}`.execute(
+        fx.database.db,
+      );
+      assert.equal(rows[0]?.version ?? 0, poison.version - 1);
+      assert.ok(at < last);
+    });
+
+    it('runs one active runner per projection; the standby takes over when it stops', async () => {
+      await resetReadModels();
+      const a = runner();
+      const b = runner();
+      a.start();
+      b.start();
+      await until(() => a.status === 'active' || b.status === 'active', 5_000, 'a runner to become active');
+      await new Promise((r) => setTimeout(r, 300));
+      const [first, second] = a.status === 'active' ? [a, b] : [b, a];
+      assert.equal(second.status, 'standby');
+      const one = await appendLifecycles(fx.store, { count: 30, seed: 13 });
+      await applied(first, one.last);
+      assert.equal(second.position, START, 'the standby applied nothing');
+
+      const stoppedAt = Date.now();
+      await first.stop();
+      await until(() => second.status === 'active', 5_000, 'the standby to take over');
+      assert.ok(Date.now() - stoppedAt < 5_000);
+      const two = await appendLifecycles(fx.store, { count: 30, seed: 14 });
+      await applied(second, two.last);
+      await equalsRebuild();
+      for (const steps of [...one.lifecycles, ...two.lifecycles]) {
+        assert.deepEqual(
+          await readView(steps[0]!.experimentId),
+          expectedView(steps),
+          'every event applied exactly once',
+        );
+      }
+      await second.stop();
+    });
+
+    it('measures lag against the head of the log', async () => {
+      const r = runner();
+      const before = await r.lag();
+      const more = await appendLifecycles(fx.store, { count: 10, seed: 15 });
+      const events = more.lifecycles.flat().reduce((n, s) => n + s.events.length, 0);
+      await new Promise((res) => setTimeout(res, 50));
+      const behind = await r.lag();
+      assert.equal(behind.events, before.events + events);
+      assert.ok(behind.seconds > 0);
+      r.start();
+      await applied(r, more.last);
+      assert.deepEqual(await r.lag(), { events: 0, seconds: 0 });
+      await r.stop();
+    });
+
+    it('survives kill -9 of the runner process mid-batch; the standby here takes over', {
+      skip: db.name === 'PGlite' ? 'PGlite is one process: there is no other process to kill' : false,
+    }, async () => {
+      await resetReadModels();
+      const url = fx.database.url!;
+      const child: ChildProcess = spawn(
+        process.execPath,
+        ['--import', 'tsx', join(import.meta.dirname, 'support', 'projection-child.ts')],
+        {
+          env: { ...process.env, PROJECTION_URL: url, PROJECTION_LINGER_MS: '100' },
+          stdio: ['ignore', 'pipe', 'inherit'],
+        },
+      );
+      let output = '';
+      child.stdout!.on('data', (d: Buffer) => {
+        output += d.toString();
+      });
+      try {
+        await until(() => output.includes('status active'), 20_000, 'the child runner to become active');
+        const standby = runner();
+        standby.start();
+        await until(() => standby.status === 'standby', 5_000, 'the standby');
+        const { lifecycles, last } = await appendLifecycles(fx.store, { count: 80, seed: 16 });
+        await until(() => /in-batch 5\n/.test(output), 20_000, 'the child to be inside its 5th batch');
+        child.kill('SIGKILL');
+        const killedAt = Date.now();
+        await until(() => standby.status === 'active', 10_000, 'the standby to take over');
+        const takeover = Date.now() - killedAt;
+        assert.ok(takeover < 10_000, `took over in ${takeover} ms`);
+        await applied(standby, last);
+        await equalsRebuild();
+        for (const steps of lifecycles)
+          assert.deepEqual(await readView(steps[0]!.experimentId), expectedView(steps));
+        await standby.stop();
+      } finally {
+        child.kill('SIGKILL');
+      }
+    });
+
+    // Last: the unreadable event it writes stays in this suite's log.
+    it('stops on an event the store cannot read, naming it', async () => {
+      await resetReadModels();
+      const id = randomUUID();
+      await sql`insert into phoenix_streams (stream_id, version) values (${streamIdOf(id)}, 1)`.execute(fx.database.db);
+      await sql`insert into phoenix_events (stream_id, version, event_id, type, data, metadata)
+                values (${streamIdOf(id)}, 1, ${randomUUID()}, 'ExperimentExploded', '{}', '{}')`.execute(fx.database.db);
+      const r = runner({ maxAttempts: 2 });
+      r.start();
+      await until(() => r.status === 'failed', 10_000, 'the runner to stop');
+      assert.ok(r.failure instanceof ProjectionFailedError, String(r.failure));
+      assert.equal(r.failure.event.streamId, streamIdOf(id));
+      assert.equal(r.failure.event.version, 1);
+      assert.match(r.failure.message, /unknown event type 'ExperimentExploded'/);
+    });
+
+    const readView = async (id: string) => {
+      const { PostgresReadModels } = await import('../src/projections/read-models.js');
+      return new PostgresReadModels(fx.database.db, { checkpoint: READ_MODELS }).getExperiment(id);
+    };
+  });
+}

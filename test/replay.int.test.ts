@@ -1,0 +1,228 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { sql } from 'kysely';
+import { openPGlite } from '../src/adapters/postgres-database.js';
+import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
+import { migrateToLatest } from '../src/adapters/postgres-migrations.js';
+import type { ExperimentEvent } from '../src/domain/experiment.js';
+import { experimentCodec } from '../src/handlers/experiment-codec.js';
+import { createProjections, type Projections } from '../src/projections/index.js';
+import { ProjectionRunner } from '../src/projections/runner.js';
+import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';
+import { applied, openFixture } from './support/projection-fixtures.js';
+import {
+  appendLifecycles,
+  expectedHistory,
+  expectedView,
+  type Step,
+} from './support/projection-lifecycles.js';
+
+const run = promisify(execFile);
+
+/**
+ * Replay: thousands of random lifecycles projected live equal a rebuild from position zero, row by row;
+ * a rebuild swapped in while events keep coming leaves no gap and no duplicate; --verify finds a
+ * tampered row. Then the CLI: replay, events, state, and its answers to bad input.
+ */
+for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[]) {
+  describe(`replay on ${db.name}`, { skip: db.skip }, () => {
+    let fx: Awaited<ReturnType<typeof openFixture>>;
+    let projections: Projections;
+    let lifecycles: Step[][];
+
+    before(async () => {
+      fx = await openFixture(db);
+      // odd batch sizes, so the live batches cut the log elsewhere than the rebuild's
+      projections = createProjections({ database: fx.database, store: fx.store, runner: { batchSize: 37 } });
+      await projections.start();
+      const appended = await appendLifecycles(fx.store, {
+        count: db.name === 'PGlite' ? 1_200 : 2_500,
+        seed: 2024,
+      });
+      lifecycles = appended.lifecycles;
+      await applied(projections.runner, appended.last, 120_000);
+    });
+    after(async () => {
+      await projections?.stop();
+      await fx?.close();
+    });
+
+    it('rebuilds exactly what the live runner projected (thousands of random lifecycles)', async () => {
+      const report = await projections.rebuild({ verify: true });
+      assert.equal(report.swapped, false);
+      assert.equal(
+        report.events,
+        lifecycles.flat().reduce((n, s) => n + s.events.length, 0),
+      );
+      assert.deepEqual(report.differences, []);
+      // and the rebuilt tables are gone again
+      const { rows } = await sql<{ n: string }>`
+        select count(*)::text as n from pg_class where relname like '%\\_\\_next%'
+          and relnamespace = (select oid from pg_namespace where nspname = current_schema())`.execute(
+        fx.database.db,
+      );
+      assert.equal(rows[0]?.n, '0');
+    });
+
+    it('finds a tampered row, and a rebuild repairs it', async () => {
+      const id = lifecycles[5]![0]!.experimentId;
+      await sql`update experiments set status_reason = 'tampered' where id = ${id}`.execute(fx.database.db);
+      await sql`delete from experiment_states where experiment_id = ${lifecycles[6]![0]!.experimentId} and version = 1`.execute(
+        fx.database.db,
+      );
+      const report = await projections.rebuild({ verify: true });
+      const byTable = Object.fromEntries(report.differences.map((d) => [d.table, d]));
+      assert.equal(byTable.experiments?.onlyLive, 1);
+      assert.equal(byTable.experiments?.onlyRebuilt, 1);
+      assert.match(byTable.experiments?.samples.join('\n') ?? '', /tampered/);
+      assert.equal(byTable.experiment_states?.onlyLive, 0);
+      assert.equal(byTable.experiment_states?.onlyRebuilt, 1);
+      assert.equal(byTable.state_transitions, undefined);
+
+      const swapped = await projections.rebuild();
+      assert.equal(swapped.swapped, true);
+      assert.deepEqual((await projections.rebuild({ verify: true })).differences, []);
+      assert.deepEqual(await projections.readModels.getExperiment(id), expectedView(lifecycles[5]!));
+    });
+
+    it('swaps a rebuild in while events keep coming: the live runner goes on without a gap', async () => {
+      const progress: number[] = [];
+      const [more, report] = await Promise.all([
+        appendLifecycles(fx.store, { count: 300, seed: 99, concurrency: 8 }),
+        projections.rebuild({ batchSize: 500, onProgress: (p) => progress.push(p.events) }),
+      ]);
+      assert.equal(report.swapped, true);
+      assert.ok(progress.length > 0, 'progress was reported');
+      await applied(projections.runner, more.last, 60_000);
+      assert.equal(projections.runner.status, 'active');
+      for (const steps of [...lifecycles.slice(0, 100), ...more.lifecycles]) {
+        const id = steps[0]!.experimentId;
+        assert.deepEqual(await projections.readModels.getExperiment(id), expectedView(steps));
+        assert.deepEqual(await projections.readModels.getHistory(id), expectedHistory(steps));
+      }
+      assert.deepEqual((await projections.rebuild({ verify: true })).differences, []);
+      // the swapped-in partitions carry live names
+      const { rows } = await sql<{ name: string }>`
+        select c.relname as name from pg_inherits i join pg_class c on c.oid = i.inhrelid
+         where i.inhparent = 'state_transitions'::regclass order by 1`.execute(fx.database.db);
+      assert.ok(rows.length >= 6);
+      for (const r of rows) assert.match(r.name, /^state_transitions_p\d{6}$/);
+    });
+
+    it('never runs a handler with side effects in a rebuild', () => {
+      assert.throws(
+        () =>
+          new ProjectionRunner({
+            database: fx.database,
+            store: fx.store,
+            mode: 'rebuild',
+            handler: { name: 'saga', sideEffects: true, apply: async () => undefined },
+          }),
+        /side effects/,
+      );
+    });
+  });
+}
+
+describe('phoenix replay / events / state (embedded database)', () => {
+  const cli = join(import.meta.dirname, 'support', 'projection-cli.ts');
+  let dataDir: string;
+  let lifecycles: Step[][];
+  const phoenix = (...args: string[]) =>
+    run(process.execPath, ['--import', 'tsx', cli, ...args], {
+      env: { ...process.env, DATABASE_URL: '', PHOENIX_DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
+      timeout: 60_000,
+    }).then(
+      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+      (err: { code: number; stdout: string; stderr: string }) => ({
+        code: err.code,
+        stdout: err.stdout,
+        stderr: err.stderr,
+      }),
+    );
+
+  before(async () => {
+    dataDir = mkdtempSync(join(tmpdir(), 'phoenix-replay-'));
+    const database = await openPGlite(join(dataDir, 'pgdata'));
+    await migrateToLatest(database.db);
+    const store = new PostgresEventStore<ExperimentEvent>(database, { codec: experimentCodec });
+    ({ lifecycles } = await appendLifecycles(store, { count: 40, seed: 5 }));
+    await store.close();
+    await database.close();
+  });
+  after(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  it('replays, then verifies equal, with progress on stderr', async () => {
+    const replay = await phoenix('replay');
+    assert.equal(replay.code, 0, replay.stderr);
+    assert.match(replay.stdout, /rebuilt and swapped in: \d+ events/);
+    assert.match(replay.stderr, /events\/s/);
+    const verify = await phoenix('replay', '--verify');
+    assert.equal(verify.code, 0, verify.stderr);
+    assert.match(verify.stdout, /equal the live ones/);
+  });
+
+  it('prints the events as JSON lines and folds the state at a version or a time', async () => {
+    const steps = lifecycles.find((s) => s.flatMap((x) => x.events).length >= 4)!;
+    const id = steps[0]!.experimentId;
+    const events = await phoenix('events', id);
+    assert.equal(events.code, 0, events.stderr);
+    const lines = events.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.deepEqual(
+      lines.map((l) => l.type),
+      steps.flatMap((s) => s.events.map((e) => e.type)),
+    );
+    assert.deepEqual(
+      lines.map((l) => l.version),
+      lines.map((_, i) => i + 1),
+    );
+    assert.ok(lines.every((l) => l.metadata.eventId && l.position));
+
+    const atVersion = await phoenix('state', id, '--version', '2');
+    assert.equal(atVersion.code, 0, atVersion.stderr);
+    const two = JSON.parse(atVersion.stdout);
+    assert.equal(two.version, 2);
+    const upTo = steps.flatMap((s) => s.events).slice(0, 2);
+    assert.equal(two.state, expectedView([{ ...steps[0]!, events: upTo }]).state);
+
+    const secondAt = steps[1]!.at;
+    const atTime = await phoenix('state', id, '--at', secondAt);
+    assert.equal(atTime.code, 0, atTime.stderr);
+    assert.equal(JSON.parse(atTime.stdout).version, steps[0]!.events.length + steps[1]!.events.length);
+
+    const now = await phoenix('state', id);
+    assert.equal(JSON.parse(now.stdout).state, expectedView(steps).state);
+  });
+
+  it('answers bad input with one line on stderr and exit code 2', async () => {
+    const id = lifecycles[0]![0]!.experimentId;
+    const bad = [
+      ['events', 'not-a-uuid'],
+      ['state', id, '--version', 'two'],
+      ['state', id, '--at', 'yesterday'],
+      ['state', id, '--version', '1', '--at', '2025-01-01T00:00:00Z'],
+      ['replay', '--batch-size', '0'],
+    ];
+    // refused before the database is opened, so they may run side by side
+    const results = await Promise.all(bad.map((args) => phoenix(...args)));
+    results.forEach((r, i) => {
+      assert.equal(r.code, 2, `${bad[i]!.join(' ')}: ${r.stderr}`);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.match(r.stderr, /^phoenix: /);
+    });
+    const unknown = await phoenix('events', randomUUID());
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /no experiment/);
+    const tooFar = await phoenix('state', id, '--version', '999');
+    assert.equal(tooFar.code, 1);
+  });
+});
