@@ -1,7 +1,10 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { ConfigError, loadConfig } from './config.js';
 import { parseTtl, ROLES, type Role, TokenService } from './handlers/auth.js';
+import { registerAuditCommands } from './handlers/cli-audit.js';
 import { registerPipelineCommands } from './handlers/cli-pipelines.js';
+import { registerReplayCommands } from './handlers/cli-replay.js';
+import { registerWorkerCommands } from './handlers/cli-workers.js';
 import { serve } from './handlers/serve.js';
 import { createLogger, jwtSecret, openDatabase } from './main.js';
 
@@ -72,7 +75,10 @@ export function buildProgram(): Command {
       process.stdout.write(`${await tokens.mint({ sub: options.sub, role: options.role }, options.ttl)}\n`);
     });
 
+  registerReplayCommands(program);
+  registerAuditCommands(program);
   registerPipelineCommands(program);
+  registerWorkerCommands(program);
   return program;
 }
 

@@ -39,6 +39,11 @@ const configSchema = z.object({
     .optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PHOENIX_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(6000),
+  /** Run the deployer and analyzer workers inside the server too (always needed without NATS). */
+  PHOENIX_INPROCESS_WORKERS: z
+    .enum(['true', 'false'])
+    .default('true')
+    .transform((v) => v === 'true'),
 });
 
 export type Config = z.infer<typeof configSchema>;
@@ -63,6 +68,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     );
   }
   const config = parsed.data;
+  if (!config.PHOENIX_INPROCESS_WORKERS && !config.NATS_URL) {
+    throw new ConfigError([
+      {
+        variable: 'PHOENIX_INPROCESS_WORKERS',
+        message: 'may be false only with NATS_URL (someone must run the workers)',
+      },
+    ]);
+  }
   if (config.PHOENIX_ANALYZER === 'prometheus' && !config.PROMETHEUS_URL) {
     throw new ConfigError([
       { variable: 'PROMETHEUS_URL', message: 'is required when PHOENIX_ANALYZER=prometheus' },

@@ -279,6 +279,11 @@ export class EsdbEventStore<E extends AnyEvent = AnyEvent> implements EventStore
     }
   }
 
+  /** EventStoreDB makes an event readable when it commits: the same as the head. */
+  lastCommitted(): Promise<Position> {
+    return this.head();
+  }
+
   async ping(): Promise<void> {
     try {
       for await (const _ of this.#client.readAll({ direction: BACKWARDS, fromPosition: 'end', maxCount: 1 }))

@@ -279,6 +279,19 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     }
   }
 
+  async lastCommitted(): Promise<Position> {
+    try {
+      const { rows } = await sql<{ position: string }>`
+        select lpad(transaction_id::text, 20, '0') || '-' || lpad(global_position::text, 20, '0') as position
+        from phoenix_events
+        order by transaction_id desc, global_position desc
+        limit 1`.execute(this.#db);
+      return rows[0]?.position ?? START;
+    } catch (err) {
+      throw unavailableOr(err);
+    }
+  }
+
   /** Committed events that readers cannot take yet because an older transaction is still open. */
   async #heldBack(after: Position): Promise<boolean> {
     const [txid, pos] = parsePosition(after);

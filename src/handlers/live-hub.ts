@@ -4,10 +4,14 @@ import { type EventStore, type Position, START, type StoredEvent } from './ports
 
 /**
  * Fans the event log out to many live-feed connections with one subscription. It keeps the most
- * recent events in memory; a connection that starts further back catches up from the store in pages
- * until it reaches what the hub holds, then switches to the hub in the same tick (no await between
- * taking the buffered events and registering), so no event is lost or repeated across the switch.
+ * recent events in memory; a connection catches up from the store in pages (up to the head of the
+ * log when it attached, so its backlog is whole before it is told `live`), then switches to the hub in
+ * the same tick (no await between taking the buffered events and registering), delivering only
+ * positions after the last it delivered, so no event is lost or repeated across the switch.
  */
+/** How long a new feed waits for committed events that are held back, before going live anyway. */
+const BACKLOG_PATIENCE_MS = 2_000;
+
 export interface HubListener {
   /** Called synchronously with each new batch, in log order. */
   onEvents(events: readonly StoredEvent<ExperimentEvent>[]): void;
@@ -76,9 +80,9 @@ export class LiveHub {
     for (const listener of this.#listeners) listener.onEvents(events);
   }
 
-  /** The hub's head: where a feed without `from` starts. */
-  get position(): Position {
-    return this.#position;
+  /** The head of the log now: where a feed without `from` starts. */
+  head(): Promise<Position> {
+    return this.#store.head();
   }
 
   /**
@@ -94,23 +98,30 @@ export class LiveHub {
   ): Promise<{ position: Position; detach: () => void }> {
     await this.start();
     let last = from;
-    // Catch up from the store until the hub's buffer covers the rest.
-    while (last < this.#bufferAfter && !signal.aborted) {
+    // Catch up from the store: every event committed before this call comes before `live`. Events
+    // held back behind an older open transaction (PostgreSQL) are waited for, briefly: past the wait
+    // they still come, after `live`, in order.
+    const target = await this.#store.lastCommitted();
+    const patience = Date.now() + BACKLOG_PATIENCE_MS;
+    for (;;) {
+      if (signal.aborted) return { position: last, detach: () => undefined };
+      const headBefore = await this.#store.head();
       const page = await this.#store.readAll({
         after: last,
         limit: 500,
         ...(streamPrefix ? { streamPrefix } : {}),
       });
-      const behindHub = page.filter((e) => e.position <= this.#bufferAfter);
-      if (behindHub.length > 0) {
-        deliver(behindHub);
-        last = behindHub[behindHub.length - 1]!.position;
+      if (page.length > 0) {
+        deliver(page);
+        last = page[page.length - 1]!.position;
       }
-      // A short page holds every matching event up to the store's head, which is past the buffer's start.
-      if (page.length < 500 || behindHub.length < page.length) {
-        if (last < this.#bufferAfter) last = this.#bufferAfter;
-        break;
-      }
+      if (page.length === 500) continue;
+      // A short page holds every matching event up to the head at query time, at least `headBefore`.
+      if (headBefore > last) last = headBefore;
+      // The hub's buffer must cover everything after `last`, or the switch below would leave a gap.
+      if (last < this.#bufferAfter) continue;
+      if (last >= target || Date.now() > patience) break;
+      await new Promise((r) => setTimeout(r, 5));
     }
     const matches = (e: StoredEvent<ExperimentEvent>) => !streamPrefix || e.streamId.startsWith(streamPrefix);
     // From here to `add`, nothing awaits: the buffer and the listener see the same events, once.

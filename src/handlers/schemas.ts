@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { ExperimentSpec } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
+import { compileCollectorRegex } from '../domain/pipelines/index.js';
 
 /**
  * zod schemas for what crosses the boundary: request bodies and stored event payloads. Types are
@@ -25,11 +26,9 @@ export const regexSource = z
   .min(1)
   .max(256)
   .superRefine((source, ctx) => {
-    try {
-      new RegExp(source);
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', message: `not a valid regular expression: ${(err as Error).message}` });
-    }
+    // The collector runs these with RE2 (Go's regexp): check them in that dialect, not JavaScript's.
+    const compiled = compileCollectorRegex(source);
+    if (!compiled.ok) ctx.addIssue({ code: 'custom', message: compiled.message });
   });
 
 export const variantSpecSchema = z.strictObject({

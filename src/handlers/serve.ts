@@ -30,12 +30,18 @@ export async function serve(config: Config): Promise<void> {
     logger.info({ signal }, 'shutting down');
     const force = setTimeout(() => process.exit(1), 15_000);
     force.unref();
+    let code = 0;
     try {
       await system.stop();
+    } catch (err) {
+      logger.error({ err }, 'shutdown failed');
+      code = 1;
     } finally {
       releaseLock();
     }
     logger.info('stopped');
+    // Everything is closed; do not wait on a stray timer of some library.
+    process.exit(code);
   };
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));

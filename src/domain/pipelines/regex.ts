@@ -19,6 +19,25 @@ const RE2_UNSUPPORTED: readonly [string, string][] = [
  * Compiles a pattern the way the collector will interpret it, or says why it would fail there.
  * A leading `(?i)` (RE2's case-insensitive flag) becomes JavaScript's `i` flag.
  */
+const POSIX_CLASSES: Readonly<Record<string, string>> = {
+  alnum: '0-9A-Za-z',
+  alpha: 'A-Za-z',
+  ascii: '\\x00-\\x7F',
+  blank: '\\t ',
+  cntrl: '\\x00-\\x1F\\x7F',
+  digit: '0-9',
+  graph: '!-~',
+  lower: 'a-z',
+  print: ' -~',
+  punct: '!-\\/:-@\\[-`{-~',
+  space: '\\t\\n\\v\\f\\r ',
+  upper: 'A-Z',
+  word: '0-9A-Za-z_',
+  xdigit: '0-9A-Fa-f',
+};
+const POSIX_CLASS =
+  /\[:(alnum|alpha|ascii|blank|cntrl|digit|graph|lower|print|punct|space|upper|word|xdigit):\]/g;
+
 export const compileCollectorRegex = (pattern: string, maxLength = 1024): RegexCheck => {
   if (pattern.length === 0) return { ok: false, message: 'pattern is empty' };
   if (pattern.length > maxLength)
@@ -71,7 +90,12 @@ export const compileCollectorRegex = (pattern: string, maxLength = 1024): RegexC
     }
   }
   try {
-    return { ok: true, regex: new RegExp(body.replace(/\(\?P</g, '(?<'), flags) };
+    // RE2's POSIX classes ([[:alpha:]]) become their JS ranges, so a class RE2 would find unclosed
+    // ([[:alpha:]) is unclosed for JS too.
+    const js = body
+      .replace(/\(\?P</g, '(?<')
+      .replace(POSIX_CLASS, (_, name: string) => POSIX_CLASSES[name] ?? '');
+    return { ok: true, regex: new RegExp(js, flags) };
   } catch (err) {
     const detail =
       err instanceof Error ? err.message.replace(/^Invalid regular expression: /, '') : String(err);

@@ -77,8 +77,18 @@ export async function buildApp(deps: AppDependencies): Promise<App> {
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
     },
-    // Refuse duplicate query keys and keep the parsed query plain.
-    routerOptions: { maxParamLength: 200 },
+    // Long path parameters reach the schemas, which refuse them with a 400 like any other bad id.
+    routerOptions: { maxParamLength: 4096 },
+    // Errors the router raises before any route runs (a malformed URL…) are problems too.
+    frameworkErrors: (error, _request, reply) => {
+      const problem: Problem = {
+        type: problemType('bad-request'),
+        title: titleOf(400),
+        status: 400,
+        detail: error.message,
+      };
+      void (reply as FastifyReply).code(400).type('application/problem+json').send(problem);
+    },
     ajv: { customOptions: { removeAdditional: false } },
   }).withTypeProvider<ZodTypeProvider>();
 
@@ -88,6 +98,16 @@ export async function buildApp(deps: AppDependencies): Promise<App> {
   app.addHook('onSend', async (request, reply, payload) => {
     reply.header('x-request-id', request.id);
     return payload;
+  });
+
+  // A refused WebSocket upgrade keeps a raw socket that no HTTP parser owns any more: end it, or it
+  // lingers half-open and holds the server's shutdown.
+  app.addHook('onResponse', async (request, reply) => {
+    if (!request.headers.upgrade || reply.statusCode === 101) return;
+    const socket = request.raw.socket;
+    if (!socket || socket.destroyed) return;
+    socket.end();
+    setTimeout(() => socket.destroy(), 1000).unref();
   });
 
   app.addHook('onResponse', async (request, reply) => {
@@ -157,7 +177,29 @@ export async function buildApp(deps: AppDependencies): Promise<App> {
     transform: jsonSchemaTransform,
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
-  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+  await app.register(websocket, {
+    options: { maxPayload: 64 * 1024 },
+    // On shutdown every feed client gets a close frame saying so (1001), not a dropped connection.
+    preClose(done) {
+      const clients = [...app.websocketServer.clients];
+      if (clients.length === 0) return done();
+      let open = clients.length;
+      const closed = () => {
+        if (--open === 0) {
+          clearTimeout(deadline);
+          done();
+        }
+      };
+      // A client that does not answer the close handshake in time is cut off: shutdown is bounded.
+      const deadline = setTimeout(() => {
+        for (const client of clients) client.terminate();
+      }, 2000);
+      for (const client of clients) {
+        client.once('close', closed);
+        client.close(1001, 'server shutting down');
+      }
+    },
+  });
 
   app.setErrorHandler((error: FastifyError, request, reply) => sendError(error, request, reply, deps.logger));
   app.setNotFoundHandler((request, reply) => {
@@ -224,6 +266,7 @@ function sendError(
   reply: FastifyReply,
   logger: Logger,
 ): FastifyReply {
+  if (request.headers.upgrade) reply.header('connection', 'close');
   if (error instanceof HttpProblem)
     return sendProblem(reply, error.toProblem(), (error.extra.headers ?? {}) as Record<string, string>);
 

@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { STATUSES } from '../../domain/experiment.js';
+import { isPosition } from '../ports/event-store.js';
 import type { AuditEntry, AuditFilter, ReadModels } from '../ports/read-models.js';
 import type { TypedApp } from './app.js';
 
@@ -60,6 +61,11 @@ export const auditQuerySchema = z
     until: z.iso.datetime({ offset: true }).optional(),
     limit: z.coerce.number().int().min(1).max(1000).optional(),
     cursor: z.string().min(1).max(512).optional(),
+    minPosition: z
+      .string()
+      .max(64)
+      .refine(isPosition, 'must be a position returned by this service')
+      .optional(),
   })
   .refine((q) => !(q.since && q.until && Date.parse(q.since) > Date.parse(q.until)), {
     message: 'since must not be after until',
@@ -82,7 +88,10 @@ export const auditFilterOf = (q: AuditQuery): AuditFilter => ({
  * `Accept: text/csv`, CSV — the requested page when `limit` or `cursor` is given, otherwise every
  * matching row, streamed.
  */
-export async function auditRoutes(app: TypedApp, deps: { readModels: ReadModels }): Promise<void> {
+export async function auditRoutes(
+  app: TypedApp,
+  deps: { readModels: ReadModels; catchUp: (minPosition: string | undefined) => Promise<void> },
+): Promise<void> {
   app.get(
     '/api/v1/audit',
     {
@@ -95,6 +104,7 @@ export async function auditRoutes(app: TypedApp, deps: { readModels: ReadModels 
     },
     async (request, reply) => {
       const q = request.query;
+      await deps.catchUp(q.minPosition);
       const filter = auditFilterOf(q);
       const wantsCsv = prefersCsv(request.headers.accept);
       if (!wantsCsv) {

@@ -74,8 +74,8 @@ function validateVariant(template: string, params: unknown, criticalProcesses: r
   return errors;
 }
 
-const cancelBody = z.strictObject({ reason: z.string().trim().min(1).max(1000).optional() }).optional();
-const startBody = z.strictObject({}).optional();
+const cancelBody = z.strictObject({ reason: z.string().trim().min(1).max(1000).optional() }).nullish();
+const startBody = z.strictObject({}).nullish();
 
 export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDependencies): Promise<void> {
   const { store, readModels } = deps;
@@ -222,20 +222,7 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
       }),
   );
 
-  /** `minPosition`: wait (bounded) until the read models have applied it, else 503. */
-  async function catchUp(minPosition: string | undefined): Promise<void> {
-    if (minPosition === undefined) return;
-    if (!(await readModels.waitFor(minPosition, MIN_POSITION_WAIT_MS))) {
-      throw new HttpProblem(
-        503,
-        'read-models-behind',
-        `the read models have not reached ${minPosition} within 5 s`,
-        {
-          headers: { 'retry-after': '1' },
-        },
-      );
-    }
-  }
+  const catchUp = catchUpWith(readModels);
 
   app.get(
     '/api/v1/experiments',
@@ -419,6 +406,23 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
     async () => ({ items: listTemplates() }),
   );
 }
+
+/** `minPosition`: wait (bounded) until the read models have applied it, else 503. */
+export const catchUpWith =
+  (readModels: ReadModels) =>
+  async (minPosition: string | undefined): Promise<void> => {
+    if (minPosition === undefined) return;
+    if (!(await readModels.waitFor(minPosition, MIN_POSITION_WAIT_MS))) {
+      throw new HttpProblem(
+        503,
+        'read-models-behind',
+        `the read models have not reached ${minPosition} within 5 s`,
+        {
+          headers: { 'retry-after': '1' },
+        },
+      );
+    }
+  };
 
 const commandHeaders = z
   .object({

@@ -29,6 +29,7 @@ const liveQuery = z.strictObject({
 export async function liveRoutes(app: TypedApp, deps: LiveRoutesDependencies): Promise<void> {
   const maxBuffered = deps.maxBufferedBytes ?? 4 * 1024 * 1024;
   const sockets = new Set<WebSocket>();
+  let shuttingDown = false;
 
   const heartbeat = setInterval(() => {
     for (const socket of sockets) {
@@ -43,7 +44,9 @@ export async function liveRoutes(app: TypedApp, deps: LiveRoutesDependencies): P
   }, deps.heartbeatMs ?? 30_000);
   heartbeat.unref();
 
-  app.addHook('onClose', async () => {
+  // preClose: before the websocket server itself shuts (which would drop the sockets without a code).
+  app.addHook('preClose', async () => {
+    shuttingDown = true;
     clearInterval(heartbeat);
     // Close frames go out before the process exits.
     await Promise.all(
@@ -70,6 +73,11 @@ export async function liveRoutes(app: TypedApp, deps: LiveRoutesDependencies): P
     },
     (socket, request) => {
       const { experimentId, from } = request.query as z.infer<typeof liveQuery>;
+      if (shuttingDown) {
+        // The upgrade finished after shutdown began: say so at once, or the server would wait on it.
+        socket.close(1001, 'server shutting down');
+        return;
+      }
       const controller = new AbortController();
       sockets.add(socket);
       (socket as WebSocket & { phoenixAlive?: boolean }).phoenixAlive = true;
@@ -110,8 +118,7 @@ export async function liveRoutes(app: TypedApp, deps: LiveRoutesDependencies): P
 
       void (async () => {
         try {
-          await deps.hub.start();
-          const start = from ?? deps.hub.position;
+          const start = from ?? (await deps.hub.head());
           const prefix = experimentId ? streamIdOf(experimentId) : STREAM_PREFIX;
           const attached = await deps.hub.attach(start, prefix, deliver, controller.signal);
           detach = attached.detach;

@@ -114,6 +114,12 @@ export interface EventStore<E extends AnyEvent = AnyEvent> {
   subscribe(options: SubscribeOptions): AsyncIterable<SubscriptionMessage<E>>;
   /** The position of the last event readers can see; START when the log is empty. */
   head(): Promise<Position>;
+  /**
+   * The position of the last committed event, which readers may not be able to take yet (PostgreSQL
+   * holds events back behind an older transaction still open). A reader that has reached it has every
+   * event committed before the call: what "the backlog" means for a feed.
+   */
+  lastCommitted(): Promise<Position>;
   /** Cheap liveness probe of the backing service. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -1,0 +1,508 @@
+import { EventEmitter } from 'node:events';
+import { type Kysely, sql } from 'kysely';
+import type { Logger } from 'pino';
+import {
+  DomainError,
+  type ExistingExperiment,
+  type ExperimentCommand,
+  type ExperimentEvent,
+  InvalidTransitionError,
+  RunNotFinishedError,
+} from '../domain/experiment.js';
+import type { ExperimentSpec, Variant } from '../domain/experiment-spec.js';
+import { experimentIdOf, foldStream, handleExperimentCommand, streamIdOf } from './experiment-commands.js';
+import {
+  type AnalyzeExperiment,
+  type Bus,
+  type BusCommandInput,
+  type BusResult,
+  type Consumer,
+  deriveCommandId,
+} from './ports/bus.js';
+import type { EventStore, StoredEvent } from './ports/event-store.js';
+
+/**
+ * The lifecycle saga: once an experiment is started it deploys both variants, waits out the run,
+ * has it analyzed, records the verdict, and tears down whatever it deployed when the experiment ends
+ * — every step an event, every decision durable.
+ *
+ * Two halves:
+ * - `applySagaEvents` reacts to events. It runs inside the checkpointed subscriber's transaction, so
+ *   what it decides (commands in the outbox, deadlines in the timers table, what it knows of each
+ *   experiment) commits with the checkpoint: a crash neither loses nor repeats a decision. Command ids
+ *   derive from the causing event, so the bus drops a command sent twice.
+ * - `SagaEffects` carries the decisions out: relays the outbox to the bus, fires due timers as domain
+ *   commands, and turns workers' results into domain commands (idempotent: their event ids derive from
+ *   the result's command id, and the decider ignores repeated answers).
+ */
+export const SAGA_ACTOR = 'phoenix-saga';
+
+export interface SagaTimeouts {
+  /** Both variants must be deployed within this. */
+  readonly deployTimeoutMs: number;
+  /** An analysis must be recorded within this after the run ends. */
+  readonly analysisTimeoutMs: number;
+  /** Analysis attempts before the experiment fails. */
+  readonly maxAnalysisAttempts: number;
+}
+
+export const DEFAULT_SAGA_TIMEOUTS: SagaTimeouts = {
+  deployTimeoutMs: 5 * 60_000,
+  analysisTimeoutMs: 2 * 60_000,
+  maxAnalysisAttempts: 3,
+};
+
+type TimerKind = 'deploy-timeout' | 'run-end' | 'analysis-timeout';
+
+interface SagaExperimentRow {
+  experiment_id: string;
+  spec: ExperimentSpec;
+  started: boolean;
+  run_started_at: Date | null;
+  ended: boolean;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: raw SQL only
+type Tx = Kysely<any>;
+
+const at = (iso: string, plusMs = 0) => new Date(Date.parse(iso) + plusMs);
+
+async function enqueue(
+  tx: Tx,
+  command: BusCommandInput & { commandId: string; experimentId: string },
+): Promise<void> {
+  await sql`
+    insert into phoenix_saga_outbox (command_id, experiment_id, command)
+    values (${command.commandId}, ${command.experimentId}, ${JSON.stringify(command)}::jsonb)
+    on conflict (command_id) do nothing`.execute(tx);
+}
+
+async function setTimer(
+  tx: Tx,
+  experimentId: string,
+  kind: TimerKind,
+  dueAt: Date,
+  causeId: string,
+): Promise<void> {
+  await sql`
+    insert into phoenix_saga_timers (experiment_id, kind, due_at, cause_id)
+    values (${experimentId}, ${kind}, ${dueAt}, ${causeId})
+    on conflict (experiment_id, kind) do update
+      set due_at = excluded.due_at, cause_id = excluded.cause_id, leased_until = null`.execute(tx);
+}
+
+async function clearTimers(tx: Tx, experimentId: string, kinds: readonly TimerKind[]): Promise<void> {
+  await sql`delete from phoenix_saga_timers where experiment_id = ${experimentId} and kind = any(${kinds})`.execute(
+    tx,
+  );
+}
+
+/** Reacts to a batch of events, in the subscriber's transaction. Safe to run twice over one event. */
+export async function applySagaEvents(
+  tx: Tx,
+  events: readonly StoredEvent<ExperimentEvent>[],
+  timeouts: SagaTimeouts = DEFAULT_SAGA_TIMEOUTS,
+): Promise<void> {
+  for (const stored of events) {
+    const event = { type: stored.type, data: stored.data } as ExperimentEvent;
+    const experimentId = experimentIdOf(stored.streamId);
+    const eventId = stored.metadata.eventId;
+    const correlationId = stored.metadata.correlationId;
+    const load = async (): Promise<SagaExperimentRow | undefined> => {
+      const { rows } = await sql<SagaExperimentRow>`
+        select experiment_id, spec, started, run_started_at, ended
+        from phoenix_saga_experiments where experiment_id = ${experimentId}`.execute(tx);
+      return rows[0];
+    };
+    const teardown = async (purpose: string) => {
+      const row = await load();
+      if (!row?.started) return;
+      await enqueue(tx, {
+        type: 'TeardownExperiment',
+        commandId: deriveCommandId(eventId, purpose),
+        experimentId,
+        namespace: row.spec.target.namespace,
+        causationId: eventId,
+        correlationId,
+      });
+    };
+
+    switch (event.type) {
+      case 'ExperimentCreated':
+        await sql`
+          insert into phoenix_saga_experiments (experiment_id, spec) values (${experimentId}, ${JSON.stringify(event.data.spec)}::jsonb)
+          on conflict (experiment_id) do nothing`.execute(tx);
+        break;
+      case 'ExperimentStarted': {
+        await sql`update phoenix_saga_experiments set started = true, updated_at = now() where experiment_id = ${experimentId}`.execute(
+          tx,
+        );
+        const row = await load();
+        if (!row) break;
+        for (const variant of ['baseline', 'candidate'] as const satisfies readonly Variant[]) {
+          const v = row.spec[variant];
+          await enqueue(tx, {
+            type: 'DeployVariant',
+            commandId: deriveCommandId(eventId, `deploy:${variant}`),
+            experimentId,
+            variant,
+            template: v.template,
+            params: { ...v.params },
+            criticalProcesses: [...row.spec.criticalProcesses],
+            hosts: row.spec.target.hosts,
+            namespace: row.spec.target.namespace,
+            nodeSelector: { ...row.spec.target.nodeSelector },
+            causationId: eventId,
+            correlationId,
+          });
+        }
+        await setTimer(
+          tx,
+          experimentId,
+          'deploy-timeout',
+          at(event.data.at, timeouts.deployTimeoutMs),
+          eventId,
+        );
+        break;
+      }
+      case 'ExperimentRunStarted':
+        await sql`update phoenix_saga_experiments set run_started_at = ${at(event.data.at)}, updated_at = now()
+                  where experiment_id = ${experimentId}`.execute(tx);
+        await clearTimers(tx, experimentId, ['deploy-timeout']);
+        await setTimer(tx, experimentId, 'run-end', at(event.data.runEndsAt), eventId);
+        break;
+      case 'ExperimentRuntimeExtended':
+        await clearTimers(tx, experimentId, ['analysis-timeout']);
+        await setTimer(tx, experimentId, 'run-end', at(event.data.runEndsAt), eventId);
+        break;
+      case 'ExperimentRunCompleted':
+      case 'AnalysisRetried': {
+        const row = await load();
+        if (!row) break;
+        await enqueue(tx, {
+          type: 'AnalyzeExperiment',
+          commandId: deriveCommandId(eventId, 'analyze'),
+          experimentId,
+          spec: row.spec as unknown as AnalyzeExperiment['spec'],
+          window: {
+            start: (row.run_started_at ?? at(event.data.at, -row.spec.durationSeconds * 1000)).toISOString(),
+            end:
+              event.type === 'ExperimentRunCompleted'
+                ? event.data.at
+                : new Date(
+                    Math.max(Date.parse(event.data.at), (row.run_started_at?.getTime() ?? 0) + 1000),
+                  ).toISOString(),
+          },
+          causationId: eventId,
+          correlationId,
+        });
+        await setTimer(
+          tx,
+          experimentId,
+          'analysis-timeout',
+          at(event.data.at, timeouts.analysisTimeoutMs),
+          eventId,
+        );
+        break;
+      }
+      case 'AnalysisRecorded':
+        await clearTimers(tx, experimentId, ['analysis-timeout']);
+        break;
+      case 'ExperimentCompleted':
+      case 'ExperimentFailed':
+      case 'ExperimentCancelled':
+        await clearTimers(tx, experimentId, ['deploy-timeout', 'run-end', 'analysis-timeout']);
+        await sql`update phoenix_saga_experiments set ended = true, updated_at = now() where experiment_id = ${experimentId}`.execute(
+          tx,
+        );
+        await teardown('teardown');
+        break;
+      case 'VariantDeployed': {
+        // A deployment that finished after the experiment ended: take it away again.
+        const row = await load();
+        if (row?.ended) await teardown(`teardown-late:${event.data.variant}`);
+        break;
+      }
+      case 'VariantDeploymentFailed':
+      case 'VariantTornDown':
+        break;
+      default: {
+        const _never: never = event;
+        return _never;
+      }
+    }
+  }
+}
+
+export interface SagaEffectsDependencies {
+  // biome-ignore lint/suspicious/noExplicitAny: raw SQL only
+  readonly db: Kysely<any>;
+  readonly store: EventStore<ExperimentEvent>;
+  readonly bus: Bus;
+  readonly logger: Logger;
+  readonly clock?: () => Date;
+  readonly timeouts?: SagaTimeouts;
+  /** Longest sleep between looks at the outbox and the timers when nothing wakes the loops. */
+  readonly idleMs?: number;
+}
+
+/** Carries out what the saga decided: outbox → bus, due timers → commands, results → commands. */
+export class SagaEffects {
+  readonly #deps: SagaEffectsDependencies;
+  readonly #clock: () => Date;
+  readonly #timeouts: SagaTimeouts;
+  readonly #wake = new EventEmitter();
+  readonly #abort = new AbortController();
+  #loops: Promise<void>[] = [];
+  #results: Consumer | undefined;
+
+  constructor(deps: SagaEffectsDependencies) {
+    this.#deps = deps;
+    this.#clock = deps.clock ?? (() => new Date());
+    this.#timeouts = deps.timeouts ?? DEFAULT_SAGA_TIMEOUTS;
+    this.#wake.setMaxListeners(0);
+  }
+
+  async start(): Promise<void> {
+    this.#results = await this.#deps.bus.handleResults((result) => this.#onResult(result), {
+      concurrency: 16,
+    });
+    this.#loops = [
+      this.#loop('outbox', () => this.#relayOutbox()),
+      this.#loop('timers', () => this.#fireTimers()),
+    ];
+  }
+
+  /** Call after the saga's subscriber commits: there may be new outbox rows or timers. */
+  wake(): void {
+    this.#wake.emit('wake');
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    this.#wake.emit('wake');
+    await this.#results?.stop();
+    await Promise.all(this.#loops);
+  }
+
+  async #loop(name: string, step: () => Promise<number | undefined>): Promise<void> {
+    const idle = this.#deps.idleMs ?? 1000;
+    let backoff = 100;
+    while (!this.#abort.signal.aborted) {
+      let waitMs = idle;
+      try {
+        const next = await step();
+        waitMs = next === undefined ? idle : Math.max(0, Math.min(idle, next));
+        backoff = 100;
+      } catch (err) {
+        this.#deps.logger.warn({ err, loop: name }, 'saga loop failed; retrying');
+        waitMs = backoff;
+        backoff = Math.min(backoff * 2, 5000);
+      }
+      if (waitMs === 0) continue;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.#wake.off('wake', done);
+          resolve();
+        };
+        const timer = setTimeout(done, waitMs);
+        this.#wake.once('wake', done);
+      });
+    }
+  }
+
+  /** Sends leased outbox rows; returns 0 to run again at once when there may be more. */
+  async #relayOutbox(): Promise<number | undefined> {
+    const { db, bus } = this.#deps;
+    const { rows } = await sql<{ id: string; command: BusCommandInput }>`
+      update phoenix_saga_outbox set leased_until = now() + interval '30 seconds', attempts = attempts + 1
+      where id in (
+        select id from phoenix_saga_outbox
+        where leased_until is null or leased_until < now()
+        order by id limit 100 for update skip locked)
+      returning id::text as id, command`.execute(db);
+    if (rows.length === 0) return undefined;
+    await Promise.all(
+      rows.map(async (row) => {
+        try {
+          await bus.send(row.command);
+          await sql`delete from phoenix_saga_outbox where id = ${row.id}::int8`.execute(db);
+        } catch (err) {
+          this.#deps.logger.warn(
+            { err, commandId: row.command.commandId },
+            'could not send a saga command; will retry',
+          );
+          await sql`update phoenix_saga_outbox set leased_until = now() + interval '2 seconds' where id = ${row.id}::int8`
+            .execute(db)
+            .catch(() => undefined);
+        }
+      }),
+    );
+    return rows.length === 100 ? 0 : undefined;
+  }
+
+  /** Fires due timers; returns the milliseconds until the next one is due. */
+  async #fireTimers(): Promise<number | undefined> {
+    const { db } = this.#deps;
+    const now = this.#clock();
+    const { rows } = await sql<{ experiment_id: string; kind: TimerKind; cause_id: string; due_at: Date }>`
+      update phoenix_saga_timers set leased_until = ${new Date(now.getTime() + 30_000)}
+      where (experiment_id, kind) in (
+        select experiment_id, kind from phoenix_saga_timers
+        where due_at <= ${now} and (leased_until is null or leased_until < ${now})
+        order by due_at limit 50 for update skip locked)
+      returning experiment_id, kind, cause_id, due_at`.execute(db);
+    await Promise.all(
+      rows.map(async (timer) => {
+        try {
+          await this.#fire(timer.experiment_id, timer.kind, timer.cause_id);
+          await sql`delete from phoenix_saga_timers
+                    where experiment_id = ${timer.experiment_id} and kind = ${timer.kind} and cause_id = ${timer.cause_id}`.execute(
+            db,
+          );
+        } catch (err) {
+          this.#deps.logger.warn({ err, timer }, 'saga timer failed; will retry');
+          await sql`update phoenix_saga_timers set leased_until = ${new Date(this.#clock().getTime() + 1000)}
+                    where experiment_id = ${timer.experiment_id} and kind = ${timer.kind}`
+            .execute(db)
+            .catch(() => undefined);
+        }
+      }),
+    );
+    const next = await sql<{ due_at: Date | null }>`
+      select min(coalesce(greatest(due_at, leased_until), due_at)) as due_at from phoenix_saga_timers`.execute(
+      db,
+    );
+    const due = next.rows[0]?.due_at;
+    return due ? due.getTime() - this.#clock().getTime() : undefined;
+  }
+
+  async #fire(experimentId: string, kind: TimerKind, causeId: string): Promise<void> {
+    const state = foldStream(await this.#deps.store.readStream(streamIdOf(experimentId)));
+    if (state.status === 'empty') return;
+    const s = state as ExistingExperiment;
+    const now = this.#clock().toISOString();
+    let command: ExperimentCommand | undefined;
+    if (kind === 'run-end' && s.status === 'running') {
+      command = { type: 'CompleteRun', at: now };
+    } else if (kind === 'deploy-timeout' && s.status === 'initializing') {
+      const ready =
+        s.deployments.baseline?.status === 'deployed' && s.deployments.candidate?.status === 'deployed';
+      command = ready
+        ? {
+            type: 'MarkExperimentRunning',
+            reason: 'both variants found deployed at the deploy deadline',
+            at: now,
+          }
+        : {
+            type: 'FailExperiment',
+            reason: `deployment did not finish within ${Math.round(this.#timeouts.deployTimeoutMs / 1000)} s`,
+            at: now,
+          };
+    } else if (kind === 'analysis-timeout' && s.status === 'analyzing') {
+      command =
+        s.analysisAttempts + 1 < this.#timeouts.maxAnalysisAttempts
+          ? { type: 'RetryAnalysis', reason: 'the analysis did not answer in time', at: now }
+          : {
+              type: 'FailExperiment',
+              reason: `no analysis after ${this.#timeouts.maxAnalysisAttempts} attempts`,
+              at: now,
+            };
+    }
+    if (!command) return; // the experiment moved on: the deadline no longer applies
+    await this.#command(experimentId, command, `timer:${kind}:${causeId}`, causeId, experimentId);
+  }
+
+  async #onResult(result: BusResult): Promise<void> {
+    const id = result.experimentId;
+    const commandId = `result:${result.commandId}`;
+    const correlation = result.correlationId ?? result.commandId;
+    switch (result.type) {
+      case 'VariantDeployed':
+        return this.#command(
+          id,
+          { type: 'RecordVariantDeployed', variant: result.variant, detail: result.detail, at: result.at },
+          commandId,
+          result.commandId,
+          correlation,
+        );
+      case 'VariantDeployFailed':
+        return this.#command(
+          id,
+          {
+            type: 'RecordVariantDeploymentFailed',
+            variant: result.variant,
+            reason: result.reason,
+            at: result.at,
+          },
+          commandId,
+          result.commandId,
+          correlation,
+        );
+      case 'ExperimentTornDown':
+        for (const variant of result.variants) {
+          await this.#command(
+            id,
+            { type: 'RecordVariantTornDown', variant, at: result.at },
+            `${commandId}:${variant}`,
+            result.commandId,
+            correlation,
+          );
+        }
+        return;
+      case 'AnalysisCompleted':
+        return this.#command(
+          id,
+          { type: 'RecordAnalysis', analysis: result.analysis, at: result.at },
+          commandId,
+          result.commandId,
+          correlation,
+        );
+      case 'AnalysisFailed':
+        return this.#command(
+          id,
+          { type: 'FailExperiment', reason: `analysis failed: ${result.reason}`, at: result.at },
+          commandId,
+          result.commandId,
+          correlation,
+        );
+      default: {
+        const _never: never = result;
+        return _never;
+      }
+    }
+  }
+
+  /** Runs a domain command for the saga. A command the experiment has moved past is dropped, not retried. */
+  async #command(
+    experimentId: string,
+    command: ExperimentCommand,
+    commandId: string,
+    causationId: string,
+    correlationId: string,
+  ): Promise<void> {
+    try {
+      await handleExperimentCommand(this.#deps.store, experimentId, command, {
+        actor: SAGA_ACTOR,
+        correlationId,
+        causationId,
+        commandId,
+      });
+    } catch (err) {
+      // RunNotFinished: the run was extended, and the extension set a new run-end timer.
+      if (
+        err instanceof InvalidTransitionError ||
+        err instanceof RunNotFinishedError ||
+        err instanceof DomainError
+      ) {
+        this.#deps.logger.info(
+          { experimentId, command: command.type, reason: err.message },
+          'saga command no longer applies',
+        );
+        return;
+      }
+      throw err; // store unavailable and the like: the bus redelivers, the timer retries
+    }
+  }
+}
