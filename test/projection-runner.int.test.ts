@@ -217,9 +217,13 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
     it('stops on an event the store cannot read, naming it', async () => {
       await resetReadModels();
       const id = randomUUID();
-      await sql`insert into phoenix_streams (stream_id, version) values (${streamIdOf(id)}, 1)`.execute(fx.database.db);
+      await sql`insert into phoenix_streams (stream_id, version) values (${streamIdOf(id)}, 1)`.execute(
+        fx.database.db,
+      );
       await sql`insert into phoenix_events (stream_id, version, event_id, type, data, metadata)
-                values (${streamIdOf(id)}, 1, ${randomUUID()}, 'ExperimentExploded', '{}', '{}')`.execute(fx.database.db);
+                values (${streamIdOf(id)}, 1, ${randomUUID()}, 'ExperimentExploded', '{}', '{}')`.execute(
+        fx.database.db,
+      );
       const r = runner({ maxAttempts: 2 });
       r.start();
       await until(() => r.status === 'failed', 10_000, 'the runner to stop');

@@ -3,7 +3,13 @@ import type { Logger } from 'pino';
 import type { AdvisoryLock, SqlDatabase } from '../adapters/postgres-database.js';
 import type { ExperimentEvent } from '../domain/experiment.js';
 import type { EventStore, Position, StoredEvent } from '../handlers/ports/event-store.js';
-import { experimentReadModels, fillHistory, NEXT_SUFFIX, READ_MODELS, tableNames } from './experiment-read-models.js';
+import {
+  experimentReadModels,
+  fillHistory,
+  NEXT_SUFFIX,
+  READ_MODELS,
+  tableNames,
+} from './experiment-read-models.js';
 import { applyBatch, ensureCheckpoint, type ProjectionHandler, readCheckpoint, type Tx } from './runner.js';
 
 /**
