@@ -39,6 +39,14 @@ const configSchema = z.object({
     .optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PHOENIX_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(6000),
+  /** NATS subject and stream prefix: servers and workers of one installation share it. */
+  PHOENIX_NATS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,32}$/, 'letters, digits, _ and -, at most 32')
+    .default('phoenix'),
+  /** Where the local (simulated) data plane serves its variants' metrics for Prometheus; 0: any free port. */
+  PHOENIX_DATAPLANE_HOST: z.string().min(1).default('127.0.0.1'),
+  PHOENIX_DATAPLANE_PORT: z.coerce.number().int().min(0).max(65535).default(0),
   /** Run the deployer and analyzer workers inside the server too (always needed without NATS). */
   PHOENIX_INPROCESS_WORKERS: z
     .enum(['true', 'false'])

@@ -89,7 +89,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
 
   // The lifecycle saga: a checkpointed subscriber (one active instance across processes, never run by
   // a rebuild) decides; SagaEffects carries its decisions out over the bus.
-  const bus = await createBus(config, logger);
+  const bus = await createBus(config, logger, { prefix: config.PHOENIX_NATS_PREFIX });
   const sagaEffects = new SagaEffects({ db: database.db, store, bus, logger });
   const sagaRunner = new ProjectionRunner<ExperimentEvent>({
     database,

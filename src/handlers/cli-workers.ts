@@ -94,10 +94,17 @@ export function createAnalyzer(config: Config, deps: { readonly dataPlane?: Loca
   return new LocalAnalyzer(deps.dataPlane);
 }
 
+/** Where the local data plane listens (PHOENIX_DATAPLANE_HOST/PORT), so a Prometheus can scrape it. */
+export const dataPlaneAddress = (config: Config) => ({
+  host: config.PHOENIX_DATAPLANE_HOST,
+  port: config.PHOENIX_DATAPLANE_PORT,
+});
+
 /** Deployer, usage source and analyzer from the configuration, sharing one local data plane. */
 export async function createWorkerAdapters(config: Config, deps: AdapterDeps): Promise<WorkerAdapters> {
   const needsPlane = config.PHOENIX_DEPLOYER === 'local' || config.PHOENIX_ANALYZER === 'local';
-  const owned = needsPlane && !deps.dataPlane ? await LocalDataPlane.start() : undefined;
+  const owned =
+    needsPlane && !deps.dataPlane ? await LocalDataPlane.start(dataPlaneAddress(config)) : undefined;
   const dataPlane = deps.dataPlane ?? owned;
   if (owned) deps.logger.info({ url: owned.url }, 'local data plane serving');
   try {
@@ -121,7 +128,7 @@ export async function createWorkerAdapters(config: Config, deps: AdapterDeps): P
 interface WorkerOptions {
   concurrency?: number;
   ackWaitSeconds?: number;
-  subjectPrefix: string;
+  subjectPrefix?: string;
 }
 
 const positiveInt = (value: string): number => {
@@ -130,7 +137,7 @@ const positiveInt = (value: string): number => {
   return n;
 };
 
-const WORKER_KINDS = ['deployer', 'analyzer'] as const;
+const WORKER_KINDS = ['deployer', 'analyzer', 'all'] as const;
 type WorkerKind = (typeof WORKER_KINDS)[number];
 
 /** Adds `worker deployer|analyzer` to the CLI program. */
@@ -138,7 +145,9 @@ export function registerWorkerCommands(program: Command): void {
   program
     .command('worker')
     .description('run one saga worker on its own, for scale-out over NATS (needs NATS_URL)')
-    .addArgument(new Argument('<kind>', 'which worker').choices(WORKER_KINDS))
+    .addArgument(
+      new Argument('<kind>', 'which worker (all: both, sharing one local data plane)').choices(WORKER_KINDS),
+    )
     .option('--concurrency <n>', 'commands handled at once (default: deployer 4, analyzer 2)', positiveInt)
     .option(
       '--ack-wait-seconds <n>',
@@ -146,7 +155,7 @@ export function registerWorkerCommands(program: Command): void {
       positiveInt,
       30,
     )
-    .option('--subject-prefix <prefix>', 'NATS subject and stream prefix', 'phoenix')
+    .option('--subject-prefix <prefix>', 'NATS subject and stream prefix (default: PHOENIX_NATS_PREFIX)')
     .action(async (kind: WorkerKind, options: WorkerOptions) => runWorker(kind, options));
 }
 
@@ -164,44 +173,58 @@ async function runWorker(kind: WorkerKind, options: WorkerOptions): Promise<void
       2,
     );
   }
+  const prefix = options.subjectPrefix ?? config.PHOENIX_NATS_PREFIX;
+  const deploys = kind === 'deployer' || kind === 'all';
+  const analyzes = kind === 'analyzer' || kind === 'all';
   const logger = pino({
     level: config.LOG_LEVEL,
     base: { service: 'phoenix', worker: kind, pid: process.pid },
   });
   const bus = await createBus(config, logger, {
-    prefix: options.subjectPrefix,
+    prefix,
     ackWaitMs: (options.ackWaitSeconds ?? 30) * 1000,
     name: `phoenix-${kind}-worker`,
   });
-  // A standalone worker builds only the adapters of its kind.
+  // A standalone worker builds only the adapters of its kinds; `all` shares one local data plane.
   let dataPlane: LocalDataPlane | undefined;
-  let consumer: Consumer;
+  const consumers: Consumer[] = [];
   try {
-    if (kind === 'deployer') {
-      if (config.PHOENIX_DEPLOYER === 'local') dataPlane = await LocalDataPlane.start();
+    if (
+      (deploys && config.PHOENIX_DEPLOYER === 'local') ||
+      (analyzes && config.PHOENIX_ANALYZER === 'local')
+    ) {
+      dataPlane = await LocalDataPlane.start(dataPlaneAddress(config));
+      logger.info({ url: dataPlane.url }, 'local data plane serving');
+    }
+    if (deploys) {
       const { deployer, usage } = await createDeployer(config, dataPlane ? { dataPlane } : {});
-      consumer = await startDeployerWorker({
-        bus,
-        deployer,
-        ...(usage ? { usage } : {}),
-        logger,
-        ...(options.concurrency ? { concurrency: options.concurrency } : {}),
-      });
-    } else {
-      if (config.PHOENIX_ANALYZER === 'local') {
-        dataPlane = await LocalDataPlane.start();
+      consumers.push(
+        await startDeployerWorker({
+          bus,
+          deployer,
+          ...(usage ? { usage } : {}),
+          logger,
+          ...(options.concurrency ? { concurrency: options.concurrency } : {}),
+        }),
+      );
+    }
+    if (analyzes) {
+      if (config.PHOENIX_ANALYZER === 'local' && !deploys) {
         logger.warn(
-          'PHOENIX_ANALYZER=local in a standalone analyzer sees only its own (empty) local data plane: every analysis will be inconclusive',
+          'PHOENIX_ANALYZER=local in a standalone analyzer sees only its own (empty) local data plane: every analysis will be inconclusive; run `worker all` or use PHOENIX_ANALYZER=prometheus',
         );
       }
-      consumer = await startAnalyzerWorker({
-        bus,
-        analyzer: createAnalyzer(config, dataPlane ? { dataPlane } : {}),
-        logger,
-        ...(options.concurrency ? { concurrency: options.concurrency } : {}),
-      });
+      consumers.push(
+        await startAnalyzerWorker({
+          bus,
+          analyzer: createAnalyzer(config, dataPlane ? { dataPlane } : {}),
+          logger,
+          ...(options.concurrency ? { concurrency: options.concurrency } : {}),
+        }),
+      );
     }
   } catch (err) {
+    await Promise.all(consumers.map((c) => c.stop()));
     await bus.close({ graceMs: 0 });
     await dataPlane?.close();
     throw err;
@@ -210,9 +233,7 @@ async function runWorker(kind: WorkerKind, options: WorkerOptions): Promise<void
     { deployer: config.PHOENIX_DEPLOYER, analyzer: config.PHOENIX_ANALYZER },
     `${kind} worker started`,
   );
-  process.stderr.write(
-    `phoenix: ${kind} worker consuming from NATS (${options.subjectPrefix}); Ctrl-C stops it\n`,
-  );
+  process.stderr.write(`phoenix: ${kind} worker consuming from NATS (${prefix}); Ctrl-C stops it\n`);
   const signal = await new Promise<string>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
@@ -220,7 +241,7 @@ async function runWorker(kind: WorkerKind, options: WorkerOptions): Promise<void
   logger.info({ signal }, `${kind} worker stopping`);
   const force = setTimeout(() => process.exit(1), 30_000);
   force.unref();
-  await consumer.stop();
+  await Promise.all(consumers.map((c) => c.stop()));
   await bus.close();
   await dataPlane?.close();
   logger.info(`${kind} worker stopped`);
