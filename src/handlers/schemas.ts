@@ -70,6 +70,14 @@ export const experimentSpecSchema = z.strictObject({
 });
 
 export type ExperimentSpecInput = z.infer<typeof experimentSpecSchema>;
+
+/**
+ * The spec as stored events hold it: the same shape, without re-running the checks that only matter
+ * when a user submits it (compiling every critical-process pattern again on each read of a stream).
+ */
+export const storedSpecSchema = experimentSpecSchema.extend({
+  criticalProcesses: z.array(z.string().max(256)).max(100).default([]),
+});
 type Assignable<T extends U, U> = T;
 /** Compile-time check: what the schema accepts is an ExperimentSpec. */
 export type SpecSchemaFitsDomain = Assignable<ExperimentSpecInput, ExperimentSpec>;
@@ -94,7 +102,7 @@ const detail = z.record(z.string(), z.unknown()).optional();
 
 /** The payload schema of every event type, at its current schema version. */
 export const eventDataSchemas = {
-  ExperimentCreated: z.object({ at, experimentId: z.uuid(), spec: experimentSpecSchema }),
+  ExperimentCreated: z.object({ at, experimentId: z.uuid(), spec: storedSpecSchema }),
   ExperimentStarted: z.object({ at }),
   VariantDeployed: z.object({ at, variant, detail }),
   VariantDeploymentFailed: z.object({ at, variant, reason: z.string() }),

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { VARIANTS } from '../../domain/experiment-spec.js';
-import { analysisSchema, experimentSpecSchema } from '../schemas.js';
+import { analysisSchema, storedSpecSchema } from '../schemas.js';
 
 /**
  * The message bus of the sagas: commands go to one queue per kind of worker (competing consumers share
@@ -57,7 +57,7 @@ export const analyzeExperimentSchema = z.object({
   type: z.literal('AnalyzeExperiment'),
   commandId: id,
   experimentId,
-  spec: experimentSpecSchema,
+  spec: storedSpecSchema,
   window: analysisWindowSchema,
   causationId: z.string().optional(),
   correlationId: z.string().optional(),
