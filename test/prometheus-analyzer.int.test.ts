@@ -89,7 +89,10 @@ describe('Prometheus analyzer against a real Prometheus', { skip }, () => {
       assert.ok(outcome.ok);
     }
     prometheus = await startPrometheus(
-      (['baseline', 'candidate'] as Variant[]).map((v) => ({ job: v, url: plane.endpointUrl(experimentId, v)! })),
+      (['baseline', 'candidate'] as Variant[]).map((v) => ({
+        job: v,
+        url: plane.endpointUrl(experimentId, v)!,
+      })),
     );
     // The window opens once Prometheus scrapes both variants (as a run's window lies inside the scraping).
     await waitForScrapes(prometheus.url, ['baseline', 'candidate'], 2);

@@ -11,6 +11,7 @@ import { type ExistingExperiment, type ExperimentEvent, fold } from '../domain/e
 import { createLogger, openDatabase, openEventStore } from '../main.js';
 import { RebuildInProgressError, type RebuildProgress, rebuildReadModels } from '../projections/rebuild.js';
 import { streamIdOf } from './experiment-commands.js';
+import { eventsUpTo, eventView, stateView } from './experiment-views.js';
 import type { EventStore, StoredEvent } from './ports/event-store.js';
 import { lockEmbeddedDatabase } from './serve.js';
 
@@ -51,49 +52,7 @@ async function withStore<T>(
   }
 }
 
-export const eventLine = (e: StoredEvent<ExperimentEvent>): string =>
-  JSON.stringify({
-    version: e.version,
-    position: e.position,
-    type: e.type,
-    data: e.data,
-    metadata: e.metadata,
-  });
-
-/** The folded state as `GET /experiments/{id}/state` shows it. */
-export const stateView = (s: ExistingExperiment, upTo: readonly StoredEvent<ExperimentEvent>[]) => {
-  const last = upTo[upTo.length - 1]!;
-  return {
-    id: s.id,
-    state: s.status,
-    ...s.spec,
-    createdAt: s.createdAt,
-    updatedAt: s.updatedAt,
-    ...(s.startedAt ? { startedAt: s.startedAt } : {}),
-    ...(s.runStartedAt ? { runStartedAt: s.runStartedAt } : {}),
-    ...(s.runEndsAt ? { runEndsAt: s.runEndsAt } : {}),
-    ...(s.endedAt ? { endedAt: s.endedAt } : {}),
-    ...(s.statusReason ? { statusReason: s.statusReason } : {}),
-    deployments: s.deployments,
-    ...(s.analysis ? { analysis: s.analysis } : {}),
-    version: upTo.length,
-    position: last.position,
-    at: last.metadata.occurredAt,
-  };
-};
-
-/** Time travel: the events up to version N, or up to those that occurred at or before `at`. */
-export function eventsUpTo(
-  events: readonly StoredEvent<ExperimentEvent>[],
-  point: { version?: number; at?: string },
-): StoredEvent<ExperimentEvent>[] {
-  if (point.version !== undefined) return events.filter((e) => e.version <= point.version!);
-  if (point.at !== undefined) {
-    const at = Date.parse(point.at);
-    return events.filter((e) => Date.parse(e.metadata.occurredAt) <= at);
-  }
-  return [...events];
-}
+export const eventLine = (e: StoredEvent<ExperimentEvent>): string => JSON.stringify(eventView(e));
 
 const progressLine = (p: RebuildProgress): string => {
   const done = p.events.toLocaleString('en-US');

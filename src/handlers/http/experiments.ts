@@ -19,8 +19,9 @@ import {
   handleExperimentCommand,
   streamIdOf,
 } from '../experiment-commands.js';
+import { eventsUpTo, eventView, stateView } from '../experiment-views.js';
 import type { Metrics } from '../metrics.js';
-import { type EventStore, isPosition, type StoredEvent } from '../ports/event-store.js';
+import { type EventStore, isPosition } from '../ports/event-store.js';
 import type { ReadModels } from '../ports/read-models.js';
 import { experimentSpecSchema } from '../schemas.js';
 import type { TypedApp } from './app.js';
@@ -334,8 +335,6 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
       const events = await store.readStream(streamIdOf(request.params.id), {
         ...(version !== undefined ? { toVersion: version } : {}),
       });
-      const upTo =
-        at === undefined ? events : events.filter((e) => Date.parse(e.metadata.occurredAt) <= Date.parse(at));
       if (events.length === 0) throw notFound();
       if (version !== undefined && events.length < version) {
         throw new HttpProblem(
@@ -344,16 +343,10 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
           `the experiment has ${events.length} events; there is no version ${version}`,
         );
       }
+      const upTo = eventsUpTo(events, { at });
       if (upTo.length === 0)
         throw new HttpProblem(404, 'not-yet-created', `the experiment did not exist at ${at}`);
-      const state = fold(upTo as readonly ExperimentEvent[]) as ExistingExperiment;
-      const last = upTo[upTo.length - 1]!;
-      return {
-        ...stateView(state),
-        version: upTo.length,
-        position: last.position,
-        at: last.metadata.occurredAt,
-      };
+      return stateView(fold(upTo as readonly ExperimentEvent[]) as ExistingExperiment, upTo);
     },
   );
 
@@ -458,26 +451,3 @@ const ifMatchOf = (request: FastifyRequest): number | undefined => {
 
 /** A stable UUID for a name (v8 layout), so an Idempotency-Key always names the same experiment. */
 const uuidFrom = (name: string): string => deriveEventId(`experiment-id:${name}`, 0);
-
-export const eventView = (e: StoredEvent<ExperimentEvent>) => ({
-  version: e.version,
-  position: e.position,
-  type: e.type,
-  data: e.data,
-  metadata: e.metadata,
-});
-
-const stateView = (s: ExistingExperiment) => ({
-  id: s.id,
-  state: s.status,
-  ...s.spec,
-  createdAt: s.createdAt,
-  updatedAt: s.updatedAt,
-  ...(s.startedAt ? { startedAt: s.startedAt } : {}),
-  ...(s.runStartedAt ? { runStartedAt: s.runStartedAt } : {}),
-  ...(s.runEndsAt ? { runEndsAt: s.runEndsAt } : {}),
-  ...(s.endedAt ? { endedAt: s.endedAt } : {}),
-  ...(s.statusReason ? { statusReason: s.statusReason } : {}),
-  deployments: s.deployments,
-  ...(s.analysis ? { analysis: s.analysis } : {}),
-});
