@@ -56,6 +56,12 @@ export function openPostgres(options: PostgresOptions): SqlDatabase {
   });
   // An idle client that loses its server emits here; without a listener it would crash the process.
   pool.on('error', (err) => options.logger?.warn({ err }, 'postgres pool client error'));
+  // A client checked out (inside a transaction, between statements) whose connection dies emits
+  // 'error' with no query to take it; unheard, that would crash the process. The caller's next query
+  // fails instead, and the pool discards the client.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => options.logger?.warn({ err }, 'postgres connection lost'));
+  });
   const db = new Kysely({ dialect: new PostgresDialect({ pool }) });
   const listeners = new Set<() => Promise<void>>();
   const locks = new Set<() => Promise<void>>();

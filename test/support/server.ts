@@ -28,6 +28,7 @@ export interface RunningServer {
 export async function startServer(
   env: Record<string, string> = {},
   reuse?: { env: Record<string, string> },
+  options: { rewriteDatabaseUrl?: (url: string) => string } = {},
 ): Promise<RunningServer> {
   let cleanup: () => Promise<void> = async () => undefined;
   let base: Record<string, string>;
@@ -49,7 +50,8 @@ export async function startServer(
       const admin = openPostgres({ url: databaseUrl, poolSize: 1 });
       await sql`create schema ${sql.id(schema)}`.execute(admin.db);
       await admin.close();
-      base.DATABASE_URL = withSearchPath(databaseUrl, schema);
+      const url = withSearchPath(databaseUrl, schema);
+      base.DATABASE_URL = options.rewriteDatabaseUrl ? options.rewriteDatabaseUrl(url) : url;
     }
     cleanup = async () => {
       rmSync(dir, { recursive: true, force: true });
