@@ -288,11 +288,20 @@ for (const fixture of fixtures) {
       await store.append(s1, [newEvent()], 'no_stream');
       await store.append(s2, [newEvent(), newEvent()], 'no_stream');
       await store.append(s1, [newEvent()], 1);
+      // Readers see an event once every older transaction has ended (anywhere on the cluster): wait for
+      // ours to become readable rather than assume it is at once.
       const pages: StoredEvent[] = [];
       let cursor = startAt;
-      for (;;) {
+      const deadline = Date.now() + 15_000;
+      while (
+        pages.filter((e) => e.streamId === s1 || e.streamId === s2).length < 4 &&
+        Date.now() < deadline
+      ) {
         const page = await store.readAll({ after: cursor, limit: 2 });
-        if (page.length === 0) break;
+        if (page.length === 0) {
+          await new Promise((r) => setTimeout(r, 20));
+          continue;
+        }
         pages.push(...page);
         cursor = page[page.length - 1]!.position;
       }
@@ -302,7 +311,7 @@ for (const fixture of fixtures) {
         ['s1:1', 's2:1', 's2:2', 's1:2'],
       );
       for (let i = 1; i < pages.length; i++) assert.ok(pages[i - 1]!.position < pages[i]!.position);
-      assert.equal(await store.head(), cursor);
+      assert.ok((await store.head()) >= cursor);
     });
 
     it('subscribes: the backlog, then live, then new events, each once', async () => {
@@ -453,6 +462,14 @@ for (const fixture of fixtures) {
           typed.readStream(s),
           (err: unknown) => err instanceof CorruptEventError && err.streamId === s && err.version === 1,
         );
+        // Through the global log too, once the event is readable there.
+        const deadline = Date.now() + 15_000;
+        while (
+          (await store.readAll({ after: START, limit: 10, streamPrefix: s })).length === 0 &&
+          Date.now() < deadline
+        ) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
         await assert.rejects(
           typed.readAll({ after: START, limit: 1_000_000, streamPrefix: s }),
           (err: unknown) => err instanceof CorruptEventError && err.version === 1,
