@@ -90,7 +90,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
   // The lifecycle saga: a checkpointed subscriber (one active instance across processes, never run by
   // a rebuild) decides; SagaEffects carries its decisions out over the bus.
   const bus = await createBus(config, logger, { prefix: config.PHOENIX_NATS_PREFIX });
-  const sagaEffects = new SagaEffects({ db: database.db, store, bus, logger });
+  const sagaEffects = new SagaEffects({ db: database.db, store, bus, logger, metrics });
   const sagaRunner = new ProjectionRunner<ExperimentEvent>({
     database,
     store,

@@ -11,6 +11,7 @@ import {
 } from '../domain/experiment.js';
 import type { ExperimentSpec, Variant } from '../domain/experiment-spec.js';
 import { experimentIdOf, foldStream, handleExperimentCommand, streamIdOf } from './experiment-commands.js';
+import type { Metrics } from './metrics.js';
 import {
   type AnalyzeExperiment,
   type Bus,
@@ -242,6 +243,8 @@ export interface SagaEffectsDependencies {
   readonly logger: Logger;
   readonly clock?: () => Date;
   readonly timeouts?: SagaTimeouts;
+  /** Observes the transitions the saga drives (phoenix_state_transition_duration_seconds). */
+  readonly metrics?: Pick<Metrics, 'stateTransitionDuration' | 'lockContention'>;
   /** Longest sleep between looks at the outbox and the timers when nothing wakes the loops. */
   readonly idleMs?: number;
 }
@@ -482,13 +485,21 @@ export class SagaEffects {
     causationId: string,
     correlationId: string,
   ): Promise<void> {
+    const started = performance.now();
+    const metrics = this.#deps.metrics;
     try {
-      await handleExperimentCommand(this.#deps.store, experimentId, command, {
-        actor: SAGA_ACTOR,
-        correlationId,
-        causationId,
-        commandId,
-      });
+      const result = await handleExperimentCommand(
+        this.#deps.store,
+        experimentId,
+        command,
+        { actor: SAGA_ACTOR, correlationId, causationId, commandId },
+        { onConflict: () => metrics?.lockContention.labels('experiment').inc() },
+      );
+      if (metrics && result.written.length > 0 && result.state.status !== result.previousStatus) {
+        metrics.stateTransitionDuration
+          .labels(result.previousStatus, result.state.status, 'true')
+          .observe((performance.now() - started) / 1000);
+      }
     } catch (err) {
       // RunNotFinished: the run was extended, and the extension set a new run-end timer.
       if (

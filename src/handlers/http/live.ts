@@ -13,6 +13,28 @@ export interface LiveRoutesDependencies {
   readonly heartbeatMs?: number;
 }
 
+/**
+ * The frame of an event, serialised once however many connections it goes to: the hub hands every
+ * listener the same event objects.
+ */
+const frames = new WeakMap<StoredEvent<ExperimentEvent>, string>();
+const frameOf = (e: StoredEvent<ExperimentEvent>): string => {
+  let frame = frames.get(e);
+  if (frame === undefined) {
+    frame = JSON.stringify({
+      kind: 'event',
+      position: e.position,
+      experimentId: experimentIdOf(e.streamId),
+      version: e.version,
+      type: e.type,
+      data: e.data,
+      metadata: e.metadata,
+    });
+    frames.set(e, frame);
+  }
+  return frame;
+};
+
 /** Close code for a consumer that fell too far behind; it reconnects with `from`. */
 export const CLOSE_TOO_SLOW = 4008;
 
@@ -97,19 +119,7 @@ export async function liveRoutes(app: TypedApp, deps: LiveRoutesDependencies): P
 
       const deliver = (events: readonly StoredEvent<ExperimentEvent>[]) => {
         if (controller.signal.aborted) return;
-        for (const e of events) {
-          socket.send(
-            JSON.stringify({
-              kind: 'event',
-              position: e.position,
-              experimentId: experimentIdOf(e.streamId),
-              version: e.version,
-              type: e.type,
-              data: e.data,
-              metadata: e.metadata,
-            }),
-          );
-        }
+        for (const e of events) socket.send(frameOf(e));
         if (socket.bufferedAmount > maxBuffered) {
           controller.abort();
           socket.close(CLOSE_TOO_SLOW, 'consumer too slow; reconnect with from');
