@@ -93,7 +93,12 @@ export async function handleExperimentCommand(
   const { maxAttempts = 5, onConflict } = options;
   const streamId = streamIdOf(experimentId);
   for (let attempt = 1; ; attempt++) {
-    const history = await store.readStream(streamId);
+    // A creation first tries without reading: a new stream has nothing to read, and the append's
+    // no_stream check (or the store's idempotency on event ids) catches every other case, which then
+    // takes the normal path.
+    const optimistic =
+      attempt === 1 && command.type === 'CreateExperiment' && context.expectedVersion === undefined;
+    const history = optimistic ? [] : await store.readStream(streamId);
     const version = history.length;
     const lastPosition = history[version - 1]?.position ?? START;
 
@@ -160,6 +165,7 @@ export async function handleExperimentCommand(
       };
     } catch (err) {
       if (!(err instanceof WrongExpectedVersionError)) throw err;
+      if (optimistic) continue; // the stream exists: decide again on what it holds
       onConflict?.();
       if (attempt >= maxAttempts) {
         throw new ConcurrencyConflictError(`experiment ${experimentId}: a concurrent change won`, {
