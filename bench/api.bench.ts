@@ -21,6 +21,7 @@ import WebSocket from 'ws';
 import { openPostgres } from '../src/adapters/postgres-database.js';
 import type { AuditFilter } from '../src/handlers/ports/read-models.js';
 import { auditQuery } from '../src/projections/read-models.js';
+import { validSpec } from '../test/support/system.js';
 import { type BenchServer, sleep, startBenchServer, startChild, withSearchPath } from './server.js';
 import { BENCH_DATABASE_URL, fmt, median, percentile, type RunFigures } from './support.js';
 
@@ -46,21 +47,13 @@ type Section = (typeof SECTIONS)[number];
 /** A bench server that nothing throttles. */
 const SERVER_ENV = { PHOENIX_RATE_LIMIT_PER_MINUTE: '1000000000' };
 
-const specBody = (name: string, overrides: Record<string, unknown> = {}) => ({
-  name,
-  description: 'api benchmark',
-  baseline: { template: 'process-baseline-v1', params: {} },
-  candidate: { template: 'process-topk-v1', params: { k: 20 } },
-  target: { namespace: 'phoenix-experiments', nodeSelector: { pool: 'a' }, hosts: 3 },
-  durationSeconds: 600,
-  criticalProcesses: ['^postgres$', '^nginx'],
-  successCriteria: {
-    minCardinalityReductionPct: 50,
-    maxCriticalProcessLossPct: 0,
-    maxCollectorCpuOverheadPct: 10,
-  },
-  ...overrides,
-});
+const specBody = (name: string, overrides: Record<string, unknown> = {}) =>
+  validSpec({
+    name,
+    description: 'api benchmark',
+    target: { namespace: 'phoenix-experiments', nodeSelector: { pool: 'a' }, hosts: 3 },
+    ...overrides,
+  });
 
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 const int = (x: number) => Math.round(x).toLocaleString('en-US');

@@ -9,6 +9,7 @@ import {
   type EventMetadata,
   type EventStore,
   type ExpectedVersion,
+  isUnreachableError,
   type NewEvent,
   type Position,
   type ReadAllOptions,
@@ -441,17 +442,9 @@ const sleep = (ms: number) =>
   });
 
 /** Connection-level failures become StoreUnavailableError (a 503 at the API); others pass through. */
-export const unavailableOr = (err: unknown): unknown => {
-  const code = (err as { code?: string }).code ?? '';
-  const message = err instanceof Error ? err.message : String(err);
-  if (
-    ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03'].includes(
-      code,
-    ) ||
-    code.startsWith('08') ||
-    /timeout exceeded when trying to connect|Connection terminated|connection is closed|closed/i.test(message)
-  ) {
-    return new StoreUnavailableError(`database unavailable: ${message}`, { cause: err });
-  }
-  return err;
-};
+export const unavailableOr = (err: unknown): unknown =>
+  err instanceof StoreUnavailableError || !isUnreachableError(err)
+    ? err
+    : new StoreUnavailableError(`database unavailable: ${err instanceof Error ? err.message : String(err)}`, {
+        cause: err,
+      });

@@ -28,7 +28,7 @@ import {
 import { AuthenticationError, type Principal, type Role, roleAtLeast, type TokenService } from '../auth.js';
 import { ConcurrencyConflictError, VersionMismatchError } from '../experiment-commands.js';
 import type { Metrics } from '../metrics.js';
-import { CorruptEventError, StoreUnavailableError, WrongExpectedVersionError } from '../ports/event-store.js';
+import { CorruptEventError, isUnreachableError, WrongExpectedVersionError } from '../ports/event-store.js';
 import { InvalidCursorError } from '../ports/read-models.js';
 import { HttpProblem, type Problem, problemType, titleOf } from './problem.js';
 
@@ -324,24 +324,6 @@ const internalProblem = (request: FastifyRequest): Problem => ({
   detail: `an internal error occurred; quote request id ${request.id}`,
 });
 
-/**
- * A backing service that cannot be reached (connection refused or lost, PostgreSQL shutting down or
- * not accepting connections, a pool that could not connect in time): a 503, never a 500.
- */
-const isUnreachable = (error: unknown): boolean => {
-  const code = String((error as { code?: unknown }).code ?? '');
-  const message = error instanceof Error ? error.message : '';
-  return (
-    ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', '57P01', '57P02', '57P03'].includes(
-      code,
-    ) ||
-    /^08/.test(code) ||
-    /timeout exceeded when trying to connect|Connection terminated|Client has encountered a connection error/i.test(
-      message,
-    )
-  );
-};
-
 export function mapKnownError(
   error: unknown,
 ): { problem: Problem; headers?: Record<string, string> } | undefined {
@@ -381,7 +363,7 @@ export function mapKnownError(
       }),
     };
   }
-  if (error instanceof StoreUnavailableError || isUnreachable(error)) {
+  if (isUnreachableError(error)) {
     return {
       problem: p(503, 'unavailable', 'a backing service is unavailable; nothing was written'),
       headers: { 'retry-after': '5' },

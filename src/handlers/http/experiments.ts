@@ -47,32 +47,35 @@ const uuidParam = z.object({ id: z.uuid({ message: 'must be a UUID' }) });
 const position = z.string().max(64).refine(isPosition, 'must be a position returned by this service');
 const minPositionQuery = z.object({ minPosition: position.optional() });
 
-/** The create body, plus what only the pipelines module can check: templates, params, the rendered config. */
-export const createExperimentSchema = experimentSpecSchema.superRefine((spec, ctx) => {
-  for (const variant of VARIANTS) {
-    for (const e of validateVariant(spec[variant].template, spec[variant].params, spec.criticalProcesses)) {
-      ctx.addIssue({ code: 'custom', path: [variant, ...e.path.split('.')], message: e.message });
+/**
+ * The create body, plus what only the pipelines module can check: templates, params, the rendered
+ * config. Rendering is memoised per distinct variant input (creates repeat the same specs a lot).
+ */
+export function createExperimentSchema() {
+  const cache = new Map<string, readonly { path: string; message: string }[]>();
+  const validateVariant = (template: string, params: unknown, criticalProcesses: readonly string[]) => {
+    const key = JSON.stringify([template, params, criticalProcesses]);
+    const cached = cache.get(key);
+    if (cached) return cached;
+    const rendered = renderVariant({
+      experimentId: '00000000-0000-4000-8000-000000000000',
+      variant: 'baseline',
+      template,
+      params,
+      criticalProcesses: [...criticalProcesses],
+    });
+    const errors = rendered.ok ? [] : rendered.errors;
+    if (cache.size > 1000) cache.clear();
+    cache.set(key, errors);
+    return errors;
+  };
+  return experimentSpecSchema.superRefine((spec, ctx) => {
+    for (const variant of VARIANTS) {
+      for (const e of validateVariant(spec[variant].template, spec[variant].params, spec.criticalProcesses)) {
+        ctx.addIssue({ code: 'custom', path: [variant, ...e.path.split('.')], message: e.message });
+      }
     }
-  }
-});
-
-const validationCache = new Map<string, readonly { path: string; message: string }[]>();
-/** Renders and checks a variant once per distinct input (creates repeat the same specs a lot). */
-function validateVariant(template: string, params: unknown, criticalProcesses: readonly string[]) {
-  const key = JSON.stringify([template, params, criticalProcesses]);
-  const cached = validationCache.get(key);
-  if (cached) return cached;
-  const rendered = renderVariant({
-    experimentId: '00000000-0000-4000-8000-000000000000',
-    variant: 'baseline',
-    template,
-    params,
-    criticalProcesses: [...criticalProcesses],
   });
-  const errors = rendered.ok ? [] : rendered.errors;
-  if (validationCache.size > 1000) validationCache.clear();
-  validationCache.set(key, errors);
-  return errors;
 }
 
 const cancelBody = z.strictObject({ reason: z.string().trim().min(1).max(1000).optional() }).nullish();
@@ -80,6 +83,7 @@ const startBody = z.strictObject({}).nullish();
 
 export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDependencies): Promise<void> {
   const { store, readModels } = deps;
+  const createBody = createExperimentSchema();
 
   /** Runs a command with the contract's Idempotency-Key and If-Match semantics, and answers it. */
   async function runCommand(
@@ -159,7 +163,7 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
       schema: {
         tags: ['experiments'],
         summary: 'Create an experiment (state pending)',
-        body: createExperimentSchema,
+        body: createBody,
         headers: commandHeaders,
       },
     },
