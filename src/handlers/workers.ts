@@ -51,6 +51,7 @@ export interface DeployerWorkerDeps {
   readonly concurrency?: number;
   /** How long a tuned candidate waits for the baseline's usage; default 5 minutes. */
   readonly tuningWaitMs?: number;
+  /** Longest pause between looks at the baseline's usage (they start at 50 ms and double); default 1 s. */
   readonly tuningPollMs?: number;
   /** Where the rendered collectors send OTLP (the render's in-cluster default when absent). */
   readonly otlpEndpoint?: string;
@@ -119,6 +120,8 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
     const waitMs = deps.tuningWaitMs ?? 300_000;
     const deadline = Date.now() + waitMs;
     let logged = false;
+    // The baseline is usually being deployed at the same moment: look again soon, then less often.
+    let pollMs = 50;
     for (;;) {
       const usage = await source.usage(command.experimentId, 'baseline');
       if (usage !== undefined && usage.length > 0)
@@ -131,7 +134,8 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
           "waiting for the baseline's usage to tune the candidate",
         );
       }
-      await sleep(deps.tuningPollMs ?? 1_000, stopping.signal);
+      await sleep(Math.min(pollMs, deps.tuningPollMs ?? 1_000), stopping.signal);
+      pollMs *= 2;
     }
     if (stopping.signal.aborted) throw new Error('worker stopping');
     throw new PermanentDeployFailure(
