@@ -98,6 +98,20 @@ function startWorker(env: Record<string, string>): {
   };
 }
 
+/** Baseline vs minimal on 3 hosts, kubelet critical (every simulated node runs it): a pass. */
+const minimalVsBaseline = (durationSeconds: number) =>
+  validSpec({
+    candidate: { template: 'process-minimal-v1', params: {} },
+    target: { namespace: 'phoenix-experiments', nodeSelector: {}, hosts: 3 },
+    criticalProcesses: ['^kubelet$'],
+    durationSeconds,
+    successCriteria: {
+      minCardinalityReductionPct: 50,
+      maxCriticalProcessLossPct: 0,
+      maxCollectorCpuOverheadPct: 100,
+    },
+  });
+
 describe('lifecycle over NATS with separate worker processes', { skip }, () => {
   let nats: Nats;
   let natsDir: string;
@@ -139,6 +153,13 @@ describe('lifecycle over NATS with separate worker processes', { skip }, () => {
     throw new Error(`${type} not seen for ${id} within ${timeoutMs} ms`);
   };
 
+  /** The experiment's terminal event (completed or failed), whichever comes. */
+  const waitForEnd = (s: () => RunningServer, id: string, timeoutMs = 40_000) =>
+    Promise.race([
+      waitForEvent(s, id, 'ExperimentCompleted', timeoutMs),
+      waitForEvent(s, id, 'ExperimentFailed', timeoutMs),
+    ]);
+
   before(async () => {
     natsDir = mkdtempSync(join(tmpdir(), 'phoenix-nats-'));
     nats = new Nats(await freePort(), natsDir);
@@ -166,23 +187,10 @@ describe('lifecycle over NATS with separate worker processes', { skip }, () => {
   });
 
   it('create → start → running → analyzing → completed, the work done by the worker process', async () => {
-    const spec = validSpec({
-      candidate: { template: 'process-minimal-v1', params: {} },
-      target: { namespace: 'phoenix-experiments', nodeSelector: {}, hosts: 3 },
-      criticalProcesses: ['^kubelet$'],
-      durationSeconds: 1,
-      successCriteria: {
-        minCardinalityReductionPct: 50,
-        maxCriticalProcessLossPct: 0,
-        maxCollectorCpuOverheadPct: 100,
-      },
-    });
+    const spec = minimalVsBaseline(1);
     const { id } = (await api(server, 'POST', '/api/v1/experiments', spec)).json();
     assert.equal((await api(server, 'POST', `/api/v1/experiments/${id}/start`)).status, 202);
-    const end = await Promise.race([
-      waitForEvent(() => server, id, 'ExperimentCompleted'),
-      waitForEvent(() => server, id, 'ExperimentFailed'),
-    ]);
+    const end = await waitForEnd(() => server, id);
     assert.equal(end.type, 'ExperimentCompleted', `${JSON.stringify(end.data)}\n${worker.output()}`);
     const types = (await events(server, id)).map((e) => e.type);
     assert.deepEqual(
@@ -197,27 +205,14 @@ describe('lifecycle over NATS with separate worker processes', { skip }, () => {
   });
 
   it('NATS restarted mid-run: the flow resumes and the experiment completes', async () => {
-    const spec = validSpec({
-      candidate: { template: 'process-minimal-v1', params: {} },
-      target: { namespace: 'phoenix-experiments', nodeSelector: {}, hosts: 3 },
-      criticalProcesses: ['^kubelet$'],
-      durationSeconds: 3,
-      successCriteria: {
-        minCardinalityReductionPct: 50,
-        maxCriticalProcessLossPct: 0,
-        maxCollectorCpuOverheadPct: 100,
-      },
-    });
+    const spec = minimalVsBaseline(3);
     const { id } = (await api(server, 'POST', '/api/v1/experiments', spec)).json();
     await api(server, 'POST', `/api/v1/experiments/${id}/start`);
     await waitForEvent(() => server, id, 'ExperimentRunStarted');
     await nats.stop();
     await new Promise((r) => setTimeout(r, 1500));
     await nats.start();
-    const end = await Promise.race([
-      waitForEvent(() => server, id, 'ExperimentCompleted', 60_000),
-      waitForEvent(() => server, id, 'ExperimentFailed', 60_000),
-    ]);
+    const end = await waitForEnd(() => server, id, 60_000);
     assert.equal(end.type, 'ExperimentCompleted', JSON.stringify(end.data));
     const types = (await events(server, id)).map((e) => e.type);
     assert.equal(types.filter((t) => t === 'ExperimentRunCompleted').length, 1);
@@ -226,26 +221,13 @@ describe('lifecycle over NATS with separate worker processes', { skip }, () => {
 
   it('the server killed with SIGKILL mid-run and restarted: the run ends on time, no step repeated or lost', async () => {
     const duration = 4;
-    const spec = validSpec({
-      candidate: { template: 'process-minimal-v1', params: {} },
-      target: { namespace: 'phoenix-experiments', nodeSelector: {}, hosts: 3 },
-      criticalProcesses: ['^kubelet$'],
-      durationSeconds: duration,
-      successCriteria: {
-        minCardinalityReductionPct: 50,
-        maxCriticalProcessLossPct: 0,
-        maxCollectorCpuOverheadPct: 100,
-      },
-    });
+    const spec = minimalVsBaseline(duration);
     const { id } = (await api(server, 'POST', '/api/v1/experiments', spec)).json();
     await api(server, 'POST', `/api/v1/experiments/${id}/start`);
     const runStarted = await waitForEvent(() => server, id, 'ExperimentRunStarted');
     await server.stop('SIGKILL');
     restarted = await startServer({}, { env });
-    const end = await Promise.race([
-      waitForEvent(() => restarted!, id, 'ExperimentCompleted', 60_000),
-      waitForEvent(() => restarted!, id, 'ExperimentFailed', 60_000),
-    ]);
+    const end = await waitForEnd(() => restarted!, id, 60_000);
     assert.equal(end.type, 'ExperimentCompleted', JSON.stringify(end.data));
     const all = await events(restarted, id);
     const count = (t: string) => all.filter((e) => e.type === t).length;

@@ -261,17 +261,13 @@ export class KubernetesDeployer implements Deployer {
   /** What the variant's pods are waiting on, for a readiness timeout's reason. */
   private async podTrouble(d: VariantDeployment): Promise<string> {
     try {
-      const pods = await this.client.list(
+      const pods = await this.listByLabels(
         'v1',
         'Pod',
         d.namespace,
-        undefined,
-        undefined,
-        undefined,
-        undefined,
         `${LABEL_KEYS.experimentId}=${d.experimentId},${LABEL_KEYS.variant}=${d.variant}`,
       );
-      const troubles = (pods.items as PodLike[]).flatMap((p) =>
+      const troubles = (pods as PodLike[]).flatMap((p) =>
         (p.status?.containerStatuses ?? []).flatMap((c) =>
           c.state?.waiting?.reason
             ? [
@@ -294,17 +290,12 @@ export class KubernetesDeployer implements Deployer {
     for (const { apiVersion, kind } of KINDS) {
       let items: KubernetesObject[];
       try {
-        const list = await this.client.list(
+        items = await this.listByLabels(
           apiVersion,
           kind,
           namespace,
-          undefined,
-          undefined,
-          undefined,
-          undefined,
           `${LABEL_KEYS.experimentId}=${experimentId}`,
         );
-        items = list.items;
       } catch (err) {
         if (isNotFound(err)) continue; // the operator's CRD is not installed
         throw err;
@@ -333,6 +324,22 @@ export class KubernetesDeployer implements Deployer {
     const mode = await this.mode(namespace);
     const { apiVersion, kind } =
       mode === 'operator' ? (KINDS[0] as (typeof KINDS)[0]) : (KINDS[1] as (typeof KINDS)[0]);
+    const items = await this.listByLabels(
+      apiVersion,
+      kind,
+      namespace,
+      `${LABEL_KEYS.experimentId}=${experimentId},${LABEL_KEYS.variant}=${variant}`,
+    );
+    return items.length > 0;
+  }
+
+  /** The objects of a kind in a namespace that carry the given labels (a label selector). */
+  private async listByLabels(
+    apiVersion: string,
+    kind: string,
+    namespace: string,
+    labelSelector: string,
+  ): Promise<KubernetesObject[]> {
     const list = await this.client.list(
       apiVersion,
       kind,
@@ -341,8 +348,8 @@ export class KubernetesDeployer implements Deployer {
       undefined,
       undefined,
       undefined,
-      `${LABEL_KEYS.experimentId}=${experimentId},${LABEL_KEYS.variant}=${variant}`,
+      labelSelector,
     );
-    return list.items.length > 0;
+    return list.items;
   }
 }
