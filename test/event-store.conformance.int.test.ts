@@ -67,7 +67,7 @@ const sqlFixture = (db: TestDatabase, serialTransactions?: string): Fixture => {
       await database!.db
         .transaction()
         .execute(async (tx) => {
-          await sql`select * from phoenix_append_batch(${payload}::jsonb)`.execute(tx);
+          await sql`select * from phoenix_append_each(${payload}::jsonb)`.execute(tx);
           await sql`select pg_sleep(${holdMs / 1000})`.execute(tx);
           if (rollback) throw new RollbackOnPurpose();
         })
@@ -217,6 +217,45 @@ for (const fixture of fixtures) {
       );
       assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
       assert.equal((await store.readStream(s)).length, 1);
+    });
+
+    it('stores in several processes racing to create the same streams: one wins each, the rest learn the version', async () => {
+      const stores = Array.from({ length: 4 }, () => fixture.open());
+      const streams = Array.from({ length: 12 }, () => stream());
+      const results = await Promise.all(
+        stores.map((st) =>
+          Promise.allSettled(
+            // Each store's batches mix contested streams with streams of its own.
+            streams.flatMap((s) => [
+              st.append(s, [newEvent()], 'no_stream'),
+              st.append(stream(), [newEvent()], 'no_stream'),
+            ]),
+          ),
+        ),
+      );
+      for (const [i, s] of streams.entries()) {
+        const mine = results.map((r) => r[i * 2]!);
+        assert.equal(mine.filter((r) => r.status === 'fulfilled').length, 1, s);
+        for (const r of mine) {
+          if (r.status === 'rejected')
+            assert.ok(r.reason instanceof WrongExpectedVersionError, String(r.reason));
+        }
+        assert.equal((await store.readStream(s)).length, 1);
+      }
+      for (const r of results.flat().filter((_, k) => k % 2 === 1)) assert.equal(r.status, 'fulfilled');
+    });
+
+    it('a retry racing its original from other processes is stored once, and every copy is answered the same', async () => {
+      const stores = Array.from({ length: 4 }, () => fixture.open());
+      const s = stream();
+      await store.append(s, [newEvent()], 'no_stream');
+      const batch = [newEvent(), newEvent()];
+      const answers = await Promise.all(
+        stores.flatMap((st) => [st.append(s, batch, 'any'), st.append(s, batch, 1)]),
+      );
+      for (const a of answers) assert.deepEqual(a, answers[0]);
+      assert.equal(answers[0]!.version, 3);
+      assert.equal((await store.readStream(s)).length, 3);
     });
 
     it('an append retried with the same event ids is stored once and answered the same', async () => {

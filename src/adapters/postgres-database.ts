@@ -26,6 +26,12 @@ export interface SqlDatabase {
    * holds it. Used by the projection runner for "one active runner per projection".
    */
   tryAdvisoryLock?(name: string): Promise<AdvisoryLock | undefined>;
+  /**
+   * Runs one statement on a pooled connection, without Kysely: for the event store's hot paths. The
+   * statement is planned for its values each time (an unnamed statement): a named, prepared one would
+   * keep the plan made while its tables were small (a sequential scan) as they grow.
+   */
+  query<R>(text: string, values: readonly unknown[]): Promise<R[]>;
   close(): Promise<void>;
 }
 
@@ -69,6 +75,10 @@ export function openPostgres(options: PostgresOptions): SqlDatabase {
   return {
     kind: 'postgres',
     db,
+    async query<R>(text: string, values: readonly unknown[]) {
+      const { rows } = await pool.query(text, [...values]);
+      return rows as R[];
+    },
     async listen(channel, onNotify) {
       let client: pg.Client | undefined;
       let stopped = false;
@@ -169,11 +179,20 @@ export function openPostgres(options: PostgresOptions): SqlDatabase {
 export async function openPGlite(dataDir: string | undefined): Promise<SqlDatabase> {
   if (dataDir) mkdirSync(dataDir, { recursive: true });
   const pglite = await PGlite.create(dataDir ? { dataDir } : {});
-  const db = new Kysely({ dialect: new PostgresDialect({ pool: new PGlitePool(pglite) }) });
+  const pool = new PGlitePool(pglite);
+  const db = new Kysely({ dialect: new PostgresDialect({ pool }) });
   const held = new Map<string, AbortController>();
   return {
     kind: 'pglite',
     db,
+    async query<R>(text: string, values: readonly unknown[]) {
+      const client = await pool.connect();
+      try {
+        return (await client.query<R>(text, values)).rows;
+      } finally {
+        client.release();
+      }
+    },
     async listen() {
       return async () => undefined;
     },

@@ -21,13 +21,14 @@ import {
   type SubscriptionMessage,
   WrongExpectedVersionError,
 } from '../handlers/ports/event-store.js';
+import { Batcher } from './batcher.js';
 import type { SqlDatabase } from './postgres-database.js';
 
 /**
  * The event store on PostgreSQL or PGlite (schema: migrations/001_event_store.sql).
  *
  * - Appends are idempotent on event id; concurrent appends share one round trip and one commit
- *   (`phoenix_append_batch`), each still checked against its own expected version.
+ *   (APPEND_BATCH, a prepared statement), each still checked against its own expected version.
  * - Log order is (transaction_id, global_position); readers only take rows of transactions older
  *   than every running one, so an event whose transaction commits late is never skipped.
  * - Subscribers in this process are woken directly after each append; subscribers in other processes
@@ -53,12 +54,80 @@ interface PendingAppend<E extends AnyEvent> {
   reject(err: unknown): void;
 }
 
+interface PendingRead<E extends AnyEvent> {
+  readonly streamId: string;
+  resolve(events: StoredEvent<E>[]): void;
+  reject(err: unknown): void;
+}
+
 interface BatchRow {
   out_index: number;
   out_status: 'ok' | 'idempotent' | 'wrong_version' | 'duplicate_id';
   out_version: string | null;
   out_position: string | null;
 }
+
+/** `expected` as the append statement takes it: null for any, -1 for stream exists, else a version. */
+const expectedCode = (expected: ExpectedVersion): number | null =>
+  expected === 'any' ? null : expected === 'no_stream' ? 0 : expected === 'stream_exists' ? -1 : expected;
+
+/**
+ * The fast path of an append batch: one statement (no PL/pgSQL, whose statements each cost a plan on
+ * every call). Each append names a
+ * different stream (the pump sees to it), so each is decided on its own against its stream's
+ * version, locked in stream order so that two batches do not deadlock. A stream that a concurrent
+ * batch creates first, or an event id stored already with a version that still matches, breaks a
+ * unique index and fails the statement; the caller then writes the appends one at a time. An append
+ * refused for its version may be the retry of one that a concurrent batch stored while this one
+ * waited for the stream's lock, after this statement's snapshot: the careful path,
+ * `phoenix_append_each`, in a transaction of its own, tells a retry (answered as the first time)
+ * from a clash of ids and from a plain wrong version.
+ */
+const APPEND_BATCH = `
+WITH input AS (
+  SELECT x.i, x.stream, x.expected, x.events, jsonb_array_length(x.events) AS n
+    FROM jsonb_to_recordset($1::jsonb) AS x(i int, stream text, expected int8, events jsonb)
+),
+locked AS (
+  SELECT s.stream_id, s.version FROM phoenix_streams s
+   WHERE s.stream_id = ANY (ARRAY(SELECT input.stream FROM input))
+   ORDER BY s.stream_id
+     FOR UPDATE
+),
+decided AS (
+  SELECT i.i, i.stream, i.n, i.events, coalesce(l.version, 0) AS cur,
+         CASE WHEN i.expected IS NULL THEN true
+              WHEN i.expected = -1 THEN coalesce(l.version, 0) > 0
+              ELSE coalesce(l.version, 0) = i.expected END AS ok
+    FROM input i LEFT JOIN locked l ON l.stream_id = i.stream
+),
+streams AS (
+  INSERT INTO phoenix_streams AS st (stream_id, version)
+  SELECT d.stream, d.cur + d.n FROM decided d WHERE d.ok ORDER BY d.stream
+  ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version
+),
+inserted AS (
+  INSERT INTO phoenix_events (stream_id, version, event_id, type, data, metadata)
+  SELECT d.stream, d.cur + e.ord, (e.x -> 'metadata' ->> 'eventId')::uuid, e.x ->> 'type', e.x -> 'data', e.x -> 'metadata'
+    FROM decided d, jsonb_array_elements(d.events) WITH ORDINALITY AS e(x, ord)
+   WHERE d.ok
+   ORDER BY d.i, e.ord
+  RETURNING stream_id, version, transaction_id, global_position
+)
+SELECT d.i AS out_index,
+       CASE WHEN d.ok THEN 'ok' ELSE 'wrong_version' END AS out_status,
+       (CASE WHEN d.ok THEN d.cur + d.n ELSE d.cur END)::text AS out_version,
+       (SELECT lpad(x.transaction_id::text, 20, '0') || '-' || lpad(x.global_position::text, 20, '0')
+          FROM inserted x
+         WHERE x.stream_id = d.stream AND x.version = d.cur + d.n) AS out_position
+  FROM decided d
+ ORDER BY d.i`;
+
+/** Whole streams, for a batch of reads: `$1` the stream ids. */
+const READ_STREAMS = `SELECT stream_id, version::int8::text AS version,
+  lpad(transaction_id::text, 20, '0') || '-' || lpad(global_position::text, 20, '0') AS position,
+  type, data, metadata, recorded_at
+  FROM phoenix_events WHERE stream_id = ANY ($1::text[]) ORDER BY stream_id, version`;
 
 const POSITION = /^(\d{20})-(\d{20})$/;
 
@@ -98,10 +167,10 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
   readonly #wake = new EventEmitter();
   readonly #idlePollMs: number;
   readonly #channel: string;
-  readonly #pending: PendingAppend<E>[] = [];
-  readonly #maxInFlight: number;
-  readonly #maxBatch: number;
-  #inFlight = 0;
+  /** Group commit: appends made together go in one statement and one commit (see Batcher). */
+  readonly #appends: Batcher<PendingAppend<E>>;
+  /** Whole-stream reads made together go in one query. */
+  readonly #reads: Batcher<PendingRead<E>>;
   #notifyTimer: NodeJS.Timeout | undefined;
   #notifyPending = false;
   #stopListening: Promise<() => Promise<void>> | undefined;
@@ -115,38 +184,77 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     this.#codec = options.codec;
     this.#idlePollMs = options.idlePollMs ?? 1_000;
     this.#channel = options.channel ?? 'phoenix_events';
-    this.#maxInFlight = database.kind === 'pglite' ? 1 : (options.maxConcurrentBatches ?? 2);
-    this.#maxBatch = options.maxBatch ?? 64;
+    const maxInFlight = database.kind === 'pglite' ? 1 : (options.maxConcurrentBatches ?? 2);
+    const maxBatch = options.maxBatch ?? 64;
+    // One append per stream in a batch: a second one waits for the next, where it sees the first's
+    // version.
+    this.#appends = new Batcher((batch) => this.#writeBatch(batch), {
+      maxInFlight,
+      maxBatch,
+      admit: (a, batch) => !batch.some((b) => b.streamId === a.streamId),
+    });
+    this.#reads = new Batcher((batch) => this.#readBatch(batch), { maxInFlight, maxBatch });
     this.#wake.setMaxListeners(0);
   }
 
   append(streamId: string, events: readonly NewEvent<E>[], expected: ExpectedVersion): Promise<AppendResult> {
     if (events.length === 0) return this.#currentVersion(streamId, expected);
     return new Promise((resolve, reject) => {
-      this.#pending.push({ streamId, events, expected, resolve, reject });
-      this.#pump();
+      this.#appends.push({ streamId, events, expected, resolve, reject });
     });
-  }
-
-  /**
-   * Group commit: appends that arrive while `maxInFlight` batches are being written wait and go
-   * together in the next batch, one transaction and one commit for all of them. Under light load
-   * every append is its own batch, so nothing waits for a timer.
-   */
-  #pump(): void {
-    while (this.#inFlight < this.#maxInFlight && this.#pending.length > 0) {
-      const batch = this.#pending.splice(0, this.#maxBatch);
-      this.#inFlight++;
-      void this.#writeBatch(batch).finally(() => {
-        this.#inFlight--;
-        this.#pump();
-      });
-    }
   }
 
   async #writeBatch(batch: PendingAppend<E>[]): Promise<void> {
     const payload = JSON.stringify(
-      batch.map((a) => ({
+      batch.map((a, i) => ({
+        i,
+        stream: a.streamId,
+        expected: expectedCode(a.expected),
+        events: a.events.map((e) => ({ type: e.type, data: e.data, metadata: e.metadata })),
+      })),
+    );
+    let rows: BatchRow[];
+    try {
+      rows = await this.database.query<BatchRow>(APPEND_BATCH, [payload]);
+    } catch (err) {
+      const failure = unavailableOr(err);
+      const code = (failure as { code?: string }).code;
+      if (failure instanceof StoreUnavailableError || (code !== '23505' && code !== '40P01')) {
+        for (const a of batch) a.reject(failure);
+      } else if (batch.length > 1) {
+        // One append broke a unique index (a concurrent batch created its stream first, or its event
+        // ids are stored) and took the batch with it: write them one by one so only that one fails.
+        await Promise.all(batch.map((a) => this.#writeBatch([a])));
+      } else {
+        await this.#appendEach(batch);
+      }
+      return;
+    }
+    let wrote = false;
+    const recheck: PendingAppend<E>[] = [];
+    for (const row of rows) {
+      const a = batch[row.out_index];
+      if (!a) continue;
+      switch (row.out_status) {
+        case 'ok':
+          wrote = true;
+          a.resolve({ version: Number(row.out_version), position: row.out_position! });
+          break;
+        default:
+          recheck.push(a);
+      }
+    }
+    if (wrote) this.#announce();
+    await Promise.all(recheck.map((a) => this.#appendEach([a])));
+  }
+
+  /**
+   * The careful path (`phoenix_append_each`): appends one at a time, each answered precisely: a
+   * retry of an append already stored as the first time, a clash of event ids, a wrong version.
+   */
+  async #appendEach(appends: readonly PendingAppend<E>[]): Promise<void> {
+    const payload = JSON.stringify(
+      appends.map((a) => ({
         stream: a.streamId,
         expected: String(a.expected),
         events: a.events.map((e) => ({ type: e.type, data: e.data, metadata: e.metadata })),
@@ -156,21 +264,14 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     try {
       ({ rows } = await sql<BatchRow>`
         select out_index, out_status, out_version::text as out_version, out_position
-        from phoenix_append_batch(${payload}::jsonb)`.execute(this.#db));
+        from phoenix_append_each(${payload}::jsonb)`.execute(this.#db));
     } catch (err) {
-      const failure = unavailableOr(err);
-      if (failure instanceof StoreUnavailableError || batch.length === 1) {
-        for (const a of batch) this.#settleFailure(a, failure);
-        return;
-      }
-      // Something in one append failed the whole batch (a concurrent retry of the same event ids,
-      // say): write them one by one so only that one fails.
-      await Promise.all(batch.map((a) => this.#writeBatch([a])));
+      for (const a of appends) this.#settleFailure(a, unavailableOr(err));
       return;
     }
     let wrote = false;
     for (const row of rows) {
-      const a = batch[row.out_index];
+      const a = appends[row.out_index];
       if (!a) continue;
       switch (row.out_status) {
         case 'ok':
@@ -190,7 +291,7 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     if (wrote) this.#announce();
   }
 
-  /** A batch of one failed outright: a concurrent retry of this same append may have won. */
+  /** The careful path failed outright: a concurrent retry of this same append may have won. */
   #settleFailure(a: PendingAppend<E>, err: unknown): void {
     if ((err as { code?: string }).code !== '23505') {
       a.reject(err);
@@ -230,7 +331,43 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     return { version: actual, position: await this.head() };
   }
 
-  async readStream(streamId: string, options: ReadStreamOptions = {}): Promise<StoredEvent<E>[]> {
+  readStream(streamId: string, options: ReadStreamOptions = {}): Promise<StoredEvent<E>[]> {
+    const whole =
+      (options.fromVersion ?? 1) <= 1 &&
+      options.toVersion === undefined &&
+      options.until === undefined &&
+      options.limit === undefined;
+    if (!whole) return this.#readRange(streamId, options);
+    // The command path's read: batched with the others made at the same time.
+    return new Promise((resolve, reject) => this.#reads.push({ streamId, resolve, reject }));
+  }
+
+  async #readBatch(batch: PendingRead<E>[]): Promise<void> {
+    const streams = [...new Set(batch.map((r) => r.streamId))];
+    let rows: EventRow[];
+    try {
+      rows = await this.database.query<EventRow>(READ_STREAMS, [streams]);
+    } catch (err) {
+      for (const r of batch) r.reject(unavailableOr(err));
+      return;
+    }
+    const byStream = new Map<string, EventRow[]>();
+    for (const row of rows) {
+      const list = byStream.get(row.stream_id);
+      if (list) list.push(row);
+      else byStream.set(row.stream_id, [row]);
+    }
+    // Each caller gets events of its own (decoded once per caller: callers may keep and change them).
+    for (const r of batch) {
+      try {
+        r.resolve((byStream.get(r.streamId) ?? []).map((row) => this.#decode(row)));
+      } catch (err) {
+        r.reject(err);
+      }
+    }
+  }
+
+  async #readRange(streamId: string, options: ReadStreamOptions): Promise<StoredEvent<E>[]> {
     const from = options.fromVersion ?? 1;
     const to = options.toVersion ?? null;
     const until = options.until ?? null;
