@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { EsdbEventStore } from '../src/adapters/esdb-event-store.js';
 import type { SqlDatabase } from '../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
@@ -36,6 +37,11 @@ interface Fixture {
     holdMs: number,
     rollback: boolean,
   ): Promise<void>;
+  /**
+   * Opens a transaction that holds a transaction id in another database of the same server, for as
+   * long as the returned function is not called; a reason string when there is no such database.
+   */
+  foreignTransaction?(): Promise<(() => Promise<void>) | string>;
   /** Why transactions of this store cannot overlap, if they cannot. */
   readonly serialTransactions?: string;
 }
@@ -61,6 +67,26 @@ const sqlFixture = (db: TestDatabase, serialTransactions?: string): Fixture => {
       );
       stores.push(store as unknown as EventStore<AnyEvent>);
       return store;
+    },
+    async foreignTransaction() {
+      const url = (database as { url?: string } | undefined)?.url;
+      if (!url) return 'no server: the embedded database is the only one';
+      const other = new URL(url);
+      const name = other.pathname.slice(1) === 'postgres' ? 'template1' : 'postgres';
+      other.pathname = `/${name}`;
+      other.searchParams.delete('options');
+      const client = new pg.Client({ connectionString: other.toString() });
+      try {
+        await client.connect();
+      } catch (err) {
+        return `cannot reach database '${name}' on the same server: ${(err as Error).message}`;
+      }
+      await client.query('begin');
+      await client.query('select pg_current_xact_id()');
+      return async () => {
+        await client.query('rollback');
+        await client.end();
+      };
     },
     async slowAppend(streamId, events, holdMs, rollback) {
       const payload = JSON.stringify([{ stream: streamId, expected: 'any', events }]);
@@ -440,6 +466,27 @@ for (const fixture of fixtures) {
       assert.deepEqual(new Set(ids), committed, 'every committed event, and no rolled-back one');
       for (let i = 1; i < seen.length; i++)
         assert.ok(seen[i - 1]!.position < seen[i]!.position, 'in position order');
+    });
+
+    it('a long transaction in another database of the server holds no reader back', {
+      skip: fixture.foreignTransaction ? undefined : `${fixture.name} has no neighbouring databases`,
+    }, async (t) => {
+      const release = await fixture.foreignTransaction!();
+      if (typeof release === 'string') return t.skip(release);
+      try {
+        const from = await store.head();
+        const s = stream();
+        const e = newEvent();
+        await store.append(s, [e], 'no_stream');
+        const read = await store.readAll({ after: from, limit: 100, streamPrefix: s });
+        assert.deepEqual(
+          read.map((x) => x.metadata.eventId),
+          [e.metadata.eventId],
+        );
+        assert.ok((await store.head()) > from);
+      } finally {
+        await release();
+      }
     });
 
     it('an event whose position is taken first but commits last is delivered, after the earlier ones', {

@@ -393,7 +393,7 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
       const { rows } = await sql<EventRow>`
         select ${SELECT_EVENT} from phoenix_events
         where (transaction_id, global_position) > (${txid}::xid8, ${pos}::int8)
-          and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+          and transaction_id < phoenix_log_horizon()
           and (${prefix}::text is null or stream_id like ${prefix}::text)
         order by transaction_id, global_position
         limit ${options.limit}`.execute(this.#db);
@@ -408,7 +408,7 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
       const { rows } = await sql<{ position: string }>`
         select lpad(transaction_id::text, 20, '0') || '-' || lpad(global_position::text, 20, '0') as position
         from phoenix_events
-        where transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+        where transaction_id < phoenix_log_horizon()
         order by transaction_id desc, global_position desc
         limit 1`.execute(this.#db);
       return rows[0]?.position ?? START;
@@ -436,7 +436,7 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     const { rows } = await sql<{ held: boolean }>`
       select exists (
         select 1 from phoenix_events
-        where transaction_id >= pg_snapshot_xmin(pg_current_snapshot())
+        where transaction_id >= phoenix_log_horizon()
           and (transaction_id, global_position) > (${txid}::xid8, ${pos}::int8)
       ) as held`.execute(this.#db);
     return rows[0]?.held ?? false;
