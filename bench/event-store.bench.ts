@@ -5,14 +5,16 @@ import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
 import type { ExperimentCommand, ExperimentEvent } from '../src/domain/experiment.js';
 import type { ExperimentSpec } from '../src/domain/experiment-spec.js';
 import { experimentCodec } from '../src/handlers/experiment-codec.js';
-import { handleExperimentCommand } from '../src/handlers/experiment-commands.js';
+import { handleExperimentCommand, KnownStreams } from '../src/handlers/experiment-commands.js';
 import type { NewEvent } from '../src/handlers/ports/event-store.js';
 import { BENCH_DATABASE_URL, benchDatabase, drive, rounds } from './support.js';
 
 /**
  * Issue 2's benchmark, against the local PostgreSQL:
  * - single-event appends from 16 concurrent writers (each to its own stream, exact expected version);
- * - read → decide → append commands with expected versions, 16 concurrent, through the real handler.
+ * - read → decide → append commands with expected versions, 16 concurrent, through the real handler;
+ * - the same commands as the server runs them, on the state it knows (KnownStreams), reading only
+ *   when the append says the stream moved on.
  */
 const WRITERS = 16;
 const APPENDS = Number(process.env.BENCH_APPENDS ?? 20_000);
@@ -89,25 +91,33 @@ export async function run(): Promise<void> {
         s.version = r.version;
       });
     });
-    const commands = await rounds(
-      'commands (read → decide → append, 16 writers)',
-      'commands',
-      ROUNDS,
-      async () => {
+    const commandRounds = (label: string, known: () => KnownStreams | undefined) =>
+      rounds(label, 'commands', ROUNDS, async () => {
         const mine = Array.from({ length: WRITERS }, () => ({ id: randomUUID(), step: 0 }));
+        const cache = known();
         return drive(COMMANDS, WRITERS, async (w) => {
           const m = mine[w]!;
           if (m.step > 0 && m.step % 5 === 0) m.id = randomUUID();
-          await handleExperimentCommand(store, m.id, lifecycle(m.id, m.step), {
-            actor: 'bench',
-            correlationId: randomUUID(),
-          });
+          await handleExperimentCommand(
+            store,
+            m.id,
+            lifecycle(m.id, m.step),
+            { actor: 'bench', correlationId: randomUUID() },
+            cache ? { known: cache } : {},
+          );
           m.step++;
         });
-      },
+      });
+    // Every command reads its stream first (what another process's command does).
+    const commands = await commandRounds('commands (read → decide → append, 16 writers)', () => undefined);
+    // As the server runs them: decided on what this process knows, appended at that version, read
+    // only when the store says the stream moved on.
+    const knownCommands = await commandRounds(
+      'commands (known state → decide → append, 16 writers)',
+      () => new KnownStreams(),
     );
     console.log(
-      `ratios to the raw INSERT ceiling: appends ${(appends.perSecond / ceiling.perSecond).toFixed(2)}, commands ${(commands.perSecond / ceiling.perSecond).toFixed(2)}`,
+      `ratios to the raw INSERT ceiling: appends ${(appends.perSecond / ceiling.perSecond).toFixed(2)}, commands ${(commands.perSecond / ceiling.perSecond).toFixed(2)}, commands on known state ${(knownCommands.perSecond / ceiling.perSecond).toFixed(2)}`,
     );
   } finally {
     await store.close();

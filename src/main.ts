@@ -13,7 +13,7 @@ import type { ExperimentEvent } from './domain/experiment.js';
 import { TokenService } from './handlers/auth.js';
 import { createBus, createWorkerAdapters } from './handlers/cli-workers.js';
 import { experimentCodec } from './handlers/experiment-codec.js';
-import { STREAM_PREFIX } from './handlers/experiment-commands.js';
+import { KnownStreams, STREAM_PREFIX } from './handlers/experiment-commands.js';
 import { applySagaEvents, DEFAULT_SAGA_TIMEOUTS, SagaEffects } from './handlers/experiment-saga.js';
 import { buildApp } from './handlers/http/app.js';
 import { auditRoutes } from './handlers/http/audit.js';
@@ -90,7 +90,9 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
   // The lifecycle saga: a checkpointed subscriber (one active instance across processes, never run by
   // a rebuild) decides; SagaEffects carries its decisions out over the bus.
   const bus = await createBus(config, logger, { prefix: config.PHOENIX_NATS_PREFIX });
-  const sagaEffects = new SagaEffects({ db: database.db, store, bus, logger, metrics });
+  // One view of recently decided experiments for the API and the saga, which take turns on them.
+  const known = new KnownStreams();
+  const sagaEffects = new SagaEffects({ db: database.db, store, bus, logger, metrics, known });
   const sagaRunner = new ProjectionRunner<ExperimentEvent>({
     database,
     store,
@@ -133,6 +135,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
           metrics,
           clock: () => new Date(),
           newId: () => randomUUID(),
+          known,
         }),
       (scope) => auditRoutes(scope, { readModels, catchUp }),
       (scope) => liveRoutes(scope, { hub }),

@@ -9,6 +9,7 @@ import {
 } from '../domain/experiment.js';
 import { currentSchemaVersion } from '../domain/upcasters.js';
 import {
+  type AppendResult,
   type EventStore,
   type NewEvent,
   type Position,
@@ -79,6 +80,59 @@ export const foldStream = (events: readonly StoredEvent<ExperimentEvent>[]): Exp
   return state;
 };
 
+/** What this process last knew of an experiment's stream: enough to decide without reading it. */
+interface KnownStream {
+  readonly version: number;
+  readonly state: Experiment;
+  readonly position: Position;
+  /** Every event id in the stream up to `version`: a command that already ran is found here. */
+  readonly eventIds: ReadonlySet<string>;
+}
+
+/**
+ * The experiments this process decided on lately, by stream (least recently used go first). A
+ * command on one of them decides on what is known and appends with that version as the expected
+ * one, skipping the read: the store refuses the append if anything was written since (by another
+ * process, say), and the command then reads and decides again. Only a command that writes trusts
+ * it: one that the known state refuses or that changes nothing is decided again on a fresh read.
+ */
+export class KnownStreams {
+  readonly #entries = new Map<string, KnownStream>();
+  constructor(readonly capacity = 10_000) {}
+
+  get(streamId: string): KnownStream | undefined {
+    const known = this.#entries.get(streamId);
+    if (known) {
+      this.#entries.delete(streamId);
+      this.#entries.set(streamId, known);
+    }
+    return known;
+  }
+
+  set(streamId: string, known: KnownStream): void {
+    this.#entries.delete(streamId);
+    this.#entries.set(streamId, known);
+    if (this.#entries.size > this.capacity) {
+      this.#entries.delete(this.#entries.keys().next().value!);
+    }
+  }
+
+  forget(streamId: string): void {
+    this.#entries.delete(streamId);
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+}
+
+export interface CommandOptions {
+  readonly maxAttempts?: number;
+  readonly onConflict?: () => void;
+  /** Streams this process knows, to decide without reading them first. */
+  readonly known?: KnownStreams;
+}
+
 /**
  * load → fold → decide → append with the expected version. A lost race re-runs the whole cycle, at
  * most `maxAttempts` times; domain errors pass through untouched for the edge to map.
@@ -88,10 +142,12 @@ export async function handleExperimentCommand(
   experimentId: string,
   command: ExperimentCommand,
   context: CommandContext,
-  options: { maxAttempts?: number; onConflict?: () => void } = {},
+  options: CommandOptions = {},
 ): Promise<CommandResult> {
-  const { maxAttempts = 5, onConflict } = options;
+  const { maxAttempts = 5, onConflict, known } = options;
   const streamId = streamIdOf(experimentId);
+  const fromKnown = known ? await decideOnKnown(store, streamId, experimentId, command, context, known) : undefined;
+  if (fromKnown) return fromKnown;
   for (let attempt = 1; ; attempt++) {
     // A creation first tries without reading: a new stream has nothing to read, and the append's
     // no_stream check (or the store's idempotency on event ids) catches every other case, which then
@@ -129,6 +185,13 @@ export async function handleExperimentCommand(
       throw new VersionMismatchError(context.expectedVersion, version);
     }
     const state = foldStream(history);
+    const read: KnownStream = {
+      version,
+      state,
+      position: lastPosition,
+      eventIds: new Set(history.map((e) => e.metadata.eventId)),
+    };
+    known?.set(streamId, read);
     const events = decide(command, state);
     if (events.length === 0) {
       return {
@@ -141,29 +204,21 @@ export async function handleExperimentCommand(
       };
     }
 
-    const toAppend: NewEvent<ExperimentEvent>[] = events.map((event, i) => ({
-      type: event.type,
-      data: event.data,
-      metadata: {
-        eventId: context.commandId !== undefined ? deriveEventId(context.commandId, i) : randomUUID(),
-        actor: context.actor,
-        correlationId: context.correlationId,
-        causationId: context.causationId ?? null,
-        occurredAt: command.at,
-        schemaVersion: currentSchemaVersion(event.type),
-      },
-    }));
+    const toAppend = eventsToAppend(command, events, context);
     try {
       const result = await store.append(streamId, toAppend, version === 0 ? 'no_stream' : version);
+      const after = events.reduce(evolve, state);
+      remember(known, streamId, read, after, result, toAppend);
       return {
         experimentId,
         previousStatus: state.status,
-        state: events.reduce(evolve, state),
+        state: after,
         version: result.version,
         position: result.position,
         written: events,
       };
     } catch (err) {
+      known?.forget(streamId);
       if (!(err instanceof WrongExpectedVersionError)) throw err;
       if (optimistic) continue; // the stream exists: decide again on what it holds
       onConflict?.();
@@ -174,4 +229,91 @@ export async function handleExperimentCommand(
       }
     }
   }
+}
+
+/** Builds the events a command appends, with their metadata. */
+const eventsToAppend = (
+  command: ExperimentCommand,
+  events: readonly ExperimentEvent[],
+  context: CommandContext,
+): NewEvent<ExperimentEvent>[] =>
+  events.map((event, i) => ({
+    type: event.type,
+    data: event.data,
+    metadata: {
+      eventId: context.commandId !== undefined ? deriveEventId(context.commandId, i) : randomUUID(),
+      actor: context.actor,
+      correlationId: context.correlationId,
+      causationId: context.causationId ?? null,
+      occurredAt: command.at,
+      schemaVersion: currentSchemaVersion(event.type),
+    },
+  }));
+
+/** After an append: what the stream now holds, if its version follows on from what was known. */
+function remember(
+  known: KnownStreams | undefined,
+  streamId: string,
+  before: KnownStream,
+  state: Experiment,
+  result: AppendResult,
+  appended: readonly NewEvent<ExperimentEvent>[],
+): void {
+  if (!known) return;
+  if (before.version + appended.length !== result.version) {
+    known.forget(streamId);
+    return;
+  }
+  const ids = new Set(before.eventIds);
+  for (const e of appended) ids.add(e.metadata.eventId);
+  known.set(streamId, { version: result.version, state, position: result.position, eventIds: ids });
+}
+
+/**
+ * The fast path: decide on the known state and append at the known version. Undefined when it does
+ * not apply (nothing known, a repeat of a command, an If-Match, a refusal or a no-op on the known
+ * state) or when the stream has moved on: the caller then reads and decides as usual.
+ */
+async function decideOnKnown(
+  store: EventStore<ExperimentEvent>,
+  streamId: string,
+  experimentId: string,
+  command: ExperimentCommand,
+  context: CommandContext,
+  known: KnownStreams,
+): Promise<CommandResult | undefined> {
+  const entry = known.get(streamId);
+  if (!entry || context.expectedVersion !== undefined) return undefined;
+  if (context.commandId !== undefined && entry.eventIds.has(deriveEventId(context.commandId, 0))) return undefined;
+  let events: ExperimentEvent[];
+  try {
+    events = decide(command, entry.state);
+  } catch {
+    return undefined; // refused on what is known: make sure on what is stored
+  }
+  if (events.length === 0) return undefined;
+  const toAppend = eventsToAppend(command, events, context);
+  let result: AppendResult;
+  try {
+    result = await store.append(streamId, toAppend, entry.version === 0 ? 'no_stream' : entry.version);
+  } catch (err) {
+    known.forget(streamId);
+    if (err instanceof WrongExpectedVersionError) return undefined;
+    throw err;
+  }
+  if (result.version !== entry.version + toAppend.length) {
+    // The store answered a retry of events it already holds: the normal path answers repeats.
+    known.forget(streamId);
+    return undefined;
+  }
+  const state = events.reduce(evolve, entry.state);
+  remember(known, streamId, entry, state, result, toAppend);
+  return {
+    experimentId,
+    previousStatus: entry.state.status,
+    state,
+    version: result.version,
+    position: result.position,
+    written: events,
+  };
 }

@@ -10,7 +10,13 @@ import {
   RunNotFinishedError,
 } from '../domain/experiment.js';
 import type { ExperimentSpec, Variant } from '../domain/experiment-spec.js';
-import { experimentIdOf, foldStream, handleExperimentCommand, streamIdOf } from './experiment-commands.js';
+import {
+  experimentIdOf,
+  foldStream,
+  handleExperimentCommand,
+  type KnownStreams,
+  streamIdOf,
+} from './experiment-commands.js';
 import type { Metrics } from './metrics.js';
 import {
   type AnalyzeExperiment,
@@ -247,6 +253,8 @@ export interface SagaEffectsDependencies {
   readonly metrics?: Pick<Metrics, 'stateTransitionDuration' | 'lockContention'>;
   /** Longest sleep between looks at the outbox and the timers when nothing wakes the loops. */
   readonly idleMs?: number;
+  /** Streams this process decided on lately: commands on them skip the read (see KnownStreams). */
+  readonly known?: KnownStreams;
 }
 
 /** Carries out what the saga decided: outbox → bus, due timers → commands, results → commands. */
@@ -493,7 +501,10 @@ export class SagaEffects {
         experimentId,
         command,
         { actor: SAGA_ACTOR, correlationId, causationId, commandId },
-        { onConflict: () => metrics?.lockContention.labels('experiment').inc() },
+        {
+          onConflict: () => metrics?.lockContention.labels('experiment').inc(),
+          ...(this.#deps.known ? { known: this.#deps.known } : {}),
+        },
       );
       if (metrics && result.written.length > 0 && result.state.status !== result.previousStatus) {
         metrics.stateTransitionDuration

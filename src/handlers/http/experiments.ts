@@ -17,6 +17,7 @@ import {
   type CommandResult,
   deriveEventId,
   handleExperimentCommand,
+  type KnownStreams,
   streamIdOf,
 } from '../experiment-commands.js';
 import { eventsUpTo, eventView, stateView } from '../experiment-views.js';
@@ -39,6 +40,8 @@ export interface ExperimentRoutesDependencies {
   readonly metrics: Metrics;
   readonly clock: () => Date;
   readonly newId: () => string;
+  /** Streams this process decided on lately: commands on them skip the read (see KnownStreams). */
+  readonly known?: KnownStreams;
 }
 
 const MIN_POSITION_WAIT_MS = 5_000;
@@ -135,6 +138,7 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
     try {
       result = await handleExperimentCommand(store, experimentId, command, context, {
         onConflict: () => deps.metrics.lockContention.labels('experiment').inc(),
+        ...(deps.known ? { known: deps.known } : {}),
       });
     } catch (err) {
       const from = err instanceof InvalidTransitionError ? err.actual : 'unknown';
