@@ -38,6 +38,8 @@ interface Trace {
   readonly at: Map<string, number>;
   readonly candidate: string;
   deployed: number[];
+  /** When this bench saw each bus message of the experiment on NATS (first of its kind). */
+  readonly bus: Map<string, number>;
   terminal?: { type: string; receivedAt: number; reason?: string };
 }
 
@@ -52,6 +54,9 @@ interface RoundFigures {
   readonly runningToRunCompleted: number[];
   readonly runCompletedToEnd: number[];
   readonly startAnswersMs: number;
+  /** started → each deploy command on the bus; command → its answer on the bus. */
+  readonly startedToDeploySent: number[];
+  readonly deploySentToAnswered: number[];
 }
 
 const stats = (xs: number[]) => {
@@ -90,12 +95,42 @@ async function feed(server: BenchServer, token: string, traces: Map<string, Trac
   return socket;
 }
 
-async function oneRound(server: BenchServer, round: number): Promise<RoundFigures> {
+/**
+ * Watches the server's bus subjects (a plain NATS subscription sees what JetStream stores) and notes
+ * when each deploy command and each answer passed, to split started → running into the saga's part
+ * (started → command sent), the worker's (command → answer) and the rest.
+ */
+async function busTap(prefix: string, traces: Map<string, Trace>) {
+  const nc = await connect({ servers: BENCH_NATS_URL, name: 'phoenix-lifecycle-bench-tap' });
+  const sub = nc.subscribe(`${prefix}.>`);
+  void (async () => {
+    for await (const m of sub) {
+      const seenAt = wallNow();
+      try {
+        const b = JSON.parse(new TextDecoder().decode(m.data)) as {
+          type?: string;
+          experimentId?: string;
+          variant?: string;
+        };
+        const trace = b.experimentId ? traces.get(b.experimentId) : undefined;
+        if (!trace || !b.type) continue;
+        const key = b.variant ? `${b.type}:${b.variant}` : b.type;
+        if (!trace.bus.has(key)) trace.bus.set(key, seenAt);
+      } catch {
+        // not one of ours
+      }
+    }
+  })();
+  return { close: () => nc.close() };
+}
+
+async function oneRound(server: BenchServer, round: number, prefix: string): Promise<RoundFigures> {
   const operator = await server.token('operator');
   const viewer = await server.token('viewer');
   const headers = { authorization: `Bearer ${operator}`, 'content-type': 'application/json' };
   const traces = new Map<string, Trace>();
   const socket = await feed(server, viewer, traces);
+  const tap = await busTap(prefix, traces);
   try {
     // Create them all (16 at a time), then start them all at once.
     const ids: string[] = [];
@@ -120,7 +155,12 @@ async function oneRound(server: BenchServer, round: number): Promise<RoundFigure
           });
           const body = (await res.json()) as { id: string };
           if (res.status !== 201) throw new Error(`create → ${res.status}: ${JSON.stringify(body)}`);
-          traces.set(body.id, { at: new Map(), candidate: CANDIDATES[n % CANDIDATES.length]!, deployed: [] });
+          traces.set(body.id, {
+            at: new Map(),
+            candidate: CANDIDATES[n % CANDIDATES.length]!,
+            deployed: [],
+            bus: new Map(),
+          });
           ids.push(body.id);
         }
       }),
@@ -184,9 +224,27 @@ async function oneRound(server: BenchServer, round: number): Promise<RoundFigure
         }),
       ),
       startAnswersMs: lastStart - firstStart,
+      startedToDeploySent: defined(
+        all.flatMap((t) =>
+          ['baseline', 'candidate'].map(
+            (v) =>
+              (t.bus.get(`DeployVariant:${v}`) ?? Number.NaN) - (t.at.get('ExperimentStarted') ?? Number.NaN),
+          ),
+        ),
+      ),
+      deploySentToAnswered: defined(
+        all.flatMap((t) =>
+          ['baseline', 'candidate'].map(
+            (v) =>
+              (t.bus.get(`VariantDeployed:${v}`) ?? t.bus.get(`VariantDeployFailed:${v}`) ?? Number.NaN) -
+              (t.bus.get(`DeployVariant:${v}`) ?? Number.NaN),
+          ),
+        ),
+      ),
     };
   } finally {
     socket.terminate();
+    await tap.close();
   }
 }
 
@@ -238,7 +296,7 @@ export async function run(): Promise<string> {
 
     const figures: RoundFigures[] = [];
     for (let r = 1; r <= ROUNDS; r++) {
-      const f = await oneRound(server, r);
+      const f = await oneRound(server, r, prefix);
       figures.push(f);
       const outcomes = Object.entries(f.outcomes)
         .map(([k, n]) => `${n} ${k}`)
@@ -247,6 +305,10 @@ export async function run(): Promise<string> {
         `  round ${r}: all ${EXPERIMENTS} finished ${Number.isFinite(f.wallMs) ? `${(f.wallMs / 1000).toFixed(2)} s` : `NOT within ${TIMEOUT_MS / 1000} s`} after the last start (${outcomes}); the ${EXPERIMENTS} starts answered within ${f.startAnswersMs.toFixed(0)} ms`,
       );
       console.log(`    started → running   ${stats(f.startedToRunning)}`);
+      console.log(`      started → deploy command on the bus ${stats(f.startedToDeploySent)} (saga, outbox)`);
+      console.log(
+        `      deploy command → answer on the bus ${stats(f.deploySentToAnswered)} (worker queue, deploy)`,
+      );
       console.log(`    started → first variant deployed ${stats(f.startedToFirstDeployed)}`);
       console.log(`    started → both variants deployed ${stats(f.startedToLastDeployed)}`);
       console.log(`    running → run completed ${stats(f.runningToRunCompleted)} (the 1 s run)`);

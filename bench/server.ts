@@ -89,7 +89,9 @@ export async function startBenchServer(env: Record<string, string> = {}): Promis
     await dropper.close();
   };
 
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/bin.ts', 'serve'], {
+  // BENCH_SERVER_NODE_ARGS: node flags for the server, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof'.
+  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'src/bin.ts', 'serve'], {
     cwd: ROOT,
     env: { ...inheritedEnv(), ...childEnv },
     stdio: ['ignore', 'pipe', 'pipe'],
