@@ -21,22 +21,52 @@ export class AuthenticationError extends Error {
   readonly code = 'unauthenticated';
 }
 
-/** Verifies and mints the HS256 JWTs of the contract. Nothing but HS256 is accepted, `none` least of all. */
+export interface TokenServiceOptions {
+  /** Tokens remembered as verified (each until it expires); 0 verifies every time. */
+  readonly cacheSize?: number;
+  /** Milliseconds since the epoch; tests move it. */
+  readonly now?: () => number;
+}
+
+/**
+ * Verifies and mints the HS256 JWTs of the contract. Nothing but HS256 is accepted, `none` least of
+ * all. A client sends the same token with every request: a token once verified is remembered, by its
+ * exact text, until its `exp`, so its signature is checked once rather than on every request.
+ */
 export class TokenService {
   readonly #key: Uint8Array;
+  readonly #cacheSize: number;
+  readonly #now: () => number;
+  readonly #verified = new Map<string, { readonly principal: Principal; readonly expiresAt: number }>();
 
-  constructor(secret: string) {
+  constructor(secret: string, options: TokenServiceOptions = {}) {
     this.#key = new TextEncoder().encode(secret);
+    this.#cacheSize = options.cacheSize ?? 10_000;
+    this.#now = options.now ?? Date.now;
   }
 
   async verify(token: string): Promise<Principal> {
+    const known = this.#verified.get(token);
+    if (known) {
+      if (this.#now() < known.expiresAt) return known.principal;
+      this.#verified.delete(token); // expired: jose says so below
+    }
     try {
-      const { payload } = await jwtVerify(token, this.#key, { algorithms: ['HS256'] });
+      const { payload } = await jwtVerify(token, this.#key, {
+        algorithms: ['HS256'],
+        currentDate: new Date(this.#now()),
+      });
       const claims = claimsSchema.safeParse(payload);
       if (!claims.success) {
         throw new AuthenticationError(
           `token claims: ${claims.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
         );
+      }
+      if (this.#cacheSize > 0) {
+        if (this.#verified.size >= this.#cacheSize)
+          this.#verified.delete(this.#verified.keys().next().value!);
+        const expiresAt = payload.exp === undefined ? Number.POSITIVE_INFINITY : payload.exp * 1000;
+        this.#verified.set(token, { principal: claims.data, expiresAt });
       }
       return claims.data;
     } catch (err) {
@@ -54,8 +84,8 @@ export class TokenService {
     let jwt = new SignJWT({ role: principal.role })
       .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
       .setSubject(principal.sub)
-      .setIssuedAt();
-    if (ttlSeconds !== undefined) jwt = jwt.setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds);
+      .setIssuedAt(Math.floor(this.#now() / 1000));
+    if (ttlSeconds !== undefined) jwt = jwt.setExpirationTime(Math.floor(this.#now() / 1000) + ttlSeconds);
     return jwt.sign(this.#key);
   }
 }
