@@ -7,7 +7,7 @@ import { LocalDeployer } from '../src/adapters/local-deployer.js';
 import type { Analyzer } from '../src/handlers/ports/analyzer.js';
 import type { Bus, BusResult } from '../src/handlers/ports/bus.js';
 import type { Deployer } from '../src/handlers/ports/deployer.js';
-import { startWorkers } from '../src/handlers/workers.js';
+import { startDeployerWorker, startWorkers } from '../src/handlers/workers.js';
 import {
   type BusFixture,
   type BusInstallation,
@@ -146,6 +146,38 @@ function suite(fixture: BusFixture): void {
       assert.deepEqual(torn.detail.removed, ['baseline', 'candidate']);
     }
     assert.equal(plane.isDeployed(id, 'baseline'), false);
+  });
+
+  it('with one deploy slot, candidates waiting for their baselines do not hold it: all deploy', async () => {
+    const installation: BusInstallation = await fixture.setup({ backoffMs: 50 });
+    const plane = new LocalDataPlane({ tickMs: 0, defaultProcessesPerHost: 80 });
+    const local = new LocalDeployer(plane);
+    const worker = await startDeployerWorker({
+      bus: await installation.open(),
+      deployer: local,
+      usage: local,
+      logger,
+      concurrency: 1,
+      tuningWaitMs: 4_000,
+      tuningPollMs: 50,
+    });
+    const saga: Bus = await installation.open();
+    const results: BusResult[] = [];
+    await saga.handleResults(async (r) => {
+      results.push(r);
+    });
+    cleanups.push(async () => {
+      await worker.stop();
+      await installation.teardown();
+      await plane.close();
+    });
+    const ids = ['exp-slots-1', 'exp-slots-2', 'exp-slots-3'];
+    // Every candidate first: each waits for a baseline that is queued behind it.
+    for (const id of ids) await saga.send(deploy(id, 'candidate', `${id}-candidate`));
+    await sleep(100);
+    for (const id of ids) await saga.send(deploy(id, 'baseline', `${id}-baseline`));
+    await waitFor('six answers', () => results.length === 6, 15_000);
+    for (const r of results) assert.equal(r.type, 'VariantDeployed', JSON.stringify(r));
   });
 
   it('answers an invalid variant with VariantDeployFailed, naming the problem', async () => {

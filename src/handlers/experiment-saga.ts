@@ -334,11 +334,12 @@ export class SagaEffects {
         order by id limit 100 for update skip locked)
       returning id::text as id, command`.execute(db);
     if (rows.length === 0) return undefined;
+    const sent: string[] = [];
     await Promise.all(
       rows.map(async (row) => {
         try {
           await bus.send(row.command);
-          await sql`delete from phoenix_saga_outbox where id = ${row.id}::int8`.execute(db);
+          sent.push(row.id);
         } catch (err) {
           this.#deps.logger.warn(
             { err, commandId: row.command.commandId },
@@ -350,6 +351,9 @@ export class SagaEffects {
         }
       }),
     );
+    // One statement for every row sent; if it fails, their leases run out and they are sent again,
+    // which the bus's de-duplication by command id and the idempotent workers absorb.
+    if (sent.length > 0) await sql`delete from phoenix_saga_outbox where id = any(${sent}::int8[])`.execute(db);
     return rows.length === 100 ? 0 : undefined;
   }
 

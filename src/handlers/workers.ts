@@ -1,3 +1,4 @@
+import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import type { Variant } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
@@ -47,7 +48,11 @@ export interface DeployerWorkerDeps {
   readonly usage?: UsageSource;
   readonly logger: WorkerLogger;
   readonly clock?: () => Date;
-  /** Deploys handled at once; above 1 so a candidate waiting for its baseline does not block it. Default 4. */
+  /**
+   * Deploys and teardowns carried out at once; default 4. The worker takes more commands than that
+   * off the queue (DEPLOY_COMMANDS_PER_SLOT per slot), so a tuned candidate waiting for its
+   * baseline's usage holds no slot, and the baseline it waits for is never queued behind it.
+   */
   readonly concurrency?: number;
   /** How long a tuned candidate waits for the baseline's usage; default 5 minutes. */
   readonly tuningWaitMs?: number;
@@ -83,10 +88,14 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 /** A deploy that could not even start: the config does not render or tuning found no baseline data. */
 class PermanentDeployFailure extends Error {}
 
+/** Commands the deployer holds per deploy slot: most of them wait (for a baseline, for a slot). */
+const DEPLOY_COMMANDS_PER_SLOT = 8;
+
 /** Starts the deployer worker: DeployVariant and TeardownExperiment from the `deployer` queue. */
 export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Consumer> {
   const clock = deps.clock ?? (() => new Date());
   const stopping = new AbortController();
+  const slots = pLimit(deps.concurrency ?? 4);
   const render = (
     command: DeployVariant,
     tuning: Tuning | undefined,
@@ -159,19 +168,21 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
         tuning = await tune(command);
         rendered = render(command, tuning);
       }
-      const outcome = await deps.deployer.deploy(
-        {
-          experimentId: command.experimentId,
-          variant: command.variant,
-          template: rendered.template,
-          params: rendered.params as Readonly<Record<string, unknown>>,
-          config: rendered.config,
-          namespace: command.namespace,
-          nodeSelector: command.nodeSelector,
-          hosts: command.hosts,
-          criticalProcesses: command.criticalProcesses,
-        },
-        { signal: stopping.signal },
+      const outcome = await slots(() =>
+        deps.deployer.deploy(
+          {
+            experimentId: command.experimentId,
+            variant: command.variant,
+            template: rendered.template,
+            params: rendered.params as Readonly<Record<string, unknown>>,
+            config: rendered.config,
+            namespace: command.namespace,
+            nodeSelector: command.nodeSelector,
+            hosts: command.hosts,
+            criticalProcesses: command.criticalProcesses,
+          },
+          { signal: stopping.signal },
+        ),
       );
       if (!outcome.ok) {
         deps.logger.warn({ ...base, reason: outcome.reason }, 'variant deployment failed');
@@ -203,7 +214,7 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
   };
 
   const teardown = async (command: TeardownExperiment): Promise<void> => {
-    const { variants } = await deps.deployer.teardown(command.experimentId, command.namespace);
+    const { variants } = await slots(() => deps.deployer.teardown(command.experimentId, command.namespace));
     deps.logger.info({ experimentId: command.experimentId, removed: variants }, 'experiment torn down');
     await deps.bus.publish({
       type: 'ExperimentTornDown',
@@ -232,7 +243,7 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
         }
       }
     },
-    { concurrency: deps.concurrency ?? 4 },
+    { concurrency: (deps.concurrency ?? 4) * DEPLOY_COMMANDS_PER_SLOT },
   );
   return {
     async stop() {
