@@ -254,6 +254,30 @@ describe('local data plane lifecycle', () => {
     await assert.rejects(fetch(`${url}/healthz`));
   });
 
+  it('the timer, ticking in slices, scrapes every experiment and survives teardowns between slices', async () => {
+    const plane = new LocalDataPlane({ tickMs: 20, simulatedSecondsPerTick: 60 });
+    const rendered = config('baseline', 'process-baseline-v1');
+    const ids = Array.from({ length: 40 }, (_, i) => `many-${i}`);
+    for (const id of ids) {
+      plane.deploy({
+        experimentId: id,
+        variant: 'baseline',
+        config: rendered.config,
+        hosts: 4,
+        processesPerHost: 300,
+      });
+    }
+    let torn = 0;
+    const deadline = Date.now() + 10_000;
+    while (ids.some((id) => (plane.snapshot(id, 'baseline')?.scrapes ?? 0) < 3) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      if (torn < 5) plane.teardown(`many-${39 - torn++}`);
+    }
+    for (const id of ids.slice(0, 35)) assert.ok((plane.snapshot(id, 'baseline')?.scrapes ?? 0) >= 3, id);
+    for (const id of ids.slice(35)) assert.equal(plane.snapshot(id, 'baseline'), undefined);
+    await plane.close();
+  });
+
   it('works without listening (the CLI uses it that way)', async () => {
     const plane = new LocalDataPlane({ tickMs: 0 });
     const snap = plane.deploy({
