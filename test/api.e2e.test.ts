@@ -207,6 +207,45 @@ describe('end to end against the started server', () => {
     feed.close();
   });
 
+  it('the live feed under a burst: every feed gets each event once and in order, a filtered one only its own', async () => {
+    const target = (
+      await api('POST', '/api/v1/experiments', operator, validSpec({ durationSeconds: 3600 }))
+    ).json();
+    const everything = [openFeed(server.url, viewer), openFeed(server.url, viewer)];
+    const mine = openFeed(server.url, viewer, { experimentId: target.id, from: '0' });
+    for (const feed of [...everything, mine]) {
+      await feed.opened;
+      await feed.until((m) => m.some((x) => x.kind === 'live'));
+    }
+    // Written together, so that the feeds get them in batches: several frames per write.
+    const created = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        api('POST', '/api/v1/experiments', operator, validSpec({ durationSeconds: 3600 })),
+      ),
+    );
+    const ids = created.map((r) => r.json().id as string);
+    await api('POST', `/api/v1/experiments/${target.id}/cancel`, operator, { reason: 'burst' });
+    for (const feed of everything) {
+      const messages = await feed.until(
+        (m) =>
+          ids.every((id) => m.some((x) => x.experimentId === id && x.type === 'ExperimentCreated')) &&
+          m.some((x) => x.experimentId === target.id && x.type === 'ExperimentCancelled'),
+      );
+      const events = messages.filter((m) => m.kind === 'event');
+      // Strictly increasing: in global order, none repeated.
+      for (let i = 1; i < events.length; i++) assert.ok(events[i - 1]!.position < events[i]!.position);
+    }
+    const own = (await mine.until((m) => m.some((x) => x.type === 'ExperimentCancelled'))).filter(
+      (m) => m.kind === 'event',
+    );
+    assert.ok(own.every((m) => m.experimentId === target.id));
+    assert.deepEqual(
+      own.map((m) => m.version),
+      own.map((_, i) => i + 1),
+    );
+    for (const feed of [...everything, mine]) feed.close();
+  });
+
   it('auth: the feed refuses a bad token at the upgrade with 401; the API refuses missing and low roles', async () => {
     const bad = openFeed(server.url, 'nope');
     await assert.rejects(bad.opened, (err: { status?: number }) => err.status === 401);

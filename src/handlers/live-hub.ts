@@ -12,8 +12,10 @@ import { type EventStore, type Position, START, type StoredEvent } from './ports
 /** How long a new feed waits for committed events that are held back, before going live anyway. */
 const BACKLOG_PATIENCE_MS = 2_000;
 
-export interface HubListener {
-  /** Called synchronously with each new batch, in log order. */
+interface HubListener {
+  /** Only events of streams with this prefix (all when undefined). */
+  readonly prefix: string | undefined;
+  /** Called synchronously with each new batch's matching events, in log order. */
   onEvents(events: readonly StoredEvent<ExperimentEvent>[]): void;
 }
 
@@ -77,7 +79,24 @@ export class LiveHub {
       this.#bufferAfter = this.#buffer[excess - 1]!.position;
       this.#buffer = this.#buffer.slice(excess);
     }
-    for (const listener of this.#listeners) listener.onEvents(events);
+    // One filtered array per prefix, handed to every listener with that prefix: the same array, so
+    // a listener may cache what it derives from it (the live feed's frames) for the others.
+    const matching = new Map<string | undefined, readonly StoredEvent<ExperimentEvent>[]>();
+    for (const listener of this.#listeners) {
+      let subset = matching.get(listener.prefix);
+      if (subset === undefined) {
+        const prefix = listener.prefix;
+        subset = prefix === undefined ? events : events.filter((e) => e.streamId.startsWith(prefix));
+        matching.set(listener.prefix, subset);
+      }
+      if (subset.length === 0) continue;
+      try {
+        listener.onEvents(subset);
+      } catch (err) {
+        // One connection's failure is its own: the others still get the batch.
+        this.#logger.warn({ err }, 'live feed listener failed');
+      }
+    }
   }
 
   /** The head of the log now: where a feed without `from` starts. */
@@ -132,8 +151,10 @@ export class LiveHub {
     }
     let sent = last;
     const listener: HubListener = {
+      prefix: streamPrefix || undefined,
       onEvents: (events) => {
-        const fresh = events.filter((e) => e.position > sent && matches(e));
+        // In log order: when the first is new, all are, and the shared array goes on as it is.
+        const fresh = events[0]!.position > sent ? events : events.filter((e) => e.position > sent);
         if (fresh.length === 0) return;
         sent = fresh[fresh.length - 1]!.position;
         deliver(fresh);
