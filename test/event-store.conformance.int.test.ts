@@ -42,6 +42,8 @@ interface Fixture {
    * long as the returned function is not called; a reason string when there is no such database.
    */
   foreignTransaction?(): Promise<(() => Promise<void>) | string>;
+  /** The connection URL of the SQL store's database, when it has a server. */
+  url?(): string | undefined;
   /** Why transactions of this store cannot overlap, if they cannot. */
   readonly serialTransactions?: string;
 }
@@ -67,6 +69,9 @@ const sqlFixture = (db: TestDatabase, serialTransactions?: string): Fixture => {
       );
       stores.push(store as unknown as EventStore<AnyEvent>);
       return store;
+    },
+    url() {
+      return (database as { url?: string } | undefined)?.url;
     },
     async foreignTransaction() {
       const url = (database as { url?: string } | undefined)?.url;
@@ -486,6 +491,33 @@ for (const fixture of fixtures) {
         assert.ok((await store.head()) > from);
       } finally {
         await release();
+      }
+    });
+
+    it('a transaction of this database that writes no events holds no reader back', {
+      skip:
+        fixture.serialTransactions ??
+        (fixture.slowAppend ? undefined : `${fixture.name} has no SQL sessions`),
+    }, async () => {
+      // What the projection runner and the saga do: a transaction with an id, open a while, no events.
+      const url = fixture.url?.();
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        await client.query('begin');
+        await client.query('select pg_current_xact_id()');
+        const from = await store.head();
+        const s = stream();
+        const e = newEvent();
+        await store.append(s, [e], 'no_stream');
+        const read = await store.readAll({ after: from, limit: 100, streamPrefix: s });
+        assert.deepEqual(
+          read.map((x) => x.metadata.eventId),
+          [e.metadata.eventId],
+        );
+      } finally {
+        await client.query('rollback').catch(() => undefined);
+        await client.end();
       }
     });
 

@@ -73,7 +73,9 @@ const expectedCode = (expected: ExpectedVersion): number | null =>
 
 /**
  * The fast path of an append batch: one statement (no PL/pgSQL, whose statements each cost a plan on
- * every call). Each append names a
+ * every call). It takes the append mark (migrations/042_append_mark.sql) before anything else: every
+ * row it locks or writes comes out of `input`, which cannot yield a row before `mark` has one, so the
+ * mark is held before the transaction has an id. Each append names a
  * different stream (the pump sees to it), so each is decided on its own against its stream's
  * version, locked in stream order so that two batches do not deadlock. A stream that a concurrent
  * batch creates first, or an event id stored already with a version that still matches, breaks a
@@ -84,9 +86,12 @@ const expectedCode = (expected: ExpectedVersion): number | null =>
  * from a clash of ids and from a plain wrong version.
  */
 const APPEND_BATCH = `
-WITH input AS (
+WITH mark AS MATERIALIZED (
+  SELECT pg_advisory_xact_lock_shared(1347964504, hashtext(current_schema() || ':append'))
+),
+input AS (
   SELECT x.i, x.stream, x.expected, x.events, jsonb_array_length(x.events) AS n
-    FROM jsonb_to_recordset($1::jsonb) AS x(i int, stream text, expected int8, events jsonb)
+    FROM mark, jsonb_to_recordset($1::jsonb) AS x(i int, stream text, expected int8, events jsonb)
 ),
 locked AS (
   SELECT s.stream_id, s.version FROM phoenix_streams s
