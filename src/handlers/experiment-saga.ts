@@ -74,34 +74,126 @@ type Tx = Kysely<any>;
 
 const at = (iso: string, plusMs = 0) => new Date(Date.parse(iso) + plusMs);
 
-async function enqueue(
-  tx: Tx,
-  command: BusCommandInput & { commandId: string; experimentId: string },
-): Promise<void> {
-  await sql`
-    insert into phoenix_saga_outbox (command_id, experiment_id, command)
-    values (${command.commandId}, ${command.experimentId}, ${JSON.stringify(command)}::jsonb)
-    on conflict (command_id) do nothing`.execute(tx);
+type OutboxCommand = BusCommandInput & { commandId: string; experimentId: string };
+
+interface TimerRow {
+  readonly experiment_id: string;
+  readonly kind: TimerKind;
+  readonly due_at: Date;
+  readonly cause_id: string;
 }
 
-async function setTimer(
-  tx: Tx,
-  experimentId: string,
-  kind: TimerKind,
-  dueAt: Date,
-  causeId: string,
-): Promise<void> {
-  await sql`
-    insert into phoenix_saga_timers (experiment_id, kind, due_at, cause_id)
-    values (${experimentId}, ${kind}, ${dueAt}, ${causeId})
-    on conflict (experiment_id, kind) do update
-      set due_at = excluded.due_at, cause_id = excluded.cause_id, leased_until = null`.execute(tx);
-}
+/**
+ * What one batch of events decides, gathered in memory and written at the end with a few statements:
+ * one read of the experiments the batch touches, then one write per table. Row by row, a batch of
+ * a hundred starts took five hundred round trips inside the subscriber's transaction.
+ */
+class SagaBatch {
+  readonly #rows = new Map<string, SagaExperimentRow>();
+  readonly #dirty = new Set<string>();
+  readonly #outbox = new Map<string, OutboxCommand>();
+  /** The last word on each timer: set (a row) or cleared (null). */
+  readonly #timers = new Map<string, { experimentId: string; kind: TimerKind; row: TimerRow | null }>();
 
-async function clearTimers(tx: Tx, experimentId: string, kinds: readonly TimerKind[]): Promise<void> {
-  await sql`delete from phoenix_saga_timers where experiment_id = ${experimentId} and kind = any(${kinds})`.execute(
-    tx,
-  );
+  constructor(private readonly tx: Tx) {}
+
+  async load(experimentIds: readonly string[]): Promise<void> {
+    const { rows } = await sql<SagaExperimentRow>`
+      select experiment_id, spec, started, run_started_at, ended
+      from phoenix_saga_experiments where experiment_id = any(${[...new Set(experimentIds)]}::text[])`.execute(
+      this.tx,
+    );
+    for (const row of rows) this.#rows.set(row.experiment_id, row);
+  }
+
+  row(experimentId: string): SagaExperimentRow | undefined {
+    return this.#rows.get(experimentId);
+  }
+
+  create(experimentId: string, spec: ExperimentSpec): void {
+    if (this.#rows.has(experimentId)) return;
+    this.#rows.set(experimentId, {
+      experiment_id: experimentId,
+      spec,
+      started: false,
+      run_started_at: null,
+      ended: false,
+    });
+    this.#dirty.add(experimentId);
+  }
+
+  update(
+    experimentId: string,
+    change: Partial<Pick<SagaExperimentRow, 'started' | 'run_started_at' | 'ended'>>,
+  ): void {
+    const row = this.#rows.get(experimentId);
+    if (!row) return;
+    this.#rows.set(experimentId, { ...row, ...change });
+    this.#dirty.add(experimentId);
+  }
+
+  enqueue(command: OutboxCommand): void {
+    if (!this.#outbox.has(command.commandId)) this.#outbox.set(command.commandId, command);
+  }
+
+  setTimer(experimentId: string, kind: TimerKind, dueAt: Date, causeId: string): void {
+    this.#timers.set(`${experimentId}\u0000${kind}`, {
+      experimentId,
+      kind,
+      row: { experiment_id: experimentId, kind, due_at: dueAt, cause_id: causeId },
+    });
+  }
+
+  clearTimers(experimentId: string, kinds: readonly TimerKind[]): void {
+    for (const kind of kinds)
+      this.#timers.set(`${experimentId}\u0000${kind}`, { experimentId, kind, row: null });
+  }
+
+  async write(): Promise<void> {
+    const { tx } = this;
+    if (this.#dirty.size > 0) {
+      const rows = [...this.#dirty].map((id) => this.#rows.get(id)!);
+      await sql`
+        insert into phoenix_saga_experiments as e (experiment_id, spec, started, run_started_at, ended)
+        select r.experiment_id, r.spec, r.started, r.run_started_at, r.ended
+          from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+            as r(experiment_id text, spec jsonb, started boolean, run_started_at timestamptz, ended boolean)
+        on conflict (experiment_id) do update
+          set started = excluded.started, run_started_at = excluded.run_started_at, ended = excluded.ended,
+              updated_at = now()`.execute(tx);
+    }
+    if (this.#outbox.size > 0) {
+      const rows = [...this.#outbox.values()].map((c) => ({
+        command_id: c.commandId,
+        experiment_id: c.experimentId,
+        command: c,
+      }));
+      // jsonb_to_recordset yields rows in array order: the outbox keeps the order they were decided in.
+      await sql`
+        insert into phoenix_saga_outbox (command_id, experiment_id, command)
+        select r.command_id, r.experiment_id, r.command
+          from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as r(command_id text, experiment_id text, command jsonb)
+        on conflict (command_id) do nothing`.execute(tx);
+    }
+    const cleared = [...this.#timers.values()].filter((t) => t.row === null);
+    if (cleared.length > 0) {
+      await sql`
+        delete from phoenix_saga_timers t
+         using jsonb_to_recordset(${JSON.stringify(cleared.map((c) => ({ experiment_id: c.experimentId, kind: c.kind })))}::jsonb)
+            as r(experiment_id text, kind text)
+         where t.experiment_id = r.experiment_id and t.kind = r.kind`.execute(tx);
+    }
+    const set = [...this.#timers.values()].flatMap((t) => (t.row ? [t.row] : []));
+    if (set.length > 0) {
+      await sql`
+        insert into phoenix_saga_timers (experiment_id, kind, due_at, cause_id)
+        select r.experiment_id, r.kind, r.due_at, r.cause_id
+          from jsonb_to_recordset(${JSON.stringify(set)}::jsonb)
+            as r(experiment_id text, kind text, due_at timestamptz, cause_id text)
+        on conflict (experiment_id, kind) do update
+          set due_at = excluded.due_at, cause_id = excluded.cause_id, leased_until = null`.execute(tx);
+    }
+  }
 }
 
 /** Reacts to a batch of events, in the subscriber's transaction. Safe to run twice over one event. */
@@ -110,21 +202,17 @@ export async function applySagaEvents(
   events: readonly StoredEvent<ExperimentEvent>[],
   timeouts: SagaTimeouts = DEFAULT_SAGA_TIMEOUTS,
 ): Promise<void> {
+  const batch = new SagaBatch(tx);
+  await batch.load(events.map((e) => experimentIdOf(e.streamId)));
   for (const stored of events) {
     const event = { type: stored.type, data: stored.data } as ExperimentEvent;
     const experimentId = experimentIdOf(stored.streamId);
     const eventId = stored.metadata.eventId;
     const correlationId = stored.metadata.correlationId;
-    const load = async (): Promise<SagaExperimentRow | undefined> => {
-      const { rows } = await sql<SagaExperimentRow>`
-        select experiment_id, spec, started, run_started_at, ended
-        from phoenix_saga_experiments where experiment_id = ${experimentId}`.execute(tx);
-      return rows[0];
-    };
-    const teardown = async (purpose: string) => {
-      const row = await load();
+    const teardown = (purpose: string) => {
+      const row = batch.row(experimentId);
       if (!row?.started) return;
-      await enqueue(tx, {
+      batch.enqueue({
         type: 'TeardownExperiment',
         commandId: deriveCommandId(eventId, purpose),
         experimentId,
@@ -136,19 +224,15 @@ export async function applySagaEvents(
 
     switch (event.type) {
       case 'ExperimentCreated':
-        await sql`
-          insert into phoenix_saga_experiments (experiment_id, spec) values (${experimentId}, ${JSON.stringify(event.data.spec)}::jsonb)
-          on conflict (experiment_id) do nothing`.execute(tx);
+        batch.create(experimentId, event.data.spec);
         break;
       case 'ExperimentStarted': {
-        await sql`update phoenix_saga_experiments set started = true, updated_at = now() where experiment_id = ${experimentId}`.execute(
-          tx,
-        );
-        const row = await load();
+        batch.update(experimentId, { started: true });
+        const row = batch.row(experimentId);
         if (!row) break;
         for (const variant of ['baseline', 'candidate'] as const satisfies readonly Variant[]) {
           const v = row.spec[variant];
-          await enqueue(tx, {
+          batch.enqueue({
             type: 'DeployVariant',
             commandId: deriveCommandId(eventId, `deploy:${variant}`),
             experimentId,
@@ -163,48 +247,41 @@ export async function applySagaEvents(
             correlationId,
           });
         }
-        await setTimer(
-          tx,
-          experimentId,
-          'deploy-timeout',
-          at(event.data.at, timeouts.deployTimeoutMs),
-          eventId,
-        );
+        batch.setTimer(experimentId, 'deploy-timeout', at(event.data.at, timeouts.deployTimeoutMs), eventId);
         break;
       }
       case 'ExperimentRunStarted':
-        await sql`update phoenix_saga_experiments set run_started_at = ${at(event.data.at)}, updated_at = now()
-                  where experiment_id = ${experimentId}`.execute(tx);
-        await clearTimers(tx, experimentId, ['deploy-timeout']);
-        await setTimer(tx, experimentId, 'run-end', at(event.data.runEndsAt), eventId);
+        batch.update(experimentId, { run_started_at: at(event.data.at) });
+        batch.clearTimers(experimentId, ['deploy-timeout']);
+        batch.setTimer(experimentId, 'run-end', at(event.data.runEndsAt), eventId);
         break;
       case 'ExperimentRuntimeExtended':
-        await clearTimers(tx, experimentId, ['analysis-timeout']);
-        await setTimer(tx, experimentId, 'run-end', at(event.data.runEndsAt), eventId);
+        batch.clearTimers(experimentId, ['analysis-timeout']);
+        batch.setTimer(experimentId, 'run-end', at(event.data.runEndsAt), eventId);
         break;
       case 'ExperimentRunCompleted':
       case 'AnalysisRetried': {
-        const row = await load();
+        const row = batch.row(experimentId);
         if (!row) break;
-        await enqueue(tx, {
+        const runStartedAt = row.run_started_at === null ? null : new Date(row.run_started_at);
+        batch.enqueue({
           type: 'AnalyzeExperiment',
           commandId: deriveCommandId(eventId, 'analyze'),
           experimentId,
           spec: row.spec as unknown as AnalyzeExperiment['spec'],
           window: {
-            start: (row.run_started_at ?? at(event.data.at, -row.spec.durationSeconds * 1000)).toISOString(),
+            start: (runStartedAt ?? at(event.data.at, -row.spec.durationSeconds * 1000)).toISOString(),
             end:
               event.type === 'ExperimentRunCompleted'
                 ? event.data.at
                 : new Date(
-                    Math.max(Date.parse(event.data.at), (row.run_started_at?.getTime() ?? 0) + 1000),
+                    Math.max(Date.parse(event.data.at), (runStartedAt?.getTime() ?? 0) + 1000),
                   ).toISOString(),
           },
           causationId: eventId,
           correlationId,
         });
-        await setTimer(
-          tx,
+        batch.setTimer(
           experimentId,
           'analysis-timeout',
           at(event.data.at, timeouts.analysisTimeoutMs),
@@ -213,21 +290,18 @@ export async function applySagaEvents(
         break;
       }
       case 'AnalysisRecorded':
-        await clearTimers(tx, experimentId, ['analysis-timeout']);
+        batch.clearTimers(experimentId, ['analysis-timeout']);
         break;
       case 'ExperimentCompleted':
       case 'ExperimentFailed':
       case 'ExperimentCancelled':
-        await clearTimers(tx, experimentId, ['deploy-timeout', 'run-end', 'analysis-timeout']);
-        await sql`update phoenix_saga_experiments set ended = true, updated_at = now() where experiment_id = ${experimentId}`.execute(
-          tx,
-        );
-        await teardown('teardown');
+        batch.clearTimers(experimentId, ['deploy-timeout', 'run-end', 'analysis-timeout']);
+        batch.update(experimentId, { ended: true });
+        teardown('teardown');
         break;
       case 'VariantDeployed': {
         // A deployment that finished after the experiment ended: take it away again.
-        const row = await load();
-        if (row?.ended) await teardown(`teardown-late:${event.data.variant}`);
+        if (batch.row(experimentId)?.ended) teardown(`teardown-late:${event.data.variant}`);
         break;
       }
       case 'VariantDeploymentFailed':
@@ -239,6 +313,7 @@ export async function applySagaEvents(
       }
     }
   }
+  await batch.write();
 }
 
 export interface SagaEffectsDependencies {
@@ -353,7 +428,8 @@ export class SagaEffects {
     );
     // One statement for every row sent; if it fails, their leases run out and they are sent again,
     // which the bus's de-duplication by command id and the idempotent workers absorb.
-    if (sent.length > 0) await sql`delete from phoenix_saga_outbox where id = any(${sent}::int8[])`.execute(db);
+    if (sent.length > 0)
+      await sql`delete from phoenix_saga_outbox where id = any(${sent}::int8[])`.execute(db);
     return rows.length === 100 ? 0 : undefined;
   }
 
