@@ -248,5 +248,19 @@ export const renderVariant = (input: RenderVariantInput): RenderedVariant => {
     (definition.tuning === 'keepList' && input.keepList === undefined) ||
     (definition.tuning === 'thresholds' && input.thresholds === undefined);
   const header = ` Rendered by Phoenix: ${template} for experiment ${input.experimentId}, variant ${input.variant}${pendingTuning ? ' (bootstrap: not yet tuned from the baseline)' : ''}`;
-  return { ok: true, template, params, config, yaml: toYaml(config, header), pendingTuning, errors: [] };
+  // The YAML only when asked for (the API's render, the CLI, Kubernetes objects): a deployer on the
+  // local data plane takes the config as data, and stringifying was a third of a render.
+  let yaml: string | undefined;
+  return {
+    ok: true,
+    template,
+    params,
+    config,
+    get yaml() {
+      yaml ??= toYaml(config, header);
+      return yaml;
+    },
+    pendingTuning,
+    errors: [],
+  };
 };
