@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import type { Variant } from '../domain/experiment-spec.js';
@@ -76,15 +77,6 @@ const describeIssues = (errors: readonly ValidationIssue[]): string =>
 
 const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-
 /** A deploy that could not even start: the config does not render or tuning found no baseline data. */
 class PermanentDeployFailure extends Error {}
 
@@ -96,6 +88,22 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
   const clock = deps.clock ?? (() => new Date());
   const stopping = new AbortController();
   const slots = pLimit(deps.concurrency ?? 4);
+  // A baseline this worker deploys wakes its candidate at once; one deployed elsewhere is found by
+  // the candidate's next look at the usage source.
+  const baselines = new EventEmitter();
+  baselines.setMaxListeners(0);
+  const untilBaselineOrTimeout = (experimentId: string, ms: number) =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        baselines.off(experimentId, done);
+        stopping.signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      baselines.once(experimentId, done);
+      stopping.signal.addEventListener('abort', done, { once: true });
+    });
   const render = (
     command: DeployVariant,
     tuning: Tuning | undefined,
@@ -143,7 +151,7 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
           "waiting for the baseline's usage to tune the candidate",
         );
       }
-      await sleep(Math.min(pollMs, deps.tuningPollMs ?? 1_000), stopping.signal);
+      await untilBaselineOrTimeout(command.experimentId, Math.min(pollMs, deps.tuningPollMs ?? 1_000));
       pollMs *= 2;
     }
     if (stopping.signal.aborted) throw new Error('worker stopping');
@@ -190,6 +198,7 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
         return;
       }
       deps.logger.info({ ...base, attempt: delivery.attempt }, 'variant deployed');
+      if (command.variant === 'baseline') baselines.emit(command.experimentId);
       await deps.bus.publish({
         type: 'VariantDeployed',
         ...base,
