@@ -53,33 +53,15 @@ export interface ExperimentReadModelOptions {
   readonly cacheSize?: number;
   /** Create partitions this many months ahead in maintain() (default 3). */
   readonly monthsAhead?: number;
-  /**
-   * Write `experiment_states` too (default true). A rebuild leaves it out while it bulk-loads and
-   * fills it afterwards from `state_transitions` (fillHistory), which holds the same rows: one
-   * server-side INSERT … SELECT instead of sending every transition twice.
-   */
-  readonly withHistory?: boolean;
-}
-
-/** The history rows (experiment_states) of the transition rows in `from` (state_transitions' columns). */
-const historyFromTransitions = (states: string, from: ReturnType<typeof sql>) => sql`
-  insert into ${sql.table(states)} (experiment_id, version, state, previous_state, transition_reason,
-    duration_ms, metadata, created_at, created_by)
-  select experiment_id, version, to_state, from_state, reason, duration_ms, metadata, created_at, actor
-    from ${from}`;
-
-/** Fills `experiment_states<suffix>` from `state_transitions<suffix>` (see `withHistory`). */
-export async function fillHistory(db: Db | Tx, suffix: string): Promise<void> {
-  const t = tableNames(suffix);
-  await sql`${historyFromTransitions(t.states, sql.table(t.transitions))}`.execute(db);
 }
 
 /** What the projection knows of one experiment while it folds. */
 export interface Entry {
   readonly state: Experiment;
   readonly version: number;
-  /** When the current state was entered (ISO). */
+  /** When the current state was entered (ISO, and in ms since the epoch). */
   readonly enteredAt: string | undefined;
+  readonly enteredMs: number;
   readonly position: Position;
   /** The version of its row in the table; 0 when there is no row (this batch creates it). */
   readonly stored: number;
@@ -146,7 +128,12 @@ export interface ExperimentRow {
 }
 
 /** Every timestamp in the read models is the event's, normalised to UTC milliseconds. */
-const iso = (at: string | Date): string => (at instanceof Date ? at : new Date(at)).toISOString();
+/** Already what toISOString() gives (a valid time, as the codec checks them): kept, not re-parsed. */
+const CANONICAL_ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+const iso = (at: string | Date): string =>
+  typeof at === 'string' && CANONICAL_ISO.test(at)
+    ? at
+    : (at instanceof Date ? at : new Date(at)).toISOString();
 const isoOrNull = (at: string | Date | null | undefined): string | null =>
   at === null || at === undefined ? null : iso(at);
 const opt = (d: Date | null): string | undefined => (d === null ? undefined : d.toISOString());
@@ -188,8 +175,17 @@ export interface Folded {
   readonly deltas: Map<ExperimentStatus, number>;
 }
 
+const NEW_EXPERIMENT: Entry = Object.freeze({
+  state: initialState(),
+  version: 0,
+  enteredAt: undefined,
+  enteredMs: Number.NaN,
+  position: '',
+  stored: 0,
+});
+
 /**
- * Folds `events` (in log order) into `entries`, keyed by experiment id: a missing id is an experiment
+ * Folds `events` (in log order) into `entries`, keyed by stream id: a missing stream is an experiment
  * without a row yet. Replaces the entries it changes (never mutates one) and lists every transition.
  * Events at or below an entry's version are applied already and skipped.
  * @throws when an event skips a version or comes before its experiment was created
@@ -202,18 +198,12 @@ export function foldEvents(
   const deltas = new Map<ExperimentStatus, number>();
   const touched = new Set<string>();
   for (const e of events) {
-    if (!e.streamId.startsWith(STREAM_PREFIX)) continue;
-    const id = experimentIdOf(e.streamId);
-    const entry = entries.get(id) ?? {
-      state: initialState(),
-      version: 0,
-      enteredAt: undefined,
-      position: '',
-      stored: 0,
-    };
+    const stream = e.streamId;
+    if (!stream.startsWith(STREAM_PREFIX)) continue;
+    const entry = entries.get(stream) ?? NEW_EXPERIMENT;
     if (e.version <= entry.version) continue; // applied already
     if (e.version !== entry.version + 1) throw new VersionGapError(e.streamId, e.version, entry.version);
-    const event = { type: e.type, data: e.data } as ExperimentEvent;
+    const event = e as unknown as ExperimentEvent; // the domain reads its type and data
     const before = entry.state;
     const to = statusAfter(event, before);
     const after = evolve(before, event);
@@ -221,18 +211,20 @@ export function foldEvents(
       throw new Error(`${e.streamId} version ${e.version}: ${e.type} before the experiment was created`);
     }
     let enteredAt = entry.enteredAt;
+    let enteredMs = entry.enteredMs;
     if (to !== undefined) {
       const at = iso(e.data.at);
+      const atMs = Date.parse(at);
       const from = before.status === 'empty' ? null : before.status;
       transitions.push({
-        experiment_id: id,
+        experiment_id: experimentIdOf(stream),
         version: e.version,
         experiment_name: after.spec.name,
         from_state: from,
         to_state: to,
         actor: e.metadata.actor,
         reason: reasonOf(event),
-        duration_ms: from !== null && enteredAt !== undefined ? Date.parse(at) - Date.parse(enteredAt) : null,
+        duration_ms: from !== null && enteredAt !== undefined ? atMs - enteredMs : null,
         correlation_id: e.metadata.correlationId,
         causation_id: e.metadata.causationId,
         event_id: e.metadata.eventId,
@@ -243,24 +235,26 @@ export function foldEvents(
       if (from !== null) deltas.set(from, (deltas.get(from) ?? 0) - 1);
       deltas.set(to, (deltas.get(to) ?? 0) + 1);
       enteredAt = at;
+      enteredMs = atMs;
     }
-    entries.set(id, {
+    entries.set(stream, {
       state: after,
       version: e.version,
       enteredAt,
+      enteredMs,
       position: e.position,
       stored: entry.stored,
     });
-    touched.add(id);
+    touched.add(stream);
   }
   return { entries, touched, transitions, deltas };
 }
 
-/** The `experiments` row of an entry (with the spec only when the row is new: it never changes). */
-export function experimentRowOf(id: string, entry: Entry, withSpec: boolean): ExperimentRowIn {
+/** The `experiments` row of a stream's entry (with the spec only when the row is new: it never changes). */
+export function experimentRowOf(stream: string, entry: Entry, withSpec: boolean): ExperimentRowIn {
   const s = entry.state as ExistingExperiment;
   return {
-    id,
+    id: experimentIdOf(stream),
     name: s.spec.name,
     state: s.status,
     version: entry.version,
@@ -286,21 +280,23 @@ export const entryOfRow = (row: ExperimentRow): Entry => ({
   state: experimentOfRow(row),
   version: row.version,
   enteredAt: row.state_entered_at.toISOString(),
+  enteredMs: row.state_entered_at.getTime(),
   position: row.position,
   stored: row.version,
 });
 
-/** Reads the rows of `ids` from `experiments<suffix>` into `into`. */
+/** Reads the rows of these experiment streams from `experiments<suffix>` into `into` (by stream id). */
 export async function readEntries(
   db: Db | Tx,
   suffix: string,
-  ids: readonly string[],
+  streams: readonly string[],
   into: Map<string, Entry>,
 ): Promise<void> {
-  if (ids.length === 0) return;
+  if (streams.length === 0) return;
+  const ids = streams.map(experimentIdOf);
   const { rows } = await sql<ExperimentRow>`
     select * from ${sql.table(tableNames(suffix).experiments)} where id = any(${ids}::uuid[])`.execute(db);
-  for (const row of rows) into.set(row.id, entryOfRow(row));
+  for (const row of rows) into.set(`${STREAM_PREFIX}${row.id}`, entryOfRow(row));
 }
 
 /** Where a batch leaves the checkpoint (phoenix_apply_read_models' p_checkpoint… arguments). */
@@ -311,43 +307,110 @@ export interface CheckpointMove {
   readonly position: Position | undefined;
 }
 
-export function experimentReadModels(
-  options: ExperimentReadModelOptions = {},
-): ProjectionHandler<ExperimentEvent> & { readonly suffix: string } {
-  const suffix = options.suffix ?? LIVE_SUFFIX;
-  const cacheSize = options.cacheSize ?? 10_000;
-  const monthsAhead = options.monthsAhead ?? 3;
-  const withHistory = options.withHistory ?? true;
-  /**
-   * Folded experiments, least recently written first. Trusted only as far as the write checks it:
-   * phoenix_apply_read_models refuses (STALE_ROWS) a batch whose rows are not as remembered.
-   */
-  const cache = new Map<string, Entry>();
-  /** Months known to have a partition (a rolled-back batch may be wrong: reset() forgets them). */
-  const months = new Set<string>();
+/** Months of `state_transitions<suffix>` known to have a partition. */
+export class PartitionMonths {
+  readonly #known = new Set<string>();
 
-  /** The partition range to ensure for these transition times, if any month is new. */
-  function partitionsFor(ats: readonly string[]): [string, string] | undefined {
+  /** The range of these transition times (ISO) whose months are not known yet, if any. */
+  missing(ats: Iterable<string>): [string, string] | undefined {
     let min: string | undefined;
     let max: string | undefined;
     for (const at of ats) {
-      if (months.has(monthOf(at))) continue;
+      if (this.#known.has(monthOf(at))) continue;
       if (min === undefined || at < min) min = at;
       if (max === undefined || at > max) max = at;
     }
     return min === undefined || max === undefined ? undefined : [min, max];
   }
 
-  function rememberMonths(range: readonly [string, string] | undefined): void {
+  /** Every month of `range` has a partition now. */
+  add(range: readonly [string, string] | undefined): void {
     if (!range) return;
     for (
       let d = new Date(`${monthOf(range[0])}-01T00:00:00Z`);
       iso(d) <= range[1];
       d.setUTCMonth(d.getUTCMonth() + 1)
     ) {
-      months.add(monthOf(iso(d)));
+      this.#known.add(monthOf(iso(d)));
     }
   }
+
+  clear(): void {
+    this.#known.clear();
+  }
+}
+
+/** An element of an array literal, quoted (so that no text is taken for NULL or a delimiter). */
+const quoteElement = (s: string): string => (/["\\]/.test(s) ? `"${s.replace(/["\\]/g, '\\$&')}"` : `"${s}"`);
+
+export interface ReadModelWrite {
+  readonly created: readonly ExperimentRowIn[];
+  readonly changed: readonly ExperimentRowIn[];
+  readonly transitions: readonly TransitionRowIn[];
+  readonly counts: readonly { state: ExperimentStatus; delta: number }[];
+  /** Given: locked first, moved last, and nothing written unless it is at `expected`. */
+  readonly checkpoint?: CheckpointMove | undefined;
+}
+
+/**
+ * Writes rows to the read models of `suffix` (and their history), in one statement
+ * (phoenix_apply_read_models, migrations/050), with the partitions the transitions need. Returns
+ * the checkpoint's position before, when one is given.
+ * @throws with code STALE_ROWS when a new row exists already or a changed one is not at `from_version`
+ */
+export async function writeReadModels(
+  db: Db | Tx,
+  suffix: string,
+  months: PartitionMonths,
+  write: ReadModelWrite,
+): Promise<Position | undefined> {
+  const { checkpoint } = write;
+  const partitions = months.missing(write.transitions.map((r) => r.created_at));
+  const t = write.transitions;
+  /**
+   * A column as an array literal, what node-postgres would make of it, for less (a rebuild sends
+   * millions): `plain` columns are the ones made here of digits, letters, '-', ':' and '.' only.
+   */
+  const column = (key: keyof TransitionRowIn, plain: boolean): string => {
+    const parts = new Array<string>(t.length);
+    for (let i = 0; i < t.length; i++) {
+      const v = t[i]![key];
+      parts[i] = v === null ? 'NULL' : plain ? String(v) : quoteElement(String(v));
+    }
+    return `{${parts.join(',')}}`;
+  };
+  const { rows } = await sql<{ stored: string | null }>`
+    select phoenix_apply_read_models(${suffix}, ${checkpoint?.name ?? null}, ${checkpoint?.expected ?? null},
+      ${checkpoint?.position ?? null}, ${JSON.stringify(write.created)}::jsonb,
+      ${JSON.stringify(write.changed)}::jsonb, ${column('experiment_id', false)}::uuid[],
+      ${column('version', true)}::int[], ${column('experiment_name', false)}::text[],
+      ${column('from_state', true)}::text[], ${column('to_state', true)}::text[], ${column('actor', false)}::text[],
+      ${column('reason', false)}::text[], ${column('duration_ms', true)}::bigint[],
+      ${column('correlation_id', false)}::text[], ${column('causation_id', false)}::text[],
+      ${column('event_id', false)}::text[], ${column('event_type', true)}::text[], ${column('position', true)}::text[],
+      ${column('created_at', true)}::timestamptz[],
+      ${JSON.stringify(write.counts.filter((c) => c.delta !== 0))}::jsonb,
+      ${partitions?.[0] ?? null}::timestamptz, ${partitions?.[1] ?? null}::timestamptz) as stored`.execute(
+    db,
+  );
+  const stored = rows[0]?.stored ?? undefined;
+  if (checkpoint === undefined || stored === checkpoint.expected) months.add(partitions);
+  return stored;
+}
+
+export function experimentReadModels(
+  options: ExperimentReadModelOptions = {},
+): ProjectionHandler<ExperimentEvent> & { readonly suffix: string } {
+  const suffix = options.suffix ?? LIVE_SUFFIX;
+  const cacheSize = options.cacheSize ?? 10_000;
+  const monthsAhead = options.monthsAhead ?? 3;
+  /**
+   * Folded experiments, least recently written first. Trusted only as far as the write checks it:
+   * phoenix_apply_read_models refuses (STALE_ROWS) a batch whose rows are not as remembered.
+   */
+  const cache = new Map<string, Entry>();
+  /** Months known to have a partition (a rolled-back batch may be wrong: reset() forgets them). */
+  const months = new PartitionMonths();
 
   /** Writes a folded batch (and moves the checkpoint, if given) in one statement; the stored position. */
   async function write(
@@ -362,21 +425,14 @@ export function experimentReadModels(
       if (entry.stored > 0) changed.push(experimentRowOf(id, entry, false));
       else created.push(experimentRowOf(id, entry, true));
     }
-    const transitions = folded?.transitions ?? [];
-    const counts = [...(folded?.deltas ?? [])]
-      .filter(([, d]) => d !== 0)
-      .map(([state, delta]) => ({ state, delta }));
-    const partitions = partitionsFor(transitions.map((r) => r.created_at));
-    const { rows } = await sql<{ stored: string | null }>`
-      select phoenix_apply_read_models(${suffix}, ${checkpoint?.name ?? null}, ${checkpoint?.expected ?? null},
-        ${checkpoint?.position ?? null}, ${JSON.stringify(created)}::jsonb, ${JSON.stringify(changed)}::jsonb,
-        ${JSON.stringify(transitions)}::jsonb, ${JSON.stringify(counts)}::jsonb, ${withHistory},
-        ${partitions?.[0] ?? null}::timestamptz, ${partitions?.[1] ?? null}::timestamptz) as stored`.execute(
-      db,
-    );
-    const stored = rows[0]?.stored ?? undefined;
-    if (checkpoint === undefined || stored === checkpoint.expected) rememberMonths(partitions);
-    return stored;
+    const counts = [...(folded?.deltas ?? [])].map(([state, delta]) => ({ state, delta }));
+    return writeReadModels(db, suffix, months, {
+      created,
+      changed,
+      transitions: folded?.transitions ?? [],
+      counts,
+      checkpoint,
+    });
   }
 
   function remember(folded: Folded): void {
@@ -389,13 +445,11 @@ export function experimentReadModels(
     while (cache.size > cacheSize) cache.delete(cache.keys().next().value!);
   }
 
-  const idsOf = (events: readonly StoredEvent<ExperimentEvent>[]) => {
-    /** Each experiment of the batch, with the version of its first event in it. */
+  /** Each experiment stream of the batch, with the version of its first event in it. */
+  const streamsOf = (events: readonly StoredEvent<ExperimentEvent>[]) => {
     const first = new Map<string, number>();
     for (const e of events) {
-      if (!e.streamId.startsWith(STREAM_PREFIX)) continue;
-      const id = experimentIdOf(e.streamId);
-      if (!first.has(id)) first.set(id, e.version);
+      if (e.streamId.startsWith(STREAM_PREFIX) && !first.has(e.streamId)) first.set(e.streamId, e.version);
     }
     return first;
   };
@@ -407,7 +461,7 @@ export function experimentReadModels(
 
     /** Inside the caller's transaction: rows are read back (the cache is not trusted, nor filled). */
     async apply(tx: Tx, events: readonly StoredEvent<ExperimentEvent>[]): Promise<void> {
-      const first = idsOf(events);
+      const first = streamsOf(events);
       if (first.size === 0) return;
       const entries = new Map<string, Entry>();
       await readEntries(tx, suffix, [...first.keys()], entries);
@@ -427,7 +481,7 @@ export function experimentReadModels(
       events: readonly StoredEvent<ExperimentEvent>[],
       context: ApplyContext & { readonly expected: Position; readonly position: Position | undefined },
     ): Promise<Position> {
-      const first = idsOf(events);
+      const first = streamsOf(events);
       const checkpoint = { name: context.checkpoint, expected: context.expected, position: context.position };
       for (let attempt = 1; ; attempt++) {
         const entries = new Map<string, Entry>();
@@ -462,12 +516,12 @@ export function experimentReadModels(
       const now = new Date();
       const from = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 1, 1)).toISOString();
       const to = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + monthsAhead, 1)).toISOString();
-      const range = partitionsFor([from, to]);
+      const range = months.missing([from, to]);
       if (!range) return;
       await sql`select phoenix_ensure_transition_partitions(${suffix}, ${range[0]}::timestamptz, ${range[1]}::timestamptz)`.execute(
         db,
       );
-      rememberMonths(range);
+      months.add(range);
     },
 
     reset(): void {
