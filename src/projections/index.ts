@@ -30,7 +30,10 @@ export interface Projections {
   lag(): Promise<Lag>;
   /** `phoenix replay` in-process: rebuild (or, with `verify`, compare) without stopping the live runner. */
   rebuild(
-    options?: Pick<RebuildOptions, 'verify' | 'onProgress' | 'batchSize' | 'pageSize' | 'cacheSize'>,
+    options?: Pick<
+      RebuildOptions,
+      'verify' | 'onProgress' | 'batchSize' | 'pageSize' | 'cacheSize' | 'indexConcurrency'
+    >,
   ): Promise<RebuildReport>;
 }
 

@@ -8,6 +8,7 @@ import { experimentReadModels, NEXT_SUFFIX, READ_MODELS, tableNames } from './ex
 import { type LogReader, logReaderFor } from './log-reader.js';
 import {
   applyBatch,
+  type Db,
   ensureCheckpoint,
   type ProjectionHandler,
   readCheckpoint,
@@ -20,7 +21,8 @@ import {
  * 1. a second set of tables (suffix `__next`, migrations/002) is filled from position zero while the
  *    live set keeps serving: the log is read in large pages (straight from phoenix_events when the
  *    store is PostgreSQL's), folded in memory, and written in bulk (BulkLoader: each experiment's row
- *    once), in short transactions, without secondary indexes (built once at the end);
+ *    once), in short transactions, without secondary indexes; these are built at the end, several
+ *    at once;
  * 2. it catches up with the live projection's checkpoint (never beyond it);
  * 3. one transaction locks the live checkpoint row (the live runner, in any process, waits at its next
  *    batch), finishes the catch-up to exactly that position, then swaps the sets by renaming. The live
@@ -71,6 +73,8 @@ export interface RebuildOptions {
   readonly batchSize?: number;
   /** Events per read of the log while bulk-loading (default 500: small pages keep the garbage young). */
   readonly pageSize?: number;
+  /** Index builds at once (default 3; PGlite: 1). */
+  readonly indexConcurrency?: number;
   readonly onProgress?: (progress: RebuildProgress) => void;
   readonly progressEveryMs?: number;
   /** Experiments kept folded in memory while bulk-loading (default 50,000). */
@@ -215,14 +219,11 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
     await writeCheckpoint(db, REBUILD_CHECKPOINT, position);
     report('indexing', true);
     enter('indexing');
-    await db.transaction().execute(async (tx) => {
-      // one sort per index over the whole table: give it room (the session default is 64 MB)
-      await sql`set local maintenance_work_mem = '256MB'`.execute(tx);
-      await sql`select phoenix_index_read_models(${NEXT_SUFFIX})`.execute(tx);
-    });
-    for (const table of Object.values(tableNames(NEXT_SUFFIX))) {
-      await sql`analyze ${sql.table(table)}`.execute(db);
-    }
+    await indexReadModels(
+      db,
+      NEXT_SUFFIX,
+      database.kind === 'pglite' ? 1 : Math.max(options.indexConcurrency ?? 3, 1),
+    );
     await options.beforeSwap?.();
     enter(options.verify ? 'verifying' : 'swapping');
 
@@ -329,4 +330,54 @@ export async function compareReadModels(tx: Tx, suffix = NEXT_SUFFIX): Promise<T
     }
   }
   return differences;
+}
+
+/**
+ * Builds the indexes of read-model set `suffix` (phoenix_read_model_index_ddl, migrations/051), then
+ * analyzes its tables, `concurrency` statements at a time on as many connections: a table's primary key
+ * first, then its other indexes, then ANALYZE (which waits for a table's index builds anyway).
+ */
+export async function indexReadModels(db: Db, suffix: string, concurrency: number): Promise<void> {
+  const { rows } = await sql<{ table_name: string; is_primary_key: boolean; ddl: string }>`
+    select table_name, is_primary_key, ddl from phoenix_read_model_index_ddl(${suffix})`.execute(db);
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  const run = async (statement: (tx: Tx) => Promise<unknown>) => {
+    while (running >= concurrency) await new Promise<void>((resolve) => waiting.push(resolve));
+    running++;
+    try {
+      await db.transaction().execute(async (tx) => {
+        // one sort per index over the whole table: give it room (the session default is 64 MB); the
+        // builds run side by side already, so without parallel workers of their own
+        await sql`select set_config('maintenance_work_mem', '192MB', true),
+                         set_config('max_parallel_maintenance_workers', '0', true)`.execute(tx);
+        await statement(tx);
+      });
+    } finally {
+      running--;
+      waiting.shift()?.();
+    }
+  };
+  const primaryKeys = new Map<string, Promise<void>>();
+  const byTable = new Map<string, Promise<void>[]>(
+    Object.values(tableNames(suffix)).map((table) => [table, []]),
+  );
+  for (const r of rows) {
+    const pk = primaryKeys.get(r.table_name);
+    const build = pk
+      ? pk.then(() => run((tx) => sql.raw(r.ddl).execute(tx)))
+      : run((tx) => sql.raw(r.ddl).execute(tx));
+    if (r.is_primary_key) primaryKeys.set(r.table_name, build);
+    const builds = byTable.get(r.table_name);
+    if (builds) builds.push(build);
+    else byTable.set(r.table_name, [build]);
+  }
+  const all: Promise<unknown>[] = [];
+  for (const [table, builds] of byTable) {
+    all.push(...builds);
+    all.push(Promise.all(builds).then(() => run((tx) => sql`analyze ${sql.table(table)}`.execute(tx))));
+  }
+  const results = await Promise.allSettled(all);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
 }
