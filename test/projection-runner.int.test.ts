@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import type { ExperimentEvent } from '../src/domain/experiment.js';
 import { experimentIdOf, streamIdOf } from '../src/handlers/experiment-commands.js';
-import { START } from '../src/handlers/ports/event-store.js';
+import { START, type StoredEvent } from '../src/handlers/ports/event-store.js';
 import { experimentReadModels, READ_MODELS } from '../src/projections/experiment-read-models.js';
 import { rebuildReadModels } from '../src/projections/rebuild.js';
 import {
@@ -17,7 +17,12 @@ import {
 } from '../src/projections/runner.js';
 import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';
 import { applied, openFixture, until } from './support/projection-fixtures.js';
-import { appendLifecycles, expectedView } from './support/projection-lifecycles.js';
+import {
+  appendLifecycles,
+  expectedCounts,
+  expectedHistory,
+  expectedView,
+} from './support/projection-lifecycles.js';
 
 /**
  * The runner's guarantees: a crash between apply and commit (injected, and a real kill -9 of another
@@ -86,46 +91,117 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
       await restarted.stop();
     });
 
-    it('stops on an event that keeps failing, names it, and skips nothing', async () => {
-      await resetReadModels();
-      const { last } = await appendLifecycles(fx.store, { count: 20, seed: 12 });
-      const all = await fx.store.readAll({ limit: 10_000 });
-      const poison = all[Math.floor(all.length / 2)]!;
-      let attempts = 0;
-      const inner = experimentReadModels();
-      const failing = runner({
-        maxAttempts: 3,
-        handler: {
-          ...inner,
-          async apply(tx, events, context) {
-            if (events.some((e) => e.position === poison.position)) {
-              attempts++;
-              throw new Error('cannot project this one');
-            }
-            await inner.apply(tx, events, context);
+    // Both ways a runner applies a batch: the handler's own one-statement apply-and-checkpoint, and
+    // `apply` in the runner's transaction (a handler without the former).
+    for (const path of ['applyAndCheckpoint', 'apply'] as const) {
+      it(`stops on an event that keeps failing, names it, and skips nothing (${path})`, async () => {
+        await resetReadModels();
+        const { last } = await appendLifecycles(fx.store, { count: 20, seed: 12 });
+        const all = await fx.store.readAll({ limit: 10_000 });
+        const poison = all[Math.floor(all.length / 2)]!;
+        let attempts = 0;
+        const inner = experimentReadModels();
+        const failing = runner({
+          maxAttempts: 3,
+          handler: {
+            ...inner,
+            async apply(tx, events, context) {
+              if (events.some((e) => e.position === poison.position)) {
+                attempts++;
+                throw new Error('cannot project this one');
+              }
+              await inner.apply(tx, events, context);
+            },
+            applyAndCheckpoint:
+              path === 'apply'
+                ? undefined
+                : async (db, events, context) => {
+                    if (events.some((e) => e.position === poison.position)) {
+                      attempts++;
+                      throw new Error('cannot project this one');
+                    }
+                    return inner.applyAndCheckpoint!(db, events, context);
+                  },
           },
-        },
-      });
-      failing.start();
-      await until(() => failing.status === 'failed', 10_000, 'the runner to stop');
-      const failure = failing.failure;
-      assert.ok(failure instanceof ProjectionFailedError);
-      assert.equal(failure.event.position, poison.position);
-      assert.equal(failure.event.streamId, poison.streamId);
-      assert.match(
-        failure.message,
-        new RegExp(`${poison.type} of ${poison.streamId} version ${poison.version}`),
-      );
-      assert.ok(attempts >= 3, `retried (${attempts} attempts)`);
-      // everything before it is applied, nothing after it
-      const at = await readCheckpoint(fx.database.db, READ_MODELS);
-      assert.equal(at, all[all.indexOf(poison) - 1]!.position);
-      const { rows } = await sql<{ version: number }>`
+        });
+        failing.start();
+        await until(() => failing.status === 'failed', 10_000, 'the runner to stop');
+        const failure = failing.failure;
+        assert.ok(failure instanceof ProjectionFailedError);
+        assert.equal(failure.event.position, poison.position);
+        assert.equal(failure.event.streamId, poison.streamId);
+        assert.match(
+          failure.message,
+          new RegExp(`${poison.type} of ${poison.streamId} version ${poison.version}`),
+        );
+        assert.ok(attempts >= 3, `retried (${attempts} attempts)`);
+        // everything before it is applied, nothing after it
+        const at = await readCheckpoint(fx.database.db, READ_MODELS);
+        assert.equal(at, all[all.indexOf(poison) - 1]!.position);
+        const { rows } = await sql<{ version: number }>`
         select version from experiments where id = ${experimentIdOf(poison.streamId)}`.execute(
+          fx.database.db,
+        );
+        assert.equal(rows[0]?.version ?? 0, poison.version - 1);
+        assert.ok(at < last);
+      });
+    }
+
+    it('folds again from the table when the rows are not as its cache has them', async () => {
+      await resetReadModels();
+      const { lifecycles } = await appendLifecycles(fx.store, { count: 12, seed: 21 });
+      const streams = new Set(lifecycles.map((steps) => streamIdOf(steps[0]!.experimentId)));
+      const appended = lifecycles.flat().reduce((n, s) => n + s.events.length, 0);
+      let events: StoredEvent<ExperimentEvent>[] = [];
+      // (readers see a commit once every older transaction of the cluster has ended)
+      await until(
+        async () => {
+          events = (await fx.store.readAll({ limit: 100_000 })).filter((e) => streams.has(e.streamId));
+          return events.length === appended;
+        },
+        10_000,
+        'the appended events to be readable',
+      );
+      const third = Math.floor(events.length / 3);
+      const batches = [events.slice(0, third), events.slice(third, 2 * third), events.slice(2 * third)];
+      const live = experimentReadModels(); // remembers the rows it writes
+      const intruder = experimentReadModels();
+      const apply = async (
+        handler: typeof live,
+        checkpoint: string,
+        expected: string,
+        batch: typeof events,
+      ): Promise<string> => {
+        const position = batch[batch.length - 1]!.position;
+        const stored = await handler.applyAndCheckpoint!(fx.database.db, batch, {
+          mode: 'live',
+          checkpoint,
+          expected,
+          position,
+        });
+        assert.equal(stored, expected);
+        return position;
+      };
+      let at = await apply(live, READ_MODELS, START, batches[0]!);
+      // Another writer, under a checkpoint of its own, applies the next batch behind the live one's back:
+      // rows it remembers are now older than the table's, and experiments it takes for new exist.
+      await apply(intruder, 'intruder', START, batches[1]!);
+      at = await apply(live, READ_MODELS, at, batches[1]!);
+      at = await apply(live, READ_MODELS, at, batches[2]!);
+      assert.equal(await readCheckpoint(fx.database.db, READ_MODELS), at);
+      // every event applied once: the views, the histories (durations included) and the counts
+      const { PostgresReadModels } = await import('../src/projections/read-models.js');
+      const readModels = new PostgresReadModels(fx.database.db, { checkpoint: READ_MODELS });
+      for (const steps of lifecycles) {
+        const id = steps[0]!.experimentId;
+        assert.deepEqual(await readModels.getExperiment(id), expectedView(steps));
+        assert.deepEqual(await readModels.getHistory(id), expectedHistory(steps));
+      }
+      assert.deepEqual(await readModels.countByState(), expectedCounts(lifecycles));
+      const { rows } = await sql<{ n: string }>`select count(*)::text as n from state_transitions`.execute(
         fx.database.db,
       );
-      assert.equal(rows[0]?.version ?? 0, poison.version - 1);
-      assert.ok(at < last);
+      assert.equal(Number(rows[0]!.n), lifecycles.flatMap(expectedHistory).length);
     });
 
     it('runs one active runner per projection; the standby takes over when it stops', async () => {

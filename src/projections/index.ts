@@ -29,7 +29,12 @@ export interface Projections {
   /** Events and seconds the read models are behind the head of the log. */
   lag(): Promise<Lag>;
   /** `phoenix replay` in-process: rebuild (or, with `verify`, compare) without stopping the live runner. */
-  rebuild(options?: Pick<RebuildOptions, 'verify' | 'onProgress' | 'batchSize'>): Promise<RebuildReport>;
+  rebuild(
+    options?: Pick<
+      RebuildOptions,
+      'verify' | 'onProgress' | 'batchSize' | 'pageSize' | 'cacheSize' | 'indexConcurrency'
+    >,
+  ): Promise<RebuildReport>;
 }
 
 export interface ProjectionsOptions {

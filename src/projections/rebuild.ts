@@ -3,19 +3,26 @@ import type { Logger } from 'pino';
 import type { AdvisoryLock, SqlDatabase } from '../adapters/postgres-database.js';
 import type { ExperimentEvent } from '../domain/experiment.js';
 import type { EventStore, Position, StoredEvent } from '../handlers/ports/event-store.js';
+import { BulkLoader } from './bulk-load.js';
+import { experimentReadModels, NEXT_SUFFIX, READ_MODELS, tableNames } from './experiment-read-models.js';
+import { type LogReader, logReaderFor } from './log-reader.js';
 import {
-  experimentReadModels,
-  fillHistory,
-  NEXT_SUFFIX,
-  READ_MODELS,
-  tableNames,
-} from './experiment-read-models.js';
-import { applyBatch, ensureCheckpoint, type ProjectionHandler, readCheckpoint, type Tx } from './runner.js';
+  applyBatch,
+  type Db,
+  ensureCheckpoint,
+  type ProjectionHandler,
+  readCheckpoint,
+  type Tx,
+  writeCheckpoint,
+} from './runner.js';
 
 /**
  * Blue/green rebuild of the read models (`phoenix replay`):
- * 1. a second set of tables (suffix `__next`, migrations/002) is filled from position zero, in short
- *    transactions, without secondary indexes (built once at the end), while the live set keeps serving;
+ * 1. a second set of tables (suffix `__next`, migrations/002) is filled from position zero while the
+ *    live set keeps serving: the log is read in large pages (straight from phoenix_events when the
+ *    store is PostgreSQL's), folded in memory, and written in bulk (BulkLoader: each experiment's row
+ *    once), in short transactions, without secondary indexes; these are built at the end, several
+ *    at once;
  * 2. it catches up with the live projection's checkpoint (never beyond it);
  * 3. one transaction locks the live checkpoint row (the live runner, in any process, waits at its next
  *    batch), finishes the catch-up to exactly that position, then swaps the sets by renaming. The live
@@ -52,7 +59,7 @@ export interface RebuildReport {
   readonly swapped: boolean;
   /** With `verify`: every table that differs (empty when identical). */
   readonly differences: readonly TableDifference[];
-  /** Seconds spent in each phase (replaying, history, indexing, swapping or verifying). */
+  /** Seconds spent in each phase (replaying, indexing, swapping or verifying). */
   readonly phases: Readonly<Record<string, number>>;
 }
 
@@ -62,12 +69,18 @@ export interface RebuildOptions {
   readonly logger?: Logger | undefined;
   /** Compare instead of swapping. */
   readonly verify?: boolean;
-  /** Events per transaction (default 2000). */
+  /** Events per transaction (default 2000): a bulk write, or a batch once the tables are indexed. */
   readonly batchSize?: number;
+  /** Events per read of the log while bulk-loading (default 500: small pages keep the garbage young). */
+  readonly pageSize?: number;
+  /** Index builds at once (default 3; PGlite: 1). */
+  readonly indexConcurrency?: number;
   readonly onProgress?: (progress: RebuildProgress) => void;
   readonly progressEveryMs?: number;
-  /** Experiments kept folded in memory between batches (default 50,000). */
+  /** Experiments kept folded in memory while bulk-loading (default 50,000). */
   readonly cacheSize?: number;
+  /** Test seam: how the log is read while bulk-loading (default: the fastest for `store`). */
+  readonly readLog?: LogReader;
   /** Test seam: called after the new tables are filled and before the final swap transaction. */
   readonly beforeSwap?: () => Promise<void>;
 }
@@ -93,14 +106,12 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
   const started = performance.now();
   let applied = 0;
   let lastReport = 0;
-  // Bulk phase: folded state cached, history filled afterwards in one statement; then the ordinary
-  // handler for the last few events, once the new tables are indexed and complete.
-  const bulk = experimentReadModels({
-    suffix: NEXT_SUFFIX,
-    cacheSize: options.cacheSize ?? 50_000,
-    withHistory: false,
-  });
-  let handler: ProjectionHandler<ExperimentEvent> = bulk;
+  const pageSize = Math.max(options.pageSize ?? 500, 1);
+  const readLog = options.readLog ?? logReaderFor(store, database);
+  // Bulk phase: folded in memory, written in bulk; then the ordinary handler for the last few events,
+  // once the new tables are indexed and complete.
+  const loader = new BulkLoader(db, NEXT_SUFFIX, options.cacheSize ?? 50_000);
+  const handler: ProjectionHandler<ExperimentEvent> = experimentReadModels({ suffix: NEXT_SUFFIX });
   const progressEvery = options.progressEveryMs ?? 1_000;
   let total: number | undefined;
   const report = (phase: RebuildProgress['phase'], force = false) => {
@@ -134,10 +145,46 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
     await sql`select phoenix_create_read_models(${NEXT_SUFFIX})`.execute(db);
     await sql`delete from projection_checkpoints where name = ${REBUILD_CHECKPOINT}`.execute(db);
     position = await ensureCheckpoint(db, REBUILD_CHECKPOINT);
-    await bulk.maintain?.(db);
+    await handler.maintain?.(db);
     const { rows } = await sql<{ n: string | null }>`
       select sum(version)::text as n from ${sql.table(tableNames('').experiments)}`.execute(db);
     total = rows[0]?.n ? Number(rows[0].n) : undefined;
+
+    /** Events folded since the last bulk write. */
+    let unsent = 0;
+    /** Bulk-loads every event after `position` up to `target` (inclusive); how many there were. */
+    const load = async (target: Position): Promise<number> => {
+      if (target <= position) return 0;
+      let loaded = 0;
+      let next = readLog(position, target, pageSize);
+      for (;;) {
+        const { events, done } = await next;
+        const last = events[events.length - 1];
+        // read the next page while this one is folded and written
+        if (!done && last) {
+          next = readLog(last.position, target, pageSize);
+          next.catch(() => undefined); // awaited (and thrown) next round
+        }
+        // each write (a transaction) holds the effects of at most batchSize events
+        for (let i = 0; i < events.length; ) {
+          const chunk = Math.min(events.length - i, batchSize - unsent);
+          await loader.add(chunk === events.length ? events : events.slice(i, i + chunk));
+          i += chunk;
+          unsent += chunk;
+          if (unsent >= batchSize) {
+            await loader.flush();
+            unsent = 0;
+          }
+        }
+        loaded += events.length;
+        applied += events.length;
+        report('replaying');
+        if (done || !last) break;
+        position = last.position;
+      }
+      position = target;
+      return loaded;
+    };
 
     /** Applies every event after `position` up to `target` (inclusive) in transactions of batchSize. */
     const catchUp = async (target: Position): Promise<void> => {
@@ -164,23 +211,19 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
     // Chase the live checkpoint until a pass has little left to do.
     enter('replaying');
     for (;;) {
-      const before = applied;
-      await catchUp(await ensureCheckpoint(db, READ_MODELS));
-      if (applied - before < batchSize) break;
+      const loaded = await load(await ensureCheckpoint(db, READ_MODELS));
+      if (loaded < batchSize) break;
     }
+    await loader.finish();
+    unsent = 0;
+    await writeCheckpoint(db, REBUILD_CHECKPOINT, position);
     report('indexing', true);
-    enter('history');
-    await fillHistory(db, NEXT_SUFFIX);
-    handler = experimentReadModels({ suffix: NEXT_SUFFIX });
     enter('indexing');
-    await db.transaction().execute(async (tx) => {
-      // one sort per index over the whole table: give it room (the session default is 64 MB)
-      await sql`set local maintenance_work_mem = '256MB'`.execute(tx);
-      await sql`select phoenix_index_read_models(${NEXT_SUFFIX})`.execute(tx);
-    });
-    for (const table of Object.values(tableNames(NEXT_SUFFIX))) {
-      await sql`analyze ${sql.table(table)}`.execute(db);
-    }
+    await indexReadModels(
+      db,
+      NEXT_SUFFIX,
+      database.kind === 'pglite' ? 1 : Math.max(options.indexConcurrency ?? 3, 1),
+    );
     await options.beforeSwap?.();
     enter(options.verify ? 'verifying' : 'swapping');
 
@@ -287,4 +330,54 @@ export async function compareReadModels(tx: Tx, suffix = NEXT_SUFFIX): Promise<T
     }
   }
   return differences;
+}
+
+/**
+ * Builds the indexes of read-model set `suffix` (phoenix_read_model_index_ddl, migrations/051), then
+ * analyzes its tables, `concurrency` statements at a time on as many connections: a table's primary key
+ * first, then its other indexes, then ANALYZE (which waits for a table's index builds anyway).
+ */
+export async function indexReadModels(db: Db, suffix: string, concurrency: number): Promise<void> {
+  const { rows } = await sql<{ table_name: string; is_primary_key: boolean; ddl: string }>`
+    select table_name, is_primary_key, ddl from phoenix_read_model_index_ddl(${suffix})`.execute(db);
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  const run = async (statement: (tx: Tx) => Promise<unknown>) => {
+    while (running >= concurrency) await new Promise<void>((resolve) => waiting.push(resolve));
+    running++;
+    try {
+      await db.transaction().execute(async (tx) => {
+        // one sort per index over the whole table: give it room (the session default is 64 MB); the
+        // builds run side by side already, so without parallel workers of their own
+        await sql`select set_config('maintenance_work_mem', '192MB', true),
+                         set_config('max_parallel_maintenance_workers', '0', true)`.execute(tx);
+        await statement(tx);
+      });
+    } finally {
+      running--;
+      waiting.shift()?.();
+    }
+  };
+  const primaryKeys = new Map<string, Promise<void>>();
+  const byTable = new Map<string, Promise<void>[]>(
+    Object.values(tableNames(suffix)).map((table) => [table, []]),
+  );
+  for (const r of rows) {
+    const pk = primaryKeys.get(r.table_name);
+    const build = pk
+      ? pk.then(() => run((tx) => sql.raw(r.ddl).execute(tx)))
+      : run((tx) => sql.raw(r.ddl).execute(tx));
+    if (r.is_primary_key) primaryKeys.set(r.table_name, build);
+    const builds = byTable.get(r.table_name);
+    if (builds) builds.push(build);
+    else byTable.set(r.table_name, [build]);
+  }
+  const all: Promise<unknown>[] = [];
+  for (const [table, builds] of byTable) {
+    all.push(...builds);
+    all.push(Promise.all(builds).then(() => run((tx) => sql`analyze ${sql.table(table)}`.execute(tx))));
+  }
+  const results = await Promise.allSettled(all);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
 }

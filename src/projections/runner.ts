@@ -61,6 +61,17 @@ export interface ProjectionHandler<E extends AnyEvent = AnyEvent> {
    * together with the new checkpoint. Must write through `tx` only; throwing rolls the batch back.
    */
   apply(tx: Tx, events: readonly StoredEvent<E>[], context: ApplyContext): Promise<void>;
+  /**
+   * Optional, instead of `apply` in a runner's transaction: applies `events` (each after `expected`)
+   * and moves checkpoint `context.checkpoint` from `expected` to `position` (undefined: leaves it) by
+   * itself, atomically, as one statement (one round trip, no BEGIN and COMMIT). Writes nothing when the
+   * stored checkpoint is not `expected`. Returns the position the checkpoint held before.
+   */
+  applyAndCheckpoint?(
+    db: Db,
+    events: readonly StoredEvent<E>[],
+    context: ApplyContext & { readonly expected: Position; readonly position: Position | undefined },
+  ): Promise<Position>;
   /** Housekeeping (creating partitions ahead of time), run when the runner becomes active and then periodically. */
   maintain?(db: Db): Promise<void>;
   /** Forget cached state: called before a batch is retried and after the checkpoint moved elsewhere. */
@@ -159,8 +170,10 @@ export async function writeCheckpoint(db: Db | Tx, name: string, position: Posit
 
 /**
  * Applies `events` and moves checkpoint `name` from `expected` to the last event's position, in one
- * transaction. Events at or before the stored checkpoint are dropped first (delivered twice: no
- * change). Returns the new position.
+ * transaction: the handler's own statement when it has `applyAndCheckpoint` (and no `beforeCommit`
+ * seam asks for a moment between the two), else `apply` and the checkpoint in a transaction of ours.
+ * Events at or before the stored checkpoint are dropped first (delivered twice: no change). Returns
+ * the new position.
  * @throws CheckpointMovedError when the stored checkpoint is not `expected`
  */
 export async function applyBatch<E extends AnyEvent>(
@@ -176,6 +189,20 @@ export async function applyBatch<E extends AnyEvent>(
   },
 ): Promise<Position> {
   const last = options.upTo ?? events[events.length - 1]?.position ?? expected;
+  if (handler.applyAndCheckpoint && !options.beforeCommit) {
+    // one statement: locks the checkpoint, applies, moves it (or, moved meanwhile, writes nothing)
+    const fresh = events.filter(
+      (e) => e.position > expected && (!handler.streamPrefix || e.streamId.startsWith(handler.streamPrefix)),
+    );
+    const stored = await handler.applyAndCheckpoint(db, fresh, {
+      mode: options.mode,
+      checkpoint: name,
+      expected,
+      position: last > expected ? last : undefined,
+    });
+    if (stored !== expected) throw new CheckpointMovedError(name, expected, stored);
+    return last > expected ? last : expected;
+  }
   return db.transaction().execute(async (tx) => {
     // Derived data: a crash may lose the last few commits, and the checkpoint with them (commits stay
     // atomic and in order), so the runner re-applies them; not waiting for the WAL flush cuts the lag.
