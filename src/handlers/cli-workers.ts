@@ -148,7 +148,11 @@ export function registerWorkerCommands(program: Command): void {
     .addArgument(
       new Argument('<kind>', 'which worker (all: both, sharing one local data plane)').choices(WORKER_KINDS),
     )
-    .option('--concurrency <n>', 'deploys or analyses carried out at once (default: deployer 4, analyzer 2)', positiveInt)
+    .option(
+      '--concurrency <n>',
+      'deploys or analyses carried out at once (default: deployer 4, analyzer 2)',
+      positiveInt,
+    )
     .option(
       '--ack-wait-seconds <n>',
       'how long a command held by a worker that died waits before it is redelivered',

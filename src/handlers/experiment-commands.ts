@@ -146,7 +146,9 @@ export async function handleExperimentCommand(
 ): Promise<CommandResult> {
   const { maxAttempts = 5, onConflict, known } = options;
   const streamId = streamIdOf(experimentId);
-  const fromKnown = known ? await decideOnKnown(store, streamId, experimentId, command, context, known) : undefined;
+  const fromKnown = known
+    ? await decideOnKnown(store, streamId, experimentId, command, context, known)
+    : undefined;
   if (fromKnown) return fromKnown;
   for (let attempt = 1; ; attempt++) {
     // A creation first tries without reading: a new stream has nothing to read, and the append's
@@ -284,7 +286,8 @@ async function decideOnKnown(
 ): Promise<CommandResult | undefined> {
   const entry = known.get(streamId);
   if (!entry || context.expectedVersion !== undefined) return undefined;
-  if (context.commandId !== undefined && entry.eventIds.has(deriveEventId(context.commandId, 0))) return undefined;
+  if (context.commandId !== undefined && entry.eventIds.has(deriveEventId(context.commandId, 0)))
+    return undefined;
   let events: ExperimentEvent[];
   try {
     events = decide(command, entry.state);

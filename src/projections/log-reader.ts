@@ -42,8 +42,8 @@ interface LogRow {
 
 /**
  * The rebuild's read of `phoenix_events`, straight from the database the PostgreSQL store keeps its
- * log in: the same order and the same rule as the store's readAll (only transactions older than every
- * running one, so none is skipped), bounded by `upTo` on the server, and cheaper per row: the position
+ * log in: the same order and the same rule as the store's readAll (only rows below
+ * phoenix_log_horizon(), so none is skipped), bounded by `upTo` on the server, and cheaper per row: the position
  * is put together here rather than by the server, and the recording time comes as UTC text instead
  * of being parsed into a Date. Every event is decoded through the experiment codec (upcasters,
  * schema checks), as the store would.
@@ -54,7 +54,7 @@ SELECT stream_id, version::text AS version, transaction_id::text AS tx, global_p
   FROM phoenix_events
  WHERE (transaction_id, global_position) > ($1::xid8, $2::int8)
    AND (transaction_id, global_position) <= ($3::xid8, $4::int8)
-   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+   AND transaction_id < phoenix_log_horizon()
  ORDER BY transaction_id, global_position
  LIMIT $5`;
 
