@@ -14,7 +14,7 @@ import type { ExperimentEvent } from '../src/domain/experiment.js';
 import { experimentCodec } from '../src/handlers/experiment-codec.js';
 import { START } from '../src/handlers/ports/event-store.js';
 import { createProjections, type Projections } from '../src/projections/index.js';
-import { sqlLogReader, storeLogReader } from '../src/projections/log-reader.js';
+import { readAhead, sqlLogReader, storeLogReader } from '../src/projections/log-reader.js';
 import { ProjectionRunner } from '../src/projections/runner.js';
 import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';
 import { applied, openFixture } from './support/projection-fixtures.js';
@@ -105,6 +105,10 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
           viaSql,
           all.filter((e) => e.position <= bound),
         );
+        // and read ahead of their use: the same pages, in order
+        const ahead: unknown[] = [];
+        for await (const page of readAhead(sqlLog, START, bound, 113, 3)) ahead.push(...page);
+        assert.deepEqual(ahead, viaSql);
       }
     });
 

@@ -5,7 +5,7 @@ import type { ExperimentEvent } from '../domain/experiment.js';
 import type { EventStore, Position, StoredEvent } from '../handlers/ports/event-store.js';
 import { BulkLoader } from './bulk-load.js';
 import { experimentReadModels, NEXT_SUFFIX, READ_MODELS, tableNames } from './experiment-read-models.js';
-import { type LogReader, logReaderFor } from './log-reader.js';
+import { type LogReader, logReaderFor, readAhead } from './log-reader.js';
 import {
   applyBatch,
   type Db,
@@ -73,6 +73,8 @@ export interface RebuildOptions {
   readonly batchSize?: number;
   /** Events per read of the log while bulk-loading (default 500: small pages keep the garbage young). */
   readonly pageSize?: number;
+  /** Pages read ahead of the one being folded while bulk-loading (default 4). */
+  readonly readAhead?: number;
   /** Index builds at once (default 3; PGlite: 1). */
   readonly indexConcurrency?: number;
   readonly onProgress?: (progress: RebuildProgress) => void;
@@ -107,6 +109,7 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
   let applied = 0;
   let lastReport = 0;
   const pageSize = Math.max(options.pageSize ?? 500, 1);
+  const readAheadPages = Math.max(options.readAhead ?? 4, 1);
   const readLog = options.readLog ?? logReaderFor(store, database);
   // Bulk phase: folded in memory, written in bulk; then the ordinary handler for the last few events,
   // once the new tables are indexed and complete.
@@ -156,15 +159,7 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
     const load = async (target: Position): Promise<number> => {
       if (target <= position) return 0;
       let loaded = 0;
-      let next = readLog(position, target, pageSize);
-      for (;;) {
-        const { events, done } = await next;
-        const last = events[events.length - 1];
-        // read the next page while this one is folded and written
-        if (!done && last) {
-          next = readLog(last.position, target, pageSize);
-          next.catch(() => undefined); // awaited (and thrown) next round
-        }
+      for await (const events of readAhead(readLog, position, target, pageSize, readAheadPages)) {
         // each write (a transaction) holds the effects of at most batchSize events
         for (let i = 0; i < events.length; ) {
           const chunk = Math.min(events.length - i, batchSize - unsent);
@@ -178,9 +173,8 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
         }
         loaded += events.length;
         applied += events.length;
+        position = events[events.length - 1]!.position;
         report('replaying');
-        if (done || !last) break;
-        position = last.position;
       }
       position = target;
       return loaded;
