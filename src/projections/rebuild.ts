@@ -113,7 +113,7 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
   const readLog = options.readLog ?? logReaderFor(store, database);
   // Bulk phase: folded in memory, written in bulk; then the ordinary handler for the last few events,
   // once the new tables are indexed and complete.
-  const loader = new BulkLoader(db, NEXT_SUFFIX, options.cacheSize ?? 50_000);
+  const loader = new BulkLoader(db, NEXT_SUFFIX, options.cacheSize ?? 50_000, database.copyFrom);
   const handler: ProjectionHandler<ExperimentEvent> = experimentReadModels({ suffix: NEXT_SUFFIX });
   const progressEvery = options.progressEveryMs ?? 1_000;
   let total: number | undefined;
