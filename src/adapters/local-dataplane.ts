@@ -81,6 +81,16 @@ export interface VariantSnapshot {
   readonly endpoint: string | undefined;
 }
 
+/** A variant just started: what is known of it before its first scrape. */
+export interface StartedVariant {
+  readonly experimentId: string;
+  readonly variant: Variant;
+  readonly hosts: number;
+  readonly collectionIntervalSeconds: number;
+  /** Where Prometheus scrapes this variant (undefined until the server listens). */
+  readonly endpoint: string | undefined;
+}
+
 export interface LocalDataPlaneOptions {
   readonly host?: string;
   /** 0 picks a free port. */
@@ -95,7 +105,8 @@ export interface LocalDataPlaneOptions {
 interface VariantState {
   readonly pipeline: CompiledPipeline;
   readonly critical: readonly RegExp[];
-  last: ScrapeResult;
+  /** The last scrape; undefined until the first (see scraped()). */
+  last: ScrapeResult | undefined;
   scrapes: number;
   dueIn: number;
   readonly sentPoints: Float64Array;
@@ -192,6 +203,17 @@ export class LocalDataPlane {
    * snapshot exists as soon as this returns. Throws {@link LocalDataPlaneError} on a config it cannot run.
    */
   deploy(input: DeployVariantInput): VariantSnapshot {
+    this.start(input);
+    return this.snapshot(input.experimentId, input.variant) as VariantSnapshot;
+  }
+
+  /**
+   * Deploys like {@link deploy}, but leaves the first scrape to the next tick, or to the first
+   * snapshot(), usage() or exposition that needs it: a collector is ready before it has scraped, as
+   * a DaemonSet is. The scrape is most of a deploy's cost, and a deployer that waits for it holds up
+   * every other experiment's deploy behind it.
+   */
+  start(input: DeployVariantInput): StartedVariant {
     if (!(VARIANTS as readonly string[]).includes(input.variant))
       throw new LocalDataPlaneError(`unknown variant ${String(input.variant)}`);
     const perHost = input.processesPerHost ?? this.options.defaultProcessesPerHost;
@@ -246,19 +268,35 @@ export class LocalDataPlane {
     const state: VariantState = {
       pipeline,
       critical,
-      last: emulateScrape(fleet, pipeline),
+      last: undefined,
       scrapes: 0,
-      dueIn: pipeline.intervalSeconds,
+      dueIn: 0,
       sentPoints: new Float64Array(hosts),
       receivedPoints: new Float64Array(hosts),
       cpuSeconds: new Float64Array(hosts),
       rss: new Float64Array(hosts),
       deployedAt: fleet.time,
     };
-    this.account(state);
     experiment.variants.set(input.variant, state);
     this.ensureTimer();
-    return this.snapshot(input.experimentId, input.variant) as VariantSnapshot;
+    return {
+      experimentId: input.experimentId,
+      variant: input.variant,
+      hosts,
+      collectionIntervalSeconds: pipeline.intervalSeconds,
+      endpoint: this.endpointUrl(input.experimentId, input.variant),
+    };
+  }
+
+  /** The variant's last scrape, scraping now if it has not scraped yet. */
+  private scraped(experiment: ExperimentState, state: VariantState): ScrapeResult {
+    if (state.last !== undefined) return state.last;
+    this.catchUp(experiment);
+    const last = emulateScrape(experiment.fleet, state.pipeline);
+    state.last = last;
+    state.dueIn = state.pipeline.intervalSeconds;
+    this.account(state, last);
+    return last;
   }
 
   /** Removes both variants of an experiment and its fleet; false when nothing was deployed. */
@@ -278,7 +316,7 @@ export class LocalDataPlane {
     const state = experiment?.variants.get(variant);
     if (experiment === undefined || state === undefined) return undefined;
     const { fleet } = experiment;
-    const last = state.last;
+    const last = this.scraped(experiment, state);
     const namesByHost: Set<string>[] = Array.from({ length: fleet.hosts }, () => new Set());
     for (let o = 0; o < last.rows; o++) {
       const id = last.rowName[o] as number;
@@ -330,8 +368,10 @@ export class LocalDataPlane {
    * computeTuning: the data the control plane would read back from Prometheus to build a keep-list.
    */
   usage(experimentId: string, variant: Variant): ProcessUsageTable | undefined {
-    const last = this.experiments.get(experimentId)?.variants.get(variant)?.last;
-    if (last === undefined) return undefined;
+    const experiment = this.experiments.get(experimentId);
+    const state = experiment?.variants.get(variant);
+    if (experiment === undefined || state === undefined) return undefined;
+    const last = this.scraped(experiment, state);
     const series = new Uint8Array(last.rows);
     for (let o = 0; o < last.rows; o++) series[o] = popcount(last.rowMask[o] as number);
     return {
@@ -387,11 +427,12 @@ export class LocalDataPlane {
     if (due.length === 0) return;
     this.catchUp(experiment);
     for (const state of due) {
-      state.last = emulateScrape(experiment.fleet, state.pipeline);
+      const last = emulateScrape(experiment.fleet, state.pipeline);
+      state.last = last;
       state.dueIn +=
         state.pipeline.intervalSeconds *
         Math.max(1, Math.ceil(-state.dueIn / state.pipeline.intervalSeconds));
-      this.account(state);
+      this.account(state, last);
     }
   }
 
@@ -416,8 +457,7 @@ export class LocalDataPlane {
     experiment.pending = 0;
   }
 
-  private account(state: VariantState): void {
-    const last = state.last;
+  private account(state: VariantState, last: ScrapeResult): void {
     state.scrapes++;
     const exporters = Math.max(1, last.exporters.length);
     for (let h = 0; h < state.sentPoints.length; h++) {
@@ -465,7 +505,7 @@ export class LocalDataPlane {
       return f;
     };
     for (const [id, v, experiment, state] of selected) {
-      const last = state.last;
+      const last = this.scraped(experiment, state);
       const prefixes = rowLabelPrefixes(last);
       const metrics = new Map<number, number[]>();
       last.slots.forEach((slot, s) => {

@@ -20,9 +20,11 @@ const seedOf = (experimentId: string): number => {
 };
 
 /**
- * The `local` deployer: starts the variant's emulated collector on the local data plane, which scrapes
- * once on deploy, so the variant is ready (and has usage to tune from) as soon as this returns.
- * Deploying again replaces the variant with the same config: redelivered commands are harmless.
+ * The `local` deployer: starts the variant's emulated collector on the local data plane and reports it
+ * ready, as a cluster reports a DaemonSet ready before its collectors have scraped: the first scrape
+ * comes at the data plane's next tick, or when the baseline's usage is first asked for (to tune a
+ * candidate). Deploying again replaces the variant with the same config: redelivered commands are
+ * harmless.
  */
 export class LocalDeployer implements Deployer, UsageSource {
   constructor(
@@ -32,7 +34,7 @@ export class LocalDeployer implements Deployer, UsageSource {
 
   async deploy(d: VariantDeployment): Promise<DeployOutcome> {
     try {
-      const snapshot = this.plane.deploy({
+      const started = this.plane.start({
         experimentId: d.experimentId,
         variant: d.variant,
         config: d.config,
@@ -45,11 +47,9 @@ export class LocalDeployer implements Deployer, UsageSource {
         ok: true,
         detail: {
           dataPlane: 'local',
-          hosts: snapshot.hosts,
-          series: snapshot.series,
-          datapointsPerMinute: snapshot.datapointsPerMinute,
-          collectionIntervalSeconds: snapshot.collectionIntervalSeconds,
-          ...(snapshot.endpoint ? { endpoint: snapshot.endpoint } : {}),
+          hosts: started.hosts,
+          collectionIntervalSeconds: started.collectionIntervalSeconds,
+          ...(started.endpoint ? { endpoint: started.endpoint } : {}),
         },
       };
     } catch (err) {
