@@ -293,3 +293,52 @@ describe('local data plane lifecycle', () => {
     await plane.close();
   });
 });
+
+describe('local data plane: a started variant scrapes when first needed', () => {
+  const input = (experimentId: string) => ({
+    experimentId,
+    variant: 'baseline' as const,
+    config: config('baseline', 'process-baseline-v1').config,
+    hosts: 2,
+    processesPerHost: 50,
+    seed: 9,
+    criticalProcesses: CRITICAL,
+  });
+
+  it('reports a started variant ready without scraping; a snapshot then scrapes it once', async () => {
+    const plane = await LocalDataPlane.start({ port: 0, tickMs: 0 });
+    try {
+      const started = plane.startVariant(input('exp-lazy'));
+      assert.equal(started.hosts, 2);
+      assert.ok(started.collectionIntervalSeconds > 0);
+      assert.match(started.endpoint ?? '', /\/metrics\/exp-lazy\/baseline$/);
+      assert.ok(plane.isDeployed('exp-lazy', 'baseline'));
+      const first = plane.snapshot('exp-lazy', 'baseline');
+      assert.equal(first?.scrapes, 1);
+      assert.ok((first?.series ?? 0) > 0);
+      // asking again does not scrape again; the same output as deploy() gives at once
+      assert.equal(plane.snapshot('exp-lazy', 'baseline')?.scrapes, 1);
+      const deployed = plane.deploy(input('exp-eager'));
+      assert.equal(deployed.scrapes, 1);
+      assert.equal(deployed.series, first?.series);
+      assert.deepEqual(deployed.processesByNode, first?.processesByNode);
+    } finally {
+      await plane.close();
+    }
+  });
+
+  it('scrapes a started variant at the next tick, and gives its usage (to tune from) before that', async () => {
+    const plane = await LocalDataPlane.start({ port: 0, tickMs: 0 });
+    try {
+      plane.startVariant(input('exp-tick'));
+      plane.tick(1);
+      assert.equal(plane.snapshot('exp-tick', 'baseline')?.scrapes, 1);
+      plane.startVariant(input('exp-usage'));
+      const usage = plane.usage('exp-usage', 'baseline');
+      assert.ok((usage?.length ?? 0) > 0);
+      assert.equal(plane.snapshot('exp-usage', 'baseline')?.scrapes, 1);
+    } finally {
+      await plane.close();
+    }
+  });
+});

@@ -203,7 +203,7 @@ export class LocalDataPlane {
    * snapshot exists as soon as this returns. Throws {@link LocalDataPlaneError} on a config it cannot run.
    */
   deploy(input: DeployVariantInput): VariantSnapshot {
-    this.start(input);
+    this.startVariant(input);
     return this.snapshot(input.experimentId, input.variant) as VariantSnapshot;
   }
 
@@ -213,7 +213,7 @@ export class LocalDataPlane {
    * a DaemonSet is. The scrape is most of a deploy's cost, and a deployer that waits for it holds up
    * every other experiment's deploy behind it.
    */
-  start(input: DeployVariantInput): StartedVariant {
+  startVariant(input: DeployVariantInput): StartedVariant {
     if (!(VARIANTS as readonly string[]).includes(input.variant))
       throw new LocalDataPlaneError(`unknown variant ${String(input.variant)}`);
     const perHost = input.processesPerHost ?? this.options.defaultProcessesPerHost;

@@ -34,7 +34,7 @@ export class LocalDeployer implements Deployer, UsageSource {
 
   async deploy(d: VariantDeployment): Promise<DeployOutcome> {
     try {
-      const started = this.plane.start({
+      const started = this.plane.startVariant({
         experimentId: d.experimentId,
         variant: d.variant,
         config: d.config,
