@@ -20,6 +20,7 @@ import {
   type AnyEvent,
   type AppendResult,
   CorruptEventError,
+  decodeStored,
   type EventCodec,
   type EventMetadata,
   type EventStore,
@@ -311,13 +312,7 @@ export class EsdbEventStore<E extends AnyEvent = AnyEvent> implements EventStore
       metadata: event.metadata as EventMetadata,
       recordedAt: event.created.toISOString(),
     };
-    if (!this.#codec) return raw as StoredEvent<E>;
-    try {
-      return this.#codec.decode(raw);
-    } catch (err) {
-      if (err instanceof CorruptEventError) throw err;
-      throw new CorruptEventError(raw.streamId, version, err instanceof Error ? err.message : String(err));
-    }
+    return decodeStored(this.#codec, raw);
   }
 }
 

@@ -3,8 +3,8 @@ import { type Kysely, sql } from 'kysely';
 import {
   type AnyEvent,
   type AppendResult,
-  CorruptEventError,
   DuplicateEventIdError,
+  decodeStored,
   type EventCodec,
   type EventMetadata,
   type EventStore,
@@ -523,17 +523,7 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
       metadata: row.metadata,
       recordedAt: row.recorded_at.toISOString(),
     };
-    if (!this.#codec) return raw as StoredEvent<E>;
-    try {
-      return this.#codec.decode(raw);
-    } catch (err) {
-      if (err instanceof CorruptEventError) throw err;
-      throw new CorruptEventError(
-        raw.streamId,
-        raw.version,
-        err instanceof Error ? err.message : String(err),
-      );
-    }
+    return decodeStored(this.#codec, raw);
   }
 
   /** Wakes this process's subscribers now, and other processes' through a coalesced NOTIFY. */

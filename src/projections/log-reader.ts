@@ -3,7 +3,7 @@ import { PostgresEventStore, parsePosition } from '../adapters/postgres-event-st
 import type { ExperimentEvent } from '../domain/experiment.js';
 import { experimentCodec } from '../handlers/experiment-codec.js';
 import {
-  CorruptEventError,
+  decodeStored,
   type EventMetadata,
   type EventStore,
   type Position,
@@ -87,16 +87,7 @@ export function sqlLogReader(database: SqlDatabase): LogReader {
         metadata: row.metadata,
         recordedAt: utcTextToIso(row.recorded_at),
       };
-      try {
-        events[i] = experimentCodec.decode(raw);
-      } catch (err) {
-        if (err instanceof CorruptEventError) throw err;
-        throw new CorruptEventError(
-          raw.streamId,
-          raw.version,
-          err instanceof Error ? err.message : String(err),
-        );
-      }
+      events[i] = decodeStored(experimentCodec, raw);
     }
     return { events, done: rows.length < limit };
   };

@@ -148,6 +148,23 @@ export class CorruptEventError extends Error {
   }
 }
 
+/**
+ * Decodes a stored event with `codec`: whatever the codec throws becomes a CorruptEventError naming
+ * the stream and version. Without a codec the event passes as it is.
+ */
+export function decodeStored<E extends AnyEvent>(
+  codec: EventCodec<E> | undefined,
+  raw: StoredEvent,
+): StoredEvent<E> {
+  if (!codec) return raw as StoredEvent<E>;
+  try {
+    return codec.decode(raw);
+  } catch (err) {
+    if (err instanceof CorruptEventError) throw err;
+    throw new CorruptEventError(raw.streamId, raw.version, err instanceof Error ? err.message : String(err));
+  }
+}
+
 /** An append retried with event ids that are stored, but not as that same append. */
 export class DuplicateEventIdError extends Error {
   readonly code = 'duplicate_event_id';
