@@ -63,10 +63,9 @@ const sqlFixture = (db: TestDatabase, serialTransactions?: string): Fixture => {
       await database?.close();
     },
     open<E extends AnyEvent>(codec?: EventCodec<E>) {
-      const store = new PostgresEventStore<E>(
-        database!,
-        codec ? { codec, idlePollMs: 200 } : { idlePollMs: 200 },
-      );
+      // A small queue per caught-up subscriber, so that slow ones are let go and read on their own.
+      const options = { idlePollMs: 200, tailMaxQueued: 20 };
+      const store = new PostgresEventStore<E>(database!, codec ? { codec, ...options } : options);
       stores.push(store as unknown as EventStore<AnyEvent>);
       return store;
     },
@@ -413,6 +412,67 @@ for (const fixture of fixtures) {
         resumed.seen.filter((e) => e.streamId === s).map((e) => e.version),
         [3, 4],
       );
+    });
+
+    it('many subscribers at once, joining at different points, one slow, under 8 writers: each gets every event once, in order', async () => {
+      const from = await store.head();
+      const prefix = `experiment-${randomUUID().slice(0, 8)}`;
+      const ids: string[] = [];
+      const sentinel = newEvent();
+      const hasSentinel = (seen: StoredEvent<AnyEvent>[]) =>
+        seen.some((e) => e.metadata.eventId === sentinel.metadata.eventId);
+      const writers = Array.from({ length: 8 }, async (_, w) => {
+        for (let i = 0; i < 40; i++) {
+          const e = newEvent();
+          ids.push(e.metadata.eventId);
+          await store.append(`${prefix}-${w}`, [e], i === 0 ? 'no_stream' : i);
+          await new Promise((r) => setTimeout(r, 3));
+        }
+      });
+      // slowMs: how long the subscriber takes over each batch while it holds events 60 to 160 (so it
+      // falls behind after it has caught up, and catches up again).
+      const subscriber = async (startAfterMs: number, slowMs: number) => {
+        await new Promise((r) => setTimeout(r, startAfterMs));
+        const controller = new AbortController();
+        const timer = setTimeout(() => controller.abort(), 30_000);
+        const seen: StoredEvent<AnyEvent>[] = [];
+        try {
+          for await (const m of store.subscribe({
+            after: from,
+            streamPrefix: prefix,
+            signal: controller.signal,
+            batchSize: 7,
+          })) {
+            if (m.kind !== 'events') continue;
+            seen.push(...m.events);
+            if (hasSentinel(seen)) break;
+            if (slowMs > 0 && seen.length > 60 && seen.length < 160)
+              await new Promise((r) => setTimeout(r, slowMs));
+          }
+        } finally {
+          clearTimeout(timer);
+          controller.abort();
+        }
+        return seen;
+      };
+      const subscribers = [
+        subscriber(0, 0),
+        subscriber(0, 0),
+        subscriber(30, 0),
+        subscriber(80, 0),
+        subscriber(10, 15),
+      ];
+      await Promise.all(writers);
+      await store.append(`${prefix}-end`, [sentinel], 'no_stream');
+      const results = await Promise.all(subscribers);
+      for (const [n, seen] of results.entries()) {
+        const got = seen.filter((e) => e.metadata.eventId !== sentinel.metadata.eventId);
+        const gotIds = got.map((e) => e.metadata.eventId);
+        assert.equal(new Set(gotIds).size, gotIds.length, `subscriber ${n}: no event twice`);
+        assert.deepEqual(new Set(gotIds), new Set(ids), `subscriber ${n}: every event`);
+        for (let i = 1; i < seen.length; i++)
+          assert.ok(seen[i - 1]!.position < seen[i]!.position, `subscriber ${n}: in position order`);
+      }
     });
 
     it('subscribes without a position: starts at the head', async () => {

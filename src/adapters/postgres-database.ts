@@ -20,7 +20,7 @@ export interface SqlDatabase {
    * Calls `onNotify` on each NOTIFY on `channel` from any process, and once after every reconnect (a
    * notification may have been missed meanwhile). Embedded: a no-op, only this process can write.
    */
-  listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>;
+  listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
   /**
    * Tries once to take the exclusive lock `name` (scoped to the current schema) for as long as this
    * process keeps it: PostgreSQL holds a session-level advisory lock on a dedicated connection, so the
@@ -112,7 +112,7 @@ export function openPostgres(options: PostgresOptions): SqlDatabase {
           try {
             await c.connect();
             await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
-            c.on('notification', () => onNotify());
+            c.on('notification', (n) => onNotify(n.payload ?? ''));
             c.on('end', () => {
               if (!stopped) {
                 client = undefined;
@@ -121,7 +121,8 @@ export function openPostgres(options: PostgresOptions): SqlDatabase {
             });
             client = c;
             delay = 100;
-            onNotify();
+            // Whatever was sent while this connection was away is not coming: a caller catches up.
+            onNotify('');
             return;
           } catch (err) {
             options.logger?.warn({ err, channel }, 'LISTEN connection failed; retrying');

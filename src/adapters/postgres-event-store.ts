@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { type Kysely, sql } from 'kysely';
 import {
@@ -22,6 +23,7 @@ import {
   WrongExpectedVersionError,
 } from '../handlers/ports/event-store.js';
 import { Batcher } from './batcher.js';
+import { LogTail } from './log-tail.js';
 import type { SqlDatabase } from './postgres-database.js';
 
 /**
@@ -44,6 +46,8 @@ export interface PostgresEventStoreOptions<E extends AnyEvent> {
   readonly maxConcurrentBatches?: number;
   /** Most appends in one batch. */
   readonly maxBatch?: number;
+  /** Events a caught-up subscriber may have waiting before the shared reader lets it go (LogTail). */
+  readonly tailMaxQueued?: number;
 }
 
 interface PendingAppend<E extends AnyEvent> {
@@ -136,6 +140,13 @@ const READ_STREAMS = `SELECT stream_id, version::int8::text AS version,
 
 const POSITION = /^(\d{20})-(\d{20})$/;
 
+/**
+ * Under a stream of appends, at most one NOTIFY per this many ms (the first after a quiet spell goes at
+ * once). Each is a round trip of its own; other processes' subscribers learn of new events at most
+ * this much later, this process's at once.
+ */
+const NOTIFY_EVERY_MS = 20;
+
 export class InvalidPositionError extends Error {
   readonly code = 'invalid_position';
   constructor(readonly position: string) {
@@ -176,7 +187,13 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
   readonly #appends: Batcher<PendingAppend<E>>;
   /** Whole-stream reads made together go in one query. */
   readonly #reads: Batcher<PendingRead<E>>;
+  /** Names this store's NOTIFYs, so that it can tell them from other processes'. */
+  readonly #instance = randomUUID();
   #notifyTimer: NodeJS.Timeout | undefined;
+  /** Append batches in flight: each wakes the subscribers when it ends. */
+  #appending = 0;
+  /** Caught-up subscribers of this process share one reader of the head of the log. */
+  readonly #tail: LogTail<E>;
   #notifyPending = false;
   #stopListening: Promise<() => Promise<void>> | undefined;
   #closed = false;
@@ -193,13 +210,26 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     const maxBatch = options.maxBatch ?? 64;
     // One append per stream in a batch: a second one waits for the next, where it sees the first's
     // version.
-    this.#appends = new Batcher((batch) => this.#writeBatch(batch), {
+    this.#appends = new Batcher((batch) => this.#sendBatch(batch), {
       maxInFlight,
       maxBatch,
       admit: (a, batch) => !batch.some((b) => b.streamId === a.streamId),
     });
     this.#reads = new Batcher((batch) => this.#readBatch(batch), { maxInFlight, maxBatch });
     this.#wake.setMaxListeners(0);
+    this.#tail = new LogTail<E>(
+      {
+        read: (after, limit) => this.readAll({ after, limit }),
+        heldBack: (after) => this.#heldBack(after),
+        wakeComing: () => this.#appending > 0,
+        nextWake: () => this.#nextWake(undefined),
+        closed: () => this.#closed,
+      },
+      {
+        idlePollMs: this.#idlePollMs,
+        ...(options.tailMaxQueued !== undefined ? { maxQueued: options.tailMaxQueued } : {}),
+      },
+    );
   }
 
   append(streamId: string, events: readonly NewEvent<E>[], expected: ExpectedVersion): Promise<AppendResult> {
@@ -207,6 +237,17 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     return new Promise((resolve, reject) => {
       this.#appends.push({ streamId, events, expected, resolve, reject });
     });
+  }
+
+  /** A batch of appends; when it ends, written or not, this process's subscribers are woken. */
+  async #sendBatch(batch: PendingAppend<E>[]): Promise<void> {
+    this.#appending++;
+    try {
+      await this.#writeBatch(batch);
+    } finally {
+      this.#appending--;
+      this.#wake.emit('wake');
+    }
   }
 
   async #writeBatch(batch: PendingAppend<E>[]): Promise<void> {
@@ -450,50 +491,78 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
   async *subscribe(options: SubscribeOptions): AsyncIterable<SubscriptionMessage<E>> {
     const signal = options.signal;
     const batchSize = options.batchSize ?? 500;
+    const prefix = options.streamPrefix;
     this.#ensureListening();
     let checkpoint = options.after ?? (await this.head());
     parsePosition(checkpoint);
     let liveSent = false;
     let backoff = 1;
     while (!signal?.aborted && !this.#closed) {
-      const woken = this.#nextWake(signal);
+      // Behind the head (or let go by the tail): read on our own.
       let page: StoredEvent<E>[];
       try {
         page = await this.readAll({
           after: checkpoint,
           limit: batchSize,
-          ...(options.streamPrefix ? { streamPrefix: options.streamPrefix } : {}),
+          ...(prefix ? { streamPrefix: prefix } : {}),
         });
       } catch (err) {
         if (!(err instanceof StoreUnavailableError)) throw err;
         // The database is away: wait and try again; the subscriber sees lag, not an error.
+        const woken = this.#nextWake(signal);
         await Promise.race([sleep(Math.min(backoff * 100, 5_000)), woken.promise]);
         backoff = Math.min(backoff * 2, 50);
         woken.cancel();
         continue;
       }
+      backoff = 1;
       if (page.length > 0) {
         checkpoint = page[page.length - 1]!.position;
         yield { kind: 'events', events: page };
-        if (page.length === batchSize) {
-          woken.cancel();
-          continue;
-        }
+        if (page.length === batchSize) continue;
       }
       if (!liveSent) {
         liveSent = true;
         yield { kind: 'live', position: checkpoint };
       }
-      let wait = this.#idlePollMs;
-      if (await this.#heldBack(checkpoint).catch(() => false)) {
-        // An older transaction is still open: poll soon, backing off while it stays open.
-        wait = Math.min(backoff, 100);
-        backoff = Math.min(backoff * 2, 100);
-      } else {
-        backoff = 1;
+      if (signal?.aborted || this.#closed) break;
+      // Caught up: follow the head with the process's other subscribers (see LogTail).
+      const member = this.#tail.join(checkpoint, prefix);
+      try {
+        // The tail had passed our checkpoint: read the events in between ourselves first.
+        const through = member.gapThrough;
+        let gapRead = through === undefined;
+        while (!gapRead) {
+          let gap: StoredEvent<E>[];
+          try {
+            gap = await this.readAll({
+              after: checkpoint,
+              limit: batchSize,
+              ...(prefix ? { streamPrefix: prefix } : {}),
+            });
+          } catch {
+            break; // read it again on our own, where a failure is handled
+          }
+          const upTo = gap.filter((e) => e.position <= through!);
+          if (upTo.length > 0) {
+            checkpoint = upTo[upTo.length - 1]!.position;
+            yield { kind: 'events', events: upTo };
+          }
+          gapRead = gap.length < batchSize || upTo.length < gap.length;
+        }
+        if (!gapRead) continue;
+        while (member.attached && !signal?.aborted) {
+          const events = member.take(batchSize);
+          if (events.length === 0) {
+            await member.wait(signal);
+            continue;
+          }
+          checkpoint = events[events.length - 1]!.position;
+          yield { kind: 'events', events };
+        }
+      } finally {
+        member.leave();
       }
-      await Promise.race([woken.promise, sleep(wait)]);
-      woken.cancel();
     }
   }
 
@@ -526,9 +595,11 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     return decodeStored(this.#codec, raw);
   }
 
-  /** Wakes this process's subscribers now, and other processes' through a coalesced NOTIFY. */
+  /**
+   * Wakes other processes' subscribers through a coalesced NOTIFY (this process's are woken when the
+   * batch ends, see #sendBatch).
+   */
   #announce(): void {
-    this.#wake.emit('wake');
     if (this.database.kind === 'pglite') return;
     if (this.#notifyTimer) {
       this.#notifyPending = true;
@@ -536,18 +607,21 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     }
     const send = () => {
       this.#notifyPending = false;
-      sql`select pg_notify(${this.#channel}, '')`.execute(this.#db).catch(() => undefined);
+      sql`select pg_notify(${this.#channel}, ${this.#instance})`.execute(this.#db).catch(() => undefined);
       this.#notifyTimer = setTimeout(() => {
         this.#notifyTimer = undefined;
         if (this.#notifyPending) send();
-      }, 5);
+      }, NOTIFY_EVERY_MS);
       this.#notifyTimer.unref();
     };
     send();
   }
 
   #ensureListening(): void {
-    this.#stopListening ??= this.database.listen(this.#channel, () => this.#wake.emit('wake'));
+    // A NOTIFY of this store's own comes back here too; its subscribers were woken at the append.
+    this.#stopListening ??= this.database.listen(this.#channel, (payload) => {
+      if (payload !== this.#instance) this.#wake.emit('wake');
+    });
   }
 
   #nextWake(signal: AbortSignal | undefined): { promise: Promise<void>; cancel: () => void } {
