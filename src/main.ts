@@ -13,8 +13,8 @@ import type { ExperimentEvent } from './domain/experiment.js';
 import { TokenService } from './handlers/auth.js';
 import { createBus, createWorkerAdapters } from './handlers/cli-workers.js';
 import { experimentCodec } from './handlers/experiment-codec.js';
-import { KnownStreams, STREAM_PREFIX } from './handlers/experiment-commands.js';
-import { applySagaEvents, DEFAULT_SAGA_TIMEOUTS, SagaEffects } from './handlers/experiment-saga.js';
+import { KnownStreams } from './handlers/experiment-commands.js';
+import { DEFAULT_SAGA_TIMEOUTS, lifecycleSagaHandler, SagaEffects } from './handlers/experiment-saga.js';
 import { buildApp } from './handlers/http/app.js';
 import { auditRoutes } from './handlers/http/audit.js';
 import { catchUpWith, experimentRoutes } from './handlers/http/experiments.js';
@@ -97,14 +97,12 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     database,
     store,
     logger,
-    handler: {
-      name: 'lifecycle-saga',
-      sideEffects: true,
-      streamPrefix: STREAM_PREFIX,
-      apply: (tx, events) => applySagaEvents(tx, events, DEFAULT_SAGA_TIMEOUTS),
-    },
+    handler: lifecycleSagaHandler(store, DEFAULT_SAGA_TIMEOUTS),
   });
-  sagaRunner.on('applied', () => sagaEffects.wake());
+  // A batch that only moved the checkpoint decided nothing for the effects to carry out.
+  sagaRunner.on('applied', (_position, wrote) => {
+    if (wrote) sagaEffects.wake();
+  });
   // Without NATS there is no one else to do the work; with NATS the server works too unless told not to.
   const workerAdapters = config.PHOENIX_INPROCESS_WORKERS
     ? await createWorkerAdapters(config, { logger })

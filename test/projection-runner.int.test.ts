@@ -14,6 +14,7 @@ import {
   ProjectionRunner,
   type RunnerOptions,
   readCheckpoint,
+  writeCheckpoint,
 } from '../src/projections/runner.js';
 import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';
 import { applied, openFixture, until } from './support/projection-fixtures.js';
@@ -22,6 +23,9 @@ import {
   expectedCounts,
   expectedHistory,
   expectedView,
+  lifecycle,
+  newEvents,
+  rngOf,
 } from './support/projection-lifecycles.js';
 
 /**
@@ -233,6 +237,51 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
         );
       }
       await second.stop();
+    });
+
+    it('moves the checkpoint over a batch its handler ignores without handing it over, and says so', async () => {
+      const name = `ignoring-${randomUUID().slice(0, 8)}`;
+      const handed: string[] = [];
+      const moves: boolean[] = [];
+      const r = runner({
+        checkpointName: name,
+        handler: {
+          name,
+          sideEffects: false,
+          ignores: (e) => e.type === 'ExperimentCreated',
+          apply: async (_tx, events) => {
+            for (const e of events) handed.push(e.type);
+          },
+        },
+      });
+      r.on('applied', (_position, wrote) => moves.push(wrote));
+      await writeCheckpoint(fx.database.db, name, await fx.store.head()); // the log so far is not ours
+      // Only creations: nothing handed over, the checkpoint still moves to the last one.
+      const steps = lifecycle(rngOf(21), 1, Date.now());
+      const stream = streamIdOf(steps[0]!.experimentId);
+      const created = await fx.store.append(stream, newEvents(steps[0]!), 'no_stream');
+      r.start();
+      await applied(r, created.position);
+      assert.deepEqual(handed, []);
+      assert.ok(moves.length > 0 && moves.every((w) => !w), 'every move so far wrote nothing');
+      // A batch with something the handler wants goes to apply whole (ignored events included).
+      const next = newEvents(steps[1]!);
+      const started = await fx.store.append(stream, next, 1);
+      await applied(r, started.position);
+      assert.deepEqual(
+        handed,
+        next.map((e) => e.type),
+      );
+      assert.equal(moves.at(-1), true);
+      assert.equal(await readCheckpoint(fx.database.db, name), started.position, 'stored with the apply');
+      // Only ignored events again: stored within a second, or when the runner stops.
+      const more = lifecycle(rngOf(22), 1, Date.now());
+      const other = streamIdOf(more[0]!.experimentId);
+      const again = await fx.store.append(other, newEvents(more[0]!), 'no_stream');
+      await applied(r, again.position);
+      assert.equal(handed.length, next.length, 'nothing more handed over');
+      await r.stop();
+      assert.equal(await readCheckpoint(fx.database.db, name), again.position, 'stored on the way out');
     });
 
     it('measures lag against the head of the log', async () => {

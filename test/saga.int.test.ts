@@ -93,8 +93,17 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
     });
     after(() => database.close());
 
-    const apply = (events: StoredEvent<ExperimentEvent>[]) =>
-      database.db.transaction().execute((tx) => applySagaEvents(tx, events, DEFAULT_SAGA_TIMEOUTS));
+    // The creation events the tests have written: where a start that comes alone finds its spec.
+    const created = new Map<string, ExperimentSpec>();
+    const specOf = async (experimentId: string) => created.get(experimentId);
+    const apply = (events: StoredEvent<ExperimentEvent>[]) => {
+      for (const e of events)
+        if (e.type === 'ExperimentCreated')
+          created.set((e.data as { experimentId: string }).experimentId, spec);
+      return database.db
+        .transaction()
+        .execute((tx) => applySagaEvents(tx, events, { timeouts: DEFAULT_SAGA_TIMEOUTS, specOf }));
+    };
 
     const state = async (experimentId: string) => {
       const experiment = (
@@ -152,6 +161,30 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
       assert.equal(s.ended, true);
       assert.deepEqual(s.timers, []);
       assert.deepEqual(s.outbox.at(-1), ['TeardownExperiment', null]);
+    });
+
+    it('a creation alone records nothing; the start finds the spec and records the experiment', async () => {
+      const id = randomUUID();
+      const [created, started] = lifecycle(id);
+      await apply([created!]);
+      assert.equal((await state(id)).started, undefined, 'nothing written for a creation');
+      await apply([started!]);
+      const s = await state(id);
+      assert.equal(s.started, true);
+      assert.equal(s.namespace, 'ns-saga');
+      assert.equal(s.outbox.length, 2);
+    });
+
+    it('a start whose stream has no creation fails the batch, naming the experiment', async () => {
+      const id = randomUUID();
+      const started = lifecycle(id)[1]!;
+      await assert.rejects(
+        database.db
+          .transaction()
+          .execute((tx) => applySagaEvents(tx, [started], { specOf: async () => undefined })),
+        new RegExp(`experiment ${id} started, but its stream has no creation event`),
+      );
+      assert.equal((await state(id)).started, undefined);
     });
 
     it('a whole lifecycle in one batch decides what one event at a time decides', async () => {

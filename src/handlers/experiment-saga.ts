@@ -15,6 +15,7 @@ import {
   foldStream,
   handleExperimentCommand,
   type KnownStreams,
+  STREAM_PREFIX,
   streamIdOf,
 } from './experiment-commands.js';
 import type { Metrics } from './metrics.js';
@@ -196,14 +197,107 @@ class SagaBatch {
   }
 }
 
-/** Reacts to a batch of events, in the subscriber's transaction. Safe to run twice over one event. */
+/** Where the saga finds the spec of an experiment it has not recorded yet: its creation event. */
+export type SpecSource = (experimentId: string) => Promise<ExperimentSpec | undefined>;
+
+/** The spec from the experiment's stream in the event store. */
+export const specFromStore =
+  (store: EventStore<ExperimentEvent>): SpecSource =>
+  async (experimentId) => {
+    for (const stored of await store.readStream(streamIdOf(experimentId))) {
+      const event = { type: stored.type, data: stored.data } as ExperimentEvent;
+      if (event.type === 'ExperimentCreated') return event.data.spec;
+    }
+    return undefined;
+  };
+
+/**
+ * The specs of the experiments that start in `events` but were created before them: read before the
+ * batch's transaction opens (see lifecycleSagaHandler), never inside it.
+ */
+export async function specsOfStarts(
+  events: readonly StoredEvent<ExperimentEvent>[],
+  specOf: SpecSource,
+): Promise<Map<string, ExperimentSpec>> {
+  const createdHere = new Set<string>();
+  const wanted = new Set<string>();
+  for (const e of events) {
+    const id = experimentIdOf(e.streamId);
+    if (e.type === 'ExperimentCreated') createdHere.add(id);
+    else if (e.type === 'ExperimentStarted' && !createdHere.has(id)) wanted.add(id);
+  }
+  const ids = [...wanted];
+  const specs = await Promise.all(ids.map((id) => specOf(id)));
+  const found = new Map<string, ExperimentSpec>();
+  for (const [i, id] of ids.entries()) if (specs[i]) found.set(id, specs[i]!);
+  return found;
+}
+
+/**
+ * The saga as a projection runner's handler. Before each batch's transaction it reads the specs its
+ * starts need from the event store: inside the transaction that read could wait for a connection the
+ * transaction holds (the embedded database has one).
+ */
+export function lifecycleSagaHandler(store: EventStore<ExperimentEvent>, timeouts = DEFAULT_SAGA_TIMEOUTS) {
+  const specOf = specFromStore(store);
+  let specs = new Map<string, ExperimentSpec>();
+  return {
+    name: 'lifecycle-saga',
+    sideEffects: true,
+    streamPrefix: STREAM_PREFIX,
+    ignores: sagaIgnores,
+    async prepare(events: readonly StoredEvent<ExperimentEvent>[]): Promise<void> {
+      specs = await specsOfStarts(events, specOf);
+    },
+    apply: (tx: Tx, events: readonly StoredEvent<ExperimentEvent>[]) =>
+      applySagaEvents(tx, events, { timeouts, specOf: async (id) => specs.get(id) }),
+  };
+}
+
+/** The events the saga does nothing with: a batch of only these just moves its checkpoint. */
+export const sagaIgnores = (event: StoredEvent<ExperimentEvent>): boolean =>
+  event.type === 'ExperimentCreated' ||
+  event.type === 'VariantDeploymentFailed' ||
+  event.type === 'VariantTornDown';
+
+/**
+ * Reacts to a batch of events, in the subscriber's transaction. Safe to run twice over one event.
+ *
+ * The saga records an experiment when it starts, not when it is created: most experiments are
+ * created long before they start (or never start), and a creation recorded at once cost every create
+ * a write of its spec. A start finds the spec in the same batch's creation event, or asks `specOf`.
+ */
 export async function applySagaEvents(
   tx: Tx,
   events: readonly StoredEvent<ExperimentEvent>[],
-  timeouts: SagaTimeouts = DEFAULT_SAGA_TIMEOUTS,
+  options: { readonly timeouts?: SagaTimeouts; readonly specOf: SpecSource },
 ): Promise<void> {
+  const timeouts = options.timeouts ?? DEFAULT_SAGA_TIMEOUTS;
   const batch = new SagaBatch(tx);
-  await batch.load(events.map((e) => experimentIdOf(e.streamId)));
+  const createdHere = new Map<string, ExperimentSpec>();
+  const touched: string[] = [];
+  for (const e of events) {
+    const id = experimentIdOf(e.streamId);
+    const event = { type: e.type, data: e.data } as ExperimentEvent;
+    if (event.type === 'ExperimentCreated') createdHere.set(id, event.data.spec);
+    else if (!sagaIgnores(e)) touched.push(id);
+  }
+  if (touched.length > 0) await batch.load(touched);
+  const startedUnknown = [
+    ...new Set(
+      events
+        .filter((e) => e.type === 'ExperimentStarted')
+        .map((e) => experimentIdOf(e.streamId))
+        .filter((id) => !batch.row(id) && !createdHere.has(id)),
+    ),
+  ];
+  const found = await Promise.all(startedUnknown.map((id) => options.specOf(id)));
+  for (const [i, id] of startedUnknown.entries()) {
+    const spec = found[i];
+    // A start without a creation before it: the stream is not one the saga can act on.
+    if (!spec) throw new Error(`experiment ${id} started, but its stream has no creation event`);
+    createdHere.set(id, spec);
+  }
   for (const stored of events) {
     const event = { type: stored.type, data: stored.data } as ExperimentEvent;
     const experimentId = experimentIdOf(stored.streamId);
@@ -224,9 +318,10 @@ export async function applySagaEvents(
 
     switch (event.type) {
       case 'ExperimentCreated':
-        batch.create(experimentId, event.data.spec);
-        break;
+        break; // recorded when it starts
       case 'ExperimentStarted': {
+        const spec = createdHere.get(experimentId);
+        if (!batch.row(experimentId) && spec) batch.create(experimentId, spec);
         batch.update(experimentId, { started: true });
         const row = batch.row(experimentId);
         if (!row) break;

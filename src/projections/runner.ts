@@ -57,6 +57,12 @@ export interface ProjectionHandler<E extends AnyEvent = AnyEvent> {
   /** Only events of streams with this prefix are delivered (the checkpoint still moves over the rest). */
   readonly streamPrefix?: string;
   /**
+   * Events `apply` does nothing with. A runner does not hand over a batch of only these ('applied'
+   * says nothing was written), and stores the checkpoint it moves to at most once a second, by one
+   * statement (see IGNORED_CHECKPOINT_EVERY_MS).
+   */
+  readonly ignores?: (event: StoredEvent<E>) => boolean;
+  /**
    * Applies events (in log order, each after the checkpoint) inside `tx`, which the runner commits
    * together with the new checkpoint. Must write through `tx` only; throwing rolls the batch back.
    */
@@ -72,6 +78,11 @@ export interface ProjectionHandler<E extends AnyEvent = AnyEvent> {
     events: readonly StoredEvent<E>[],
     context: ApplyContext & { readonly expected: Position; readonly position: Position | undefined },
   ): Promise<Position>;
+  /**
+   * Optional: runs before each batch the runner hands to `apply`, outside its transaction, to read
+   * what `apply` needs from elsewhere (the event store), so that the transaction waits on nothing.
+   */
+  prepare?(events: readonly StoredEvent<E>[]): Promise<void>;
   /** Housekeeping (creating partitions ahead of time), run when the runner becomes active and then periodically. */
   maintain?(db: Db): Promise<void>;
   /** Forget cached state: called before a batch is retried and after the checkpoint moved elsewhere. */
@@ -111,6 +122,13 @@ export interface Lag {
   /** Age of the oldest event not applied yet; 0 when caught up. */
   readonly seconds: number;
 }
+
+/**
+ * How often a runner stores a checkpoint that only ignored events moved. Those events have no effects
+ * to keep in step with it: after a crash the runner reads at most this much of them again, and
+ * ignores them again. A batch the handler applies stores its checkpoint with it, as always.
+ */
+export const IGNORED_CHECKPOINT_EVERY_MS = 1_000;
 
 /** lag() counts unapplied events by reading them; beyond this many it reports this many. */
 export const LAG_COUNT_CAP = 10_000;
@@ -166,6 +184,39 @@ export async function writeCheckpoint(db: Db | Tx, name: string, position: Posit
     on conflict (name) do update set position = excluded.position, updated_at = excluded.updated_at`.execute(
     db,
   );
+}
+
+/** Whether `apply` has anything to do with `event` (after `expected`, its stream, not ignored). */
+const isForHandler = <E extends AnyEvent>(
+  handler: ProjectionHandler<E>,
+  event: StoredEvent<E>,
+  expected: Position,
+): boolean =>
+  event.position > expected &&
+  (!handler.streamPrefix || event.streamId.startsWith(handler.streamPrefix)) &&
+  !handler.ignores?.(event);
+
+/**
+ * Moves checkpoint `name` from `expected` to `position` in one statement (its own transaction, not
+ * waiting for the WAL flush, like a batch's).
+ * @throws CheckpointMovedError when the stored checkpoint is not `expected`
+ */
+export async function moveCheckpoint(
+  db: Db,
+  name: string,
+  expected: Position,
+  position: Position,
+): Promise<void> {
+  const { rows } = await sql<{ moved: boolean; stored: string | null }>`
+    with sync as materialized (select set_config('synchronous_commit', 'off', true)),
+    moved as (
+      update projection_checkpoints set position = ${position}, updated_at = now()
+        from sync where name = ${name} and position = ${expected}
+      returning 1
+    )
+    select exists (select 1 from moved) as moved,
+           (select position from projection_checkpoints where name = ${name}) as stored`.execute(db);
+  if (!rows[0]?.moved) throw new CheckpointMovedError(name, expected, rows[0]?.stored ?? START);
 }
 
 /**
@@ -275,7 +326,8 @@ export const isTransient = (err: unknown): boolean => {
  * Listen to `'applied'` (position) for progress; `failure` says why a failed runner stopped.
  */
 export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitter<{
-  applied: [Position];
+  /** The checkpoint moved here; `wrote`: the handler applied events (false: it ignored them all). */
+  applied: [position: Position, wrote: boolean];
   live: [Position];
   status: [RunnerStatus];
 }> {
@@ -293,6 +345,9 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
   readonly #beforeCommit: RunnerOptions<E>['beforeCommit'];
   #status: RunnerStatus = 'idle';
   #position: Position = START;
+  /** The checkpoint as stored (behind #position while only ignored events moved it), and when. */
+  #stored: Position = START;
+  #storedAt = 0;
   #isLive = false;
   #stop = new AbortController();
   #loop: Promise<void> | undefined;
@@ -439,7 +494,9 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
         continue;
       }
       this.#position = position;
-      this.emit('applied', position);
+      this.#stored = position;
+      this.#storedAt = Date.now();
+      this.emit('applied', position, false);
       if (Date.now() - lastMaintain >= this.#maintainEveryMs) lastMaintain = await this.#maintain();
       try {
         for await (const message of this.#store.subscribe({
@@ -501,6 +558,10 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
         await this.#waitOut(err, signal, subscribeFailures);
       }
     }
+    // Stopping (or the lock went): keep what ignored events moved, unless someone else moved it since.
+    await this.#storeIgnored().catch((err: unknown) =>
+      this.#logger?.debug({ err: brief(err), projection: this.name }, 'checkpoint not stored on the way out'),
+    );
   }
 
   /** Housekeeping never stops the runner: a failure is logged and tried again next time. */
@@ -576,14 +637,36 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
   }
 
   async #commit(events: readonly StoredEvent<E>[], upTo?: Position): Promise<void> {
-    const next = await applyBatch(this.#database.db, this.#handler, this.name, this.#position, events, {
+    const wrote = events.some((e) => isForHandler(this.#handler, e, this.#position));
+    if (!wrote && this.#handler.ignores && !this.#beforeCommit) {
+      const last = upTo ?? events[events.length - 1]?.position ?? this.#position;
+      if (last > this.#position) {
+        this.#position = last;
+        this.emit('applied', last, false);
+      }
+      if (Date.now() - this.#storedAt >= IGNORED_CHECKPOINT_EVERY_MS) await this.#storeIgnored();
+      return;
+    }
+    await this.#handler.prepare?.(events);
+    // From the stored checkpoint: the events between it and this batch were all ignored.
+    const next = await applyBatch(this.#database.db, this.#handler, this.name, this.#stored, events, {
       mode: this.#mode,
       ...(upTo !== undefined ? { upTo } : {}),
       beforeCommit: this.#beforeCommit,
     });
+    this.#stored = next;
+    this.#storedAt = Date.now();
     if (next !== this.#position) {
       this.#position = next;
-      this.emit('applied', next);
+      this.emit('applied', next, wrote);
     }
+  }
+
+  /** Stores the checkpoint that ignored events moved. */
+  async #storeIgnored(): Promise<void> {
+    if (this.#position <= this.#stored) return;
+    await moveCheckpoint(this.#database.db, this.name, this.#stored, this.#position);
+    this.#stored = this.#position;
+    this.#storedAt = Date.now();
   }
 }
