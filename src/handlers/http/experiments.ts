@@ -102,11 +102,15 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
     const actor = request.principal!.sub;
     const key = idempotencyKeyOf(request);
     const expectedVersion = ifMatchOf(request);
-    const requestHash = createHash('sha256')
-      .update(
-        `${request.method} ${request.url.split('?')[0]}\n${JSON.stringify(request.body ?? null)}\n${request.headers['if-match'] ?? ''}`,
-      )
-      .digest('hex');
+    // What a retry with this key must repeat exactly (only worked out when there is a key).
+    const requestHash =
+      key === undefined
+        ? ''
+        : createHash('sha256')
+            .update(
+              `${request.method} ${request.url.split('?')[0]}\n${JSON.stringify(request.body ?? null)}\n${request.headers['if-match'] ?? ''}`,
+            )
+            .digest('hex');
     if (key !== undefined) {
       const stored = await deps.idempotency.find(actor, key);
       if (stored) {
