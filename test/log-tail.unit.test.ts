@@ -50,12 +50,16 @@ class FakeLog implements LogTailSource<AnyEvent> {
     return this.events.filter((e) => e.position > after).slice(0, limit);
   }
 
+  heldBackAsked = 0;
+  appending = false;
+
   async heldBack(): Promise<boolean> {
+    this.heldBackAsked++;
     return false;
   }
 
   wakeComing(): boolean {
-    return false;
+    return this.appending;
   }
 
   nextWake() {
@@ -191,6 +195,25 @@ describe('LogTail', () => {
     await settle();
     assert.deepEqual(drain(c), [log.pos(2)]);
     c.leave();
+  });
+
+  it('asks "is anything held back?" only when no append of this process is sure to wake it', async () => {
+    const log = new FakeLog();
+    const tail = new LogTail(log, { idlePollMs: 10_000 });
+    const a = tail.join(log.pos(0), undefined);
+    await settle();
+    const asked = log.heldBackAsked;
+    assert.ok(asked >= 1, 'asked when idle');
+    log.appending = true;
+    log.append('experiment-a');
+    await settle();
+    assert.equal(log.heldBackAsked, asked, 'not asked while an append is in flight');
+    log.appending = false;
+    log.append('experiment-a');
+    await settle();
+    assert.equal(log.heldBackAsked, asked + 1);
+    assert.deepEqual(drain(a), [log.pos(1), log.pos(2)]);
+    a.leave();
   });
 
   it('stops reading when the last member leaves, and lets members go when the store closes', async () => {
