@@ -4,7 +4,8 @@
  * - create: `POST /api/v1/experiments` at BENCH_CONNECTIONS (32) connections with autocannon (in this
  *   process; the server is another), beside a bare fastify + jose + pg app doing one INSERT per request
  *   (also a child process, started from this file with `--baseline-server`). Rounds interleave the two.
- *   Target ≥ 3,000 creates/s, p99 ≤ 25 ms.
+ *   Each round also reports the CPU used per create by the server process and by PostgreSQL (from
+ *   /proc), which says where the time went. Target ≥ 3,000 creates/s, p99 ≤ 25 ms.
  * - audit: ~1,000,000 transitions bulk-loaded into state_transitions (monthly partitions over six
  *   months, a few hundred actors), then `GET /api/v1/audit` with a mix of filters. Target p99 ≤ 50 ms.
  * - live: BENCH_LIVE_CLIENTS (1,000) WebSocket clients on `/api/v1/live`, BENCH_LIVE_RATE (100)
@@ -26,7 +27,7 @@ import type { AuditFilter } from '../src/handlers/ports/read-models.js';
 import { auditQuery } from '../src/projections/read-models.js';
 import { validSpec } from '../test/support/system.js';
 import { type BenchServer, sleep, startBenchServer, startChild, withSearchPath } from './server.js';
-import { BENCH_DATABASE_URL, fmt, median, percentile, type RunFigures } from './support.js';
+import { BENCH_DATABASE_URL, cpuSeconds, fmt, median, percentile, type RunFigures } from './support.js';
 
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const CREATE_SECONDS = Number(process.env.BENCH_CREATE_SECONDS ?? 8);
@@ -64,7 +65,21 @@ const int = (x: number) => Math.round(x).toLocaleString('en-US');
 // ---------------------------------------------------------------------------------------------------
 // create-experiment throughput, beside a bare fastify + JWT + one INSERT
 
-async function cannon(url: string, token: string, seconds: number): Promise<RunFigures & { bad: number }> {
+interface CreateFigures extends RunFigures {
+  readonly bad: number;
+  /** CPU per 2xx create, in µs: the server process, and PostgreSQL (all its processes). */
+  readonly serverUs?: number;
+  readonly postgresUs?: number;
+}
+
+async function cannon(
+  url: string,
+  token: string,
+  seconds: number,
+  serverPid?: number,
+): Promise<CreateFigures> {
+  const server0 = serverPid === undefined ? undefined : cpuSeconds({ pid: serverPid });
+  const pg0 = cpuSeconds({ comm: 'postgres' });
   const result = await autocannon({
     url: `${url}/api/v1/experiments`,
     method: 'POST',
@@ -73,13 +88,27 @@ async function cannon(url: string, token: string, seconds: number): Promise<RunF
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
     body: JSON.stringify(specBody('autocannon create')),
   });
+  const server1 = serverPid === undefined ? undefined : cpuSeconds({ pid: serverPid });
+  const pg1 = cpuSeconds({ comm: 'postgres' });
+  const perCreate = (a: number | undefined, b: number | undefined) =>
+    a === undefined || b === undefined || result['2xx'] === 0 ? undefined : ((b - a) * 1e6) / result['2xx'];
+  const serverUs = perCreate(server0, server1);
+  const postgresUs = perCreate(pg0, pg1);
   return {
     perSecond: result['2xx'] / result.duration,
     p50Ms: result.latency.p50,
     p99Ms: result.latency.p99,
     bad: result.non2xx + result.errors + result.timeouts,
+    ...(serverUs !== undefined ? { serverUs } : {}),
+    ...(postgresUs !== undefined ? { postgresUs } : {}),
   };
 }
+
+/** ", server 340 µs + PostgreSQL 310 µs of CPU per create" when /proc told. */
+const cpuNote = (f: CreateFigures): string =>
+  f.serverUs !== undefined && f.postgresUs !== undefined
+    ? `, CPU per create: server ${Math.round(f.serverUs)} µs + PostgreSQL ${Math.round(f.postgresUs)} µs`
+    : '';
 
 /** The bare app the create figures are compared with: fastify, an HS256 check with jose, one INSERT. */
 async function baselineServer(): Promise<void> {
@@ -142,30 +171,39 @@ async function benchCreate(): Promise<string> {
     // Warm-up (JIT, pools, plans), not counted.
     await cannon(server.url, token, 2);
     await cannon(baselineUrl, token, 2);
-    const ours: RunFigures[] = [];
-    const bare: RunFigures[] = [];
+    const ours: CreateFigures[] = [];
+    const bare: CreateFigures[] = [];
     for (let r = 0; r < ROUNDS; r++) {
-      const p = await cannon(server.url, token, CREATE_SECONDS);
+      const p = await cannon(server.url, token, CREATE_SECONDS, server.process.pid);
       console.log(
-        `  phoenix  round ${r + 1}: ${fmt(p, 'creates')}${p.bad ? ` (${p.bad} non-2xx/errors)` : ''}`,
+        `  phoenix  round ${r + 1}: ${fmt(p, 'creates')}${cpuNote(p)}${p.bad ? ` (${p.bad} non-2xx/errors)` : ''}`,
       );
       ours.push(p);
-      const b = await cannon(baselineUrl, token, CREATE_SECONDS);
+      const b = await cannon(baselineUrl, token, CREATE_SECONDS, baseline.process.pid);
       console.log(
-        `  baseline round ${r + 1}: ${fmt(b, 'creates')}${b.bad ? ` (${b.bad} non-2xx/errors)` : ''}`,
+        `  baseline round ${r + 1}: ${fmt(b, 'creates')}${cpuNote(b)}${b.bad ? ` (${b.bad} non-2xx/errors)` : ''}`,
       );
       bare.push(b);
     }
-    const med = (xs: RunFigures[]): RunFigures => ({
-      perSecond: median(xs.map((x) => x.perSecond)),
-      p50Ms: median(xs.map((x) => x.p50Ms)),
-      p99Ms: median(xs.map((x) => x.p99Ms)),
-    });
+    const med = (xs: CreateFigures[]): CreateFigures => {
+      const server = xs.flatMap((x) => (x.serverUs === undefined ? [] : [x.serverUs]));
+      const postgres = xs.flatMap((x) => (x.postgresUs === undefined ? [] : [x.postgresUs]));
+      return {
+        perSecond: median(xs.map((x) => x.perSecond)),
+        p50Ms: median(xs.map((x) => x.p50Ms)),
+        p99Ms: median(xs.map((x) => x.p99Ms)),
+        bad: 0,
+        ...(server.length === xs.length ? { serverUs: median(server) } : {}),
+        ...(postgres.length === xs.length ? { postgresUs: median(postgres) } : {}),
+      };
+    };
     const p = med(ours);
     const b = med(bare);
     const lag = await server.metric('phoenix_projection_lag_events');
-    console.log(`create (median of ${ROUNDS}): phoenix ${fmt(p, 'creates')}`);
-    console.log(`create (median of ${ROUNDS}): baseline fastify+jose+INSERT ${fmt(b, 'creates')}`);
+    console.log(`create (median of ${ROUNDS}): phoenix ${fmt(p, 'creates')}${cpuNote(p)}`);
+    console.log(
+      `create (median of ${ROUNDS}): baseline fastify+jose+INSERT ${fmt(b, 'creates')}${cpuNote(b)}`,
+    );
     const ok = p.perSecond >= 3000 && p.p99Ms <= 25;
     console.log(
       `create: ratio to the baseline ${(p.perSecond / b.perSecond).toFixed(2)}; target ≥ 3,000/s and p99 ≤ 25 ms — ${ok ? 'met' : 'MISSED'}` +

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { sql } from 'kysely';
 import { openPostgres, type SqlDatabase } from '../src/adapters/postgres-database.js';
 import { migrateToLatest } from '../src/adapters/postgres-migrations.js';
@@ -34,6 +35,36 @@ export const median = (xs: readonly number[]): number =>
     [...xs].sort((a, b) => a - b),
     50,
   );
+
+/**
+ * CPU time (user + system, in seconds) that processes have used so far, read from /proc (Linux): the
+ * process `pid`, and every process whose command name is `comm`. Undefined where /proc is not there.
+ */
+export function cpuSeconds(select: { pid: number } | { comm: string }): number | undefined {
+  const tick = 100; // USER_HZ on Linux
+  const read = (pid: string): { comm: string; seconds: number } | undefined => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      const fields = stat.slice(close + 2).split(' ');
+      return {
+        comm: stat.slice(stat.indexOf('(') + 1, close),
+        seconds: (Number(fields[11]) + Number(fields[12])) / tick,
+      };
+    } catch {
+      return undefined;
+    }
+  };
+  if (!existsSync('/proc/self/stat')) return undefined;
+  if ('pid' in select) return read(String(select.pid))?.seconds;
+  let total = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const p = read(pid);
+    if (p?.comm === select.comm) total += p.seconds;
+  }
+  return total;
+}
 
 export interface RunFigures {
   readonly perSecond: number;
