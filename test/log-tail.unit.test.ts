@@ -63,7 +63,7 @@ class FakeLog implements LogTailSource<AnyEvent> {
   }
 
   nextWake() {
-    let cancel = () => undefined as void;
+    let cancel: () => void = () => undefined;
     const promise = new Promise<void>((resolve) => {
       this.wake.once('wake', resolve);
       cancel = () => {
@@ -168,6 +168,7 @@ describe('LogTail', () => {
     log.append('experiment-a', 3); // slow now has 6 waiting
     await settle();
     assert.equal(slow.attached, false);
+    assert.equal(slow.failed, false);
     assert.deepEqual(drain(slow), [], 'its queue is dropped: it reads from its own position');
     assert.ok(woke, 'a waiting member wakes when let go');
     assert.equal(tail.size, 1);
@@ -188,6 +189,7 @@ describe('LogTail', () => {
     await settle();
     assert.equal(a.attached, false);
     assert.equal(b.attached, false);
+    assert.ok(a.failed && b.failed, 'told it was a failure');
     assert.equal(tail.size, 0);
     // A new member starts the tail again, from its own checkpoint.
     const c = tail.join(log.pos(1), undefined);

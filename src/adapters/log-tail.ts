@@ -52,6 +52,7 @@ export class TailMember<E extends AnyEvent> {
   #queue: StoredEvent<E>[] = [];
   #waiter: (() => void) | undefined;
   #released = false;
+  #failed = false;
 
   constructor(
     private readonly tail: LogTail<E>,
@@ -68,6 +69,11 @@ export class TailMember<E extends AnyEvent> {
   /** Still fed by the tail (false once let go: read on your own from your last position). */
   get attached(): boolean {
     return !this.#released;
+  }
+
+  /** Let go because the tail's read failed (pause before joining again: it may fail again). */
+  get failed(): boolean {
+    return this.#failed;
   }
 
   /** Up to `max` waiting events, in log order; empty if none are waiting. */
@@ -116,8 +122,9 @@ export class TailMember<E extends AnyEvent> {
   }
 
   /** @internal by the tail: let go; what is queued is dropped (the member reads it again). */
-  release(): void {
+  release(failed = false): void {
     this.#released = true;
+    this.#failed ||= failed;
     this.#queue = [];
     this.#waiter?.();
   }
@@ -172,7 +179,7 @@ export class LogTail<E extends AnyEvent> {
           page = await this.source.read(this.#position!, this.#pageSize);
         } catch {
           woken.cancel();
-          this.#releaseAll();
+          this.#releaseAll(true);
           return;
         }
         if (page.length > 0) {
@@ -209,9 +216,9 @@ export class LogTail<E extends AnyEvent> {
     }
   }
 
-  #releaseAll(): void {
+  #releaseAll(failed = false): void {
     const members = [...this.#members];
     this.#members.clear();
-    for (const m of members) m.release();
+    for (const m of members) m.release(failed);
   }
 }
