@@ -95,14 +95,13 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
 
     // The creation events the tests have written: where a start that comes alone finds its spec.
     const created = new Map<string, ExperimentSpec>();
-    const specOf = async (experimentId: string) => created.get(experimentId);
     const apply = (events: StoredEvent<ExperimentEvent>[]) => {
       for (const e of events)
         if (e.type === 'ExperimentCreated')
           created.set((e.data as { experimentId: string }).experimentId, spec);
       return database.db
         .transaction()
-        .execute((tx) => applySagaEvents(tx, events, { timeouts: DEFAULT_SAGA_TIMEOUTS, specOf }));
+        .execute((tx) => applySagaEvents(tx, events, { timeouts: DEFAULT_SAGA_TIMEOUTS, specs: created }));
     };
 
     const state = async (experimentId: string) => {
@@ -179,9 +178,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
       const id = randomUUID();
       const started = lifecycle(id)[1]!;
       await assert.rejects(
-        database.db
-          .transaction()
-          .execute((tx) => applySagaEvents(tx, [started], { specOf: async () => undefined })),
+        database.db.transaction().execute((tx) => applySagaEvents(tx, [started], { specs: new Map() })),
         new RegExp(`experiment ${id} started, but its stream has no creation event`),
       );
       assert.equal((await state(id)).started, undefined);

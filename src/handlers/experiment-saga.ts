@@ -250,7 +250,7 @@ export function lifecycleSagaHandler(store: EventStore<ExperimentEvent>, timeout
       specs = await specsOfStarts(events, specOf);
     },
     apply: (tx: Tx, events: readonly StoredEvent<ExperimentEvent>[]) =>
-      applySagaEvents(tx, events, { timeouts, specOf: async (id) => specs.get(id) }),
+      applySagaEvents(tx, events, { timeouts, specs }),
   };
 }
 
@@ -265,12 +265,13 @@ export const sagaIgnores = (event: StoredEvent<ExperimentEvent>): boolean =>
  *
  * The saga records an experiment when it starts, not when it is created: most experiments are
  * created long before they start (or never start), and a creation recorded at once cost every create
- * a write of its spec. A start finds the spec in the same batch's creation event, or asks `specOf`.
+ * a write of its spec. A start finds the spec in the same batch's creation event, or in `specs`
+ * (specsOfStarts, read before the transaction).
  */
 export async function applySagaEvents(
   tx: Tx,
   events: readonly StoredEvent<ExperimentEvent>[],
-  options: { readonly timeouts?: SagaTimeouts; readonly specOf: SpecSource },
+  options: { readonly timeouts?: SagaTimeouts; readonly specs: ReadonlyMap<string, ExperimentSpec> },
 ): Promise<void> {
   const timeouts = options.timeouts ?? DEFAULT_SAGA_TIMEOUTS;
   const batch = new SagaBatch(tx);
@@ -283,21 +284,6 @@ export async function applySagaEvents(
     else if (!sagaIgnores(e)) touched.push(id);
   }
   if (touched.length > 0) await batch.load(touched);
-  const startedUnknown = [
-    ...new Set(
-      events
-        .filter((e) => e.type === 'ExperimentStarted')
-        .map((e) => experimentIdOf(e.streamId))
-        .filter((id) => !batch.row(id) && !createdHere.has(id)),
-    ),
-  ];
-  const found = await Promise.all(startedUnknown.map((id) => options.specOf(id)));
-  for (const [i, id] of startedUnknown.entries()) {
-    const spec = found[i];
-    // A start without a creation before it: the stream is not one the saga can act on.
-    if (!spec) throw new Error(`experiment ${id} started, but its stream has no creation event`);
-    createdHere.set(id, spec);
-  }
   for (const stored of events) {
     const event = { type: stored.type, data: stored.data } as ExperimentEvent;
     const experimentId = experimentIdOf(stored.streamId);
@@ -320,8 +306,13 @@ export async function applySagaEvents(
       case 'ExperimentCreated':
         break; // recorded when it starts
       case 'ExperimentStarted': {
-        const spec = createdHere.get(experimentId);
-        if (!batch.row(experimentId) && spec) batch.create(experimentId, spec);
+        if (!batch.row(experimentId)) {
+          const spec = createdHere.get(experimentId) ?? options.specs.get(experimentId);
+          // A start without a creation before it: the stream is not one the saga can act on.
+          if (!spec)
+            throw new Error(`experiment ${experimentId} started, but its stream has no creation event`);
+          batch.create(experimentId, spec);
+        }
         batch.update(experimentId, { started: true });
         const row = batch.row(experimentId);
         if (!row) break;
