@@ -9,6 +9,7 @@ import { copyText, transitionsCopyText } from '../src/projections/bulk-load.js';
 import { createProjections, type Projections } from '../src/projections/index.js';
 import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';
 import { applied, openFixture } from './support/projection-fixtures.js';
+import { validSpec } from './support/system.js';
 
 /**
  * The rebuild's bulk load writes new rows with COPY on PostgreSQL (and through
@@ -60,20 +61,13 @@ describe('COPY text encoding', () => {
   });
 });
 
-const spec: ExperimentSpec = {
+const spec = validSpec({
   name: `special ${TRICKY}`,
   description: TRICKY,
-  baseline: { template: 'process-baseline-v1', params: {} },
-  candidate: { template: 'process-topk-v1', params: { k: 20 } },
   target: { namespace: 'phoenix-experiments', nodeSelector: { pool: 'a-b' }, hosts: 3 },
   durationSeconds: 60,
   criticalProcesses: ['^postgres$', '\\bnginx\\b'],
-  successCriteria: {
-    minCardinalityReductionPct: 50,
-    maxCriticalProcessLossPct: 0,
-    maxCollectorCpuOverheadPct: 10,
-  },
-};
+}) as ExperimentSpec;
 
 for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[]) {
   describe(`a rebuild keeps special text exactly (${db.name})`, { skip: db.skip }, () => {
