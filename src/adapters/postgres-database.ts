@@ -14,6 +14,11 @@ import { PGlitePool } from './pglite-pool.js';
  */
 export interface SqlDatabase {
   readonly kind: 'postgres' | 'pglite';
+  /**
+   * PostgreSQL server: the connection string it was opened with (search_path included), for work
+   * that opens connections of its own elsewhere (the rebuild's worker threads). Undefined embedded.
+   */
+  readonly url?: string;
   // biome-ignore lint/suspicious/noExplicitAny: each module declares the tables it queries.
   readonly db: Kysely<any>;
   /**
@@ -83,6 +88,7 @@ export function openPostgres(options: PostgresOptions): SqlDatabase {
 
   return {
     kind: 'postgres',
+    url: options.url,
     db,
     async query<R>(text: string, values: readonly unknown[]) {
       const { rows } = await pool.query(text, [...values]);

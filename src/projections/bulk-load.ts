@@ -254,19 +254,25 @@ export class BulkLoader {
     if (failed) throw failed.reason;
   }
 
-  /** Writes every experiment still in memory and the counts: the tables now hold the log so far. */
-  async finish(): Promise<void> {
+  /**
+   * Writes every experiment still in memory and, unless `writeCounts` is false, the counts: the
+   * tables now hold the log so far. Returns the count changes (by state) it folded since the start.
+   */
+  async finish(writeCounts = true): Promise<Map<ExperimentStatus, number>> {
     for (const [id, entry] of [...this.#entries]) this.#evict(id, entry);
     await this.flush();
     await this.#inFlight;
     this.#inFlight = undefined;
-    const counts = [...this.#counts].map(([state, delta]) => ({ state, delta }));
+    const folded = new Map(this.#counts);
     this.#counts.clear();
-    await writeReadModels(this.#db, this.#suffix, this.#months, {
-      created: [],
-      changed: [],
-      transitions: [],
-      counts,
-    });
+    if (writeCounts) {
+      await writeReadModels(this.#db, this.#suffix, this.#months, {
+        created: [],
+        changed: [],
+        transitions: [],
+        counts: [...folded].map(([state, delta]) => ({ state, delta })),
+      });
+    }
+    return folded;
   }
 }

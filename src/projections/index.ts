@@ -32,7 +32,7 @@ export interface Projections {
   rebuild(
     options?: Pick<
       RebuildOptions,
-      'verify' | 'onProgress' | 'batchSize' | 'pageSize' | 'cacheSize' | 'indexConcurrency'
+      'verify' | 'onProgress' | 'batchSize' | 'pageSize' | 'cacheSize' | 'indexConcurrency' | 'workers'
     >,
   ): Promise<RebuildReport>;
 }

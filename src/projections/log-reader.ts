@@ -70,27 +70,104 @@ export const utcTextToIso = (text: string): string => {
   return new Date(`${text.replace(' ', 'T')}Z`).toISOString();
 };
 
+/** An event of phoenix_events as READ_LOG and READ_SLICE select it, decoded through the experiment codec. */
+const eventOfLogRow = (row: LogRow): StoredEvent<ExperimentEvent> =>
+  decodeStored(experimentCodec, {
+    streamId: row.stream_id,
+    version: Number(row.version),
+    position: `${pad20(row.tx)}-${pad20(row.gp)}`,
+    type: row.type,
+    data: row.data,
+    metadata: row.metadata,
+    recordedAt: utcTextToIso(row.recorded_at),
+  });
+
 export function sqlLogReader(database: SqlDatabase): LogReader {
   return async (after, upTo, limit) => {
     const [afterTx, afterPos] = parsePosition(after);
     const [upToTx, upToPos] = parsePosition(upTo);
     const rows = await database.query<LogRow>(READ_LOG, [afterTx, afterPos, upToTx, upToPos, limit]);
     const events: StoredEvent<ExperimentEvent>[] = new Array(rows.length);
-    for (let i = 0; i < rows.length; i++) {
-      const row = rows[i]!;
-      const raw: StoredEvent = {
-        streamId: row.stream_id,
-        version: Number(row.version),
-        position: `${pad20(row.tx)}-${pad20(row.gp)}`,
-        type: row.type,
-        data: row.data,
-        metadata: row.metadata,
-        recordedAt: utcTextToIso(row.recorded_at),
-      };
-      events[i] = decodeStored(experimentCodec, raw);
-    }
+    for (let i = 0; i < rows.length; i++) events[i] = eventOfLogRow(rows[i]!);
     return { events, done: rows.length < limit };
   };
+}
+
+/**
+ * A range of streams of the log, `from` (inclusive) to `to` (exclusive; undefined: no end), in the
+ * order of the stream ids' collation: a rebuild's worker threads split the log into such slices.
+ */
+export interface StreamSlice {
+  readonly from: string;
+  readonly to: string | undefined;
+}
+
+/**
+ * Every experiment stream falls in one of these: the first hex digit of the id after the prefix
+ * splits them (ids are random), and the first and last slice are open-ended, so that a stream id
+ * of any other form is still read (and then skipped by the fold, as in log order).
+ */
+export const STREAM_SLICES: readonly StreamSlice[] = Array.from({ length: 16 }, (_, i) => ({
+  from: i === 0 ? '' : `experiment-${i.toString(16)}`,
+  to: i === 15 ? undefined : `experiment-${(i + 1).toString(16)}`,
+}));
+
+const SLICE_COLUMNS = `stream_id, version::text AS version, transaction_id::text AS tx, global_position::text AS gp, type,
+       data, metadata, (recorded_at AT TIME ZONE 'UTC')::text AS recorded_at`;
+/**
+ * A page of a slice, through the primary key (stream_id, version): after ($1, $2), up to `upTo` ($3,
+ * $4). ORDER BY names the table's columns: a bare `version` would be the output column, text.
+ */
+const READ_SLICE = `
+SELECT ${SLICE_COLUMNS}
+  FROM phoenix_events
+ WHERE (stream_id, version) > ($1::text, $2::int8)
+   AND (transaction_id, global_position) <= ($3::xid8, $4::int8)
+ ORDER BY phoenix_events.stream_id, phoenix_events.version
+ LIMIT $5`;
+const READ_SLICE_UNTIL = `
+SELECT ${SLICE_COLUMNS}
+  FROM phoenix_events
+ WHERE (stream_id, version) > ($1::text, $2::int8) AND stream_id < $6::text
+   AND (transaction_id, global_position) <= ($3::xid8, $4::int8)
+ ORDER BY phoenix_events.stream_id, phoenix_events.version
+ LIMIT $5`;
+
+/**
+ * The events of the streams of `slice` up to position `upTo` (inclusive), stream after stream, each
+ * stream's in version order (which is its log order), in pages of `limit`. Events past `upTo` come
+ * after every event of their stream up to it, so each stream is read as far as `upTo` and no further.
+ * The log below `upTo` must be final (a rebuild reads up to the live checkpoint, which is).
+ */
+export async function* readSlice(
+  database: SqlDatabase,
+  slice: StreamSlice,
+  upTo: Position,
+  limit: number,
+): AsyncGenerator<StoredEvent<ExperimentEvent>[]> {
+  const [upToTx, upToPos] = parsePosition(upTo);
+  let afterStream = slice.from;
+  let afterVersion = 0;
+  for (;;) {
+    const rows = await (slice.to === undefined
+      ? database.query<LogRow>(READ_SLICE, [afterStream, afterVersion, upToTx, upToPos, limit])
+      : database.query<LogRow>(READ_SLICE_UNTIL, [
+          afterStream,
+          afterVersion,
+          upToTx,
+          upToPos,
+          limit,
+          slice.to,
+        ]));
+    if (rows.length === 0) return;
+    const events: StoredEvent<ExperimentEvent>[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) events[i] = eventOfLogRow(rows[i]!);
+    yield events;
+    if (rows.length < limit) return;
+    const last = rows[rows.length - 1]!;
+    afterStream = last.stream_id;
+    afterVersion = Number(last.version);
+  }
 }
 
 /**

@@ -1,11 +1,21 @@
+import { availableParallelism } from 'node:os';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { AdvisoryLock, SqlDatabase } from '../adapters/postgres-database.js';
+import { PostgresEventStore } from '../adapters/postgres-event-store.js';
 import type { ExperimentEvent } from '../domain/experiment.js';
 import type { EventStore, Position, StoredEvent } from '../handlers/ports/event-store.js';
 import { BulkLoader } from './bulk-load.js';
-import { experimentReadModels, NEXT_SUFFIX, READ_MODELS, tableNames } from './experiment-read-models.js';
+import {
+  experimentReadModels,
+  NEXT_SUFFIX,
+  PartitionMonths,
+  READ_MODELS,
+  tableNames,
+  writeReadModels,
+} from './experiment-read-models.js';
 import { type LogReader, logReaderFor, readAhead } from './log-reader.js';
+import { loadInParallel } from './parallel-load.js';
 import {
   applyBatch,
   type Db,
@@ -19,10 +29,12 @@ import {
 /**
  * Blue/green rebuild of the read models (`phoenix replay`):
  * 1. a second set of tables (suffix `__next`, migrations/002) is filled from position zero while the
- *    live set keeps serving: the log is read in large pages (straight from phoenix_events when the
- *    store is PostgreSQL's), folded in memory, and written in bulk (BulkLoader: each experiment's row
- *    once), in short transactions, without secondary indexes; these are built at the end, several
- *    at once;
+ *    live set keeps serving: the log is read in large pages, folded in memory, and written in bulk
+ *    (BulkLoader: each experiment's row once), in short transactions, without secondary indexes;
+ *    these are built at the end, several at once. When the store is PostgreSQL's on a server, worker
+ *    threads read phoenix_events stream by stream, each its own slices of streams, up to the live
+ *    checkpoint (parallel-load.ts); otherwise one loader reads the log in order and chases the live
+ *    checkpoint;
  * 2. it catches up with the live projection's checkpoint (never beyond it);
  * 3. one transaction locks the live checkpoint row (the live runner, in any process, waits at its next
  *    batch), finishes the catch-up to exactly that position, then swaps the sets by renaming. The live
@@ -81,6 +93,11 @@ export interface RebuildOptions {
   readonly progressEveryMs?: number;
   /** Experiments kept folded in memory while bulk-loading (default 50,000). */
   readonly cacheSize?: number;
+  /**
+   * Worker threads for the bulk phase on a PostgreSQL server with the PostgreSQL store (default: the
+   * cores, at most 4); 0 loads in log order on this thread, as on every other store and database.
+   */
+  readonly workers?: number;
   /** Test seam: how the log is read while bulk-loading (default: the fastest for `store`). */
   readonly readLog?: LogReader;
   /** Test seam: called after the new tables are filled and before the final swap transaction. */
@@ -202,13 +219,45 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
       }
     };
 
-    // Chase the live checkpoint until a pass has little left to do.
     enter('replaying');
-    for (;;) {
-      const loaded = await load(await ensureCheckpoint(db, READ_MODELS));
-      if (loaded < batchSize) break;
+    const workers = options.workers ?? Math.min(availableParallelism(), 4);
+    if (
+      workers > 0 &&
+      !options.readLog &&
+      database.kind === 'postgres' &&
+      database.url !== undefined &&
+      store instanceof PostgresEventStore
+    ) {
+      // Slices of streams on worker threads, up to where the live projection is now; the catch-up
+      // below applies what it does meanwhile, once the tables are indexed.
+      const upTo = await ensureCheckpoint(db, READ_MODELS);
+      const counts = await loadInParallel({
+        url: database.url,
+        suffix: NEXT_SUFFIX,
+        upTo,
+        pageSize,
+        batchSize,
+        workers,
+        onEvents: (events) => {
+          applied += events;
+          report('replaying');
+        },
+      });
+      await writeReadModels(db, NEXT_SUFFIX, new PartitionMonths(), {
+        created: [],
+        changed: [],
+        transitions: [],
+        counts: [...counts].map(([state, delta]) => ({ state, delta })),
+      });
+      position = upTo;
+    } else {
+      // Chase the live checkpoint until a pass has little left to do.
+      for (;;) {
+        const loaded = await load(await ensureCheckpoint(db, READ_MODELS));
+        if (loaded < batchSize) break;
+      }
+      await loader.finish();
     }
-    await loader.finish();
     unsent = 0;
     await writeCheckpoint(db, REBUILD_CHECKPOINT, position);
     report('indexing', true);

@@ -11,7 +11,7 @@ export interface TestDatabase {
   readonly name: string;
   /** Why this database is not available here; undefined when it is. */
   readonly skip: string | undefined;
-  open(): Promise<SqlDatabase & { readonly url?: string }>;
+  open(): Promise<SqlDatabase>;
 }
 
 export const postgresTestDatabase = (): TestDatabase => {
@@ -29,7 +29,6 @@ export const postgresTestDatabase = (): TestDatabase => {
       await migrateToLatest(database.db);
       return {
         ...database,
-        url,
         async close() {
           await database.close();
           const dropper = openPostgres({ url: base!, poolSize: 1 });

@@ -10,7 +10,7 @@ import type { TestDatabase } from './databases.js';
 
 /** A database of the suite with a codec-equipped store on it; `close()` closes both. */
 export async function openFixture(db: TestDatabase) {
-  const database: SqlDatabase & { readonly url?: string } = await db.open();
+  const database: SqlDatabase = await db.open();
   const store = new PostgresEventStore<ExperimentEvent>(database, {
     codec: experimentCodec,
     idlePollMs: 100,
