@@ -202,29 +202,32 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
       assert.deepEqual(await projections.readModels.getExperiment(id), expectedView(lifecycles[5]!));
     });
 
-    it('swaps a rebuild in while events keep coming: the live runner goes on without a gap', async () => {
-      const progress: number[] = [];
-      const [more, report] = await Promise.all([
-        appendLifecycles(fx.store, { count: 300, seed: 99, concurrency: 8 }),
-        projections.rebuild({ batchSize: 500, onProgress: (p) => progress.push(p.events) }),
-      ]);
-      assert.equal(report.swapped, true);
-      assert.ok(progress.length > 0, 'progress was reported');
-      await applied(projections.runner, more.last, 60_000);
-      assert.equal(projections.runner.status, 'active');
-      for (const steps of [...lifecycles.slice(0, 100), ...more.lifecycles]) {
-        const id = steps[0]!.experimentId;
-        assert.deepEqual(await projections.readModels.getExperiment(id), expectedView(steps));
-        assert.deepEqual(await projections.readModels.getHistory(id), expectedHistory(steps));
-      }
-      assert.deepEqual((await projections.rebuild({ verify: true })).differences, []);
-      // the swapped-in partitions carry live names
-      const { rows } = await sql<{ name: string }>`
+    // in log order on this thread, and (PostgreSQL) by slices on worker threads
+    for (const workers of db.name === 'PostgreSQL' ? [0, 2] : [0]) {
+      it(`swaps a rebuild in while events keep coming: the live runner goes on without a gap (${workers} workers)`, async () => {
+        const progress: number[] = [];
+        const [more, report] = await Promise.all([
+          appendLifecycles(fx.store, { count: 300, seed: 99 + workers, concurrency: 8 }),
+          projections.rebuild({ batchSize: 500, workers, onProgress: (p) => progress.push(p.events) }),
+        ]);
+        assert.equal(report.swapped, true);
+        assert.ok(progress.length > 0, 'progress was reported');
+        await applied(projections.runner, more.last, 60_000);
+        assert.equal(projections.runner.status, 'active');
+        for (const steps of [...lifecycles.slice(0, 100), ...more.lifecycles]) {
+          const id = steps[0]!.experimentId;
+          assert.deepEqual(await projections.readModels.getExperiment(id), expectedView(steps));
+          assert.deepEqual(await projections.readModels.getHistory(id), expectedHistory(steps));
+        }
+        assert.deepEqual((await projections.rebuild({ verify: true })).differences, []);
+        // the swapped-in partitions carry live names
+        const { rows } = await sql<{ name: string }>`
         select c.relname as name from pg_inherits i join pg_class c on c.oid = i.inhrelid
          where i.inhparent = 'state_transitions'::regclass order by 1`.execute(fx.database.db);
-      assert.ok(rows.length >= 6);
-      for (const r of rows) assert.match(r.name, /^state_transitions_p\d{6}$/);
-    });
+        assert.ok(rows.length >= 6);
+        for (const r of rows) assert.match(r.name, /^state_transitions_p\d{6}$/);
+      });
+    }
 
     it('never runs a handler with side effects in a rebuild', () => {
       assert.throws(

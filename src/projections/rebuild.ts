@@ -94,8 +94,9 @@ export interface RebuildOptions {
   /** Experiments kept folded in memory while bulk-loading (default 50,000). */
   readonly cacheSize?: number;
   /**
-   * Worker threads for the bulk phase on a PostgreSQL server with the PostgreSQL store (default: the
-   * cores, at most 4); 0 loads in log order on this thread, as on every other store and database.
+   * Worker threads for the bulk phase on a PostgreSQL server with the PostgreSQL store; 0 loads in log
+   * order on this thread, as on every other store and database. Default: one per core (at most 4) when
+   * the live read models have applied 100,000 events or more, else 0.
    */
   readonly workers?: number;
   /** Test seam: how the log is read while bulk-loading (default: the fastest for `store`). */
@@ -110,6 +111,8 @@ export class RebuildInProgressError extends Error {
 
 const REBUILD_CHECKPOINT = `${READ_MODELS}${NEXT_SUFFIX}`;
 const SWAP_ATTEMPTS = 200;
+/** The events from which a rebuild loads on worker threads unless told (RebuildOptions.workers). */
+const PARALLEL_FROM_EVENTS = 100_000;
 
 class Rollback extends Error {}
 
@@ -220,7 +223,10 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
     };
 
     enter('replaying');
-    const workers = options.workers ?? Math.min(availableParallelism(), 4);
+    // By default, worker threads only for a log big enough to repay starting them (a second or so
+    // each, more when run from the sources): the live read models say how many events it holds.
+    const workers =
+      options.workers ?? ((total ?? 0) >= PARALLEL_FROM_EVENTS ? Math.min(availableParallelism(), 4) : 0);
     if (
       workers > 0 &&
       !options.readLog &&
