@@ -400,51 +400,55 @@ export const evolve = (state: Experiment, event: ExperimentEvent): Experiment =>
   if (state.status === 'empty') return state;
   const at = event.data.at;
   const next = statusAfter(event, state);
-  const moved: ExistingExperiment = next
+  // One copy of the state per event (a replay folds millions), completed below: it is this call's
+  // own until it is returned, and `state` is never changed.
+  const moved: { -readonly [K in keyof ExistingExperiment]: ExistingExperiment[K] } = next
     ? { ...state, status: next, updatedAt: at, statusReason: reasonOf(event) }
     : { ...state, updatedAt: at };
 
   switch (event.type) {
     case 'ExperimentStarted':
-      return { ...moved, startedAt: at };
+      moved.startedAt = at;
+      return moved;
     case 'VariantDeployed':
-      return {
-        ...moved,
-        deployments: {
-          ...state.deployments,
-          [event.data.variant]: { status: 'deployed', at, detail: event.data.detail },
-        },
+      moved.deployments = {
+        ...state.deployments,
+        [event.data.variant]: { status: 'deployed', at, detail: event.data.detail },
       };
+      return moved;
     case 'VariantDeploymentFailed':
-      return {
-        ...moved,
-        deployments: {
-          ...state.deployments,
-          [event.data.variant]: { status: 'failed', at, reason: event.data.reason },
-        },
+      moved.deployments = {
+        ...state.deployments,
+        [event.data.variant]: { status: 'failed', at, reason: event.data.reason },
       };
+      return moved;
     case 'VariantTornDown': {
       const previous = state.deployments[event.data.variant];
-      return {
-        ...moved,
-        deployments: {
-          ...state.deployments,
-          [event.data.variant]: { ...previous, status: 'torn_down', at },
-        },
+      moved.deployments = {
+        ...state.deployments,
+        [event.data.variant]: { ...previous, status: 'torn_down', at },
       };
+      return moved;
     }
     case 'ExperimentRunStarted':
-      return { ...moved, runStartedAt: at, runEndsAt: event.data.runEndsAt };
+      moved.runStartedAt = at;
+      moved.runEndsAt = event.data.runEndsAt;
+      return moved;
     case 'ExperimentRuntimeExtended':
-      return { ...moved, runEndsAt: event.data.runEndsAt };
+      moved.runEndsAt = event.data.runEndsAt;
+      return moved;
     case 'AnalysisRecorded':
-      return { ...moved, analysis: event.data.analysis, analysisAttempts: state.analysisAttempts + 1 };
+      moved.analysis = event.data.analysis;
+      moved.analysisAttempts = state.analysisAttempts + 1;
+      return moved;
     case 'AnalysisRetried':
-      return { ...moved, analysisAttempts: event.data.attempt };
+      moved.analysisAttempts = event.data.attempt;
+      return moved;
     case 'ExperimentCompleted':
     case 'ExperimentFailed':
     case 'ExperimentCancelled':
-      return { ...moved, endedAt: at };
+      moved.endedAt = at;
+      return moved;
     case 'ExperimentRunCompleted':
       return moved;
     default: {

@@ -31,9 +31,16 @@ export const copyText = (value: string | number | boolean | null | undefined): s
   if (typeof value !== 'string') return String(value);
   return COPY_SPECIAL.test(value) ? value.replace(/[\\\t\n\r]/g, (c) => COPY_ESCAPES[c]!) : value;
 };
-/** A jsonb field: SQL NULL for a missing value or JSON null (as jsonb_to_recordset makes of them). */
-const copyJson = (value: unknown): string =>
-  value === null || value === undefined ? '\\N' : copyText(JSON.stringify(value));
+/**
+ * A jsonb field: SQL NULL for a missing value or JSON null (as jsonb_to_recordset makes of them).
+ * JSON text has no raw tab, newline or carriage return (JSON.stringify escapes them), so a backslash
+ * is the one character to escape.
+ */
+const copyJson = (value: unknown): string => {
+  if (value === null || value === undefined) return '\\N';
+  const json = JSON.stringify(value);
+  return json.includes('\\') ? json.replaceAll('\\', '\\\\') : json;
+};
 
 const EXPERIMENT_COLUMNS = [
   'id',
