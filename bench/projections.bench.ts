@@ -118,7 +118,7 @@ interface Row {
 }
 
 /** Lifecycles, ACTIVE at a time, advanced in random order: yields events in log order, in chunks. */
-function* generate(total: number): Generator<Row[]> {
+export function* generate(total: number): Generator<Row[]> {
   let n = 0;
   let clock = Date.UTC(2024, 0, 1);
   const newOne = () => {

@@ -109,7 +109,7 @@ export async function loadInParallel(options: ParallelLoadOptions): Promise<Map<
       workerData: setup,
       // a roomier young generation: most of what a worker allocates (rows, events, COPY text) dies
       // young, and fewer scavenges promote less of it
-      resourceLimits: { maxYoungGenerationSizeMb: 192 },
+      resourceLimits: { maxYoungGenerationSizeMb: 64 },
     });
     workers.push(worker);
     runs.push(runOne(worker));
