@@ -248,7 +248,13 @@ export async function run(): Promise<void> {
       `rebuild (median of ${ROUNDS}): ${Math.round(median(rates)).toLocaleString('en-US')} events/s (target ≥ 50,000)`,
     );
 
-    // Lag under a steady load of real appends.
+    // Lag under a steady load of real appends. The rebuilds wrote gigabytes of WAL: flush it first, or
+    // the checkpoint it triggers lands in the middle of the measurement (its fsyncs stall commits for
+    // seconds) and the lag measured is the disk's, at a moment that differs from run to run.
+    await sql`checkpoint`
+      .execute(database.db)
+      .then(() => console.log('(checkpoint after the rebuilds, before the lag run)'))
+      .catch((err: Error) => console.log(`(no checkpoint before the lag run: ${err.message})`));
     const projections = createProjections({ database, store });
     await projections.start();
     await new Promise<void>((resolve) => {
