@@ -48,10 +48,11 @@ const WORKER_URL = new URL(
 
 /**
  * Run from the TypeScript sources (tests, benchmarks: `node --import tsx`), a worker thread does not
- * inherit tsx's loader: it registers it first. The built service runs the .js twin as it is.
+ * inherit tsx's loader: it registers it first (tsx found from here, whatever the working directory).
+ * The built service runs the .js twin as it is, and never looks for tsx.
  */
 const WORKER_ENTRY: URL | string = WORKER_URL.pathname.endsWith('.ts')
-  ? `import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(WORKER_URL.href)}); });`
+  ? `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then(({ register }) => { register(); return import(${JSON.stringify(WORKER_URL.href)}); });`
   : WORKER_URL;
 
 /**
