@@ -32,16 +32,20 @@ import { BENCH_DATABASE_URL, benchDatabase, median, percentile } from './support
  * - lag: the live runner following a steady BENCH_RATE events/s (default 1,000) of real appends for
  *   BENCH_LAG_SECONDS; latency from the append call to the read model having applied it.
  * Targets (2 cores, local PostgreSQL): rebuild ≥ 50,000 events/s, lag p99 ≤ 50 ms.
- * BENCH_REBUILD_WORKERS sets the rebuild's worker threads (0: the log-order loader on one thread).
+ * BENCH_REBUILD_WORKERS sets the rebuild's worker threads (a number or `auto`; default: log order).
  */
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 1_000_000);
 const ACTIVE = Number(process.env.BENCH_ACTIVE ?? 200);
 const RATE = Number(process.env.BENCH_RATE ?? 1_000);
 const LAG_SECONDS = Number(process.env.BENCH_LAG_SECONDS ?? 20);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-/** Worker threads for the rebuild (default: its own choice; 0: in log order on the main thread). */
-const REBUILD_WORKERS =
-  process.env.BENCH_REBUILD_WORKERS === undefined ? undefined : Number(process.env.BENCH_REBUILD_WORKERS);
+/** Worker threads for the rebuild: a number, or `auto` (default: the rebuild's own, log order). */
+const REBUILD_WORKERS: number | 'auto' | undefined =
+  process.env.BENCH_REBUILD_WORKERS === undefined
+    ? undefined
+    : process.env.BENCH_REBUILD_WORKERS === 'auto'
+      ? 'auto'
+      : Number(process.env.BENCH_REBUILD_WORKERS);
 const LOAD_CHUNK = 10_000;
 
 const TEMPLATES = [

@@ -94,11 +94,14 @@ export interface RebuildOptions {
   /** Experiments kept folded in memory while bulk-loading (default 50,000). */
   readonly cacheSize?: number;
   /**
-   * Worker threads for the bulk phase on a PostgreSQL server with the PostgreSQL store; 0 loads in log
-   * order on this thread, as on every other store and database. Default: one per core (at most 4) when
-   * the live read models have applied 100,000 events or more, else 0.
+   * Worker threads for the bulk phase on a PostgreSQL server with the PostgreSQL store (`'auto'`: one
+   * per core, at most 4, when the live read models hold 100,000 events or more); 0 (the default) loads
+   * in log order on this thread, as on every other store and database. Not the default yet: in 3 of 11
+   * benchmark runs, a live runner started in the same process after a worker rebuild later failed on
+   * a version gap (events of a new stream missing from its subscription), and 0 of 8 runs after a
+   * log-order rebuild did; the cause is not known.
    */
-  readonly workers?: number;
+  readonly workers?: number | 'auto';
   /** Test seam: how the log is read while bulk-loading (default: the fastest for `store`). */
   readonly readLog?: LogReader;
   /** Test seam: called after the new tables are filled and before the final swap transaction. */
@@ -111,7 +114,7 @@ export class RebuildInProgressError extends Error {
 
 const REBUILD_CHECKPOINT = `${READ_MODELS}${NEXT_SUFFIX}`;
 const SWAP_ATTEMPTS = 200;
-/** The events from which a rebuild loads on worker threads unless told (RebuildOptions.workers). */
+/** The events from which `workers: 'auto'` loads on worker threads (RebuildOptions.workers). */
 const PARALLEL_FROM_EVENTS = 100_000;
 
 class Rollback extends Error {}
@@ -223,10 +226,14 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
     };
 
     enter('replaying');
-    // By default, worker threads only for a log big enough to repay starting them (a second or so
-    // each, more when run from the sources): the live read models say how many events it holds.
+    // Worker threads only when asked for (see RebuildOptions.workers), and then only for a log big
+    // enough to repay starting them (a second or so each, more when run from the sources).
     const workers =
-      options.workers ?? ((total ?? 0) >= PARALLEL_FROM_EVENTS ? Math.min(availableParallelism(), 4) : 0);
+      options.workers === 'auto'
+        ? (total ?? 0) >= PARALLEL_FROM_EVENTS
+          ? Math.min(availableParallelism(), 4)
+          : 0
+        : (options.workers ?? 0);
     if (
       workers > 0 &&
       !options.readLog &&
