@@ -226,8 +226,8 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
     };
 
     enter('replaying');
-    // Worker threads only when asked for (see RebuildOptions.workers), and then only for a log big
-    // enough to repay starting them (a second or so each, more when run from the sources).
+    // Worker threads only when asked for (see RebuildOptions.workers): N of them, or with 'auto' one per
+    // core for a log big enough to repay starting them (a second or so each, more from the sources).
     const workers =
       options.workers === 'auto'
         ? (total ?? 0) >= PARALLEL_FROM_EVENTS
