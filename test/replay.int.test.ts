@@ -97,7 +97,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
     });
 
     it('rebuilds the same on three worker threads by slices of streams, with odd page and write sizes', async () => {
-      // PostgreSQL: 16 slices over three threads (the default is one per core); PGlite loads in log
+      // PostgreSQL: 16 slices over three threads ('auto' would take one per core); PGlite loads in log
       // order whatever is asked
       const report = await projections.rebuild({ verify: true, workers: 3, pageSize: 89, batchSize: 173 });
       assert.deepEqual(report.differences, []);
