@@ -11,6 +11,7 @@ import {
   readEntries,
   type TransitionRowIn,
   tableNames,
+  writeCountChanges,
   writeReadModels,
 } from './experiment-read-models.js';
 import type { Db } from './runner.js';
@@ -272,14 +273,7 @@ export class BulkLoader {
     this.#inFlight = undefined;
     const folded = new Map(this.#counts);
     this.#counts.clear();
-    if (writeCounts) {
-      await writeReadModels(this.#db, this.#suffix, this.#months, {
-        created: [],
-        changed: [],
-        transitions: [],
-        counts: [...folded].map(([state, delta]) => ({ state, delta })),
-      });
-    }
+    if (writeCounts) await writeCountChanges(this.#db, this.#suffix, folded);
     return folded;
   }
 }

@@ -340,6 +340,20 @@ export class PartitionMonths {
   }
 }
 
+/** Adds these changes to the counts by state of `suffix` (a write of counts alone). */
+export async function writeCountChanges(
+  db: Db | Tx,
+  suffix: string,
+  changes: ReadonlyMap<ExperimentStatus, number>,
+): Promise<void> {
+  await writeReadModels(db, suffix, new PartitionMonths(), {
+    created: [],
+    changed: [],
+    transitions: [],
+    counts: [...changes].map(([state, delta]) => ({ state, delta })),
+  });
+}
+
 /** An element of an array literal, quoted (so that no text is taken for NULL or a delimiter). */
 const quoteElement = (s: string): string => (/["\\]/.test(s) ? `"${s.replace(/["\\]/g, '\\$&')}"` : `"${s}"`);
 

@@ -9,10 +9,9 @@ import { BulkLoader } from './bulk-load.js';
 import {
   experimentReadModels,
   NEXT_SUFFIX,
-  PartitionMonths,
   READ_MODELS,
   tableNames,
-  writeReadModels,
+  writeCountChanges,
 } from './experiment-read-models.js';
 import { type LogReader, logReaderFor, readAhead } from './log-reader.js';
 import { loadInParallel } from './parallel-load.js';
@@ -256,12 +255,7 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
           report('replaying');
         },
       });
-      await writeReadModels(db, NEXT_SUFFIX, new PartitionMonths(), {
-        created: [],
-        changed: [],
-        transitions: [],
-        counts: [...counts].map(([state, delta]) => ({ state, delta })),
-      });
+      await writeCountChanges(db, NEXT_SUFFIX, counts);
       position = upTo;
     } else {
       // Chase the live checkpoint until a pass has little left to do.
