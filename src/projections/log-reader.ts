@@ -112,26 +112,21 @@ export const STREAM_SLICES: readonly StreamSlice[] = Array.from({ length: 16 }, 
   to: i === 15 ? undefined : `experiment-${(i + 1).toString(16)}`,
 }));
 
-const SLICE_COLUMNS = `stream_id, version::text AS version, transaction_id::text AS tx, global_position::text AS gp, type,
-       data, metadata, (recorded_at AT TIME ZONE 'UTC')::text AS recorded_at`;
 /**
  * A page of a slice, through the primary key (stream_id, version): after ($1, $2), up to `upTo` ($3,
- * $4). ORDER BY names the table's columns: a bare `version` would be the output column, text.
+ * $4), and below the slice's end ($6) when it has one. ORDER BY names the table's columns: a bare
+ * `version` would be the output column, text.
  */
-const READ_SLICE = `
-SELECT ${SLICE_COLUMNS}
+const readSliceSql = (bounded: boolean) => `
+SELECT stream_id, version::text AS version, transaction_id::text AS tx, global_position::text AS gp, type,
+       data, metadata, (recorded_at AT TIME ZONE 'UTC')::text AS recorded_at
   FROM phoenix_events
- WHERE (stream_id, version) > ($1::text, $2::int8)
+ WHERE (stream_id, version) > ($1::text, $2::int8)${bounded ? ' AND stream_id < $6::text' : ''}
    AND (transaction_id, global_position) <= ($3::xid8, $4::int8)
  ORDER BY phoenix_events.stream_id, phoenix_events.version
  LIMIT $5`;
-const READ_SLICE_UNTIL = `
-SELECT ${SLICE_COLUMNS}
-  FROM phoenix_events
- WHERE (stream_id, version) > ($1::text, $2::int8) AND stream_id < $6::text
-   AND (transaction_id, global_position) <= ($3::xid8, $4::int8)
- ORDER BY phoenix_events.stream_id, phoenix_events.version
- LIMIT $5`;
+const READ_SLICE = readSliceSql(false);
+const READ_SLICE_UNTIL = readSliceSql(true);
 
 /**
  * The events of the streams of `slice` up to position `upTo` (inclusive), stream after stream, each
