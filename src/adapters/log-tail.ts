@@ -14,8 +14,8 @@ import type { AnyEvent, Position, StoredEvent } from '../handlers/ports/event-st
  *   order. A member joins at its checkpoint: events at or before it are dropped; if the tail has
  *   already passed the checkpoint, the member reads that gap itself (`gapThrough`) before it takes
  *   anything from its queue. The log below a position that a reader has been given never changes
- *   (readers stop below the oldest open transaction), so the two reads meet without a gap or a
- *   duplicate.
+ *   (readers stop below the oldest open transaction), so the gap read, bounded by that position and
+ *   not by a horizon of its own, meets the tail without a gap or a duplicate.
  * - Bounded: a member whose queue grows past `maxQueued` events is let go (its queue dropped) and
  *   reads on its own from its last position until it catches up again; one slow subscriber neither
  *   holds up the others nor holds memory.

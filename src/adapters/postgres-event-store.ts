@@ -492,6 +492,36 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     }
   }
 
+  /**
+   * Events after `after` up to `through`, a position that a reader of this store was given: below it
+   * the log no longer changes (the horizon that reader read under was above it), so this read needs
+   * no horizon of its own. It must not use one: a horizon can be lower now than it was then, when a
+   * transaction that the earlier one let pass (it wrote no events) ends between this statement's
+   * snapshot and its look at pg_locks, and a read stopped short by it would look complete.
+   */
+  async #readUpTo(
+    after: Position,
+    through: Position,
+    limit: number,
+    streamPrefix: string | undefined,
+  ): Promise<StoredEvent<E>[]> {
+    const [txid, pos] = parsePosition(after);
+    const [toTxid, toPos] = parsePosition(through);
+    const prefix = streamPrefix ? `${escapeLike(streamPrefix)}%` : null;
+    try {
+      const { rows } = await sql<EventRow>`
+        select ${SELECT_EVENT} from phoenix_events
+        where (transaction_id, global_position) > (${txid}::xid8, ${pos}::int8)
+          and (transaction_id, global_position) <= (${toTxid}::xid8, ${toPos}::int8)
+          and (${prefix}::text is null or stream_id like ${prefix}::text)
+        order by transaction_id, global_position
+        limit ${limit}`.execute(this.#db);
+      return rows.map((r) => this.#decode(r));
+    } catch (err) {
+      throw unavailableOr(err);
+    }
+  }
+
   /** Committed events that readers cannot take yet because an older transaction is still open. */
   async #heldBack(after: Position): Promise<boolean> {
     const [txid, pos] = parsePosition(after);
@@ -543,24 +573,27 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
       // Caught up: follow the head with the process's other subscribers (see LogTail).
       const member = this.#tail.join(checkpoint, prefix);
       try {
-        // The tail had passed our checkpoint: read the events in between ourselves first.
+        // The tail had passed our checkpoint: read the events in between ourselves first, up to the
+        // tail's position and not to our own horizon, which may be lower than the tail's was (see
+        // #readUpTo): a short read must mean the gap is read, not that a horizon stopped it.
         const through = member.gapThrough;
         let gapRead = through === undefined;
         while (!gapRead) {
           let gap: StoredEvent<E>[];
           try {
-            gap = await readOwn(checkpoint);
+            gap = await this.#readUpTo(checkpoint, through!, batchSize, prefix);
           } catch {
             break; // read it again on our own, where a failure is handled
           }
-          const upTo = gap.filter((e) => e.position <= through!);
-          if (upTo.length > 0) {
-            checkpoint = upTo[upTo.length - 1]!.position;
-            yield { kind: 'events', events: upTo };
+          if (gap.length > 0) {
+            checkpoint = gap[gap.length - 1]!.position;
+            yield { kind: 'events', events: gap };
           }
-          gapRead = gap.length < batchSize || upTo.length < gap.length;
+          gapRead = gap.length < batchSize;
         }
         if (!gapRead) continue;
+        // Everything of ours up to the tail's position is delivered (the last event there may not be ours).
+        checkpoint = through ?? checkpoint;
         while (member.attached && !signal?.aborted) {
           const events = member.take(batchSize);
           if (events.length === 0) {
