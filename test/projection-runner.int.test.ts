@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
+import { pino } from 'pino';
 import type { ExperimentEvent } from '../src/domain/experiment.js';
 import { experimentIdOf, streamIdOf } from '../src/handlers/experiment-commands.js';
 import { START, type StoredEvent } from '../src/handlers/ports/event-store.js';
@@ -150,6 +152,40 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
         assert.ok(at < last);
       });
     }
+
+    it('stops on an event whose predecessor it never got, and logs where the log has the missing ones', async () => {
+      await resetReadModels();
+      await appendLifecycles(fx.store, { count: 6, seed: 33 });
+      const all = await fx.store.readAll({ limit: 10_000 });
+      // The checkpoint moved over events it never applied, as a subscription that skipped them would.
+      const skippedTo = all.find((e) => e.version === 2)!;
+      await writeCheckpoint(fx.database.db, READ_MODELS, skippedTo.position);
+      const lines: Record<string, unknown>[] = [];
+      const logger = pino(
+        { level: 'error' },
+        new Writable({
+          write(chunk, _encoding, done) {
+            lines.push(JSON.parse(String(chunk)));
+            done();
+          },
+        }),
+      );
+      const r = runner({ maxAttempts: 2, logger });
+      r.start();
+      await until(() => r.status === 'failed', 10_000, 'the runner to stop');
+      assert.ok(r.failure instanceof ProjectionFailedError, String(r.failure));
+      assert.match(r.failure.message, /an event is missing/);
+      const failed = r.failure.event;
+      const line = lines.find((l) => String(l.msg).startsWith('events the projection never got'));
+      assert.ok(line, `a line on the missing events among ${JSON.stringify(lines)}`);
+      assert.equal(line.streamId, failed.streamId);
+      const stream = all.filter((e) => e.streamId === failed.streamId && e.version < failed.version);
+      assert.ok(stream.length > 0);
+      assert.deepEqual(
+        line.missing,
+        stream.map((e) => ({ version: e.version, position: e.position, passed: true })),
+      );
+    });
 
     it('folds again from the table when the rows are not as its cache has them', async () => {
       await resetReadModels();

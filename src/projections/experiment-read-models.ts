@@ -162,8 +162,11 @@ const isStale = (err: unknown) => (err as { code?: unknown }).code === STALE_ROW
 
 /** An event that does not follow the version the projection has of its experiment. */
 export class VersionGapError extends Error {
+  /** The versions the projection never got (the runner looks them up in the log when it stops). */
+  readonly missing: { readonly streamId: string; readonly fromVersion: number; readonly toVersion: number };
   constructor(streamId: string, version: number, after: number) {
     super(`${streamId}: event version ${version} follows version ${after}; an event is missing`);
+    this.missing = { streamId, fromVersion: after + 1, toVersion: version - 1 };
   }
 }
 

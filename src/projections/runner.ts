@@ -616,6 +616,7 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
     if (events.length === 0) throw lastError;
     if (events.length === 1) {
       const e = events[0]!;
+      await this.#describeMissing(lastError);
       throw new ProjectionFailedError(
         this.name,
         {
@@ -634,6 +635,42 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
       'a batch failed; applying its events one by one',
     );
     for (const event of events) await this.#applyWithRetry([event], signal);
+  }
+
+  /**
+   * When the handler says events of a stream never reached it (`missing` on the error), logs where the
+   * log has them: at or before the checkpoint means they were passed over, after it that they come
+   * out of order. Either way the projection stops; this line is what tells the two apart.
+   */
+  async #describeMissing(err: unknown): Promise<void> {
+    const missing = (
+      err as { missing?: { streamId: string; fromVersion: number; toVersion: number } } | undefined
+    )?.missing;
+    if (!missing || missing.toVersion < missing.fromVersion) return;
+    try {
+      const found = await this.#store.readStream(missing.streamId, {
+        fromVersion: missing.fromVersion,
+        toVersion: missing.toVersion,
+      });
+      this.#logger?.error(
+        {
+          projection: this.name,
+          checkpoint: this.#stored,
+          streamId: missing.streamId,
+          missing: found.map((m) => ({
+            version: m.version,
+            position: m.position,
+            passed: m.position <= this.#stored,
+          })),
+        },
+        `events the projection never got: ${found.length} of versions ${missing.fromVersion}–${missing.toVersion} are in the log`,
+      );
+    } catch (lookup) {
+      this.#logger?.warn(
+        { err: brief(lookup), projection: this.name },
+        'could not look up the missing events',
+      );
+    }
   }
 
   async #commit(events: readonly StoredEvent<E>[], upTo?: Position): Promise<void> {
