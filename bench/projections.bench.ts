@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { sql } from 'kysely';
+import { pino } from 'pino';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
 import {
   DomainError,
@@ -264,7 +265,12 @@ export async function run(): Promise<void> {
       .execute(database.db)
       .then(() => console.log('(checkpoint after the rebuilds, before the lag run)'))
       .catch((err: Error) => console.log(`(no checkpoint before the lag run: ${err.message})`));
-    const projections = createProjections({ database, store });
+    // Warnings and errors only: a runner that stops says why, and where the events it missed are.
+    const projections = createProjections({
+      database,
+      store,
+      logger: pino({ level: 'warn' }, pino.destination(2)),
+    });
     await projections.start();
     await new Promise<void>((resolve) => {
       const check = () => (projections.runner.isLive ? resolve() : setTimeout(check, 20));
