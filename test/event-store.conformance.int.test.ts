@@ -602,15 +602,23 @@ for (const fixture of fixtures) {
         await client.query('select pg_current_xact_id()'); // an id, no mark: readers pass it
         const first = newEvent();
         await store.append(`${prefix}-a`, [first], 'no_stream');
+        /** A subscriber from `from`, collecting into `seen` until aborted. */
+        const follow = (seen: StoredEvent<AnyEvent>[]) => {
+          const controller = new AbortController();
+          subscribers.push(controller);
+          return (async () => {
+            for await (const m of store.subscribe({
+              after: from,
+              streamPrefix: prefix,
+              signal: controller.signal,
+            })) {
+              if (m.kind === 'events') seen.push(...m.events);
+            }
+          })();
+        };
         // Subscriber A catches up and follows the head through the shared reader.
         const seenA: StoredEvent<AnyEvent>[] = [];
-        const a = new AbortController();
-        subscribers.push(a);
-        const gotA = (async () => {
-          for await (const m of store.subscribe({ after: from, streamPrefix: prefix, signal: a.signal })) {
-            if (m.kind === 'events') seenA.push(...m.events);
-          }
-        })();
+        const gotA = follow(seenA);
         const until = async (cond: () => boolean) => {
           const deadline = Date.now() + 10_000;
           while (!cond() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
@@ -627,13 +635,7 @@ for (const fixture of fixtures) {
         assert.deepEqual(await store.readAll({ after: from, limit: 10, streamPrefix: prefix }), []);
         // Subscriber B starts behind the shared reader: it must read the gap up to it itself.
         const seenB: StoredEvent<AnyEvent>[] = [];
-        const b = new AbortController();
-        subscribers.push(b);
-        const gotB = (async () => {
-          for await (const m of store.subscribe({ after: from, streamPrefix: prefix, signal: b.signal })) {
-            if (m.kind === 'events') seenB.push(...m.events);
-          }
-        })();
+        const gotB = follow(seenB);
         await until(() => seenB.length === 2);
         await client.query('rollback');
         const third = newEvent();
