@@ -8,7 +8,12 @@ import { sql } from 'kysely';
 import { pino } from 'pino';
 import type { ExperimentEvent } from '../src/domain/experiment.js';
 import { experimentIdOf, streamIdOf } from '../src/handlers/experiment-commands.js';
-import { START, type StoredEvent } from '../src/handlers/ports/event-store.js';
+import {
+  type EventStore,
+  START,
+  type StoredEvent,
+  type SubscriptionMessage,
+} from '../src/handlers/ports/event-store.js';
 import { experimentReadModels, READ_MODELS } from '../src/projections/experiment-read-models.js';
 import { rebuildReadModels } from '../src/projections/rebuild.js';
 import {
@@ -36,6 +41,21 @@ import {
  * runner per projection, the standby taking over; a failing event stops the runner, named, never
  * skipped; lag is measured against the head of the log.
  */
+/** A logger of errors and what it logged, parsed. */
+const errorLog = () => {
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino(
+    { level: 'error' },
+    new Writable({
+      write(chunk, _encoding, done) {
+        lines.push(JSON.parse(String(chunk)));
+        done();
+      },
+    }),
+  );
+  return { lines, logger };
+};
+
 for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[]) {
   describe(`projection runner on ${db.name}`, { skip: db.skip }, () => {
     let fx: Awaited<ReturnType<typeof openFixture>>;
@@ -160,16 +180,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
       // The checkpoint moved over events it never applied, as a subscription that skipped them would.
       const skippedTo = all.find((e) => e.version === 2)!;
       await writeCheckpoint(fx.database.db, READ_MODELS, skippedTo.position);
-      const lines: Record<string, unknown>[] = [];
-      const logger = pino(
-        { level: 'error' },
-        new Writable({
-          write(chunk, _encoding, done) {
-            lines.push(JSON.parse(String(chunk)));
-            done();
-          },
-        }),
-      );
+      const { lines, logger } = errorLog();
       const r = runner({ maxAttempts: 2, logger });
       r.start();
       await until(() => r.status === 'failed', 10_000, 'the runner to stop');
@@ -185,6 +196,34 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
         line.missing,
         stream.map((e) => ({ version: e.version, position: e.position, passed: true })),
       );
+    });
+
+    it('says so when its subscription gives events out of log order, and applies none twice', async () => {
+      await resetReadModels();
+      const { last } = await appendLifecycles(fx.store, { count: 8, seed: 34 });
+      // A store whose subscription gives its first page of events a second time, after the second.
+      const store: EventStore<ExperimentEvent> = Object.create(fx.store);
+      store.subscribe = async function* (options) {
+        let first: SubscriptionMessage<ExperimentEvent> | undefined;
+        let pages = 0;
+        for await (const m of fx.store.subscribe(options)) {
+          yield m;
+          if (m.kind !== 'events') continue;
+          first ??= m;
+          if (++pages === 2) yield first;
+        }
+      };
+      const { lines, logger } = errorLog();
+      const r = runner({ store, logger });
+      r.start();
+      await applied(r, last);
+      const line = lines.find((l) =>
+        String(l.msg).startsWith('the subscription gave events out of log order'),
+      );
+      assert.ok(line, `a line on the order among ${JSON.stringify(lines)}`);
+      assert.equal(line.late, 25, 'the whole first page came again');
+      await r.stop();
+      await equalsRebuild();
     });
 
     it('folds again from the table when the rows are not as its cache has them', async () => {

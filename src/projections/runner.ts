@@ -498,6 +498,9 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
       this.#storedAt = Date.now();
       this.emit('applied', position, false);
       if (Date.now() - lastMaintain >= this.#maintainEveryMs) lastMaintain = await this.#maintain();
+      // The store promises each event once, in log order, after `position`: what breaks that is logged
+      // (the events at or before one already given are not applied again, see applyBatch).
+      let lastSeen = position;
       try {
         for await (const message of this.#store.subscribe({
           after: position,
@@ -515,6 +518,7 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
           if (message.kind === 'checkpoint') {
             if (message.position > this.#position) await this.#applyWithRetry([], signal, message.position);
           } else {
+            lastSeen = this.#checkOrder(message.events, lastSeen);
             await this.#applyWithRetry(message.events, signal);
           }
           if (Date.now() - lastMaintain >= this.#maintainEveryMs) lastMaintain = await this.#maintain();
@@ -635,6 +639,33 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
       'a batch failed; applying its events one by one',
     );
     for (const event of events) await this.#applyWithRetry([event], signal);
+  }
+
+  /** Logs events that come at or before one the subscription gave already; the last position seen. */
+  #checkOrder(events: readonly StoredEvent<E>[], lastSeen: Position): Position {
+    let last = lastSeen;
+    let late = 0;
+    let first: StoredEvent<E> | undefined;
+    for (const e of events) {
+      if (e.position <= last) {
+        late++;
+        first ??= e;
+      } else {
+        last = e.position;
+      }
+    }
+    if (first) {
+      this.#logger?.error(
+        {
+          projection: this.name,
+          after: lastSeen,
+          late,
+          first: { streamId: first.streamId, version: first.version, position: first.position },
+        },
+        'the subscription gave events out of log order: those at or before a position it gave already are not applied',
+      );
+    }
+    return last;
   }
 
   /**
