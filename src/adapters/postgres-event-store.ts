@@ -448,17 +448,39 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     }
   }
 
-  async readAll(options: ReadAllOptions): Promise<StoredEvent<E>[]> {
-    const [txid, pos] = parsePosition(options.after ?? START);
-    const prefix = options.streamPrefix ? `${escapeLike(options.streamPrefix)}%` : null;
+  readAll(options: ReadAllOptions): Promise<StoredEvent<E>[]> {
+    return this.#readLog(options.after ?? START, options.limit, options.streamPrefix, undefined);
+  }
+
+  /**
+   * Events after `after`, in log order, at most `limit`: below the horizon, or, given `through` (a
+   * position that a reader of this store was given), up to it and with no horizon. Below such a
+   * position the log no longer changes (the horizon that reader read under was above it), and a
+   * read up to it must not use a horizon: one can be lower now than it was then, when a transaction
+   * that the earlier read let pass (it wrote no events) ends between this statement's snapshot and
+   * its look at pg_locks, and a read stopped short by it would look complete.
+   */
+  async #readLog(
+    after: Position,
+    limit: number,
+    streamPrefix: string | undefined,
+    through: Position | undefined,
+  ): Promise<StoredEvent<E>[]> {
+    const [txid, pos] = parsePosition(after);
+    const prefix = streamPrefix ? `${escapeLike(streamPrefix)}%` : null;
+    let bound = sql`transaction_id < phoenix_log_horizon()`;
+    if (through !== undefined) {
+      const [toTxid, toPos] = parsePosition(through);
+      bound = sql`(transaction_id, global_position) <= (${toTxid}::xid8, ${toPos}::int8)`;
+    }
     try {
       const { rows } = await sql<EventRow>`
         select ${SELECT_EVENT} from phoenix_events
         where (transaction_id, global_position) > (${txid}::xid8, ${pos}::int8)
-          and transaction_id < phoenix_log_horizon()
+          and ${bound}
           and (${prefix}::text is null or stream_id like ${prefix}::text)
         order by transaction_id, global_position
-        limit ${options.limit}`.execute(this.#db);
+        limit ${limit}`.execute(this.#db);
       return rows.map((r) => this.#decode(r));
     } catch (err) {
       throw unavailableOr(err);
@@ -492,36 +514,6 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     }
   }
 
-  /**
-   * Events after `after` up to `through`, a position that a reader of this store was given: below it
-   * the log no longer changes (the horizon that reader read under was above it), so this read needs
-   * no horizon of its own. It must not use one: a horizon can be lower now than it was then, when a
-   * transaction that the earlier one let pass (it wrote no events) ends between this statement's
-   * snapshot and its look at pg_locks, and a read stopped short by it would look complete.
-   */
-  async #readUpTo(
-    after: Position,
-    through: Position,
-    limit: number,
-    streamPrefix: string | undefined,
-  ): Promise<StoredEvent<E>[]> {
-    const [txid, pos] = parsePosition(after);
-    const [toTxid, toPos] = parsePosition(through);
-    const prefix = streamPrefix ? `${escapeLike(streamPrefix)}%` : null;
-    try {
-      const { rows } = await sql<EventRow>`
-        select ${SELECT_EVENT} from phoenix_events
-        where (transaction_id, global_position) > (${txid}::xid8, ${pos}::int8)
-          and (transaction_id, global_position) <= (${toTxid}::xid8, ${toPos}::int8)
-          and (${prefix}::text is null or stream_id like ${prefix}::text)
-        order by transaction_id, global_position
-        limit ${limit}`.execute(this.#db);
-      return rows.map((r) => this.#decode(r));
-    } catch (err) {
-      throw unavailableOr(err);
-    }
-  }
-
   /** Committed events that readers cannot take yet because an older transaction is still open. */
   async #heldBack(after: Position): Promise<boolean> {
     const [txid, pos] = parsePosition(after);
@@ -543,8 +535,7 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     parsePosition(checkpoint);
     let liveSent = false;
     let backoff = 1;
-    const readOwn = (after: Position) =>
-      this.readAll({ after, limit: batchSize, ...(prefix ? { streamPrefix: prefix } : {}) });
+    const readOwn = (after: Position) => this.#readLog(after, batchSize, prefix, undefined);
     while (!signal?.aborted && !this.#closed) {
       // Behind the head (or let go by the tail): read on our own.
       let page: StoredEvent<E>[];
@@ -575,13 +566,13 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
       try {
         // The tail had passed our checkpoint: read the events in between ourselves first, up to the
         // tail's position and not to our own horizon, which may be lower than the tail's was (see
-        // #readUpTo): a short read must mean the gap is read, not that a horizon stopped it.
+        // #readLog): a short read must mean the gap is read, not that a horizon stopped it.
         const through = member.gapThrough;
         let gapRead = through === undefined;
         while (!gapRead) {
           let gap: StoredEvent<E>[];
           try {
-            gap = await this.#readUpTo(checkpoint, through!, batchSize, prefix);
+            gap = await this.#readLog(checkpoint, batchSize, prefix, through!);
           } catch {
             break; // read it again on our own, where a failure is handled
           }
