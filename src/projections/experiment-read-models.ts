@@ -12,7 +12,7 @@ import {
 import type { ExperimentSpec } from '../domain/experiment-spec.js';
 import { experimentIdOf, STREAM_PREFIX } from '../handlers/experiment-commands.js';
 import type { Position, StoredEvent } from '../handlers/ports/event-store.js';
-import type { ApplyContext, Db, ProjectionHandler, Tx } from './runner.js';
+import type { ApplyContext, Db, MissingEvents, ProjectionHandler, Tx } from './runner.js';
 
 /**
  * The experiment read models, all four written from one fold of each batch (migrations/002):
@@ -161,9 +161,9 @@ export const STALE_ROWS = 'PH409';
 const isStale = (err: unknown) => (err as { code?: unknown }).code === STALE_ROWS;
 
 /** An event that does not follow the version the projection has of its experiment. */
-export class VersionGapError extends Error {
+export class VersionGapError extends Error implements MissingEvents {
   /** The versions the projection never got (the runner looks them up in the log when it stops). */
-  readonly missing: { readonly streamId: string; readonly fromVersion: number; readonly toVersion: number };
+  readonly missing: MissingEvents['missing'];
   constructor(streamId: string, version: number, after: number) {
     super(`${streamId}: event version ${version} follows version ${after}; an event is missing`);
     this.missing = { streamId, fromVersion: after + 1, toVersion: version - 1 };

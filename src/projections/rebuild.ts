@@ -95,10 +95,10 @@ export interface RebuildOptions {
   /**
    * Worker threads for the bulk phase on a PostgreSQL server with the PostgreSQL store (`'auto'`: one
    * per core, at most 4, when the live read models hold 100,000 events or more); 0 (the default) loads
-   * in log order on this thread, as on every other store and database. Not the default yet: in 3 of 11
-   * benchmark runs, a live runner started in the same process after a worker rebuild later failed on
-   * a version gap (events of a new stream missing from its subscription), and 0 of 8 runs after a
-   * log-order rebuild did; the cause is not known.
+   * in log order on this thread, as on every other store and database. Not the default yet: live
+   * subscriptions were seen missing events after worker rebuilds; session 6 found the same without
+   * any (bench/log-soak.ts loses events of the store alone under load, pointing at the log horizon),
+   * so the workers are likely not the cause, but they stay opt-in until it is found.
    */
   readonly workers?: number | 'auto';
   /** Test seam: how the log is read while bulk-loading (default: the fastest for `store`). */

@@ -46,6 +46,14 @@ export interface ApplyContext {
 }
 
 /** What a projection (or a saga process manager) supplies to a runner. */
+/**
+ * Carried by a handler's error when events of a stream never reached it: the runner looks them up in
+ * the log and says where they are before it stops.
+ */
+export interface MissingEvents {
+  readonly missing: { readonly streamId: string; readonly fromVersion: number; readonly toVersion: number };
+}
+
 export interface ProjectionHandler<E extends AnyEvent = AnyEvent> {
   /** Names the checkpoint row and the lock (unless the runner overrides the checkpoint name). */
   readonly name: string;
@@ -674,9 +682,7 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
    * out of order. Either way the projection stops; this line is what tells the two apart.
    */
   async #describeMissing(err: unknown): Promise<void> {
-    const missing = (
-      err as { missing?: { streamId: string; fromVersion: number; toVersion: number } } | undefined
-    )?.missing;
+    const missing = (err as Partial<MissingEvents> | undefined)?.missing;
     if (!missing || missing.toVersion < missing.fromVersion) return;
     try {
       const found = await this.#store.readStream(missing.streamId, {
