@@ -14,9 +14,11 @@ import { benchDatabase } from './support.js';
  * versions come one after another and every position after the last; at the end it must have seen
  * every event. Exits 1, naming the gaps, when one did not.
  *
- * In session 6 both 600 s runs at 1,500 events/s with two subscribers and two churners, with CPU
- * burners and the test suite running beside them, lost 7–8 events (see its closing note); a 420 s run
- * under the same load and a quiet 120 s run lost none. Run: `npx tsx bench/log-soak.ts`.
+ * Before migrations/043_log_horizon_ending.sql, two of four 600 s runs at 1,500 events/s with two
+ * subscribers and two churners, with CPU burners and the test suite running beside them, lost 7–8
+ * events: the horizon let reads pass an append transaction that was ending. Keep running it after any
+ * change to the horizon, the tail or the subscription, on a loaded machine: the windows it finds are
+ * microseconds wide. Run: `npx tsx bench/log-soak.ts`.
  */
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 600);
 const RATE = Number(process.env.SOAK_RATE ?? 1_500);

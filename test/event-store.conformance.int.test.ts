@@ -44,6 +44,8 @@ interface Fixture {
   foreignTransaction?(): Promise<(() => Promise<void>) | string>;
   /** The connection URL of the SQL store's database, when it has a server. */
   url?(): string | undefined;
+  /** The SQL store's database, for statements of its own. */
+  sql?(): SqlDatabase;
   /** Why transactions of this store cannot overlap, if they cannot. */
   readonly serialTransactions?: string;
 }
@@ -71,6 +73,9 @@ const sqlFixture = (db: TestDatabase, serialTransactions?: string): Fixture => {
     },
     url() {
       return (database as { url?: string } | undefined)?.url;
+    },
+    sql() {
+      return database!;
     },
     async foreignTransaction() {
       const url = (database as { url?: string } | undefined)?.url;
@@ -579,6 +584,66 @@ for (const fixture of fixtures) {
         await client.query('rollback').catch(() => undefined);
         await client.end();
       }
+    });
+
+    it('the horizon lets pass only transactions that are running, in a backend, without the append mark', {
+      skip: fixture.sql ? undefined : `${fixture.name} has no SQL horizon`,
+    }, async () => {
+      // The rule alone (migrations/043_log_horizon_ending.sql), over lock rows as pg_locks shows them:
+      // a snapshot that sees 100, 103 and 105 in progress, and 110 as the first id not yet given.
+      const horizon = async (holders: [number, number | null, boolean][], marked: number[]) => {
+        const rows = holders.map(([xid, pid, running]) => `(${xid},${pid ?? ''},${running})`);
+        const { rows: out } = await sql<{ h: string }>`select phoenix_log_horizon_of(
+            '100:110:100,103,105'::pg_snapshot,
+            ${`{${rows.map((r) => `"${r}"`).join(',')}}`}::phoenix_xid_holder[],
+            ${marked}::int[])::text as h`.execute(fixture.sql!().db);
+        return Number(out[0]!.h);
+      };
+      // Nothing seen in pg_locks (ended since the snapshot, say): held back by the oldest.
+      assert.equal(await horizon([], []), 100);
+      // Running without the mark (a projection batch, the saga): let pass.
+      assert.equal(await horizon([[100, 11, true]], []), 103);
+      assert.equal(
+        await horizon(
+          [
+            [100, 11, true],
+            [103, 12, true],
+            [105, 13, true],
+          ],
+          [],
+        ),
+        110,
+      );
+      // Running with the mark, matched by its backend: an append, held back.
+      assert.equal(
+        await horizon(
+          [
+            [100, 11, true],
+            [103, 12, true],
+            [105, 13, true],
+          ],
+          [12],
+        ),
+        103,
+      );
+      assert.equal(await horizon([[100, 11, true]], [11]), 100);
+      // Ending (its virtual transaction reads `N/0`; the mark may be gone already or read under
+      // another virtual transaction id): it may be an append committing, held back. 042 let it pass,
+      // and readers lost its events.
+      assert.equal(await horizon([[100, 11, false]], []), 100);
+      assert.equal(
+        await horizon(
+          [
+            [100, 11, true],
+            [103, 12, false],
+            [105, 13, true],
+          ],
+          [],
+        ),
+        103,
+      );
+      // Prepared (no backend): held back.
+      assert.equal(await horizon([[100, null, true]], []), 100);
     });
 
     it('a subscriber joining the shared reader with a lower horizon than it read under still gets the events in between', {
