@@ -310,7 +310,8 @@ describe('phoenix replay / events / state (embedded database)', () => {
   after(() => rmSync(dataDir, { recursive: true, force: true }));
 
   it('replays, then verifies equal, with progress on stderr', async () => {
-    const replay = await phoenix('replay');
+    // --workers is taken everywhere; the embedded database loads in log order whatever it says
+    const replay = await phoenix('replay', '--workers', '2');
     assert.equal(replay.code, 0, replay.stderr);
     assert.match(replay.stdout, /rebuilt and swapped in: \d+ events/);
     assert.match(replay.stderr, /events\/s/);
@@ -362,6 +363,7 @@ describe('phoenix replay / events / state (embedded database)', () => {
       ['state', id, '--at', 'yesterday'],
       ['state', id, '--version', '1', '--at', '2025-01-01T00:00:00Z'],
       ['replay', '--batch-size', '0'],
+      ['replay', '--workers', 'many'],
     ];
     // refused before the database is opened, so they may run side by side
     const results = await Promise.all(bad.map((args) => phoenix(...args)));

@@ -78,13 +78,26 @@ export function registerReplayCommands(program: Command): void {
         throw new CliError(`--batch-size must be 1..100000, got '${v}'`, 2);
       return n;
     })
-    .action(async (options: { verify?: boolean; batchSize?: number }) => {
+    .option(
+      '--workers <n|auto>',
+      'worker threads for the bulk load on a PostgreSQL server (0: in log order on one thread)',
+      (v: string) => {
+        if (v === 'auto') return v;
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0 || n > 16)
+          throw new CliError(`--workers must be auto or 0..16, got '${v}'`, 2);
+        return n;
+      },
+      'auto',
+    )
+    .action(async (options: { verify?: boolean; batchSize?: number; workers: number | 'auto' }) => {
       const tty = process.stderr.isTTY;
       const report = await withStore(({ store, database }) =>
         rebuildReadModels({
           database,
           store,
           verify: options.verify === true,
+          workers: options.workers,
           ...(options.batchSize ? { batchSize: options.batchSize } : {}),
           progressEveryMs: tty ? 500 : 5_000,
           onProgress: (p) =>

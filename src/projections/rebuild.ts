@@ -93,12 +93,12 @@ export interface RebuildOptions {
   /** Experiments kept folded in memory while bulk-loading (default 50,000). */
   readonly cacheSize?: number;
   /**
-   * Worker threads for the bulk phase on a PostgreSQL server with the PostgreSQL store (`'auto'`: one
-   * per core, at most 4, when the live read models hold 100,000 events or more); 0 (the default) loads
-   * in log order on this thread, as on every other store and database. Not the default yet: live
-   * subscriptions were seen missing events after worker rebuilds; session 6 found the same without
-   * any (bench/log-soak.ts loses events of the store alone under load, pointing at the log horizon),
-   * so the workers are likely not the cause, but they stay opt-in until it is found.
+   * Worker threads for the bulk phase on a PostgreSQL server with the PostgreSQL store: `'auto'` (the
+   * default) one per core, at most 4, when the live read models hold 100,000 events or more (fewer do
+   * not repay starting them); a number, that many; 0 loads in log order on this thread, as on every other
+   * store and database. (They were opt-in while live subscriptions were seen missing events after
+   * worker rebuilds; the cause was the log horizon, migrations/043_log_horizon_ending.sql, with or
+   * without workers.)
    */
   readonly workers?: number | 'auto';
   /** Test seam: how the log is read while bulk-loading (default: the fastest for `store`). */
@@ -225,14 +225,15 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
     };
 
     enter('replaying');
-    // Worker threads only when asked for (see RebuildOptions.workers): N of them, or with 'auto' one per
-    // core for a log big enough to repay starting them (a second or so each, more from the sources).
+    // Worker threads (see RebuildOptions.workers): N of them, or with 'auto' one per core for a log
+    // big enough to repay starting them (a second or so each, more from the sources).
+    const asked = options.workers ?? 'auto';
     const workers =
-      options.workers === 'auto'
+      asked === 'auto'
         ? (total ?? 0) >= PARALLEL_FROM_EVENTS
           ? Math.min(availableParallelism(), 4)
           : 0
-        : (options.workers ?? 0);
+        : asked;
     if (
       workers > 0 &&
       !options.readLog &&
