@@ -1,16 +1,17 @@
 -- The horizon let readers pass an append transaction that was ending: events lost.
 --
 -- 042 skipped every running transaction that pg_locks shows holding its transaction id without the
--- append mark in the same virtual transaction. A transaction that is ending has left the proc array
--- (it is no longer running for new snapshots, but still is for a snapshot taken a moment before)
--- while its locks are still being released, and pg_locks reads its virtual transaction id afresh for
--- each row, as 0 once the proc array is left: the mark's row can say `10/812`, the transaction id's
--- row `10/0`, or the mark be gone already. The horizon took such a transaction for one without the
--- mark and let the read pass it, though the read's snapshot could not see its events: a read returned
--- events of younger transactions, and the ending transaction's events, committed a moment later at
--- older positions, were never read. Seen in a 600 s soak of the store under load (bench/log-soak.ts,
--- 7 and 8 events lost of about 800,000); instrumented, each skipped append showed its transaction id
--- held under `N/0` with no mark of that virtual transaction.
+-- append mark in the same virtual transaction. But pg_locks reads a backend's virtual transaction id
+-- afresh for each row, without the lock that guards it, and a transaction that is ending sets it to
+-- N/0 when it leaves the proc array (from then on it is not running for new snapshots, though it still
+-- is for a snapshot taken a moment before), while its locks are released only after that. Within one
+-- read of pg_locks, an append's mark and its transaction id can show different virtual transaction
+-- ids. The horizon then took the append for a transaction without the mark and let the read pass it,
+-- though the read's snapshot could not see its events: the read returned events of younger
+-- transactions, and the append's events, committed at older positions, were never read. Seen in
+-- 600 s soaks of the store under load (bench/log-soak.ts: 7 and 8 events lost of about 800,000).
+-- Instrumented, one such run let 3 appends pass: 2 showed their transaction id held under N/0, 1 under
+-- a live id, and none had a mark row under the same id.
 --
 -- Now a transaction is let pass only when pg_locks shows it holding its transaction id with a live
 -- virtual transaction (not `N/0`: not ending), in a backend (a pid: a prepared transaction has none)
