@@ -601,31 +601,16 @@ for (const fixture of fixtures) {
       };
       // Nothing seen in pg_locks (ended since the snapshot, say): held back by the oldest.
       assert.equal(await horizon([], []), 100);
+      const allRunning: [number, number, boolean][] = [
+        [100, 11, true],
+        [103, 12, true],
+        [105, 13, true],
+      ];
       // Running without the mark (a projection batch, the saga): let pass.
       assert.equal(await horizon([[100, 11, true]], []), 103);
-      assert.equal(
-        await horizon(
-          [
-            [100, 11, true],
-            [103, 12, true],
-            [105, 13, true],
-          ],
-          [],
-        ),
-        110,
-      );
+      assert.equal(await horizon(allRunning, []), 110);
       // Running with the mark, matched by its backend: an append, held back.
-      assert.equal(
-        await horizon(
-          [
-            [100, 11, true],
-            [103, 12, true],
-            [105, 13, true],
-          ],
-          [12],
-        ),
-        103,
-      );
+      assert.equal(await horizon(allRunning, [12]), 103);
       assert.equal(await horizon([[100, 11, true]], [11]), 100);
       // Ending (its virtual transaction reads `N/0`; the mark may be gone already or read under
       // another virtual transaction id): it may be an append committing, held back. 042 let it pass,

@@ -45,7 +45,6 @@ export interface ApplyContext {
   readonly checkpoint: string;
 }
 
-/** What a projection (or a saga process manager) supplies to a runner. */
 /**
  * Carried by a handler's error when events of a stream never reached it: the runner looks them up in
  * the log and says where they are before it stops.
@@ -54,6 +53,7 @@ export interface MissingEvents {
   readonly missing: { readonly streamId: string; readonly fromVersion: number; readonly toVersion: number };
 }
 
+/** What a projection (or a saga process manager) supplies to a runner. */
 export interface ProjectionHandler<E extends AnyEvent = AnyEvent> {
   /** Names the checkpoint row and the lock (unless the runner overrides the checkpoint name). */
   readonly name: string;
