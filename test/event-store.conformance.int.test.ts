@@ -355,6 +355,115 @@ for (const fixture of fixtures) {
       assert.deepEqual(await store.readStream(stream()), []);
     });
 
+    describe('streams longer than 10 and than 100 events: every read path in version order', () => {
+      /** A fold that needs its events in order: the last `n` it applied, and whether each followed the one before. */
+      const fold = (events: readonly StoredEvent[]) =>
+        events.reduce(
+          (s, e) => {
+            const n = (e.data as { n: number }).n;
+            return { last: n, inOrder: s.inOrder && n === s.last + 1 };
+          },
+          { last: 0, inOrder: true },
+        );
+      const upTo = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+
+      for (const length of [12, 105]) {
+        it(`${length} events, appended one to seven at a time: whole, paged, ranged, in the log, subscribed`, async () => {
+          const s = stream();
+          let version = 0;
+          for (let k = 0; version < length; k++) {
+            const n = Math.min(length - version, 1 + (k % 7));
+            const events = Array.from({ length: n }, (_, i) => newEvent('Counted', { n: version + i + 1 }));
+            const result = await store.append(s, events, version === 0 ? 'no_stream' : version);
+            version += n;
+            assert.equal(result.version, version);
+          }
+          const all = upTo(length);
+
+          // the whole stream (the command path's read, batched with reads of other streams)
+          const [whole, none, again] = await Promise.all([
+            store.readStream(s),
+            store.readStream(stream()),
+            store.readStream(s),
+          ]);
+          assert.deepEqual(none, []);
+          for (const read of [whole, again]) {
+            assert.deepEqual(
+              read.map((e) => e.version),
+              all,
+            );
+            assert.deepEqual(
+              read.map((e) => (e.data as { n: number }).n),
+              all,
+            );
+          }
+          for (let i = 1; i < whole.length; i++) assert.ok(whole[i - 1]!.position < whole[i]!.position);
+          assert.deepEqual(fold(whole), { last: length, inOrder: true });
+
+          // paged by fromVersion and limit, as a client of GET …/events pages
+          for (const limit of [1, 3, 10, 11, 100]) {
+            const paged: StoredEvent[] = [];
+            for (let from = 1; ; ) {
+              const page = await store.readStream(s, { fromVersion: from, limit });
+              paged.push(...page);
+              if (page.length < limit) break;
+              from = page[page.length - 1]!.version + 1;
+            }
+            assert.deepEqual(
+              paged.map((e) => e.version),
+              all,
+              `pages of ${limit}`,
+            );
+          }
+
+          // ranged: from a version, to a version (time travel), up to a time
+          assert.deepEqual(
+            (await store.readStream(s, { fromVersion: 9 })).map((e) => e.version),
+            all.slice(8),
+          );
+          for (const to of [2, 10, 11, length]) {
+            const travelled = await store.readStream(s, { toVersion: to });
+            assert.deepEqual(
+              travelled.map((e) => e.version),
+              upTo(to),
+            );
+            assert.deepEqual(fold(travelled), { last: to, inOrder: true });
+          }
+          assert.deepEqual(
+            (await store.readStream(s, { fromVersion: 2, toVersion: 11, limit: 9 })).map((e) => e.version),
+            upTo(10).slice(1),
+          );
+          assert.deepEqual(
+            (await store.readStream(s, { until: new Date(Date.now() + 60_000) })).map((e) => e.version),
+            all,
+          );
+
+          // the global log, filtered to the stream, and a subscription from the start
+          const logged: StoredEvent[] = [];
+          const deadline = Date.now() + 15_000;
+          for (let after = START; logged.length < length && Date.now() < deadline; ) {
+            const page = await store.readAll({ after, limit: 7, streamPrefix: s });
+            if (page.length === 0) {
+              await new Promise((r) => setTimeout(r, 20));
+              continue;
+            }
+            logged.push(...page);
+            after = page[page.length - 1]!.position;
+          }
+          assert.deepEqual(
+            logged.map((e) => e.version),
+            all,
+          );
+          const { seen } = await collect(store, { after: START, streamPrefix: s }, (x) => x.length >= length);
+          assert.deepEqual(
+            seen.map((e) => e.version),
+            all,
+          );
+          assert.deepEqual(fold(seen), { last: length, inOrder: true });
+        });
+      }
+    });
+
     it('reads the global log in pages, in order, after a position', async () => {
       const startAt = await store.head();
       const s1 = stream();

@@ -144,11 +144,16 @@ SELECT d.i AS out_index,
   FROM decided d
  ORDER BY d.i`;
 
-/** Whole streams, for a batch of reads: `$1` the stream ids. */
+/**
+ * Whole streams, for a batch of reads: `$1` the stream ids. Every ORDER BY of a read names the
+ * table's columns (`phoenix_events.version`): a bare `version` is the output column, text, which sorts
+ * 1, 10, 2 (and folded streams of more than nine events out of order).
+ */
 const READ_STREAMS = `SELECT stream_id, version::int8::text AS version,
   lpad(transaction_id::text, 20, '0') || '-' || lpad(global_position::text, 20, '0') AS position,
   type, data, metadata, recorded_at
-  FROM phoenix_events WHERE stream_id = ANY ($1::text[]) ORDER BY stream_id, version`;
+  FROM phoenix_events WHERE stream_id = ANY ($1::text[])
+ ORDER BY phoenix_events.stream_id, phoenix_events.version`;
 
 const POSITION = /^(\d{20})-(\d{20})$/;
 
@@ -374,7 +379,7 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
       select version::text as version,
              lpad(transaction_id::text, 20, '0') || '-' || lpad(global_position::text, 20, '0') as position
       from phoenix_events where stream_id = ${streamId} and event_id = any(${ids}::uuid[])
-      order by version`.execute(this.#db);
+      order by phoenix_events.version`.execute(this.#db);
     if (rows.length !== ids.length) return undefined;
     const last = rows[rows.length - 1]!;
     return { version: Number(last.version), position: last.position };
@@ -440,7 +445,7 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
         where stream_id = ${streamId} and version >= ${from}
           and (${to}::int8 is null or version <= ${to}::int8)
           and (${until}::timestamptz is null or recorded_at <= ${until}::timestamptz)
-        order by version
+        order by phoenix_events.version
         limit ${limit}::int8`.execute(this.#db);
       return rows.map((r) => this.#decode(r));
     } catch (err) {
@@ -479,7 +484,7 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
         where (transaction_id, global_position) > (${txid}::xid8, ${pos}::int8)
           and ${bound}
           and (${prefix}::text is null or stream_id like ${prefix}::text)
-        order by transaction_id, global_position
+        order by phoenix_events.transaction_id, phoenix_events.global_position
         limit ${limit}`.execute(this.#db);
       return rows.map((r) => this.#decode(r));
     } catch (err) {
