@@ -25,7 +25,11 @@ import {
   parseOttlStatement,
   pathText,
 } from '../domain/pipelines/index.js';
-import { compileCollectorRegex, MAX_RENDERED_PATTERN_LENGTH } from '../domain/pipelines/regex.js';
+import {
+  type CollectorRegex,
+  compileCollectorRegex,
+  MAX_RENDERED_PATTERN_LENGTH,
+} from '../domain/pipelines/regex.js';
 import { CATALOG_NAMES, catalogEntry, type ProcessFleet } from './local-dataplane-fleet.js';
 
 export class EmulationError extends Error {
@@ -113,8 +117,8 @@ export interface CompiledPipeline {
 const isRecord = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
-const regexCache = new Map<string, RegExp>();
-const regexOf = (pattern: string, path: string): RegExp => {
+const regexCache = new Map<string, CollectorRegex>();
+const regexOf = (pattern: string, path: string): CollectorRegex => {
   let re = regexCache.get(pattern);
   if (re === undefined) {
     const check = compileCollectorRegex(pattern, MAX_RENDERED_PATTERN_LENGTH);

@@ -29,6 +29,7 @@ export type {
 } from './params.js';
 export { DEFAULT_PRIORITY_PATTERNS, isTemplateName, parseTemplateParams, TEMPLATE_NAMES } from './params.js';
 export * from './process-scraper.js';
+export type { CollectorRegex, RegexCheck } from './regex.js';
 export { compileCollectorRegex, quoteMeta } from './regex.js';
 export type { CollectorConfig, RenderedVariant, RenderVariantInput, Variant } from './render.js';
 export {

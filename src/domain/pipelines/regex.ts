@@ -1,43 +1,250 @@
+import { RE2JS } from 're2js';
+
 /**
- * Regular expressions travel from the user to the collector, which runs them with Go's RE2. JavaScript
- * accepts constructs RE2 rejects (lookaround, backreferences) and RE2 accepts a leading `(?i)` that
- * Node 20 rejects, so every pattern is checked against both dialects here, once.
+ * Regular expressions travel from the user to the collector, which runs them with Go's `regexp` (RE2
+ * syntax). Phoenix checks and runs them in that dialect, with RE2JS (a port of Go's engine): matching
+ * takes time linear in the input, whatever the pattern, so a pattern such as `^(.|.|.)*Z$` cannot stall
+ * the process that matches it.
+ *
+ * RE2JS's parser is Go's, with three differences this module irons out so that Phoenix accepts exactly
+ * what Go 1.26's `regexp.Compile` accepts (test/regex-go-differential.unit.test.ts holds it to that):
+ * Go looks Unicode class names up loosely (`\p{greek}`, `\p{Letter}`, `\p{ASCII}`, `\p{Assigned}`) but
+ * knows only the Unicode 15 scripts; and Go allows two capture groups with the same name.
  */
 
+/** A pattern compiled as the collector would run it. */
+export interface CollectorRegex {
+  /** The pattern as the user wrote it. */
+  readonly source: string;
+  /** Whether the pattern matches anywhere in `input` (Go's `MatchString`); linear in `input`'s length. */
+  test(input: string): boolean;
+}
+
 export type RegexCheck =
-  | { readonly ok: true; readonly regex: RegExp }
+  | { readonly ok: true; readonly regex: CollectorRegex }
   | { readonly ok: false; readonly message: string };
 
-const RE2_UNSUPPORTED: readonly [string, string][] = [
-  ['(?=', 'lookahead'],
-  ['(?!', 'negative lookahead'],
-  ['(?<=', 'lookbehind'],
-  ['(?<!', 'negative lookbehind'],
+/**
+ * Unicode class names Go's `regexp` knows, by the canonical form it looks them up in (first letter
+ * upper case, the rest lower case, no `_`, `-` or space), with the name RE2JS knows the class by. These
+ * are Go 1.26's `unicode.Categories` and `unicode.Scripts` (Unicode 15.0) whose keys are already
+ * canonical, and its `unicode.CategoryAliases`; a script whose key has an underscore (`Old_Italic`) has
+ * no canonical form that reaches it, so Go refuses it, and so does Phoenix.
+ */
+const UNICODE_NAMES: ReadonlyMap<string, string> = new Map([
+  ...(
+    'Adlam Ahom Arabic Armenian Avestan Balinese Bamum Batak Bengali Bhaiksuki Bopomofo Brahmi Braille ' +
+    'Buginese Buhid C Carian Cc Cf Chakma Cham Cherokee Chorasmian Cn Co Common Coptic Cs Cuneiform ' +
+    'Cypriot Cyrillic Deseret Devanagari Dogra Duployan Elbasan Elymaic Ethiopic Georgian Glagolitic ' +
+    'Gothic Grantha Greek Gujarati Gurmukhi Han Hangul Hanunoo Hatran Hebrew Hiragana Inherited Javanese ' +
+    'Kaithi Kannada Katakana Kawi Kharoshthi Khmer Khojki Khudawadi L Lao Latin Lepcha Limbu Lisu Ll Lm ' +
+    'Lo Lt Lu Lycian Lydian M Mahajani Makasar Malayalam Mandaic Manichaean Marchen Mc Me Medefaidrin ' +
+    'Miao Mn Modi Mongolian Mro Multani Myanmar N Nabataean Nandinagari Nd Newa Nko Nl No Nushu Ogham ' +
+    'Oriya Osage Osmanya P Palmyrene Pc Pd Pe Pf Phoenician Pi Po Ps Rejang Runic S Samaritan Saurashtra ' +
+    'Sc Sharada Shavian Siddham Sinhala Sk Sm So Sogdian Soyombo Sundanese Syriac Tagalog Tagbanwa Takri ' +
+    'Tamil Tangsa Tangut Telugu Thaana Thai Tibetan Tifinagh Tirhuta Toto Ugaritic Vai Vithkuqi Wancho ' +
+    'Yezidi Yi Z Zl Zp Zs'
+  )
+    .split(' ')
+    .map((name): [string, string] => [name, name]),
+  ...Object.entries({
+    Any: 'Any',
+    Lc: 'LC',
+    Casedletter: 'LC',
+    Closepunctuation: 'Pe',
+    Cntrl: 'Cc',
+    Combiningmark: 'M',
+    Connectorpunctuation: 'Pc',
+    Control: 'Cc',
+    Currencysymbol: 'Sc',
+    Dashpunctuation: 'Pd',
+    Decimalnumber: 'Nd',
+    Digit: 'Nd',
+    Enclosingmark: 'Me',
+    Finalpunctuation: 'Pf',
+    Format: 'Cf',
+    Initialpunctuation: 'Pi',
+    Letter: 'L',
+    Letternumber: 'Nl',
+    Lineseparator: 'Zl',
+    Lowercaseletter: 'Ll',
+    Mark: 'M',
+    Mathsymbol: 'Sm',
+    Modifierletter: 'Lm',
+    Modifiersymbol: 'Sk',
+    Nonspacingmark: 'Mn',
+    Number: 'N',
+    Openpunctuation: 'Ps',
+    Other: 'C',
+    Otherletter: 'Lo',
+    Othernumber: 'No',
+    Otherpunctuation: 'Po',
+    Othersymbol: 'So',
+    Paragraphseparator: 'Zp',
+    Privateuse: 'Co',
+    Punct: 'P',
+    Punctuation: 'P',
+    Separator: 'Z',
+    Spaceseparator: 'Zs',
+    Spacingmark: 'Mc',
+    Surrogate: 'Cs',
+    Symbol: 'S',
+    Titlecaseletter: 'Lt',
+    Unassigned: 'Cn',
+    Uppercaseletter: 'Lu',
+  }),
+]);
+
+/** Go's `canonicalName`: `old_italic` → `Olditalic`, `LU` → `Lu`. */
+const canonicalName = (name: string): string => {
+  let out = '';
+  for (const ch of name) {
+    if (ch === '_' || ch === '-' || ch === ' ') continue;
+    out +=
+      out === '' && ch >= 'a' && ch <= 'z'
+        ? ch.toUpperCase()
+        : out !== '' && ch >= 'A' && ch <= 'Z'
+          ? ch.toLowerCase()
+          : ch;
+  }
+  return out;
+};
+
+class RegexSyntaxError extends Error {}
+
+/**
+ * `\p{name}` / `\P{name}` / `\pX` at `at` (the backslash) as RE2JS reads the same class, and where the
+ * escape ends; undefined when it is not well formed (RE2JS then reports it as Go would).
+ */
+const unicodeClass = (
+  pattern: string,
+  at: number,
+  inClass: boolean,
+): { text: string; end: number } | undefined => {
+  let negated = pattern[at + 1] === 'P';
+  let name: string;
+  let end: number;
+  if (pattern[at + 2] === '{') {
+    const close = pattern.indexOf('}', at + 3);
+    if (close < 0) throw new RegexSyntaxError(`invalid character class range: \`${pattern.slice(at)}\``);
+    name = pattern.slice(at + 3, close);
+    end = close + 1;
+  } else {
+    const cp = pattern.codePointAt(at + 2);
+    if (cp === undefined) return undefined;
+    name = String.fromCodePoint(cp);
+    end = at + 2 + name.length;
+  }
+  const seq = pattern.slice(at, end);
+  if (name.startsWith('^')) {
+    negated = !negated;
+    name = name.slice(1);
+  }
+  const canonical = canonicalName(name);
+  if (canonical === 'Ascii') {
+    // RE2JS has no ASCII class; the range folds (with (?i)) as Go's ASCII table does.
+    const range = negated ? '\\x{80}-\\x{10FFFF}' : '\\x00-\\x7F';
+    return { text: inClass ? range : `[${range}]`, end };
+  }
+  if (canonical === 'Assigned') return { text: `\\${negated ? 'p' : 'P'}{Cn}`, end };
+  const known = UNICODE_NAMES.get(canonical);
+  if (known === undefined) throw new RegexSyntaxError(`invalid character class range: \`${seq}\``);
+  return { text: `\\${negated ? 'P' : 'p'}{${known}}`, end };
+};
+
+const isNameChar = (ch: string | undefined): boolean =>
+  ch !== undefined &&
+  ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch === '_');
+
+/**
+ * The pattern in RE2JS's dialect, meaning what Go would: Unicode class names resolved as Go resolves
+ * them, and capture names dropped (nothing here reads groups, and Go allows duplicate names).
+ */
+const toRe2js = (pattern: string): string => {
+  // Where the last `:]` is, so that a class full of `[:` does not make the scan quadratic.
+  const lastPosixClose = pattern.lastIndexOf(':]');
+  let out = '';
+  let i = 0;
+  let inClass = false;
+  while (i < pattern.length) {
+    const ch = pattern[i] as string;
+    if (ch === '\\') {
+      const next = pattern[i + 1];
+      if (next === 'p' || next === 'P') {
+        const cls = unicodeClass(pattern, i, inClass);
+        if (cls !== undefined) {
+          out += cls.text;
+          i = cls.end;
+          continue;
+        }
+      }
+      if (next === 'Q' && !inClass) {
+        const close = pattern.indexOf('\\E', i + 2);
+        const end = close < 0 ? pattern.length : close + 2;
+        out += pattern.slice(i, end);
+        i = end;
+        continue;
+      }
+      out += pattern.slice(i, i + 2);
+      i += 2;
+      continue;
+    }
+    if (inClass) {
+      if (ch === '[' && pattern[i + 1] === ':' && lastPosixClose >= i + 2) {
+        const close = pattern.indexOf(':]', i + 2);
+        if (close >= 0) {
+          out += pattern.slice(i, close + 2);
+          i = close + 2;
+          continue;
+        }
+      }
+      if (ch === ']') inClass = false;
+      out += ch;
+      i++;
+      continue;
+    }
+    if (ch === '[') {
+      inClass = true;
+      let open = 1;
+      if (pattern[i + open] === '^') open++;
+      // A `]` right after the opening bracket is a literal member of the class.
+      if (pattern[i + open] === ']') open++;
+      out += pattern.slice(i, i + open);
+      i += open;
+      continue;
+    }
+    if (ch === '(' && pattern[i + 1] === '?') {
+      const nameAt = pattern.startsWith('P<', i + 2) ? i + 4 : pattern[i + 2] === '<' ? i + 3 : -1;
+      if (nameAt >= 0) {
+        let close = nameAt;
+        while (isNameChar(pattern[close])) close++;
+        if (close > nameAt && pattern[close] === '>') {
+          out += '(';
+          i = close + 1;
+          continue;
+        }
+      }
+    }
+    out += ch;
+    i++;
+  }
+  return out;
+};
+
+/** Constructs users bring from other dialects, named when RE2 refuses them, so the message says why. */
+const FOREIGN: readonly [RegExp, string][] = [
+  [/\(\?=/, 'lookahead is not supported by RE2'],
+  [/\(\?!/, 'negative lookahead is not supported by RE2'],
+  [/\(\?<[=!]/, 'lookbehind is not supported by RE2'],
+  [/\\[1-9]/, 'backreferences are not supported by RE2'],
+  [/\\k</, 'named backreferences are not supported by RE2'],
 ];
 
 /**
- * Compiles a pattern the way the collector will interpret it, or says why it would fail there.
- * A leading `(?i)` (RE2's case-insensitive flag) becomes JavaScript's `i` flag.
+ * Compiles a pattern the way the collector will interpret it (Go's `regexp.Compile`), or says why the
+ * collector would refuse it. Phoenix adds two refusals of its own: the empty pattern, and `${` or `$$`,
+ * which the collector's configuration loader would expand before the regexp ever saw them.
  */
-const POSIX_CLASSES: Readonly<Record<string, string>> = {
-  alnum: '0-9A-Za-z',
-  alpha: 'A-Za-z',
-  ascii: '\\x00-\\x7F',
-  blank: '\\t ',
-  cntrl: '\\x00-\\x1F\\x7F',
-  digit: '0-9',
-  graph: '!-~',
-  lower: 'a-z',
-  print: ' -~',
-  punct: '!-\\/:-@\\[-`{-~',
-  space: '\\t\\n\\v\\f\\r ',
-  upper: 'A-Z',
-  word: '0-9A-Za-z_',
-  xdigit: '0-9A-Fa-f',
-};
-const POSIX_CLASS =
-  /\[:(alnum|alpha|ascii|blank|cntrl|digit|graph|lower|print|punct|space|upper|word|xdigit):\]/g;
-
 export const compileCollectorRegex = (pattern: string, maxLength = 1024): RegexCheck => {
   if (pattern.length === 0) return { ok: false, message: 'pattern is empty' };
   if (pattern.length > maxLength)
@@ -48,58 +255,16 @@ export const compileCollectorRegex = (pattern: string, maxLength = 1024): RegexC
       message: 'pattern contains "${" or "$$", which the collector expands as configuration variables',
     };
   }
-  let flags = '';
-  let body = pattern;
-  if (body.startsWith('(?i)')) {
-    flags = 'i';
-    body = body.slice(4);
-  }
-  let inClass = false;
-  for (let i = 0; i < body.length; i++) {
-    const ch = body[i];
-    if (ch === '\\') {
-      const next = body[i + 1] ?? '';
-      if (!inClass && /[1-9]/.test(next))
-        return { ok: false, message: 'backreferences are not supported by RE2' };
-      if (!inClass && next === 'k' && body[i + 2] === '<') {
-        return { ok: false, message: 'named backreferences are not supported by RE2' };
-      }
-      i++;
-      continue;
-    }
-    if (inClass) {
-      if (ch === ']') inClass = false;
-      continue;
-    }
-    if (ch === '[') {
-      inClass = true;
-      if (body[i + 1] === ']') i++;
-      continue;
-    }
-    if (ch === '(') {
-      for (const [prefix, what] of RE2_UNSUPPORTED) {
-        if (body.startsWith(prefix, i)) return { ok: false, message: `${what} is not supported by RE2` };
-      }
-      if (
-        body.startsWith('(?', i) &&
-        !body.startsWith('(?:', i) &&
-        !/^\(\?P?<[A-Za-z_]/.test(body.slice(i))
-      ) {
-        return { ok: false, message: 'inline flags are only supported as a leading "(?i)"' };
-      }
-    }
-  }
   try {
-    // RE2's POSIX classes ([[:alpha:]]) become their JS ranges, so a class RE2 would find unclosed
-    // ([[:alpha:]) is unclosed for JS too.
-    const js = body
-      .replace(/\(\?P</g, '(?<')
-      .replace(POSIX_CLASS, (_, name: string) => POSIX_CLASSES[name] ?? '');
-    return { ok: true, regex: new RegExp(js, flags) };
+    const compiled = RE2JS.compile(toRe2js(pattern));
+    return { ok: true, regex: { source: pattern, test: (input) => compiled.test(input) } };
   } catch (err) {
-    const detail =
-      err instanceof Error ? err.message.replace(/^Invalid regular expression: /, '') : String(err);
-    return { ok: false, message: `invalid regular expression: ${detail}` };
+    const detail = (err instanceof Error ? err.message : String(err)).replace(/^error parsing regexp: /, '');
+    const why = FOREIGN.find(([construct]) => construct.test(pattern))?.[1];
+    return {
+      ok: false,
+      message: `invalid regular expression: ${detail}${why === undefined ? '' : ` (${why})`}`,
+    };
   }
 };
 
@@ -110,40 +275,12 @@ export const MAX_RENDERED_PATTERN_LENGTH = 256 * 1024;
 export const quoteMeta = (literal: string): string => literal.replace(/[\\.+*?()|[\]{}^$]/g, '\\$&');
 
 /**
- * One pattern that matches when any of the given patterns matches. A leading `(?i)` cannot be scoped to
- * one alternative in both dialects, so such patterns are rewritten with explicit character classes.
+ * One pattern that matches when any of the given patterns matches. In RE2 a flag set inside a group
+ * (`(?i)`) ends with the group, so each pattern keeps its own flags.
  */
 export const unionPattern = (patterns: readonly string[]): string | undefined => {
   const unique = [...new Set(patterns)];
   if (unique.length === 0) return undefined;
   if (unique.length === 1) return unique[0];
-  return unique.map((p) => `(?:${p.startsWith('(?i)') ? caseFold(p.slice(4)) : p})`).join('|');
-};
-
-/** `nginx` → `[nN][gG][iI][nN][xX]`, leaving escapes and classes alone; enough for process names. */
-const caseFold = (pattern: string): string => {
-  let out = '';
-  let inClass = false;
-  for (let i = 0; i < pattern.length; i++) {
-    const ch = pattern[i] as string;
-    if (ch === '\\') {
-      out += ch + (pattern[i + 1] ?? '');
-      i++;
-      continue;
-    }
-    if (inClass) {
-      if (ch === ']') inClass = false;
-      out += ch;
-      continue;
-    }
-    if (ch === '[') {
-      inClass = true;
-      out += ch;
-      continue;
-    }
-    const lower = ch.toLowerCase();
-    const upper = ch.toUpperCase();
-    out += lower !== upper ? `[${lower}${upper}]` : ch;
-  }
-  return out;
+  return unique.map((p) => `(?:${p})`).join('|');
 };
