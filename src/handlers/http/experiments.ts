@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import type { StoredResponse } from '../../adapters/postgres-idempotency.js';
+import type { IdempotencyClaim, StoredResponse } from '../../adapters/postgres-idempotency.js';
 import {
   type ExistingExperiment,
   type ExperimentCommand,
@@ -28,9 +28,15 @@ import { experimentSpecSchema } from '../schemas.js';
 import type { TypedApp } from './app.js';
 import { HttpProblem } from './problem.js';
 
+/**
+ * Idempotency-Key records. A request claims its key with its hash before its command runs (atomically:
+ * of racing requests one claims, the others see its hash), then completes the claim with its answer,
+ * or releases it when the command failed.
+ */
 export interface IdempotencyStore {
-  find(actor: string, key: string): Promise<StoredResponse | undefined>;
-  save(actor: string, key: string, response: StoredResponse): Promise<void>;
+  claim(actor: string, key: string, requestHash: string): Promise<IdempotencyClaim>;
+  complete(actor: string, key: string, response: StoredResponse): Promise<void>;
+  release(actor: string, key: string, requestHash: string): Promise<void>;
 }
 
 export interface ExperimentRoutesDependencies {
@@ -111,20 +117,29 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
               `${request.method} ${request.url.split('?')[0]}\n${JSON.stringify(request.body ?? null)}\n${request.headers['if-match'] ?? ''}`,
             )
             .digest('hex');
+    // The key is claimed with this request's hash before anything is written: a request with another
+    // body, concurrent or later, finds the hash and is refused. A request with the same hash that finds
+    // the key still held runs the command too: its event ids derive from the key, so it writes nothing
+    // twice, and it answers even when the holder died before answering.
+    let claimed = false;
     if (key !== undefined) {
-      const stored = await deps.idempotency.find(actor, key);
-      if (stored) {
-        if (stored.requestHash !== requestHash) {
+      const claim = await deps.idempotency.claim(actor, key, requestHash);
+      if (claim.kind === 'held') {
+        if (claim.requestHash !== requestHash) {
           throw new HttpProblem(
             422,
             'idempotency-key-reused',
             'this Idempotency-Key was used with a different request',
           );
         }
-        return reply
-          .code(stored.status)
-          .headers({ ...stored.headers, 'idempotent-replayed': 'true' })
-          .send(stored.body);
+        if (claim.response) {
+          return reply
+            .code(claim.response.status)
+            .headers({ ...claim.response.headers, 'idempotent-replayed': 'true' })
+            .send(claim.response.body);
+        }
+      } else {
+        claimed = true;
       }
     }
     const experimentId = options.experimentId(key);
@@ -145,6 +160,8 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
         ...(deps.known ? { known: deps.known } : {}),
       });
     } catch (err) {
+      // A failed command keeps nothing: the key serves the next request, as if never sent.
+      if (claimed) await deps.idempotency.release(actor, key!, requestHash).catch(() => undefined);
       const from = err instanceof InvalidTransitionError ? err.actual : 'unknown';
       deps.metrics.stateTransitionDuration
         .labels(from, 'unknown', 'false')
@@ -160,7 +177,12 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
     const headers: Record<string, string> = { etag: `"${result.version}"` };
     if (options.location) headers.location = `/api/v1/experiments/${experimentId}`;
     if (key !== undefined)
-      await deps.idempotency.save(actor, key, { requestHash, status: options.successStatus, headers, body });
+      await deps.idempotency.complete(actor, key, {
+        requestHash,
+        status: options.successStatus,
+        headers,
+        body,
+      });
     return reply.code(options.successStatus).headers(headers).send(body);
   }
 
