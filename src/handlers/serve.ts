@@ -1,25 +1,45 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { CliError } from '../cli.js';
 import type { Config } from '../config.js';
-import { buildSystem } from '../main.js';
+import { buildSystem, type System } from '../main.js';
 
 /**
- * `phoenix serve`: builds the system, listens, prints the URL and an admin token, and shuts down
- * cleanly on SIGINT/SIGTERM (the HTTP server stops taking requests, then the background parts stop,
- * then the connections close).
+ * `phoenix serve`: builds the system, listens, starts the background parts, prints the URL and an
+ * admin token, and shuts down cleanly on SIGINT/SIGTERM (the HTTP server stops taking requests, then
+ * the background parts stop, then the connections close).
+ *
+ * It listens before anything starts working: a taken address is a one-line error and a non-zero exit,
+ * with the workers never started, the connections closed and the embedded database's lock released.
  */
 export async function serve(config: Config): Promise<void> {
+  await probeAddress(config);
   const releaseLock = config.DATABASE_URL ? () => undefined : lockEmbeddedDatabase(config.PHOENIX_DATA_DIR);
-  const system = await buildSystem(config);
-  const { app, logger } = system;
-  await system.start();
-  const address = await app.listen({ host: config.HOST, port: config.PORT });
-  const url = address.replace('[::1]', 'localhost');
+  let system: System;
+  try {
+    system = await buildSystem(config);
+  } catch (err) {
+    releaseLock();
+    throw err;
+  }
+  let url: string;
+  try {
+    url = await listen(system, config);
+    await system.start();
+  } catch (err) {
+    // Whatever was opened is closed again, so the process ends instead of serving half a system.
+    await system.stop().catch((stopErr: unknown) => system.logger.error({ err: stopErr }, 'stop failed'));
+    releaseLock();
+    throw err;
+  }
+  const { logger } = system;
   const adminToken = await system.tokens.mint({ sub: 'admin', role: 'admin' }, 12 * 3600);
   process.stdout.write(
     `Phoenix is serving on ${url}\n` +
       `  events: ${config.EVENTSTORE_URL ? 'EventStoreDB' : config.DATABASE_URL ? 'PostgreSQL' : `embedded PostgreSQL (PGlite) in ${config.PHOENIX_DATA_DIR}`}\n` +
-      `  admin token (12 h): ${adminToken}\n` +
+      '  admin token (12 h), for the shell:\n' +
+      `  export TOKEN=${adminToken}\n` +
       `  try: curl -H "Authorization: Bearer $TOKEN" ${url}/api/v1/templates\n`,
   );
 
@@ -46,6 +66,44 @@ export async function serve(config: Config): Promise<void> {
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));
 }
+
+/** Listens on HOST:PORT; a taken or forbidden address becomes a one-line CliError naming it. */
+async function listen(system: System, config: Config): Promise<string> {
+  try {
+    const address = await system.app.listen({ host: config.HOST, port: config.PORT });
+    return address.replace('[::1]', 'localhost');
+  } catch (err) {
+    throw listenError(err, config);
+  }
+}
+
+/**
+ * Fails fast when HOST:PORT cannot be listened on, before the database is opened (which takes
+ * seconds on the embedded one). `listen` still handles the address being taken in between.
+ */
+async function probeAddress(config: Config): Promise<void> {
+  if (config.PORT === 0) return;
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', reject);
+    probe.listen({ host: config.HOST, port: config.PORT, exclusive: true }, () => resolve());
+  }).catch((err: unknown) => {
+    throw listenError(err, config);
+  });
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+}
+
+const listenError = (err: unknown, config: Config): unknown => {
+  const code = (err as NodeJS.ErrnoException).code;
+  const where = `${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${config.PORT}`;
+  if (code === 'EADDRINUSE')
+    return new CliError(
+      `cannot listen on ${where}: the address is already in use (EADDRINUSE); set PORT or HOST`,
+    );
+  if (code === 'EACCES' || code === 'EADDRNOTAVAIL')
+    return new CliError(`cannot listen on ${where}: ${code}; set PORT or HOST`);
+  return err;
+};
 
 /**
  * PGlite is one process's database: a second process opening the same folder would corrupt it. The
