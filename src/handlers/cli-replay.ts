@@ -2,7 +2,8 @@
  * `phoenix replay [--verify]`, `phoenix events <id>` and `phoenix state <id> [--version N | --at ISO]`:
  * the event log and the read models from a terminal. Every read goes through the codec-equipped event
  * store, so old event schemas are upcast here as everywhere else. Bad input is one line on stderr and
- * exit code 2 (CliError); a verification that finds differences exits 1.
+ * exit code 2 (CliError); a verification that finds differences (in the read models, or a stream that
+ * reads back out of version order or with a gap) exits 1.
  */
 import type { Command } from 'commander';
 import { CliError } from '../cli.js';
@@ -70,7 +71,7 @@ export function registerReplayCommands(program: Command): void {
     )
     .option(
       '--verify',
-      'compare the rebuilt read models with the live ones row by row instead of swapping; exit 1 on any difference',
+      'compare the rebuilt read models with the live ones row by row instead of swapping, and read every stream back in version order; exit 1 on any difference',
     )
     .option('--batch-size <n>', 'events per transaction', (v: string) => {
       const n = Number(v);
@@ -114,8 +115,11 @@ export function registerReplayCommands(program: Command): void {
         process.stdout.write(`replay: rebuilt and swapped in: ${summary}\n`);
         return;
       }
-      if (report.differences.length === 0) {
-        process.stdout.write(`replay --verify: the rebuilt read models equal the live ones (${summary})\n`);
+      const streams = report.streams ?? { checked: 0, bad: 0, samples: [] };
+      if (report.differences.length === 0 && streams.bad === 0) {
+        process.stdout.write(
+          `replay --verify: the rebuilt read models equal the live ones, and ${streams.checked.toLocaleString('en-US')} streams read back in version order (${summary})\n`,
+        );
         return;
       }
       for (const d of report.differences) {
@@ -124,10 +128,21 @@ export function registerReplayCommands(program: Command): void {
         );
         for (const s of d.samples) process.stdout.write(`  ${s}\n`);
       }
-      throw new CliError(
-        `replay --verify: ${report.differences.length} read model(s) differ from a rebuild (${report.differences.map((d) => d.table).join(', ')})`,
-        1,
-      );
+      if (streams.bad > 0) {
+        process.stdout.write(
+          `event store: ${streams.bad} of ${streams.checked} streams read back out of version order or with a gap\n`,
+        );
+        for (const s of streams.samples) process.stdout.write(`  ${s}\n`);
+      }
+      const failed = [
+        ...(report.differences.length > 0
+          ? [
+              `${report.differences.length} read model(s) differ from a rebuild (${report.differences.map((d) => d.table).join(', ')})`,
+            ]
+          : []),
+        ...(streams.bad > 0 ? [`${streams.bad} stream(s) read back out of version order or with a gap`] : []),
+      ];
+      throw new CliError(`replay --verify: ${failed.join('; ')}`, 1);
     });
 
   program

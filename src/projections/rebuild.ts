@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { AdvisoryLock, SqlDatabase } from '../adapters/postgres-database.js';
 import { PostgresEventStore } from '../adapters/postgres-event-store.js';
 import type { ExperimentEvent } from '../domain/experiment.js';
+import { streamIdOf } from '../handlers/experiment-commands.js';
 import type { EventStore, Position, StoredEvent } from '../handlers/ports/event-store.js';
 import { BulkLoader } from './bulk-load.js';
 import {
@@ -40,8 +41,9 @@ import {
  *    checkpoint does not move, so the live runner resumes on the new tables where it was: no gap.
  *
  * With `verify`, step 3 compares the two sets row by row instead of swapping, and leaves the live set
- * in place. The rebuild runs the projection's handler only; a handler with side effects (a saga) is
- * never part of it.
+ * in place; then every experiment's stream is read back through the store as commands and the API read
+ * it, and must come in version order without a gap (checkStreams). The rebuild runs the projection's
+ * handler only; a handler with side effects (a saga) is never part of it.
  */
 
 export interface RebuildProgress {
@@ -62,6 +64,16 @@ export interface TableDifference {
   readonly samples: readonly string[];
 }
 
+/** `replay --verify`: the streams read back through the store (see checkStreams). */
+export interface StreamCheck {
+  /** Streams read back. */
+  readonly checked: number;
+  /** Streams whose events came back out of version order, with a gap, or fewer than the log holds. */
+  readonly bad: number;
+  /** A few of them, one line each: the stream, the read, what was wrong. */
+  readonly samples: readonly string[];
+}
+
 export interface RebuildReport {
   readonly events: number;
   readonly seconds: number;
@@ -70,6 +82,8 @@ export interface RebuildReport {
   readonly swapped: boolean;
   /** With `verify`: every table that differs (empty when identical). */
   readonly differences: readonly TableDifference[];
+  /** With `verify`: how every stream read back through the store (undefined without `verify`). */
+  readonly streams?: StreamCheck;
   /** Seconds spent in each phase (replaying, indexing, swapping or verifying). */
   readonly phases: Readonly<Record<string, number>>;
 }
@@ -332,7 +346,11 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
       }
     }
 
-    if (options.verify) await sql`select phoenix_drop_read_models(${NEXT_SUFFIX})`.execute(db);
+    let streams: StreamCheck | undefined;
+    if (options.verify) {
+      streams = await checkStreams(db, store, NEXT_SUFFIX);
+      await sql`select phoenix_drop_read_models(${NEXT_SUFFIX})`.execute(db);
+    }
     report(options.verify ? 'verifying' : 'swapping', true);
     enter('done');
     return {
@@ -341,6 +359,7 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
       position,
       swapped: !options.verify,
       differences,
+      ...(streams ? { streams } : {}),
       phases,
     };
   } catch (err) {
@@ -349,6 +368,87 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
   } finally {
     await lock.release();
   }
+}
+
+/** Streams read back at once by checkStreams (the PostgreSQL store reads them in batches). */
+const STREAM_CHECK_CONCURRENCY = 32;
+const STREAM_CHECK_PAGE = 1_000;
+const STREAM_CHECK_SAMPLES = 10;
+
+/**
+ * What is wrong with a stream read back as `events`: each event must have the version after the one
+ * before, from 1, and there must be at least `count` (exactly `count` when `exact`).
+ */
+export function streamReadProblem(
+  events: readonly Pick<StoredEvent, 'version'>[],
+  count: number,
+  exact: boolean,
+): string | undefined {
+  for (let i = 1; i < events.length; i++) {
+    const [previous, version] = [events[i - 1]!.version, events[i]!.version];
+    if (version <= previous)
+      return `version ${version} came after version ${previous} (out of version order)`;
+  }
+  for (let i = 0; i < events.length; i++) {
+    const version = events[i]!.version;
+    if (version === i + 1) continue;
+    const previous = i === 0 ? 0 : events[i - 1]!.version;
+    const missing = version - 1 > previous + 1 ? `${previous + 1}..${version - 1}` : `${previous + 1}`;
+    return `version ${version} came after version ${previous} (a gap: ${missing} missing)`;
+  }
+  if (events.length < count) return `${events.length} events, but the log has ${count}`;
+  if (exact && events.length > count) return `${events.length} events up to version ${count}`;
+  return undefined;
+}
+
+/**
+ * Reads every experiment stream of read-model set `suffix` back through `store`, as the command path
+ * reads it (whole) and as GET …/events, `phoenix events` and time travel read it (up to a version),
+ * and says which came back out of version order, with a gap, or with fewer events than the set says
+ * the log holds (its `version`, folded from the log in log order). The rebuild itself reads the log
+ * in log order, so a store whose stream reads are wrong would rebuild equal read models: this is what
+ * notices it. A stream may have grown since the set was built: a whole read may hold more events, but
+ * still in order from 1.
+ */
+export async function checkStreams(
+  db: Db,
+  store: EventStore<ExperimentEvent>,
+  suffix: string,
+): Promise<StreamCheck> {
+  const table = sql.table(tableNames(suffix).experiments);
+  let checked = 0;
+  let bad = 0;
+  const samples: string[] = [];
+  const check = async (streamId: string, count: number) => {
+    const [whole, upTo] = await Promise.all([
+      store.readStream(streamId),
+      store.readStream(streamId, { toVersion: count }),
+    ]);
+    const problems = [
+      ['whole', streamReadProblem(whole, count, false)],
+      [`up to version ${count}`, streamReadProblem(upTo, count, true)],
+    ].filter((p): p is [string, string] => p[1] !== undefined);
+    checked++;
+    if (problems.length === 0) return;
+    bad++;
+    for (const [read, problem] of problems) {
+      if (samples.length < STREAM_CHECK_SAMPLES) samples.push(`${streamId}, read ${read}: ${problem}`);
+    }
+  };
+  let after: string | null = null;
+  for (;;) {
+    const { rows } = await sql<{ id: string; version: number }>`
+      select id::text as id, version from ${table} where (${after}::uuid is null or id > ${after}::uuid)
+      order by ${table}.id limit ${STREAM_CHECK_PAGE}`.execute(db);
+    for (let i = 0; i < rows.length; i += STREAM_CHECK_CONCURRENCY) {
+      await Promise.all(
+        rows.slice(i, i + STREAM_CHECK_CONCURRENCY).map((r) => check(streamIdOf(r.id), Number(r.version))),
+      );
+    }
+    if (rows.length < STREAM_CHECK_PAGE) break;
+    after = rows[rows.length - 1]!.id;
+  }
+  return { checked, bad, samples };
 }
 
 /** Every row of each live table against its rebuilt twin, both ways (EXCEPT ALL keeps duplicates). */
