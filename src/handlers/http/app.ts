@@ -12,7 +12,6 @@ import Fastify, {
 import {
   hasZodFastifySchemaValidationErrors,
   isResponseSerializationError,
-  jsonSchemaTransform,
   serializerCompiler,
   validatorCompiler,
   type ZodTypeProvider,
@@ -30,6 +29,7 @@ import { ConcurrencyConflictError, VersionMismatchError } from '../experiment-co
 import type { Metrics } from '../metrics.js';
 import { CorruptEventError, isUnreachableError, WrongExpectedVersionError } from '../ports/event-store.js';
 import { InvalidCursorError } from '../ports/read-models.js';
+import { swaggerOptions, swaggerUiOptions } from './openapi.js';
 import { HttpProblem, type Problem, problemType, titleOf } from './problem.js';
 
 declare module 'fastify' {
@@ -164,19 +164,8 @@ export async function buildApp(deps: AppDependencies): Promise<App> {
       ),
   });
 
-  await app.register(swagger, {
-    openapi: {
-      info: {
-        title: 'Phoenix control plane',
-        version: '1.0.0',
-        description: 'Telemetry-cost A/B experiments',
-      },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
-      security: [{ bearer: [] }],
-    },
-    transform: jsonSchemaTransform,
-  });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(swagger, swaggerOptions);
+  await app.register(swaggerUi, swaggerUiOptions);
   await app.register(websocket, {
     options: { maxPayload: 64 * 1024 },
     // On shutdown every feed client gets a close frame saying so (1001), not a dropped connection.
