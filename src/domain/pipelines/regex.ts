@@ -7,7 +7,7 @@ import { RE2JS } from 're2js';
  * the process that matches it.
  *
  * RE2JS's parser is Go's, with three differences this module irons out so that Phoenix accepts exactly
- * what Go 1.26's `regexp.Compile` accepts (test/regex-go-differential.unit.test.ts holds it to that):
+ * what Go 1.26's `regexp.Compile` accepts (test/regex-go-differential.int.test.ts holds it to that):
  * Go looks Unicode class names up loosely (`\p{greek}`, `\p{Letter}`, `\p{ASCII}`, `\p{Assigned}`) but
  * knows only the Unicode 15 scripts; and Go allows two capture groups with the same name.
  */
