@@ -20,6 +20,7 @@ import {
   StoreUnavailableError,
   type SubscribeOptions,
   type SubscriptionMessage,
+  UnstorableEventError,
   WrongExpectedVersionError,
 } from '../handlers/ports/event-store.js';
 import { Batcher } from './batcher.js';
@@ -254,6 +255,9 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
   }
 
   append(streamId: string, events: readonly NewEvent<E>[], expected: ExpectedVersion): Promise<AppendResult> {
+    // Refused here, before it can share a statement with other appends (see UnstorableEventError).
+    const nul = nulIn(streamId, events);
+    if (nul) return Promise.reject(new UnstorableEventError(streamId, `a NUL character (\\u0000) in ${nul}`));
     if (events.length === 0) return this.#currentVersion(streamId, expected);
     return new Promise((resolve, reject) => {
       this.#appends.push({ streamId, events, expected, resolve, reject });
@@ -286,7 +290,16 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     } catch (err) {
       const failure = unavailableOr(err);
       const code = (failure as { code?: string }).code;
-      if (failure instanceof StoreUnavailableError || (code !== '23505' && code !== '40P01')) {
+      if (!(failure instanceof StoreUnavailableError) && isContentRefusal(failure)) {
+        // One append (or more) holds what the database refuses, and took the statement with it. Halves
+        // are written on their own, down to the appends at fault: a few more round trips for the batch
+        // of a bad append, and every other append of it is stored.
+        if (batch.length === 1) batch[0]!.reject(unstorable(batch[0]!.streamId, failure));
+        else {
+          const half = Math.ceil(batch.length / 2);
+          await Promise.all([this.#writeBatch(batch.slice(0, half)), this.#writeBatch(batch.slice(half))]);
+        }
+      } else if (failure instanceof StoreUnavailableError || (code !== '23505' && code !== '40P01')) {
         for (const a of batch) a.reject(failure);
       } else if (batch.length > 1) {
         // One append broke a unique index (a concurrent batch created its stream first, or its event
@@ -361,7 +374,9 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
   /** The careful path failed outright: a concurrent retry of this same append may have won. */
   #settleFailure(a: PendingAppend<E>, err: unknown): void {
     if ((err as { code?: string }).code !== '23505') {
-      a.reject(err);
+      a.reject(
+        !(err instanceof StoreUnavailableError) && isContentRefusal(err) ? unstorable(a.streamId, err) : err,
+      );
       return;
     }
     this.#storedAppend(a.streamId, a.events).then(
@@ -404,6 +419,8 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
       options.toVersion === undefined &&
       options.until === undefined &&
       options.limit === undefined;
+    // No stream id holds a NUL (appends refuse it), and one in a batch of reads would fail them all.
+    if (streamId.includes('\u0000')) return Promise.resolve([]);
     if (!whole) return this.#readRange(streamId, options);
     // The command path's read: batched with the others made at the same time.
     return new Promise((resolve, reject) => this.#reads.push({ streamId, resolve, reject }));
@@ -681,6 +698,56 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
     return { promise, cancel };
   }
 }
+
+/**
+ * Where an append holds a NUL character, which PostgreSQL's text and jsonb refuse (in the statement's
+ * JSON, the whole batch's): the stream id, an event's type, or a string or key of its data or metadata.
+ */
+const nulIn = (streamId: string, events: readonly NewEvent[]): string | undefined => {
+  if (streamId.includes('\u0000')) return 'the stream id';
+  for (const [i, e] of events.entries()) {
+    if (typeof e.type === 'string' && e.type.includes('\u0000')) return `the type of event ${i + 1}`;
+    if (holdsNul(e.data)) return `the data of event ${i + 1}`;
+    if (holdsNul(e.metadata)) return `the metadata of event ${i + 1}`;
+  }
+  return undefined;
+};
+
+const holdsNul = (value: unknown): boolean => {
+  if (typeof value === 'string') return value.includes('\u0000');
+  if (value === null || typeof value !== 'object') return false;
+  if (Array.isArray(value)) return value.some(holdsNul);
+  // what JSON.stringify writes: toJSON's result (a Date's), own enumerable keys and their values
+  const json = (value as { toJSON?: () => unknown }).toJSON;
+  if (typeof json === 'function') return holdsNul(json.call(value));
+  return Object.entries(value).some(([k, v]) => k.includes('\u0000') || holdsNul(v));
+};
+
+/**
+ * Whether the database refused a statement for the data it was given (SQLSTATE class 22, data
+ * exception: a NUL in text or jsonb, a value out of its column's range or of the wrong form; class 23
+ * but a unique key, which the store answers itself: a NOT NULL or CHECK constraint) rather than for
+ * its own state or the connection.
+ */
+const isContentRefusal = (err: unknown): boolean => {
+  const code = String((err as { code?: unknown } | null)?.code ?? '');
+  return code.startsWith('22') || (code.startsWith('23') && code !== '23505');
+};
+
+/** A content refusal as the port says it: which append, and what the database said (not the data). */
+const unstorable = (streamId: string, err: unknown): UnstorableEventError => {
+  const e = err as { message?: unknown; detail?: unknown; code?: unknown };
+  const reason = [e.message, e.detail]
+    .filter((x): x is string => typeof x === 'string' && x.length > 0)
+    .join(': ');
+  return new UnstorableEventError(
+    streamId,
+    `${reason || 'refused by the database'} (SQLSTATE ${String(e.code)})`,
+    {
+      cause: err,
+    },
+  );
+};
 
 const escapeLike = (s: string): string => s.replace(/[\\%_]/g, (c) => `\\${c}`);
 

@@ -177,6 +177,25 @@ export class DuplicateEventIdError extends Error {
 }
 
 /**
+ * The store cannot hold what an append carries: on PostgreSQL and PGlite a NUL character (`\u0000`)
+ * anywhere in the stream id, an event's type, data or metadata (text and jsonb refuse it), or a value
+ * its columns cannot take (an event id that is not a UUID, say). Nothing of that append is written,
+ * and appends made at the same time (which may share its statement) are not affected. The request is
+ * wrong, not the store: the API answers it with 400, never 500. `reason` says what was refused (the
+ * database's own words when it refused it).
+ */
+export class UnstorableEventError extends Error {
+  readonly code = 'unstorable_event';
+  constructor(
+    readonly streamId: string,
+    readonly reason: string,
+    options?: ErrorOptions,
+  ) {
+    super(`stream ${streamId}: the event store cannot hold this append: ${reason}`, options);
+  }
+}
+
+/**
  * Whether an error says a backing service cannot be reached (connection refused or lost, PostgreSQL
  * shutting down or not accepting connections, a pool that could not connect in time, an embedded
  * database already closed) rather than that the request was wrong. Such failures are a 503, never a 500.
