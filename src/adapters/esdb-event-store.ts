@@ -25,6 +25,7 @@ import {
   type EventMetadata,
   type EventStore,
   type ExpectedVersion,
+  isPosition,
   type NewEvent,
   type Position,
   type ReadAllOptions,
@@ -61,7 +62,7 @@ export const formatEsdbPosition = (p: EsdbPosition): Position =>
 export const parseEsdbPosition = (position: Position): EsdbPosition | typeof ESDB_START => {
   if (position === START) return ESDB_START;
   const m = POSITION.exec(position);
-  if (!m) throw new Error(`'${position}' is not an EventStoreDB position`);
+  if (!m || !isPosition(position)) throw new Error(`'${position}' is not an EventStoreDB position`);
   return { commit: BigInt(m[1]!), prepare: BigInt(m[2]!) };
 };
 

@@ -10,6 +10,7 @@ import {
   type EventMetadata,
   type EventStore,
   type ExpectedVersion,
+  isPosition,
   isUnreachableError,
   type NewEvent,
   type Position,
@@ -176,7 +177,8 @@ export class InvalidPositionError extends Error {
 export const parsePosition = (position: Position): [string, string] => {
   if (position === START) return ['0', '0'];
   const m = POSITION.exec(position);
-  if (!m) throw new InvalidPositionError(position);
+  // beyond what xid8 and bigint hold, the database would refuse it mid-read (isPosition)
+  if (!m || !isPosition(position)) throw new InvalidPositionError(position);
   return [m[1]!.replace(/^0+(?=\d)/, ''), m[2]!.replace(/^0+(?=\d)/, '')];
 };
 

@@ -228,7 +228,25 @@ export class StoreUnavailableError extends Error {
   readonly code = 'store_unavailable';
 }
 
-/** Both adapters write positions as two zero-padded 20-digit numbers joined by a dash. */
-export const isPosition = (s: string): boolean => s === START || /^\d{20}-\d{20}$/.test(s);
+/**
+ * Both adapters write positions as two zero-padded 20-digit numbers joined by a dash: PostgreSQL's
+ * (transaction id, global position), EventStoreDB's (commit, prepare).
+ */
+const POSITION = /^(\d{20})-(\d{20})$/;
+/** The largest first part: PostgreSQL's xid8 (and EventStoreDB's commit position) is an unsigned 64-bit number. */
+const MAX_FIRST = '18446744073709551615';
+/** The largest second part: PostgreSQL's global position is a bigint (EventStoreDB's prepare position a signed 64-bit number). */
+const MAX_SECOND = '09223372036854775807';
+
+/**
+ * Whether `s` is a position a store could have issued: START, or both parts within what their
+ * columns hold. Anything else is refused where it comes in (the live feed's `from`, `minPosition`):
+ * passed on, it would fail in the database instead. Fixed-width digit strings compare as numbers.
+ */
+export const isPosition = (s: string): boolean => {
+  if (s === START) return true;
+  const m = POSITION.exec(s);
+  return m !== null && m[1]! <= MAX_FIRST && m[2]! <= MAX_SECOND;
+};
 
 export const comparePositions = (a: Position, b: Position): number => (a < b ? -1 : a > b ? 1 : 0);
