@@ -8,12 +8,106 @@ import { compileCollectorRegex } from '../domain/pipelines/index.js';
  * inferred from them; the domain's own types must accept what they produce (checked below).
  */
 
-const labelValue = z
-  .string()
+/**
+ * Why PostgreSQL cannot hold this text (in a text column or as a jsonb string), or undefined when it
+ * can: it refuses NUL, and a lone UTF-16 surrogate has no UTF-8 form (the driver would replace it, or
+ * the server refuse it). Either way the user gets a 400 naming the field, not a 500 from the database.
+ */
+export const unholdableTextReason = (value: string): string | undefined => {
+  if (value.includes('\u0000')) return 'must not contain the NUL character (U+0000)';
+  if (LONE_SURROGATE.test(value)) return 'must be well-formed Unicode (no lone surrogate such as \\ud800)';
+  return undefined;
+};
+// With the `u` flag a surrogate pair is one code point, so only a surrogate on its own matches.
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+
+/**
+ * Refinement: text the database can hold. It stops the field's other checks and the object's
+ * cross-field ones (rendering a config from text that will be refused anyway helps nobody).
+ */
+export const holdableText = (value: string, ctx: z.core.$RefinementCtx<string>): void => {
+  const reason = unholdableTextReason(value);
+  if (reason) ctx.addIssue({ code: 'custom', message: reason, continue: false });
+};
+
+/** A string the database can hold. */
+export const dbText = () => z.string().superRefine(holdableText);
+
+/** Deeper than any template parameter goes (they are at most lists of strings), far below a stack's limit. */
+export const MAX_JSON_DEPTH = 32;
+
+/**
+ * What in a free-form JSON value (template params) the database cannot hold exactly: text it refuses,
+ * numbers beyond 2^53 (JSON.parse has already rounded them; they must not pass as something the user
+ * did not send) and nesting beyond `maxDepth` (reported at the top-level key that holds it). Walks
+ * with a stack of its own, so no depth of input overflows the call stack; stops after `limit` issues.
+ */
+export function unholdableJson(
+  value: unknown,
+  maxDepth = MAX_JSON_DEPTH,
+  limit = 10,
+): { path: (string | number)[]; message: string }[] {
+  const issues: { path: (string | number)[]; message: string }[] = [];
+  // Each entry is a value to check, or a key already found unholdable (kept in order with the values).
+  const stack: { value: unknown; path: (string | number)[]; keyProblem?: string }[] = [{ value, path: [] }];
+  while (stack.length > 0 && issues.length < limit) {
+    const { value: v, path, keyProblem } = stack.pop()!;
+    if (keyProblem !== undefined) {
+      issues.push({ path, message: `the key ${keyProblem}` });
+    } else if (typeof v === 'string') {
+      const reason = unholdableTextReason(v);
+      if (reason) issues.push({ path, message: reason });
+    } else if (typeof v === 'number') {
+      if (!Number.isFinite(v) || Math.abs(v) > Number.MAX_SAFE_INTEGER) {
+        issues.push({ path, message: 'must be a number between -(2^53 - 1) and 2^53 - 1' });
+      }
+    } else if (v !== null && typeof v === 'object') {
+      if (path.length >= maxDepth) {
+        issues.push({ path: path.slice(0, 1), message: `must not be nested more than ${maxDepth} deep` });
+        continue;
+      }
+      const entries: [string | number, unknown][] = Array.isArray(v)
+        ? v.map((x, i) => [i, x])
+        : Object.entries(v);
+      for (let i = entries.length - 1; i >= 0; i--) {
+        const [key, child] = entries[i]!;
+        const keyProblem = typeof key === 'string' ? unholdableTextReason(key) : undefined;
+        stack.push({ value: child, path: [...path, key], ...(keyProblem ? { keyProblem } : {}) });
+      }
+    }
+  }
+  return issues.slice(0, limit);
+}
+
+/** Refinement: a JSON value the database can hold exactly (see unholdableJson). */
+export const holdableJson = (value: unknown, ctx: z.core.$RefinementCtx<unknown>): void => {
+  for (const issue of unholdableJson(value)) {
+    ctx.addIssue({ code: 'custom', path: issue.path, message: issue.message, continue: false });
+  }
+};
+
+/**
+ * An ISO time with offset whose instant PostgreSQL and PGlite both accept as a parameter: years 0001
+ * to 9999 in UTC (the embedded database sends a Date as its ISO text, and there is no year 0000).
+ */
+export const holdableTime = () =>
+  z.iso.datetime({ offset: true }).superRefine((value, ctx) => {
+    const ms = Date.parse(value);
+    if (!(ms >= EARLIEST_TIME && ms <= LATEST_TIME)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'must be a time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z',
+        continue: false,
+      });
+    }
+  });
+const EARLIEST_TIME = Date.parse('0001-01-01T00:00:00Z');
+const LATEST_TIME = Date.parse('9999-12-31T23:59:59.999Z');
+
+const labelValue = dbText()
   .max(63)
   .regex(/^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/, 'must be a Kubernetes label value');
-const labelKey = z
-  .string()
+const labelKey = dbText()
   .min(1)
   .max(253)
   .regex(
@@ -21,8 +115,7 @@ const labelKey = z
     'must be a Kubernetes label key',
   );
 
-export const regexSource = z
-  .string()
+export const regexSource = dbText()
   .min(1)
   .max(256)
   .superRefine((source, ctx) => {
@@ -32,18 +125,17 @@ export const regexSource = z
   });
 
 export const variantSpecSchema = z.strictObject({
-  template: z.string().min(1).max(100),
-  params: z.record(z.string().max(100), z.unknown()).default({}),
+  template: dbText().min(1).max(100),
+  params: z.record(z.string().max(100), z.unknown()).superRefine(holdableJson).default({}),
 });
 
 export const experimentSpecSchema = z.strictObject({
-  name: z.string().trim().min(1).max(200),
-  description: z.string().max(2000).optional(),
+  name: dbText().trim().min(1).max(200),
+  description: dbText().max(2000).optional(),
   baseline: variantSpecSchema,
   candidate: variantSpecSchema,
   target: z.strictObject({
-    namespace: z
-      .string()
+    namespace: dbText()
       .max(63)
       .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a Kubernetes namespace name')
       .default('phoenix-experiments'),
@@ -71,12 +163,21 @@ export const experimentSpecSchema = z.strictObject({
 
 export type ExperimentSpecInput = z.infer<typeof experimentSpecSchema>;
 
+function storedVariantSchema() {
+  return z.strictObject({
+    template: z.string().min(1).max(100),
+    params: z.record(z.string().max(100), z.unknown()).default({}),
+  });
+}
+
 /**
  * The spec as stored events hold it: the same shape, without re-running the checks that only matter
  * when a user submits it (compiling every critical-process pattern again on each read of a stream).
  */
 export const storedSpecSchema = experimentSpecSchema.extend({
   criticalProcesses: z.array(z.string().max(256)).max(100).default([]),
+  baseline: storedVariantSchema(),
+  candidate: storedVariantSchema(),
 });
 type Assignable<T extends U, U> = T;
 /** Compile-time check: what the schema accepts is an ExperimentSpec. */

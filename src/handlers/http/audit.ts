@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { STATUSES } from '../../domain/experiment.js';
 import { isPosition } from '../ports/event-store.js';
 import type { AuditEntry, AuditFilter, ReadModels } from '../ports/read-models.js';
+import { dbText, holdableTime } from '../schemas.js';
 import type { TypedApp } from './app.js';
 
 export const AUDIT_COLUMNS = [
@@ -37,6 +38,20 @@ export async function* csvLines(
   for await (const entry of entries) yield csvRow(entry);
 }
 
+/**
+ * The same entries, with the first one already read: a query that fails at once throws here, before
+ * anything is sent, instead of in the middle of a response that has begun.
+ */
+export async function primed<T>(entries: AsyncIterable<T>): Promise<AsyncIterable<T>> {
+  const iterator = entries[Symbol.asyncIterator]();
+  const first = await iterator.next();
+  return (async function* () {
+    if (first.done) return;
+    yield first.value;
+    for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
+  })();
+}
+
 /** True when the Accept header ranks text/csv above application/json (ties go to the first listed). */
 export const prefersCsv = (accept: string | undefined): boolean => {
   if (!accept) return false;
@@ -54,13 +69,13 @@ export const prefersCsv = (accept: string | undefined): boolean => {
 export const auditQuerySchema = z
   .strictObject({
     experimentId: z.uuid({ message: 'must be a UUID' }).optional(),
-    actor: z.string().min(1).max(256).optional(),
+    actor: dbText().min(1).max(256).optional(),
     fromState: z.enum(STATUSES).optional(),
     toState: z.enum(STATUSES).optional(),
-    since: z.iso.datetime({ offset: true }).optional(),
-    until: z.iso.datetime({ offset: true }).optional(),
+    since: holdableTime().optional(),
+    until: holdableTime().optional(),
     limit: z.coerce.number().int().min(1).max(1000).optional(),
-    cursor: z.string().min(1).max(512).optional(),
+    cursor: dbText().min(1).max(512).optional(),
     minPosition: z
       .string()
       .max(64)
@@ -113,18 +128,22 @@ export async function auditRoutes(
           ...(q.cursor ? { cursor: q.cursor } : {}),
         });
       }
+      // Everything that can refuse the request does so before the first byte: the filter is valid by
+      // now, and the first page is read before the status line goes out, so a failing query is a
+      // problem+json, not a 200 cut off mid-body.
+      const entries =
+        q.limit !== undefined || q.cursor !== undefined
+          ? await deps.readModels.queryAudit(filter, {
+              limit: q.limit ?? 100,
+              ...(q.cursor ? { cursor: q.cursor } : {}),
+            })
+          : undefined;
+      const rows = entries ? entries.items : await primed(deps.readModels.streamAudit(filter));
       reply
         .type('text/csv; charset=utf-8')
         .header('content-disposition', 'attachment; filename="phoenix-audit.csv"');
-      if (q.limit !== undefined || q.cursor !== undefined) {
-        const page = await deps.readModels.queryAudit(filter, {
-          limit: q.limit ?? 100,
-          ...(q.cursor ? { cursor: q.cursor } : {}),
-        });
-        if (page.nextCursor) reply.header('x-next-cursor', page.nextCursor);
-        return reply.send(Readable.from(csvLines(page.items)));
-      }
-      return reply.send(Readable.from(csvLines(deps.readModels.streamAudit(filter))));
+      if (entries?.nextCursor) reply.header('x-next-cursor', entries.nextCursor);
+      return reply.send(Readable.from(csvLines(rows)));
     },
   );
 }

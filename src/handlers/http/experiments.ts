@@ -24,7 +24,7 @@ import { eventsUpTo, eventView, stateView } from '../experiment-views.js';
 import type { Metrics } from '../metrics.js';
 import { type EventStore, isPosition } from '../ports/event-store.js';
 import type { ReadModels } from '../ports/read-models.js';
-import { experimentSpecSchema } from '../schemas.js';
+import { dbText, experimentSpecSchema } from '../schemas.js';
 import type { TypedApp } from './app.js';
 import { HttpProblem } from './problem.js';
 
@@ -81,13 +81,16 @@ export function createExperimentSchema() {
   return experimentSpecSchema.superRefine((spec, ctx) => {
     for (const variant of VARIANTS) {
       for (const e of validateVariant(spec[variant].template, spec[variant].params, spec.criticalProcesses)) {
+        // The experiment's own patterns are checked where the user sent them (regexSource, with the
+        // same compiler): rendering them into each variant would report one problem three times.
+        if (e.path === 'criticalProcesses' || e.path.startsWith('criticalProcesses.')) continue;
         ctx.addIssue({ code: 'custom', path: [variant, ...e.path.split('.')], message: e.message });
       }
     }
   });
 }
 
-const cancelBody = z.strictObject({ reason: z.string().trim().min(1).max(1000).optional() }).nullish();
+const cancelBody = z.strictObject({ reason: dbText().trim().min(1).max(1000).optional() }).nullish();
 const startBody = z.strictObject({}).nullish();
 
 export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDependencies): Promise<void> {
@@ -269,7 +272,7 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
         querystring: z.strictObject({
           state: z.enum(STATUSES).optional(),
           limit: z.coerce.number().int().min(1).max(500).default(50),
-          cursor: z.string().min(1).max(512).optional(),
+          cursor: dbText().min(1).max(512).optional(),
           minPosition: position.optional(),
         }),
       },
@@ -453,13 +456,12 @@ export const catchUpWith =
 
 const commandHeaders = z
   .object({
-    'idempotency-key': z
-      .string()
+    'idempotency-key': dbText()
       .min(1)
       .max(200)
       .regex(/^[\x21-\x7e]+$/, 'printable ASCII, no spaces')
       .optional(),
-    'if-match': z.string().max(100).optional(),
+    'if-match': dbText().max(100).optional(),
   })
   .loose();
 
