@@ -266,7 +266,8 @@ describe('REST API in-process (app.inject)', () => {
 
     it('minPosition that is not a position → 400; one not reached in time → 503 with Retry-After', async () => {
       isProblem(await get('/api/v1/experiments?minPosition=abc'), 400);
-      const far = `${'9'.repeat(20)}-${'9'.repeat(20)}`;
+      // The furthest position there can be (both parts at what their columns hold): valid, never reached.
+      const far = '18446744073709551615-09223372036854775807';
       const res = await get(`/api/v1/experiments?minPosition=${far}`);
       isProblem(res, 503);
       assert.ok(res.headers['retry-after']);
