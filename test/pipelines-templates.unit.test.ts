@@ -138,6 +138,25 @@ describe('templates render valid collector configs', () => {
       assert.ok(!check.regex.test(dropped), dropped);
   });
 
+  it('keeps each critical pattern’s flags to itself in the filter it renders', () => {
+    const rendered = renderVariant({
+      ...goldenInput('process-topk-v1'),
+      criticalProcesses: ['(?i)^nginx$', '^postgres$', 'a(?i)b$'],
+      keepList: ['java'],
+    });
+    assert.ok(rendered.ok, JSON.stringify(!rendered.ok && rendered.errors));
+    const condition = (rendered.config.processors['filter/topk'] as { metrics: { metric: string[] } }).metrics
+      .metric[0];
+    const patterns = [...walkValues(parseOttlCondition(condition ?? ''))].flatMap((v) =>
+      v.kind === 'call' && v.name === 'IsMatch' && v.args[1]?.kind === 'string' ? [v.args[1].value] : [],
+    );
+    assert.equal(patterns.length, 1);
+    const check = compileCollectorRegex(patterns[0] as string, 65_536);
+    assert.ok(check.ok, !check.ok ? check.message : '');
+    for (const kept of ['NGINX', 'nginx', 'postgres', 'aB', 'java']) assert.ok(check.regex.test(kept), kept);
+    for (const dropped of ['POSTGRES', 'AB', 'JAVA']) assert.ok(!check.regex.test(dropped), dropped);
+  });
+
   it('takes the collection interval from the parameters', () => {
     const rendered = renderVariant({
       ...goldenInput('process-minimal-v1'),
