@@ -1,12 +1,16 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { findSecret } from './adapters/secret-file.js';
 import { ConfigError, loadConfig } from './config.js';
 import { parseTtl, ROLES, type Role, TokenService } from './handlers/auth.js';
+import { registerApiCommands } from './handlers/cli-api.js';
 import { registerAuditCommands } from './handlers/cli-audit.js';
 import { registerPipelineCommands } from './handlers/cli-pipelines.js';
 import { registerReplayCommands } from './handlers/cli-replay.js';
 import { registerWorkerCommands } from './handlers/cli-workers.js';
-import { serve } from './handlers/serve.js';
-import { createLogger, jwtSecret, openDatabase } from './main.js';
+import { lockEmbeddedDatabase, serve } from './handlers/serve.js';
+import { createLogger, openDatabase } from './main.js';
 
 /**
  * `phoenix <command>`: the server and the operator tooling. Bad input is a one-line message on
@@ -30,9 +34,33 @@ const config = () => {
   }
 };
 
+/** Tokens minted without `--ttl` live this long: a working day, like the server's start-up token. */
+const DEFAULT_TTL = '12h';
+
+/** package.json sits one folder above both src/cli.ts and dist/cli.js. */
+const version = (): string =>
+  (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string })
+    .version;
+
+/**
+ * The server's secret, never a new one: PHOENIX_JWT_SECRET, else the one the server keeps in the data
+ * dir (PHOENIX_DATA_DIR or its default, resolved against the working directory as the server does).
+ */
+const serverSecret = (c: ReturnType<typeof config>): string => {
+  if (c.PHOENIX_JWT_SECRET) return c.PHOENIX_JWT_SECRET;
+  const secret = findSecret(c.PHOENIX_DATA_DIR);
+  if (secret !== undefined) return secret;
+  throw new CliError(
+    `no JWT secret in ${resolve(c.PHOENIX_DATA_DIR)}: the server creates it there when it first starts; ` +
+      'run this where the server runs (after starting it once), or set PHOENIX_DATA_DIR to its data dir ' +
+      'or PHOENIX_JWT_SECRET to its secret',
+  );
+};
+
 export function buildProgram(): Command {
   const program = new Command('phoenix')
     .description('Phoenix control plane: telemetry-cost A/B experiments')
+    .version(version(), '-V, --version', 'print the version')
     .exitOverride();
 
   program
@@ -47,38 +75,52 @@ export function buildProgram(): Command {
     .description('apply migrations/ to the database')
     .action(async () => {
       const c = config();
-      const logger = createLogger({ LOG_LEVEL: 'warn' });
-      const database = await openDatabase(c, logger);
-      await database.close();
+      // The embedded database is one process's: never open it under a running server.
+      const release = c.DATABASE_URL ? () => undefined : lockEmbeddedDatabase(c.PHOENIX_DATA_DIR);
+      try {
+        const database = await openDatabase(c, createLogger({ LOG_LEVEL: 'warn' }));
+        await database.close();
+      } finally {
+        release();
+      }
       process.stdout.write('migrations applied\n');
     });
 
   program
     .command('token')
-    .description('print a JWT for the API')
+    .description(
+      "print a JWT for the API, signed with the server's secret (PHOENIX_JWT_SECRET, or the one in PHOENIX_DATA_DIR)",
+    )
     .requiredOption('--role <role>', `one of ${ROLES.join(', ')}`, (v: string) => {
       if (!(ROLES as readonly string[]).includes(v))
         throw new InvalidArgumentError(`must be one of ${ROLES.join(', ')}`);
       return v as Role;
     })
     .requiredOption('--sub <subject>', 'the actor the token names')
-    .option('--ttl <duration>', 'lifetime, e.g. 15m, 1h, 7d (default: no expiry)', (v: string) => {
-      try {
-        return parseTtl(v);
-      } catch (err) {
-        throw new InvalidArgumentError((err as Error).message);
-      }
-    })
-    .action(async (options: { role: Role; sub: string; ttl?: number }) => {
+    .option(
+      '--ttl <duration>',
+      `lifetime: 90s, 15m, 1h, 7d, or 'never' for a token that does not expire (default: ${DEFAULT_TTL})`,
+      DEFAULT_TTL,
+    )
+    .action(async (options: { role: Role; sub: string; ttl: string }) => {
       if (!options.sub.trim()) throw new CliError('--sub must not be empty', 2);
-      const tokens = new TokenService(jwtSecret(config()));
-      process.stdout.write(`${await tokens.mint({ sub: options.sub, role: options.role }, options.ttl)}\n`);
+      let ttl: number | undefined;
+      if (options.ttl !== 'never') {
+        try {
+          ttl = parseTtl(options.ttl);
+        } catch (err) {
+          throw new CliError(`--ttl: ${(err as Error).message}, or 'never'`, 2);
+        }
+      }
+      const tokens = new TokenService(serverSecret(config()));
+      process.stdout.write(`${await tokens.mint({ sub: options.sub, role: options.role }, ttl)}\n`);
     });
 
   registerReplayCommands(program);
   registerAuditCommands(program);
   registerPipelineCommands(program);
   registerWorkerCommands(program);
+  registerApiCommands(program);
   return program;
 }
 
@@ -90,7 +132,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     if (err instanceof CliError) {
-      process.stderr.write(`phoenix: ${err.message}\n`);
+      // An empty message: the command has said everything already (watch's outcome, say).
+      if (err.message) process.stderr.write(`phoenix: ${err.message}\n`);
       return err.exitCode;
     }
     process.stderr.write(`phoenix: ${err instanceof Error ? err.message : String(err)}\n`);
