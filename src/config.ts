@@ -11,6 +11,32 @@ const postgresUrl = z
     'must be a postgres:// or postgresql:// URL',
   );
 
+/**
+ * `PHOENIX_CORS_ORIGINS`: the browser origins (scheme://host[:port], nothing after) that may call the
+ * API, comma-separated. An origin is compared as the browser sends it, so anything more than an origin
+ * (a path, a trailing slash, a wildcard) would never match: it is refused here rather than ignored.
+ */
+const corsOrigins = z
+  .string()
+  .transform((v) =>
+    v
+      .split(',')
+      .map((o) => o.trim())
+      .filter(Boolean),
+  )
+  .superRefine((origins, ctx) => {
+    for (const origin of origins) {
+      const url = URL.canParse(origin) ? new URL(origin) : undefined;
+      if (!url || !/^https?:$/.test(url.protocol) || url.origin !== origin) {
+        const suggestion = url && /^https?:$/.test(url.protocol) ? ` (did you mean '${url.origin}'?)` : '';
+        ctx.addIssue({
+          code: 'custom',
+          message: `'${origin}' is not an origin as a browser sends it: http(s)://host[:port], lower case, no default port, no path${suggestion}`,
+        });
+      }
+    }
+  });
+
 const configSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
@@ -39,6 +65,8 @@ const configSchema = z.object({
     .optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PHOENIX_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(6000),
+  /** Browser origins allowed to call the API; none (the default): only pages served from the API's own origin. */
+  PHOENIX_CORS_ORIGINS: corsOrigins.default([]),
   /** NATS subject and stream prefix: servers and workers of one installation share it. */
   PHOENIX_NATS_PREFIX: z
     .string()
