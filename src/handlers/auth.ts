@@ -8,6 +8,8 @@ export type Role = (typeof ROLES)[number];
 export interface Principal {
   readonly sub: string;
   readonly role: Role;
+  /** The token's `exp` (seconds since the epoch), when it has one: a long-lived connection ends there. */
+  readonly exp?: number;
 }
 
 export const roleAtLeast = (have: Role, need: Role): boolean => ROLES.indexOf(have) >= ROLES.indexOf(need);
@@ -15,6 +17,7 @@ export const roleAtLeast = (have: Role, need: Role): boolean => ROLES.indexOf(ha
 const claimsSchema = z.object({
   sub: z.string().min(1).max(256),
   role: z.enum(ROLES),
+  exp: z.number().optional(),
 });
 
 export class AuthenticationError extends Error {
@@ -62,13 +65,14 @@ export class TokenService {
           `token claims: ${claims.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
         );
       }
+      const principal: Principal = claims.data;
       if (this.#cacheSize > 0) {
         if (this.#verified.size >= this.#cacheSize)
           this.#verified.delete(this.#verified.keys().next().value!);
-        const expiresAt = payload.exp === undefined ? Number.POSITIVE_INFINITY : payload.exp * 1000;
-        this.#verified.set(token, { principal: claims.data, expiresAt });
+        const expiresAt = principal.exp === undefined ? Number.POSITIVE_INFINITY : principal.exp * 1000;
+        this.#verified.set(token, { principal, expiresAt });
       }
-      return claims.data;
+      return principal;
     } catch (err) {
       if (err instanceof AuthenticationError) throw err;
       if (err instanceof joseErrors.JWTExpired) throw new AuthenticationError('token expired');
