@@ -55,10 +55,16 @@ const textOf = (frame: Buffer): string =>
 
 /** Close code for a consumer that fell too far behind; it reconnects with `from`. */
 export const CLOSE_TOO_SLOW = 4008;
+/** Close code for a connection whose token expired; it reconnects with a fresh token and `from`. */
+export const CLOSE_TOKEN_EXPIRED = 4401;
+/** The longest delay a Node timer takes; a later expiry is waited for in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const liveQuery = z.strictObject({
   experimentId: z.uuid({ message: 'must be a UUID' }).optional(),
   from: z.string().max(64).refine(isPosition, 'must be a position returned by this service').optional(),
+  // Documented here; the app takes it out of the URL before routing (so that no log holds it) and
+  // authenticates with it.
   access_token: z.string().max(4096).optional(),
 });
 
@@ -125,8 +131,25 @@ export async function liveRoutes(app: TypedApp, deps: LiveRoutesDependencies): P
         (socket as WebSocket & { phoenixAlive?: boolean }).phoenixAlive = true;
       });
       let detach: (() => void) | undefined;
+      // The token's exp ends the connection: nothing is delivered on a token that has expired.
+      const exp = request.principal?.exp;
+      const expiresAt = exp === undefined ? undefined : exp * 1000;
+      const expired = () => expiresAt !== undefined && Date.now() >= expiresAt;
+      let expiry: NodeJS.Timeout | undefined;
+      const expire = () => {
+        controller.abort();
+        socket.close(CLOSE_TOKEN_EXPIRED, 'token expired; reconnect with a fresh token and from');
+      };
+      const watchExpiry = () => {
+        if (expiresAt === undefined || controller.signal.aborted) return;
+        const left = expiresAt - Date.now();
+        if (left <= 0) return expire();
+        expiry = setTimeout(watchExpiry, Math.min(left, MAX_TIMER_MS));
+        expiry.unref();
+      };
       const finish = () => {
         controller.abort();
+        clearTimeout(expiry);
         detach?.();
         sockets.delete(socket);
       };
@@ -139,6 +162,8 @@ export async function liveRoutes(app: TypedApp, deps: LiveRoutesDependencies): P
       const sink = frameSink(socket);
       const deliver = (events: readonly StoredEvent<ExperimentEvent>[]) => {
         if (controller.signal.aborted) return;
+        // A timer may fire late; a batch that arrives first still finds the token expired.
+        if (expired()) return expire();
         if (sink) sink(framesOf(events));
         else for (const e of events) socket.send(textOf(frameOf(e)));
         if (socket.bufferedAmount > maxBuffered) {
@@ -147,6 +172,7 @@ export async function liveRoutes(app: TypedApp, deps: LiveRoutesDependencies): P
         }
       };
 
+      watchExpiry();
       void (async () => {
         try {
           const start = from ?? (await deps.hub.head());
