@@ -192,6 +192,21 @@ function suite(fixture: BusFixture): void {
     if (r?.type === 'VariantDeployFailed') assert.match(r.reason, /collectionIntervalSeconds/);
   });
 
+  it('answers VerifyDeployment with the variants the data plane holds and those it does not', async () => {
+    const { saga, results } = await harness();
+    const id = 'exp-verify';
+    await saga.send(deploy(id, 'baseline', 'c-verify-deploy'));
+    await waitFor('the deployment', () => results.length === 1, 10_000);
+    await saga.send({ type: 'VerifyDeployment', commandId: 'c-verify', experimentId: id, namespace: 'ns' });
+    await waitFor('the answer', () => results.length === 2, 10_000);
+    const answer = results[1];
+    assert.equal(answer?.type, 'DeploymentVerified');
+    if (answer?.type !== 'DeploymentVerified') return;
+    assert.equal(answer.commandId, 'c-verify');
+    assert.deepEqual(answer.present, ['baseline']);
+    assert.deepEqual(answer.missing, ['candidate']);
+  });
+
   it('is idempotent under redelivery: a deploy that failed once is retried and answered once', async () => {
     let calls = 0;
     const { saga, results } = await harness({
@@ -204,6 +219,7 @@ function suite(fixture: BusFixture): void {
         },
         teardown: (e, n) => d.teardown(e, n),
         isDeployed: (e, v, n) => d.isDeployed(e, v, n),
+        deployedVariants: (e, n) => d.deployedVariants(e, n),
       }),
     });
     await saga.send(deploy('exp-redeliver', 'baseline', 'c-redeliver'));

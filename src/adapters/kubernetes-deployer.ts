@@ -333,6 +333,20 @@ export class KubernetesDeployer implements Deployer {
     return items.length > 0;
   }
 
+  async deployedVariants(experimentId: string, namespace: string): Promise<readonly Variant[]> {
+    const mode = await this.mode(namespace);
+    const { apiVersion, kind } =
+      mode === 'operator' ? (KINDS[0] as (typeof KINDS)[0]) : (KINDS[1] as (typeof KINDS)[0]);
+    const items = await this.listByLabels(
+      apiVersion,
+      kind,
+      namespace,
+      `${LABEL_KEYS.experimentId}=${experimentId}`,
+    );
+    const held = new Set(items.map((item) => item.metadata?.labels?.[LABEL_KEYS.variant]));
+    return VARIANTS.filter((v) => held.has(v));
+  }
+
   /** The objects of a kind in a namespace that carry the given labels (a label selector). */
   private async listByLabels(
     apiVersion: string,

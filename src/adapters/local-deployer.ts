@@ -68,6 +68,10 @@ export class LocalDeployer implements Deployer, UsageSource {
     return this.plane.isDeployed(experimentId, variant);
   }
 
+  async deployedVariants(experimentId: string): Promise<readonly Variant[]> {
+    return VARIANTS.filter((v) => this.plane.isDeployed(experimentId, v));
+  }
+
   async usage(experimentId: string, variant: Variant): Promise<ProcessUsageTable | undefined> {
     return this.plane.usage(experimentId, variant);
   }

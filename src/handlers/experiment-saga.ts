@@ -1,15 +1,18 @@
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { type Kysely, sql } from 'kysely';
+import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import {
   DomainError,
   type ExistingExperiment,
+  type Experiment,
   type ExperimentCommand,
   type ExperimentEvent,
   InvalidTransitionError,
   RunNotFinishedError,
 } from '../domain/experiment.js';
-import type { ExperimentSpec, Variant } from '../domain/experiment-spec.js';
+import { type ExperimentSpec, VARIANTS, type Variant } from '../domain/experiment-spec.js';
 import {
   experimentIdOf,
   foldStream,
@@ -25,6 +28,7 @@ import {
   type BusCommandInput,
   type BusResult,
   type Consumer,
+  type DeploymentVerifiedResult,
   deriveCommandId,
 } from './ports/bus.js';
 import type { EventStore, StoredEvent } from './ports/event-store.js';
@@ -197,6 +201,92 @@ class SagaBatch {
   }
 }
 
+/** The command that deploys one variant of an experiment, as its spec describes it. */
+export const deployCommand = (
+  spec: ExperimentSpec,
+  experimentId: string,
+  variant: Variant,
+  ids: { readonly commandId: string; readonly causationId: string; readonly correlationId: string },
+): OutboxCommand => {
+  const v = spec[variant];
+  return {
+    type: 'DeployVariant',
+    commandId: ids.commandId,
+    experimentId,
+    variant,
+    template: v.template,
+    params: { ...v.params },
+    criticalProcesses: [...spec.criticalProcesses],
+    hosts: spec.target.hosts,
+    namespace: spec.target.namespace,
+    nodeSelector: { ...spec.target.nodeSelector },
+    causationId: ids.causationId,
+    correlationId: ids.correlationId,
+  };
+};
+
+/** The actor of the commands reconciliation issues (history and audit show it). */
+export const RECONCILER_ACTOR = 'system:reconciler';
+
+/** What reconciliation does about one experiment, given the variants its deployer holds. */
+export type Reconciliation =
+  | { readonly action: 'none' }
+  | { readonly action: 'redeploy'; readonly variants: readonly Variant[]; readonly reason: string }
+  | { readonly action: 'fail'; readonly reason: string };
+
+const listed = (variants: readonly Variant[]) =>
+  `the ${variants.join(' and ')} variant${variants.length > 1 ? 's' : ''}`;
+
+/**
+ * Reconciliation's decision (pure): the experiment as its events say, against what the deployer
+ * holds after a restart.
+ * - initializing: nothing has been measured yet, so whatever is not both recorded and held is
+ *   deployed again (deploying is idempotent: a variant still there is adopted, and a repeated
+ *   answer changes nothing).
+ * - running, analyzing: a deployed variant that is gone took the run's data with it; the experiment
+ *   fails, saying which variants were lost, instead of being analysed on data that is not there.
+ * - pending and the terminal states: nothing to reconcile (the saga tears down what ended).
+ */
+export const reconcile = (state: Experiment, present: readonly Variant[]): Reconciliation => {
+  if (state.status === 'empty') return { action: 'none' };
+  const s = state as ExistingExperiment;
+  switch (s.status) {
+    case 'initializing': {
+      const variants = VARIANTS.filter(
+        (v) => s.deployments[v]?.status !== 'deployed' || !present.includes(v),
+      );
+      if (variants.length === 0) return { action: 'none' };
+      const lost = variants.filter((v) => s.deployments[v]?.status === 'deployed');
+      return {
+        action: 'redeploy',
+        variants,
+        reason:
+          lost.length > 0
+            ? `the data plane no longer holds ${listed(lost)}; deploying again before the run starts`
+            : `no answer recorded for ${listed(variants)}; deploying again`,
+      };
+    }
+    case 'running':
+    case 'analyzing': {
+      const lost = VARIANTS.filter((v) => s.deployments[v]?.status === 'deployed' && !present.includes(v));
+      if (lost.length === 0) return { action: 'none' };
+      return {
+        action: 'fail',
+        reason: `reconciled after a restart: the data plane no longer holds ${listed(lost)}; the run's data since ${s.runStartedAt ?? s.startedAt ?? 'its start'} is lost`,
+      };
+    }
+    case 'pending':
+    case 'completed':
+    case 'failed':
+    case 'cancelled':
+      return { action: 'none' };
+    default: {
+      const _never: never = s.status;
+      return _never;
+    }
+  }
+};
+
 /** Where the saga finds the spec of an experiment it has not recorded yet: its creation event. */
 export type SpecSource = (experimentId: string) => Promise<ExperimentSpec | undefined>;
 
@@ -316,22 +406,14 @@ export async function applySagaEvents(
         batch.update(experimentId, { started: true });
         const row = batch.row(experimentId);
         if (!row) break;
-        for (const variant of ['baseline', 'candidate'] as const satisfies readonly Variant[]) {
-          const v = row.spec[variant];
-          batch.enqueue({
-            type: 'DeployVariant',
-            commandId: deriveCommandId(eventId, `deploy:${variant}`),
-            experimentId,
-            variant,
-            template: v.template,
-            params: { ...v.params },
-            criticalProcesses: [...row.spec.criticalProcesses],
-            hosts: row.spec.target.hosts,
-            namespace: row.spec.target.namespace,
-            nodeSelector: { ...row.spec.target.nodeSelector },
-            causationId: eventId,
-            correlationId,
-          });
+        for (const variant of VARIANTS) {
+          batch.enqueue(
+            deployCommand(row.spec, experimentId, variant, {
+              commandId: deriveCommandId(eventId, `deploy:${variant}`),
+              causationId: eventId,
+              correlationId,
+            }),
+          );
         }
         batch.setTimer(experimentId, 'deploy-timeout', at(event.data.at, timeouts.deployTimeoutMs), eventId);
         break;
@@ -416,9 +498,24 @@ export interface SagaEffectsDependencies {
   readonly idleMs?: number;
   /** Streams this process decided on lately: commands on them skip the read (see KnownStreams). */
   readonly known?: KnownStreams;
+  /**
+   * How long start-up reconciliation waits for the deployer's answers before the timers and the
+   * outbox run anyway (a deployer that is not up yet must not hold the saga back); default 30 s.
+   */
+  readonly reconcileWaitMs?: number;
 }
 
-/** Carries out what the saga decided: outbox → bus, due timers → commands, results → commands. */
+/**
+ * Carries out what the saga decided: outbox → bus, due timers → commands, results → commands.
+ *
+ * On start it first reconciles: every experiment the saga knows as started and not ended is checked
+ * with its deployer (a VerifyDeployment command per experiment), and `reconcile` decides what the
+ * answer means. The timers and the outbox wait for those answers (up to `reconcileWaitMs`), so a run
+ * whose end passed while the process was down is not analysed on variants that are no longer there.
+ * Every process that starts reconciles under its own run id: two at once, or a restart halfway, send
+ * the question again, and the answers' commands are idempotent (a second fail no longer applies, a
+ * second deploy converges and its answer is ignored).
+ */
 export class SagaEffects {
   readonly #deps: SagaEffectsDependencies;
   readonly #clock: () => Date;
@@ -427,6 +524,8 @@ export class SagaEffects {
   readonly #abort = new AbortController();
   #loops: Promise<void>[] = [];
   #results: Consumer | undefined;
+  /** Verifications this process waits on at start, by command id. */
+  readonly #verifying = new Map<string, () => void>();
 
   constructor(deps: SagaEffectsDependencies) {
     this.#deps = deps;
@@ -440,9 +539,107 @@ export class SagaEffects {
       concurrency: 16,
     });
     this.#loops = [
-      this.#loop('outbox', () => this.#relayOutbox()),
-      this.#loop('timers', () => this.#fireTimers()),
+      this.#reconcileOnStart().then(() =>
+        Promise.all([
+          this.#loop('outbox', () => this.#relayOutbox()),
+          this.#loop('timers', () => this.#fireTimers()),
+        ]).then(() => undefined),
+      ),
     ];
+  }
+
+  /** Asks the deployer about every experiment in flight, and waits (bounded) for the answers. */
+  async #reconcileOnStart(): Promise<void> {
+    const { db, store, bus, logger } = this.#deps;
+    const run = randomUUID();
+    const answered: Promise<void>[] = [];
+    try {
+      const { rows } = await sql<{ experiment_id: string }>`
+        select experiment_id from phoenix_saga_experiments where started and not ended`.execute(db);
+      const limit = pLimit(8);
+      await Promise.all(
+        rows.map((row) =>
+          limit(async () => {
+            if (this.#abort.signal.aborted) return;
+            const experimentId = row.experiment_id;
+            const state = foldStream(await store.readStream(streamIdOf(experimentId)));
+            if (state.status !== 'initializing' && state.status !== 'running' && state.status !== 'analyzing')
+              return;
+            const commandId = deriveCommandId(`reconcile:${run}`, experimentId);
+            answered.push(new Promise<void>((resolve) => this.#verifying.set(commandId, resolve)));
+            await bus.send({
+              type: 'VerifyDeployment',
+              commandId,
+              experimentId,
+              namespace: state.spec.target.namespace,
+              correlationId: experimentId,
+            });
+          }),
+        ),
+      );
+    } catch (err) {
+      logger.warn({ err }, 'could not reconcile the experiments in flight; the saga carries on without');
+    }
+    if (answered.length === 0) return;
+    logger.info({ experiments: answered.length }, 'reconciling the experiments in flight with the deployer');
+    const waitMs = this.#deps.reconcileWaitMs ?? 30_000;
+    let timer: NodeJS.Timeout | undefined;
+    const gaveUp = new Promise<'gave up'>((resolve) => {
+      timer = setTimeout(() => resolve('gave up'), waitMs);
+      this.#abort.signal.addEventListener('abort', () => resolve('gave up'), { once: true });
+    });
+    const outcome = await Promise.race([Promise.all(answered), gaveUp]);
+    clearTimeout(timer);
+    this.#verifying.clear();
+    if (outcome === 'gave up' && !this.#abort.signal.aborted)
+      logger.warn({ waitMs }, 'the deployer has not answered every reconciliation yet; the saga carries on');
+  }
+
+  /** Carries out reconciliation's decision on one experiment, with the reconciler as the actor. */
+  async #reconciled(result: DeploymentVerifiedResult): Promise<void> {
+    const id = result.experimentId;
+    const state = foldStream(await this.#deps.store.readStream(streamIdOf(id)));
+    const decision = reconcile(state, result.present);
+    const correlation = result.correlationId ?? result.commandId;
+    switch (decision.action) {
+      case 'none':
+        return;
+      case 'fail':
+        this.#deps.logger.warn(
+          { experimentId: id, reason: decision.reason },
+          'reconciliation fails the experiment',
+        );
+        return this.#command(
+          id,
+          { type: 'FailExperiment', reason: decision.reason, at: result.at },
+          `result:${result.commandId}`,
+          result.commandId,
+          correlation,
+          RECONCILER_ACTOR,
+        );
+      case 'redeploy': {
+        if (state.status === 'empty') return;
+        const s = state as ExistingExperiment;
+        this.#deps.logger.info(
+          { experimentId: id, variants: decision.variants, reason: decision.reason },
+          'reconciliation deploys again',
+        );
+        for (const variant of decision.variants) {
+          await this.#deps.bus.send(
+            deployCommand(s.spec, id, variant, {
+              commandId: deriveCommandId(result.commandId, `redeploy:${variant}`),
+              causationId: result.commandId,
+              correlationId: correlation,
+            }),
+          );
+        }
+        return;
+      }
+      default: {
+        const _never: never = decision;
+        return _never;
+      }
+    }
   }
 
   /** Call after the saga's subscriber commits: there may be new outbox rows or timers. */
@@ -628,6 +825,12 @@ export class SagaEffects {
           );
         }
         return;
+      case 'DeploymentVerified':
+        try {
+          return await this.#reconciled(result);
+        } finally {
+          this.#verifying.get(result.commandId)?.();
+        }
       case 'AnalysisCompleted':
         return this.#command(
           id,
@@ -658,6 +861,7 @@ export class SagaEffects {
     commandId: string,
     causationId: string,
     correlationId: string,
+    actor = SAGA_ACTOR,
   ): Promise<void> {
     const started = performance.now();
     const metrics = this.#deps.metrics;
@@ -666,7 +870,7 @@ export class SagaEffects {
         this.#deps.store,
         experimentId,
         command,
-        { actor: SAGA_ACTOR, correlationId, causationId, commandId },
+        { actor, correlationId, causationId, commandId },
         {
           onConflict: () => metrics?.lockContention.labels('experiment').inc(),
           ...(this.#deps.known ? { known: this.#deps.known } : {}),

@@ -21,6 +21,7 @@ import type {
   Delivery,
   DeployVariant,
   TeardownExperiment,
+  VerifyDeployment,
 } from './ports/bus.js';
 import type { Deployer, UsageSource } from './ports/deployer.js';
 
@@ -236,6 +237,21 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
     });
   };
 
+  const verify = async (command: VerifyDeployment): Promise<void> => {
+    const present = await deps.deployer.deployedVariants(command.experimentId, command.namespace);
+    const missing = VARIANTS.filter((v) => !present.includes(v));
+    deps.logger.info({ experimentId: command.experimentId, present, missing }, 'deployment verified');
+    await deps.bus.publish({
+      type: 'DeploymentVerified',
+      commandId: command.commandId,
+      experimentId: command.experimentId,
+      at: clock().toISOString(),
+      present: [...present],
+      missing,
+      ...(command.correlationId ? { correlationId: command.correlationId } : {}),
+    });
+  };
+
   const consumer = await deps.bus.handleCommands(
     'deployer',
     async (command: BusCommand, delivery) => {
@@ -244,6 +260,8 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
           return deploy(command, delivery);
         case 'TeardownExperiment':
           return teardown(command);
+        case 'VerifyDeployment':
+          return verify(command);
         case 'AnalyzeExperiment':
           throw new Error('AnalyzeExperiment is not a deployer command');
         default: {

@@ -48,6 +48,19 @@ export const teardownExperimentSchema = z.object({
   correlationId: z.string().optional(),
 });
 
+/**
+ * Reconciliation after a restart: which of the experiment's variants does the deployer hold? The
+ * answer is a DeploymentVerified result; what to do about it is the saga's decision.
+ */
+export const verifyDeploymentSchema = z.object({
+  type: z.literal('VerifyDeployment'),
+  commandId: id,
+  experimentId,
+  namespace: z.string().min(1),
+  causationId: z.string().optional(),
+  correlationId: z.string().optional(),
+});
+
 /** The run's window; the analyzer measures both variants over the same part of it, warm-up excluded. */
 export const analysisWindowSchema = z
   .object({ start: z.iso.datetime({ offset: true }), end: z.iso.datetime({ offset: true }) })
@@ -67,6 +80,7 @@ export const busCommandSchema = z.discriminatedUnion('type', [
   deployVariantSchema,
   teardownExperimentSchema,
   analyzeExperimentSchema,
+  verifyDeploymentSchema,
 ]);
 
 const resultBase = {
@@ -100,6 +114,15 @@ export const experimentTornDownSchema = z.object({
   detail: z.record(z.string(), z.unknown()).default({}),
 });
 
+export const deploymentVerifiedSchema = z.object({
+  type: z.literal('DeploymentVerified'),
+  ...resultBase,
+  /** The variants the deployer holds. */
+  present: z.array(variant),
+  /** The variants it does not hold. */
+  missing: z.array(variant),
+});
+
 export const analysisCompletedSchema = z.object({
   type: z.literal('AnalysisCompleted'),
   ...resultBase,
@@ -116,6 +139,7 @@ export const busResultSchema = z.discriminatedUnion('type', [
   variantDeployedSchema,
   variantDeployFailedSchema,
   experimentTornDownSchema,
+  deploymentVerifiedSchema,
   analysisCompletedSchema,
   analysisFailedSchema,
 ]);
@@ -123,6 +147,7 @@ export const busResultSchema = z.discriminatedUnion('type', [
 export type DeployVariant = z.infer<typeof deployVariantSchema>;
 export type TeardownExperiment = z.infer<typeof teardownExperimentSchema>;
 export type AnalyzeExperiment = z.infer<typeof analyzeExperimentSchema>;
+export type VerifyDeployment = z.infer<typeof verifyDeploymentSchema>;
 export type AnalysisWindow = z.infer<typeof analysisWindowSchema>;
 export type BusCommand = z.infer<typeof busCommandSchema>;
 /** What a sender writes: defaults (empty params, no critical processes…) may be left out. */
@@ -130,6 +155,7 @@ export type BusCommandInput = z.input<typeof busCommandSchema>;
 export type VariantDeployedResult = z.infer<typeof variantDeployedSchema>;
 export type VariantDeployFailedResult = z.infer<typeof variantDeployFailedSchema>;
 export type ExperimentTornDownResult = z.infer<typeof experimentTornDownSchema>;
+export type DeploymentVerifiedResult = z.infer<typeof deploymentVerifiedSchema>;
 export type AnalysisCompletedResult = z.infer<typeof analysisCompletedSchema>;
 export type AnalysisFailedResult = z.infer<typeof analysisFailedSchema>;
 export type BusResult = z.infer<typeof busResultSchema>;
@@ -143,6 +169,7 @@ export const queueOf = (type: BusCommand['type']): CommandQueue => {
   switch (type) {
     case 'DeployVariant':
     case 'TeardownExperiment':
+    case 'VerifyDeployment':
       return 'deployer';
     case 'AnalyzeExperiment':
       return 'analyzer';

@@ -45,6 +45,12 @@ export interface Deployer {
   teardown(experimentId: string, namespace: string): Promise<{ readonly variants: readonly Variant[] }>;
   /** Whether the variant's objects exist (for recovery of experiments stuck in initializing). */
   isDeployed(experimentId: string, variant: Variant, namespace: string): Promise<boolean>;
+  /**
+   * The variants of the experiment this deployer holds now, for reconciliation after a restart: a
+   * data plane that restarted may have lost what its events say was deployed (the local one always
+   * does), a cluster keeps it.
+   */
+  deployedVariants(experimentId: string, namespace: string): Promise<readonly Variant[]>;
 }
 
 /**
