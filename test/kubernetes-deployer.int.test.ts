@@ -220,6 +220,20 @@ describe('Kubernetes deployer against a recorded-contract stub of the API server
     }
   });
 
+  it('lists the variants of an experiment it holds, for reconciliation: present adopted, missing named', async () => {
+    const d = deployer({ mode: 'daemonset' });
+    assert.deepEqual(await d.deployedVariants('exp-k8s-held', 'phoenix-experiments'), []);
+    assert.ok((await d.deploy(deployment('exp-k8s-held', 'candidate'))).ok);
+    assert.deepEqual(await d.deployedVariants('exp-k8s-held', 'phoenix-experiments'), ['candidate']);
+    assert.ok((await d.deploy(deployment('exp-k8s-held', 'baseline'))).ok);
+    assert.deepEqual(await d.deployedVariants('exp-k8s-held', 'phoenix-experiments'), [
+      'baseline',
+      'candidate',
+    ]);
+    await d.teardown('exp-k8s-held', 'phoenix-experiments');
+    assert.deepEqual(await d.deployedVariants('exp-k8s-held', 'phoenix-experiments'), []);
+  });
+
   it("tears an experiment down by label, leaving other experiments' objects alone", async () => {
     const d = deployer({ mode: 'daemonset' });
     assert.ok((await d.deploy(deployment('exp-k8s-td', 'baseline'))).ok);
