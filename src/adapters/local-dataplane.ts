@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import {
   type CollectorConfig,
+  type CollectorRegex,
   compileCollectorRegex,
   NODE_NAME_ENV,
   type ProcessUsageTable,
@@ -104,7 +105,7 @@ export interface LocalDataPlaneOptions {
 
 interface VariantState {
   readonly pipeline: CompiledPipeline;
-  readonly critical: readonly RegExp[];
+  readonly critical: readonly CollectorRegex[];
   /** The last scrape; undefined until the first (see scraped()). */
   last: ScrapeResult | undefined;
   scrapes: number;
