@@ -1,35 +1,19 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 
-const dir = mkdtempSync(join(tmpdir(), 'phoenix-cli-'));
-const script = join(dir, 'cli.mts');
-const cliModule = fileURLToPath(new URL('../src/handlers/cli-pipelines.ts', import.meta.url));
-// The throwaway entry lives outside the project, so it names commander by its resolved path.
-const commander = pathToFileURL(createRequire(import.meta.url).resolve('commander')).href;
-writeFileSync(
-  script,
-  `import { Command } from ${JSON.stringify(commander)};
-import { registerPipelineCommands } from ${JSON.stringify(cliModule)};
-const program = new Command('phoenix');
-registerPipelineCommands(program);
-await program.parseAsync(process.argv);
-`,
-);
-after(() => rmSync(dir, { recursive: true, force: true }));
+const root = fileURLToPath(new URL('..', import.meta.url));
 
+/** The real CLI (src/bin.ts), as a user runs it: its own process, its own exit code. */
 const cli = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
   new Promise((resolve) => {
     execFile(
       process.execPath,
-      ['--import', 'tsx', script, ...args],
-      { cwd: fileURLToPath(new URL('..', import.meta.url)) },
+      ['--import', 'tsx', join(root, 'src/bin.ts'), ...args],
+      { cwd: root },
       (err, stdout, stderr) => {
         resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
       },
@@ -91,6 +75,26 @@ describe('phoenix render / simulate', () => {
     assert.equal(result.baseline.series, 3 * 200 * 7);
     assert.ok(result.cardinalityReductionPct > 90);
     assert.equal(result.criticalProcessLossPct, 0);
+  });
+
+  it('simulate says --template is required and gives the fleet defaults', async () => {
+    const help = await cli('simulate', '--help');
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /--template <template>\s+candidate template[^\n]*\(required\)/);
+    assert.match(help.stdout, /--hosts <n>\s+simulated nodes \(default: 10\)/);
+    assert.match(help.stdout, /--processes <n>\s+processes per node \(default: 500\)/);
+
+    const { code, stdout, stderr } = await cli('simulate', '--template', 'process-minimal-v1', '--json');
+    assert.equal(code, 0, stderr);
+    const result = JSON.parse(stdout) as { fleet: { hosts: number; processesPerHost: number } };
+    assert.deepEqual([result.fleet.hosts, result.fleet.processesPerHost], [10, 500]);
+  });
+
+  it('simulate without options names what is missing, on one line, exit 2', async () => {
+    const { code, stdout, stderr } = await cli('simulate');
+    assert.equal(code, 2);
+    assert.equal(stdout, '');
+    assert.match(stderr, /^[^\n]*--template[^\n]*\n$/);
   });
 
   for (const [what, args] of [

@@ -8,7 +8,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import WebSocket from 'ws';
 import { CliError } from '../cli.js';
 import { parseTtl } from './auth.js';
-import { parseParamFlags } from './cli-pipelines.js';
+import { collect, keyValues, parseParamFlags } from './cli-pipelines.js';
 
 export const DEFAULT_URL = 'http://127.0.0.1:8080';
 
@@ -235,17 +235,6 @@ const seconds = (value: string): number => {
     throw new InvalidArgumentError((err as Error).message);
   }
 };
-
-const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
-
-const keyValues = (flags: readonly string[], what: string): Record<string, string> =>
-  Object.fromEntries(
-    flags.map((f) => {
-      const eq = f.indexOf('=');
-      if (eq <= 0) throw new CliError(`${what} expects key=value, got '${f}'`, 2);
-      return [f.slice(0, eq), f.slice(eq + 1)];
-    }),
-  );
 
 interface CreateOptions {
   file?: string;

@@ -3,8 +3,9 @@
  * the same code the API and the deployer use. Bad input is one line on stderr and exit code 2.
  */
 import type { Command } from 'commander';
-import { type CommanderError, InvalidArgumentError, Option } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 import { LocalDataPlane, LocalDataPlaneError } from '../adapters/local-dataplane.js';
+import { CliError } from '../cli.js';
 import {
   buildKubernetesObjects,
   computeTuning,
@@ -15,11 +16,14 @@ import {
   type Variant,
 } from '../domain/pipelines/index.js';
 
-class UsageError extends Error {}
+/** Bad input: one line on stderr and exit code 2 (see `main` in src/cli.ts). */
+const usage = (message: string) => new CliError(message, 2);
 
+const DEFAULT_HOSTS = 10;
+const DEFAULT_PROCESSES = 500;
 const DEFAULT_CRITICAL = ['^postgres$', '^nginx$', '^kubelet$', '^containerd$', '^sshd$'];
 
-const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
 /**
  * `--param k=v` flags → a params object. Values are JSON when they parse as JSON (numbers, booleans,
@@ -35,7 +39,7 @@ export const parseParamFlags = (template: string, flags: readonly string[]): Rec
   const params: Record<string, unknown> = {};
   for (const flag of flags) {
     const eq = flag.indexOf('=');
-    if (eq <= 0) throw new UsageError(`--param expects key=value, got "${flag}"`);
+    if (eq <= 0) throw usage(`--param expects key=value, got "${flag}"`);
     const key = flag.slice(0, eq);
     const raw = flag.slice(eq + 1);
     let value: unknown = raw;
@@ -55,46 +59,33 @@ export const parseParamFlags = (template: string, flags: readonly string[]): Rec
 const describeErrors = (errors: readonly ValidationIssue[]): string =>
   errors.map((e) => (e.path ? `${e.path}: ${e.message}` : e.message)).join('; ');
 
-/** Commander reports an InvalidArgumentError as "option '--hosts <n>' argument '0' is invalid" and exits via usageExit. */
+/** Commander reports an InvalidArgumentError as "option '--hosts <n>' argument '0' is invalid"; main() exits 2. */
 const positiveInt = (value: string): number => {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer.');
   return n;
 };
 
-const keyValues = (flags: readonly string[], what: string): Record<string, string> =>
+export const keyValues = (flags: readonly string[], what: string): Record<string, string> =>
   Object.fromEntries(
     flags.map((f) => {
       const eq = f.indexOf('=');
-      if (eq <= 0) throw new UsageError(`${what} expects key=value, got "${f}"`);
+      if (eq <= 0) throw usage(`${what} expects key=value, got "${f}"`);
       return [f.slice(0, eq), f.slice(eq + 1)];
     }),
   );
 
-/** Runs an action; a UsageError (or a data plane refusal) becomes one stderr line and exit code 2. */
+/** Runs an action; a data plane refusal is bad input like any other. */
 const guarded =
   <A extends unknown[]>(action: (...args: A) => Promise<void> | void) =>
   async (...args: A): Promise<void> => {
     try {
       await action(...args);
     } catch (err) {
-      if (err instanceof UsageError || err instanceof LocalDataPlaneError) {
-        process.stderr.write(`phoenix: ${err.message}\n`);
-        process.exitCode = 2;
-        return;
-      }
+      if (err instanceof LocalDataPlaneError) throw usage(err.message);
       throw err;
     }
   };
-
-/** Commander's own parse errors (missing option, bad choice) exit with 2 too; help and version exit 0. */
-const usageExit = (err: CommanderError): never => {
-  const ok =
-    err.code === 'commander.helpDisplayed' ||
-    err.code === 'commander.help' ||
-    err.code === 'commander.version';
-  process.exit(ok ? 0 : 2);
-};
 
 interface RenderOptions {
   param: string[];
@@ -143,7 +134,6 @@ export const registerPipelineCommands = (program: Command): void => {
     )
     .option('--namespace <ns>', 'namespace of the Kubernetes objects')
     .option('--node-selector <key=value>', 'node selector of the target (repeatable)', collect, [])
-    .exitOverride(usageExit)
     .action(
       guarded((template: string, options: RenderOptions) => {
         const rendered = renderVariant({
@@ -154,7 +144,7 @@ export const registerPipelineCommands = (program: Command): void => {
           criticalProcesses: options.critical,
           ...(options.keep ? { keepList: options.keep } : {}),
         });
-        if (!rendered.ok) throw new UsageError(describeErrors(rendered.errors));
+        if (!rendered.ok) throw usage(describeErrors(rendered.errors));
         if (rendered.pendingTuning) {
           process.stderr.write(
             'phoenix: note: this template is completed from baseline data; without --keep this is its bootstrap config\n',
@@ -173,7 +163,7 @@ export const registerPipelineCommands = (program: Command): void => {
           nodeSelector: keyValues(options.nodeSelector, '--node-selector'),
           ...(options.namespace ? { namespace: options.namespace } : {}),
         });
-        if (objects.errors.length > 0) throw new UsageError(describeErrors(objects.errors));
+        if (objects.errors.length > 0) throw usage(describeErrors(objects.errors));
         process.stdout.write(objects.yaml);
       }),
     );
@@ -183,12 +173,12 @@ export const registerPipelineCommands = (program: Command): void => {
     .description(
       'run baseline and candidate over a simulated fleet and print series, data points per minute and the reduction',
     )
-    .requiredOption('--template <template>', 'candidate template')
+    .requiredOption('--template <template>', 'candidate template (required)')
     .option('--baseline <template>', 'baseline template', 'process-baseline-v1')
     .option('--param <key=value>', 'candidate template parameter (repeatable)', collect, [])
     .option('--baseline-param <key=value>', 'baseline template parameter (repeatable)', collect, [])
-    .requiredOption('--hosts <n>', 'simulated nodes', positiveInt)
-    .requiredOption('--processes <n>', 'processes per node', positiveInt)
+    .option('--hosts <n>', 'simulated nodes', positiveInt, DEFAULT_HOSTS)
+    .option('--processes <n>', 'processes per node', positiveInt, DEFAULT_PROCESSES)
     .option('--seed <n>', 'fleet seed', positiveInt, 1)
     .option(
       '--critical <regex>',
@@ -196,7 +186,6 @@ export const registerPipelineCommands = (program: Command): void => {
       collect,
     )
     .option('--json', 'print the result as JSON')
-    .exitOverride(usageExit)
     .action(guarded(async (options: SimulateOptions) => simulate(options)));
 };
 
@@ -204,14 +193,14 @@ const pct = (before: number, after: number): number => (before === 0 ? 0 : (100 
 
 const simulate = async (options: SimulateOptions): Promise<void> => {
   if (options.hosts * options.processes > 2_000_000)
-    throw new UsageError('--hosts × --processes must be at most 2,000,000');
+    throw usage('--hosts × --processes must be at most 2,000,000');
   const critical = options.critical ?? DEFAULT_CRITICAL;
   const experimentId = 'simulate';
   const candidateParams = parseTemplateParams(
     options.template,
     parseParamFlags(options.template, options.param),
   );
-  if (!candidateParams.ok) throw new UsageError(`candidate: ${describeErrors(candidateParams.errors)}`);
+  if (!candidateParams.ok) throw usage(`candidate: ${describeErrors(candidateParams.errors)}`);
   const plane = new LocalDataPlane({ tickMs: 0 });
   try {
     const render = (variant: Variant, template: string, params: unknown, tuning = {}) => {
@@ -223,7 +212,7 @@ const simulate = async (options: SimulateOptions): Promise<void> => {
         criticalProcesses: critical,
         ...tuning,
       });
-      if (!rendered.ok) throw new UsageError(`${variant}: ${describeErrors(rendered.errors)}`);
+      if (!rendered.ok) throw usage(`${variant}: ${describeErrors(rendered.errors)}`);
       return rendered;
     };
     const deploy = (variant: Variant, config: ReturnType<typeof render>['config']) =>
