@@ -114,6 +114,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     metrics,
     tokens,
     rateLimitPerMinute: config.PHOENIX_RATE_LIMIT_PER_MINUTE,
+    corsOrigins: config.PHOENIX_CORS_ORIGINS,
     readiness: {
       database: () => pingDatabase(database.db),
       eventStore: () => store.ping(),

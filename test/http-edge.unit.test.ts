@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig } from '../src/config.js';
-import { takeAccessTokens } from '../src/handlers/http/app.js';
+import { mapKnownError, takeAccessTokens } from '../src/handlers/http/app.js';
+import { UnstorableEventError } from '../src/handlers/ports/event-store.js';
 
 describe('takeAccessTokens: the live feed token leaves the URL before anything logs it', () => {
   const cases: [string, string, string[]][] = [
@@ -49,4 +50,13 @@ describe('PHOENIX_CORS_ORIGINS', () => {
       );
     });
   }
+});
+
+describe('mapKnownError', () => {
+  it('answers an append the event store refused for its content with 400, not 500, and echoes nothing of it', () => {
+    const mapped = mapKnownError(new UnstorableEventError('experiment-x', 'invalid input syntax: "secret\\u0000"'));
+    assert.equal(mapped?.problem.status, 400);
+    assert.equal(mapped?.problem.type.endsWith('/validation'), true);
+    assert.doesNotMatch(JSON.stringify(mapped?.problem), /secret/);
+  });
 });

@@ -29,7 +29,12 @@ import {
 import { AuthenticationError, type Principal, type Role, roleAtLeast, type TokenService } from '../auth.js';
 import { ConcurrencyConflictError, VersionMismatchError } from '../experiment-commands.js';
 import type { Metrics } from '../metrics.js';
-import { CorruptEventError, isUnreachableError, WrongExpectedVersionError } from '../ports/event-store.js';
+import {
+  CorruptEventError,
+  isUnreachableError,
+  UnstorableEventError,
+  WrongExpectedVersionError,
+} from '../ports/event-store.js';
 import { InvalidCursorError } from '../ports/read-models.js';
 import { swaggerOptions, swaggerUiOptions } from './openapi.js';
 import { HttpProblem, type Problem, problemType, titleOf } from './problem.js';
@@ -534,6 +539,14 @@ export function mapKnownError(
     return {
       problem: p(400, 'validation', error.message, {
         errors: [{ path: 'query.cursor', message: error.message }],
+      }),
+    };
+  }
+  // The schemas refuse what the database cannot hold; this is the store's own word on what slipped past.
+  if (error instanceof UnstorableEventError) {
+    return {
+      problem: p(400, 'validation', 'the request holds a value the event store cannot hold; nothing was written', {
+        errors: [{ path: 'body', message: 'holds a value the event store cannot hold (such as a NUL character)' }],
       }),
     };
   }
