@@ -189,7 +189,7 @@ const analysisLines = (a: Analysis): string[] => [
   `series: ${count(a.baseline.series)} → ${count(a.candidate.series)} (reduction ${pct(a.cardinalityReductionPct)})`,
   `data points/min: ${count(a.baseline.datapointsPerMinute)} → ${count(a.candidate.datapointsPerMinute)} (reduction ${pct(a.datapointReductionPct)})`,
   `critical processes lost: ${pct(a.criticalProcessLossPct)}${a.missingCriticalProcesses.length ? ` (${a.missingCriticalProcesses.join(', ')})` : ''}`,
-  ...a.reasons.map((r) => `reason: ${r}`),
+  ...a.reasons.map((r) => `  - ${r}`),
 ];
 
 const experimentDetail = (e: Experiment): string => {
@@ -725,16 +725,12 @@ export function registerApiCommands(program: Command): void {
       const { body } = await call(conn, 'GET', 'api/v1/templates');
       if (options.json) return json(body);
       const { items } = body as {
-        items: { name: string; description: string; params: { name: string; default: unknown }[] }[];
+        items: { name: string; description: string; params: { name: string }[] }[];
       };
       out(
         table([
           ['NAME', 'PARAMS', 'DESCRIPTION'],
-          ...items.map((t) => [
-            t.name,
-            t.params.map((p) => `${p.name}=${JSON.stringify(p.default ?? null)}`).join(' ') || '-',
-            t.description,
-          ]),
+          ...items.map((t) => [t.name, t.params.map((p) => p.name).join(', ') || '-', t.description]),
         ]),
       );
     }),
