@@ -72,7 +72,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
         }
       });
       const read = await Promise.all(streams.map((s) => store.readStream(s)));
-      read.forEach((events, i) => assert.equal(events.length, i === bad ? 0 : 1, `stream ${i}`));
+      for (const [i, events] of read.entries()) assert.equal(events.length, i === bad ? 0 : 1, `stream ${i}`);
     });
 
     it('several refused appends of every kind in one group, among good ones, a retry and a clash', async () => {

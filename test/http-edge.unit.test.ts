@@ -54,7 +54,9 @@ describe('PHOENIX_CORS_ORIGINS', () => {
 
 describe('mapKnownError', () => {
   it('answers an append the event store refused for its content with 400, not 500, and echoes nothing of it', () => {
-    const mapped = mapKnownError(new UnstorableEventError('experiment-x', 'invalid input syntax: "secret\\u0000"'));
+    const mapped = mapKnownError(
+      new UnstorableEventError('experiment-x', 'invalid input syntax: "secret\\u0000"'),
+    );
     assert.equal(mapped?.problem.status, 400);
     assert.equal(mapped?.problem.type.endsWith('/validation'), true);
     assert.doesNotMatch(JSON.stringify(mapped?.problem), /secret/);

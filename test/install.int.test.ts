@@ -22,7 +22,8 @@ describe('install', () => {
       const range = entry.engines?.node;
       if (!range) continue;
       for (const node of [oldest.version, process.versions.node]) {
-        if (!semver.satisfies(node, range)) refused.push(`${path}@${entry.version} needs node ${range}, not ${node}`);
+        if (!semver.satisfies(node, range))
+          refused.push(`${path}@${entry.version} needs node ${range}, not ${node}`);
       }
     }
     assert.deepEqual(refused, []);

@@ -4,6 +4,7 @@ import { LocalAnalyzer } from '../src/adapters/local-analyzer.js';
 import { LocalDataPlane } from '../src/adapters/local-dataplane.js';
 import { compilePipeline, emulateScrape } from '../src/adapters/local-dataplane-emulator.js';
 import { ProcessFleet } from '../src/adapters/local-dataplane-fleet.js';
+import type { ExperimentSpec } from '../src/domain/experiment-spec.js';
 import {
   compileCollectorRegex,
   computeKeepList,
@@ -13,7 +14,6 @@ import {
   renderVariant,
   validateCollectorConfig,
 } from '../src/domain/pipelines/index.js';
-import type { ExperimentSpec } from '../src/domain/experiment-spec.js';
 
 /**
  * Patterns that make a backtracking engine take exponential (or high-polynomial) time, each with a

@@ -545,9 +545,16 @@ export function mapKnownError(
   // The schemas refuse what the database cannot hold; this is the store's own word on what slipped past.
   if (error instanceof UnstorableEventError) {
     return {
-      problem: p(400, 'validation', 'the request holds a value the event store cannot hold; nothing was written', {
-        errors: [{ path: 'body', message: 'holds a value the event store cannot hold (such as a NUL character)' }],
-      }),
+      problem: p(
+        400,
+        'validation',
+        'the request holds a value the event store cannot hold; nothing was written',
+        {
+          errors: [
+            { path: 'body', message: 'holds a value the event store cannot hold (such as a NUL character)' },
+          ],
+        },
+      ),
     };
   }
   if (isUnreachableError(error)) {
