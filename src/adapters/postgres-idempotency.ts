@@ -1,28 +1,16 @@
 import { type Kysely, sql } from 'kysely';
-
-/** A stored answer to a command sent with an Idempotency-Key. */
-export interface StoredResponse {
-  readonly requestHash: string;
-  readonly status: number;
-  readonly headers: Readonly<Record<string, string>>;
-  readonly body: unknown;
-}
+import type { IdempotencyClaim, IdempotencyStore, StoredOutcome } from '../application/ports/idempotency.js';
 
 /**
- * What claiming a key found. `claimed`: this request now holds the key and runs the command, then
- * completes or releases it. `held`: the key already belongs to the request with `requestHash`; with
- * `response` when that request has answered, without while it runs (or died before answering).
- */
-export type IdempotencyClaim =
-  | { readonly kind: 'claimed' }
-  | { readonly kind: 'held'; readonly requestHash: string; readonly response?: StoredResponse };
-
-/**
- * Idempotency-Key records in PostgreSQL (migrations/010 and 053). A key is claimed with its request's
+ * Idempotency-Key records in PostgreSQL (migrations/010 and 053). A key is claimed with its command's
  * hash before the command runs, in one insert that the primary key makes atomic: of requests racing
  * with one key, exactly one claims it, and the others compare their hash with the one it stored.
+ *
+ * The table was made for HTTP answers (status, headers, body); the outcome is kept in `body` in the
+ * shape the HTTP answer had (`{id, state, version, position}`), so rows written before the command
+ * service read back the same. `status` only says that the command has answered: ANSWERED.
  */
-export class PostgresIdempotencyStore {
+export class PostgresIdempotencyStore implements IdempotencyStore {
   // biome-ignore lint/suspicious/noExplicitAny: raw SQL only
   constructor(private readonly db: Kysely<any>) {}
 
@@ -38,38 +26,33 @@ export class PostgresIdempotencyStore {
       const { rows } = await sql<{
         request_hash: string;
         status: number | null;
-        headers: Record<string, string> | null;
-        body: unknown;
+        body: OutcomeRow | null;
       }>`
-        select request_hash, status, headers, body from phoenix_idempotency_keys
+        select request_hash, status, body from phoenix_idempotency_keys
         where actor = ${actor} and key = ${key}`.execute(this.db);
       const row = rows[0];
       if (!row) continue;
-      return row.status === null
+      return row.status === null || row.body === null
         ? { kind: 'held', requestHash: row.request_hash }
-        : {
-            kind: 'held',
-            requestHash: row.request_hash,
-            response: {
-              requestHash: row.request_hash,
-              status: row.status,
-              headers: row.headers ?? {},
-              body: row.body,
-            },
-          };
+        : { kind: 'held', requestHash: row.request_hash, outcome: outcomeOf(row.body) };
     }
     throw new Error(`Idempotency-Key ${key}: claimed and released repeatedly; gave up`);
   }
 
   /**
-   * Stores the answer for the key's request. The first answer stays: a concurrent run of the same
-   * request that answers later changes nothing, and another request's claim is never overwritten.
+   * Stores the outcome for the key's command. The first outcome stays: a concurrent run of the same
+   * command that answers later changes nothing, and another command's claim is never overwritten.
    */
-  async complete(actor: string, key: string, response: StoredResponse): Promise<void> {
+  async complete(actor: string, key: string, requestHash: string, outcome: StoredOutcome): Promise<void> {
+    const body: OutcomeRow = {
+      id: outcome.experimentId,
+      state: outcome.state,
+      version: outcome.version,
+      position: outcome.position,
+    };
     await sql`
       insert into phoenix_idempotency_keys (actor, key, request_hash, status, headers, body)
-      values (${actor}, ${key}, ${response.requestHash}, ${response.status}, ${JSON.stringify(response.headers)}::jsonb,
-              ${JSON.stringify(response.body)}::jsonb)
+      values (${actor}, ${key}, ${requestHash}, ${ANSWERED}, '{}'::jsonb, ${JSON.stringify(body)}::jsonb)
       on conflict (actor, key) do update
         set status = excluded.status, headers = excluded.headers, body = excluded.body
         where phoenix_idempotency_keys.status is null
@@ -94,3 +77,21 @@ export class PostgresIdempotencyStore {
     return Number(result.numAffectedRows ?? 0);
   }
 }
+
+/** The status of an answered row (the column predates transport-neutral outcomes; see the class). */
+const ANSWERED = 200;
+
+/** An outcome as the body column holds it. */
+interface OutcomeRow {
+  readonly id: string;
+  readonly state: string;
+  readonly version: number;
+  readonly position: string;
+}
+
+const outcomeOf = (row: OutcomeRow): StoredOutcome => ({
+  experimentId: row.id,
+  state: row.state,
+  version: row.version,
+  position: row.position,
+});

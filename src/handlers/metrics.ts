@@ -1,4 +1,5 @@
 import client from 'prom-client';
+import type { CommandMetrics } from '../application/ports/metrics.js';
 
 /**
  * Every metric Phoenix exports, on a registry of its own (built by the composition root, never a
@@ -61,3 +62,10 @@ export function createMetrics(options: { collectDefaults?: boolean } = {}): Metr
     }),
   };
 }
+
+/** The command service's metrics port, recorded on the exported metrics. */
+export const commandMetricsOf = (metrics: Metrics): CommandMetrics => ({
+  transition: (from, to, success, seconds) =>
+    metrics.stateTransitionDuration.labels(from, to, String(success)).observe(seconds),
+  conflict: (resource) => metrics.lockContention.labels(resource).inc(),
+});

@@ -1,43 +1,23 @@
-import { createHash } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import type { IdempotencyClaim, StoredResponse } from '../../adapters/postgres-idempotency.js';
 import {
-  type ExistingExperiment,
-  type ExperimentCommand,
-  type ExperimentEvent,
-  fold,
-  InvalidTransitionError,
-  STATUSES,
-} from '../../domain/experiment.js';
+  type CommandService,
+  createCommandService,
+  IdempotencyKeyReusedError,
+  type ServiceCommand,
+} from '../../application/command-service.js';
+import type { IdempotencyStore } from '../../application/ports/idempotency.js';
+import { type ExistingExperiment, type ExperimentEvent, fold, STATUSES } from '../../domain/experiment.js';
 import { VARIANTS } from '../../domain/experiment-spec.js';
 import { listTemplates, type RenderVariantInput, renderVariant } from '../../domain/pipelines/index.js';
-import {
-  type CommandContext,
-  type CommandResult,
-  deriveEventId,
-  handleExperimentCommand,
-  type KnownStreams,
-  streamIdOf,
-} from '../experiment-commands.js';
+import { type KnownStreams, streamIdOf } from '../experiment-commands.js';
 import { eventsUpTo, eventView, stateView } from '../experiment-views.js';
-import type { Metrics } from '../metrics.js';
+import { commandMetricsOf, type Metrics } from '../metrics.js';
 import { type EventStore, isPosition } from '../ports/event-store.js';
 import type { ReadModels } from '../ports/read-models.js';
 import { dbText, experimentSpecSchema } from '../schemas.js';
 import type { TypedApp } from './app.js';
 import { HttpProblem } from './problem.js';
-
-/**
- * Idempotency-Key records. A request claims its key with its hash before its command runs (atomically:
- * of racing requests one claims, the others see its hash), then completes the claim with its answer,
- * or releases it when the command failed.
- */
-export interface IdempotencyStore {
-  claim(actor: string, key: string, requestHash: string): Promise<IdempotencyClaim>;
-  complete(actor: string, key: string, response: StoredResponse): Promise<void>;
-  release(actor: string, key: string, requestHash: string): Promise<void>;
-}
 
 export interface ExperimentRoutesDependencies {
   readonly store: EventStore<ExperimentEvent>;
@@ -48,6 +28,8 @@ export interface ExperimentRoutesDependencies {
   readonly newId: () => string;
   /** Streams this process decided on lately: commands on them skip the read (see KnownStreams). */
   readonly known?: KnownStreams;
+  /** The command service shared with other transports; built from the dependencies above when absent. */
+  readonly commands?: CommandService;
 }
 
 const MIN_POSITION_WAIT_MS = 5_000;
@@ -97,96 +79,44 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
   const { store, readModels } = deps;
   const createBody = createExperimentSchema();
 
+  const commands =
+    deps.commands ??
+    createCommandService({
+      store,
+      idempotency: deps.idempotency,
+      metrics: commandMetricsOf(deps.metrics),
+      clock: deps.clock,
+      newId: deps.newId,
+      known: deps.known,
+    });
+
   /** Runs a command with the contract's Idempotency-Key and If-Match semantics, and answers it. */
   async function runCommand(
     request: FastifyRequest,
     reply: FastifyReply,
-    options: {
-      experimentId: (idempotencyKey: string | undefined) => string;
-      command: (experimentId: string) => ExperimentCommand;
-      successStatus: number;
-      location?: boolean;
-    },
+    command: ServiceCommand,
+    options: { successStatus: number; location?: boolean },
   ) {
-    const actor = request.principal!.sub;
     const key = idempotencyKeyOf(request);
-    const expectedVersion = ifMatchOf(request);
-    // What a retry with this key must repeat exactly (only worked out when there is a key).
-    const requestHash =
-      key === undefined
-        ? ''
-        : createHash('sha256')
-            .update(
-              `${request.method} ${request.url.split('?')[0]}\n${JSON.stringify(request.body ?? null)}\n${request.headers['if-match'] ?? ''}`,
-            )
-            .digest('hex');
-    // The key is claimed with this request's hash before anything is written: a request with another
-    // body, concurrent or later, finds the hash and is refused. A request with the same hash that finds
-    // the key still held runs the command too: its event ids derive from the key, so it writes nothing
-    // twice, and it answers even when the holder died before answering.
-    let claimed = false;
-    if (key !== undefined) {
-      const claim = await deps.idempotency.claim(actor, key, requestHash);
-      if (claim.kind === 'held') {
-        if (claim.requestHash !== requestHash) {
-          throw new HttpProblem(
-            422,
-            'idempotency-key-reused',
-            'this Idempotency-Key was used with a different request',
-          );
-        }
-        if (claim.response) {
-          return reply
-            .code(claim.response.status)
-            .headers({ ...claim.response.headers, 'idempotent-replayed': 'true' })
-            .send(claim.response.body);
-        }
-      } else {
-        claimed = true;
-      }
-    }
-    const experimentId = options.experimentId(key);
-    const command = options.command(experimentId);
-    const context: CommandContext = {
-      actor,
-      correlationId: request.id,
-      causationId: null,
-      // With a key, the command's event ids derive from it: a concurrent retry writes nothing twice.
-      ...(key !== undefined ? { commandId: `http:${actor}:${key}` } : {}),
-      ...(expectedVersion !== undefined ? { expectedVersion } : {}),
-    };
-    const started = performance.now();
-    let result: CommandResult;
+    let outcome: Awaited<ReturnType<CommandService['execute']>>;
     try {
-      result = await handleExperimentCommand(store, experimentId, command, context, {
-        onConflict: () => deps.metrics.lockContention.labels('experiment').inc(),
-        ...(deps.known ? { known: deps.known } : {}),
+      outcome = await commands.execute(command, {
+        actor: request.principal!.sub,
+        correlationId: request.id,
+        idempotencyKey: key,
+        expectedVersion: ifMatchOf(request),
       });
     } catch (err) {
-      // A failed command keeps nothing: the key serves the next request, as if never sent.
-      if (claimed) await deps.idempotency.release(actor, key!, requestHash).catch(() => undefined);
-      const from = err instanceof InvalidTransitionError ? err.actual : 'unknown';
-      deps.metrics.stateTransitionDuration
-        .labels(from, 'unknown', 'false')
-        .observe((performance.now() - started) / 1000);
+      if (err instanceof IdempotencyKeyReusedError) {
+        throw new HttpProblem(422, 'idempotency-key-reused', err.message);
+      }
       throw err;
     }
-    const to = result.state.status === 'empty' ? 'unknown' : result.state.status;
-    const from = result.previousStatus === 'empty' ? 'none' : result.previousStatus;
-    deps.metrics.stateTransitionDuration
-      .labels(from, to, 'true')
-      .observe((performance.now() - started) / 1000);
-    const body = { id: experimentId, state: to, version: result.version, position: result.position };
-    const headers: Record<string, string> = { etag: `"${result.version}"` };
-    if (options.location) headers.location = `/api/v1/experiments/${experimentId}`;
-    if (key !== undefined)
-      await deps.idempotency.complete(actor, key, {
-        requestHash,
-        status: options.successStatus,
-        headers,
-        body,
-      });
-    return reply.code(options.successStatus).headers(headers).send(body);
+    const { experimentId: id, state, version, position } = outcome;
+    const headers: Record<string, string> = { etag: `"${version}"` };
+    if (options.location) headers.location = `/api/v1/experiments/${id}`;
+    if (outcome.replayed) headers['idempotent-replayed'] = 'true';
+    return reply.code(options.successStatus).headers(headers).send({ id, state, version, position });
   }
 
   app.post(
@@ -201,19 +131,12 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
       },
     },
     async (request, reply) =>
-      runCommand(request, reply, {
-        // With an Idempotency-Key the id derives from it, so a retry lands on the same stream.
-        experimentId: (key) =>
-          key !== undefined ? uuidFrom(`${request.principal!.sub}:${key}`) : deps.newId(),
-        command: (experimentId) => ({
-          type: 'CreateExperiment',
-          experimentId,
-          spec: request.body,
-          at: deps.clock().toISOString(),
-        }),
-        successStatus: 201,
-        location: true,
-      }),
+      runCommand(
+        request,
+        reply,
+        { type: 'CreateExperiment', spec: request.body },
+        { successStatus: 201, location: true },
+      ),
   );
 
   app.post(
@@ -229,11 +152,12 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
       },
     },
     async (request, reply) =>
-      runCommand(request, reply, {
-        experimentId: () => request.params.id,
-        command: () => ({ type: 'StartExperiment', at: deps.clock().toISOString() }),
-        successStatus: 202,
-      }),
+      runCommand(
+        request,
+        reply,
+        { type: 'StartExperiment', experimentId: request.params.id },
+        { successStatus: 202 },
+      ),
   );
 
   app.post(
@@ -249,15 +173,12 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
       },
     },
     async (request, reply) =>
-      runCommand(request, reply, {
-        experimentId: () => request.params.id,
-        command: () => ({
-          type: 'CancelExperiment',
-          reason: request.body?.reason,
-          at: deps.clock().toISOString(),
-        }),
-        successStatus: 202,
-      }),
+      runCommand(
+        request,
+        reply,
+        { type: 'CancelExperiment', experimentId: request.params.id, reason: request.body?.reason },
+        { successStatus: 202 },
+      ),
   );
 
   const catchUp = catchUpWith(readModels);
@@ -484,6 +405,3 @@ const ifMatchOf = (request: FastifyRequest): number | undefined => {
   }
   return Number(m[1]);
 };
-
-/** A stable UUID for a name (v8 layout), so an Idempotency-Key always names the same experiment. */
-const uuidFrom = (name: string): string => deriveEventId(`experiment-id:${name}`, 0);
