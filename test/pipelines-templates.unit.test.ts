@@ -217,3 +217,21 @@ describe('Kubernetes objects golden files', () => {
     });
   }
 });
+
+describe('process-aggregated-v1 aggregation names', () => {
+  // The collector knows sum, mean, min, max, median and count; it refused the "avg" Phoenix used to render.
+  for (const [aggregation, fn] of [
+    ['sum', 'sum'],
+    ['avg', 'mean'],
+    ['max', 'max'],
+  ] as const) {
+    it(`renders aggregation ${aggregation} as aggregate_on_attributes("${fn}")`, () => {
+      const rendered = renderVariant({
+        ...goldenInput('process-aggregated-v1'),
+        params: { aggregation },
+      });
+      assert.ok(rendered.ok, JSON.stringify(rendered.errors));
+      assert.match(rendered.yaml, new RegExp(`aggregate_on_attributes\\("${fn}", `));
+    });
+  }
+});

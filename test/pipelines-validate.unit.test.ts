@@ -38,6 +38,61 @@ const assertProblem = (mutate: (c: CollectorConfig) => void, path: string, messa
 const processors = (c: CollectorConfig) =>
   (c.service.pipelines.metrics as { processors: string[] }).processors;
 
+describe('validateCollectorConfig: what the real collector refuses (see otelcol-validator-parity)', () => {
+  const transform = (c: CollectorConfig, statement: string) => {
+    c.processors['transform/x'] = { metric_statements: [{ context: 'metric', statements: [statement] }] };
+    processors(c).splice(2, 0, 'transform/x');
+  };
+
+  it('refuses aggregate_on_attributes("avg") and takes "mean", as the collector does', () => {
+    assertProblem(
+      (c) => transform(c, 'aggregate_on_attributes("avg", [])'),
+      'processors.transform/x.metric_statements.0.statements.0',
+      /must be one of sum, mean/,
+    );
+    assert.deepEqual(
+      problems((c) => transform(c, 'aggregate_on_attributes("mean", [])')),
+      [],
+    );
+  });
+
+  it('refuses a metric path the metric context does not have', () => {
+    assertProblem(
+      (c) => transform(c, 'set(metric.bogus, "x")'),
+      'processors.transform/x.metric_statements.0.statements.0',
+      /not a metric field/,
+    );
+  });
+
+  it('refuses a batch max size below the batch size and a timeout that is not a duration', () => {
+    assertProblem(
+      (c) => Object.assign(c.processors.batch as object, { send_batch_size: 100, send_batch_max_size: 10 }),
+      'processors.batch.send_batch_max_size',
+      /greater than or equal/,
+    );
+    assert.deepEqual(
+      problems((c) =>
+        Object.assign(c.processors.batch as object, { send_batch_size: 100, send_batch_max_size: 0 }),
+      ),
+      [],
+    );
+    assertProblem(
+      (c) => Object.assign(c.processors.batch as object, { timeout: 'soon' }),
+      'processors.batch.timeout',
+      /duration/,
+    );
+  });
+
+  it('takes a lone groupbyattrs key, which the collector reads as a list of one', () => {
+    assert.deepEqual(
+      problems((c) => {
+        c.processors['groupbyattrs/merge'] = { keys: 'process.pid' };
+      }),
+      [],
+    );
+  });
+});
+
 describe('validateCollectorConfig', () => {
   it('accepts a rendered config', () => {
     assert.deepEqual(

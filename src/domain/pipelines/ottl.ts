@@ -334,8 +334,11 @@ export const OTTL_CONVERTERS: Readonly<Record<string, readonly [number, number]>
   ContainsValue: [2, 2],
 };
 
-/** The aggregation functions `aggregate_on_attributes` accepts. */
-export const OTTL_AGGREGATIONS = ['sum', 'avg', 'min', 'max', 'median', 'count'] as const;
+/**
+ * The aggregation functions `aggregate_on_attributes` accepts: the collector's list (v0.165: "valid
+ * options: sum, mean, min, max, median, count"); it refuses `avg`.
+ */
+export const OTTL_AGGREGATIONS = ['sum', 'mean', 'min', 'max', 'median', 'count'] as const;
 
 /** Every value node in an expression, depth first; used by checks and by the emulator's dependency analysis. */
 export function* walkValues(node: OttlCondition | OttlValue): Generator<OttlValue> {

@@ -1,4 +1,4 @@
-import { ottlString } from './ottl.js';
+import { type OTTL_AGGREGATIONS, ottlString } from './ottl.js';
 import type { TemplateName, TemplateParams } from './params.js';
 import { quoteMeta, unionPattern } from './regex.js';
 
@@ -114,6 +114,16 @@ const notCriticalDatapoint = (ctx: TemplateContext) =>
  * resource, filter, transform, groupbyattrs, batch, prometheus, otlp); where a template's idea has no
  * stock processor, the comment at the template says what the control plane does instead.
  */
+/**
+ * The template's `aggregation` parameter → the function name `aggregate_on_attributes` takes. The API
+ * says `avg`; the collector only knows `mean` (it refuses "avg": "valid options: sum, mean, min, max,
+ * median, count").
+ */
+const OTTL_AGGREGATION_OF = { sum: 'sum', avg: 'mean', max: 'max' } as const satisfies Record<
+  TemplateParams<'process-aggregated-v1'>['aggregation'],
+  (typeof OTTL_AGGREGATIONS)[number]
+>;
+
 export const TEMPLATE_DEFINITIONS: { readonly [N in TemplateName]: TemplateDefinition<N> } = {
   'process-baseline-v1': {
     name: 'process-baseline-v1',
@@ -198,7 +208,7 @@ export const TEMPLATE_DEFINITIONS: { readonly [N in TemplateName]: TemplateDefin
               {
                 context: 'metric',
                 statements: [
-                  `aggregate_on_attributes(${ottlString(params.aggregation)}, ${params.keepCpuStates ? '["state"]' : '[]'})`,
+                  `aggregate_on_attributes(${ottlString(OTTL_AGGREGATION_OF[params.aggregation])}, ${params.keepCpuStates ? '["state"]' : '[]'})`,
                 ],
               },
             ],

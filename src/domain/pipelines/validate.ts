@@ -107,6 +107,17 @@ const CONTEXT_ROOTS: Record<OttlContext, readonly string[]> = {
   ],
 };
 
+/** The fields under `metric.` (any context) that OTTL's metric context knows. */
+const METRIC_FIELDS: readonly string[] = [
+  'name',
+  'description',
+  'unit',
+  'type',
+  'aggregation_temporality',
+  'is_monotonic',
+  'data_points',
+];
+
 /** Checks a parsed OTTL expression's paths, functions and regexes; returns messages. */
 const checkOttlValues = (node: OttlCondition | OttlValue, context: OttlContext): string[] => {
   const problems: string[] = [];
@@ -124,6 +135,9 @@ const checkOttlValues = (node: OttlCondition | OttlValue, context: OttlContext):
         problems.push(`path "${value.segments.join('.')}" is not a resource field`);
       } else if (root === 'metric' && second === undefined) {
         problems.push('path "metric" needs a field, e.g. metric.name');
+      } else if (root === 'metric' && !METRIC_FIELDS.includes(second ?? '')) {
+        // The collector refuses these when it parses the statement ("is not a valid path").
+        problems.push(`path "${value.segments.join('.')}" is not a metric field`);
       }
     } else if (value.kind === 'call') {
       const arity = OTTL_CONVERTERS[value.name];
@@ -433,6 +447,35 @@ const checkMemoryLimiter = (config: unknown, path: string, out: ValidationIssue[
   }
 };
 
+const checkBatch = (config: unknown, path: string, out: ValidationIssue[]): void => {
+  if (config === null || config === undefined) return;
+  if (!isRecord(config)) {
+    out.push({ path, message: 'expected a mapping' });
+    return;
+  }
+  if (config.timeout !== undefined) {
+    const seconds = typeof config.timeout === 'string' ? parseDurationSeconds(config.timeout) : undefined;
+    if (seconds === undefined)
+      out.push({ path: `${path}.timeout`, message: 'must be a duration such as 10s' });
+  }
+  const size = config.send_batch_size;
+  const max = config.send_batch_max_size;
+  for (const [key, value] of [
+    ['send_batch_size', size],
+    ['send_batch_max_size', max],
+  ] as const) {
+    if (value !== undefined && !(Number.isInteger(value) && (value as number) >= 0))
+      out.push({ path: `${path}.${key}`, message: 'must be a whole number ≥ 0' });
+  }
+  // The collector's rule: a max of 0 means no limit; otherwise it must hold a whole batch.
+  if (typeof max === 'number' && max > 0 && typeof size === 'number' && max < size) {
+    out.push({
+      path: `${path}.send_batch_max_size`,
+      message: 'must be greater than or equal to send_batch_size (or 0 for no limit)',
+    });
+  }
+};
+
 const HOST_PORT = /^[^:\s]*:\d{1,5}$/;
 
 const checkExporter = (type: string, config: unknown, path: string, out: ValidationIssue[]): void => {
@@ -470,10 +513,13 @@ const checkComponent = (
     if (type === 'transform') checkTransform(config, path, out);
     if (type === 'resource') checkResource(config, path, out);
     if (type === 'memory_limiter') checkMemoryLimiter(config, path, out);
+    if (type === 'batch') checkBatch(config, path, out);
+    // The collector decodes a lone string as a list of one key, so that is accepted too.
     if (
       type === 'groupbyattrs' &&
       isRecord(config) &&
       config.keys !== undefined &&
+      typeof config.keys !== 'string' &&
       !isStringArray(config.keys)
     ) {
       out.push({ path: `${path}.keys`, message: 'keys must be a list of strings' });
