@@ -19,6 +19,7 @@ import {
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
+import { IdempotencyKeyReusedError } from '../../application/command-service.js';
 import {
   DomainError,
   ExperimentAlreadyExistsError,
@@ -527,6 +528,8 @@ export function mapKnownError(
     return { problem: p(409, 'conflict', error.message) };
   }
   if (error instanceof DomainError) return { problem: p(409, 'conflict', error.message) };
+  if (error instanceof IdempotencyKeyReusedError)
+    return { problem: p(422, 'idempotency-key-reused', error.message) };
   if (error instanceof VersionMismatchError) {
     return { problem: p(412, 'version-mismatch', error.message, { currentVersion: error.actual }) };
   }

@@ -3,7 +3,6 @@ import { z } from 'zod';
 import {
   type CommandService,
   createCommandService,
-  IdempotencyKeyReusedError,
   type ServiceCommand,
 } from '../../application/command-service.js';
 import type { IdempotencyStore } from '../../application/ports/idempotency.js';
@@ -98,20 +97,12 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
     options: { successStatus: number; location?: boolean },
   ) {
     const key = idempotencyKeyOf(request);
-    let outcome: Awaited<ReturnType<CommandService['execute']>>;
-    try {
-      outcome = await commands.execute(command, {
-        actor: request.principal!.sub,
-        correlationId: request.id,
-        idempotencyKey: key,
-        expectedVersion: ifMatchOf(request),
-      });
-    } catch (err) {
-      if (err instanceof IdempotencyKeyReusedError) {
-        throw new HttpProblem(422, 'idempotency-key-reused', err.message);
-      }
-      throw err;
-    }
+    const outcome = await commands.execute(command, {
+      actor: request.principal!.sub,
+      correlationId: request.id,
+      idempotencyKey: key,
+      expectedVersion: ifMatchOf(request),
+    });
     const { experimentId: id, state, version, position } = outcome;
     const headers: Record<string, string> = { etag: `"${version}"` };
     if (options.location) headers.location = `/api/v1/experiments/${id}`;
