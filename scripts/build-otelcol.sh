@@ -78,7 +78,7 @@ run_step() { # what command...
   local what="$1"
   shift
   say "$what"
-  heartbeat "$what" &
+  heartbeat "$what" 9>&- &
   local hb=$! rc=0
   "$@" || rc=$?
   kill "$hb" 2>/dev/null || true
@@ -86,7 +86,7 @@ run_step() { # what command...
   return "$rc"
 }
 
-if [[ ! -x "$OCB" ]] || ! "$OCB" version 2>/dev/null | grep -q "$OCB_VERSION\$"; then
+if [[ ! -x "$OCB" ]] || ! "$OCB" version 2>&1 | grep -q " $OCB_VERSION\$"; then
   mkdir -p "$OUT/bin"
   run_step "installing ocb $OCB_VERSION into $OUT/bin" \
     env GOBIN="$OUT/bin" "$GO_BIN" install "go.opentelemetry.io/collector/cmd/builder@$OCB_VERSION"
