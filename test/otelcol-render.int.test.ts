@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import {
   buildKubernetesObjects,
+  DEFAULT_COLLECTOR_IMAGE,
   type KubernetesMode,
   listTemplates,
   NODE_NAME_ENV,
@@ -12,7 +14,7 @@ import {
   type TemplateName,
   toYaml,
 } from '../src/domain/pipelines/index.js';
-import { collectorValidate, findCollector, mapLimit } from './support/otelcol.js';
+import { collectorValidate, findCollector, MANIFEST, mapLimit } from './support/otelcol.js';
 
 /**
  * The real collector (issue 17 §2) validates every config Phoenix renders: every template, with default
@@ -219,6 +221,14 @@ const targetsOf = (c: Case): Target[] => {
   }
   return targets;
 };
+
+it('deploys the collector release the configs are validated against', () => {
+  // The manifest pins otlpreceiver (core) and the contrib modules to one v0.N.0; the default image must be it.
+  const manifest = readFileSync(MANIFEST, 'utf8');
+  const versions = new Set([...manifest.matchAll(/gomod: \S+ v(0\.\d+\.\d+)/g)].map((m) => m[1]));
+  assert.equal(versions.size, 1, `one core/contrib version in the manifest, got ${[...versions].join(', ')}`);
+  assert.equal(DEFAULT_COLLECTOR_IMAGE, `otel/opentelemetry-collector-contrib:${[...versions][0]}`);
+});
 
 describe('the real collector validates every rendered config', { skip: collector.skip }, () => {
   const bin = collector.bin as string;

@@ -28,7 +28,11 @@ export interface KubernetesObjects {
 }
 
 export const DEFAULT_NAMESPACE = 'phoenix-experiments';
-export const DEFAULT_COLLECTOR_IMAGE = 'otel/opentelemetry-collector-contrib:0.128.0';
+/**
+ * The release the rendered configs are validated against (otelcol/builder-config.yaml pins the same
+ * v0.165.0 for the tests' collector), so what runs on the cluster is the version that said "valid".
+ */
+export const DEFAULT_COLLECTOR_IMAGE = 'otel/opentelemetry-collector-contrib:0.165.0';
 
 /** Labels Phoenix puts on every object (and, through the operator or the pod template, on every pod). */
 export const LABEL_KEYS = {
