@@ -2,36 +2,49 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { findSecret } from './adapters/secret-file.js';
-import { ConfigError, loadConfig } from './config.js';
+import { type Config, ConfigError, loadConfig } from './config.js';
 import { parseTtl, ROLES, type Role, TokenService } from './handlers/auth.js';
 import { registerApiCommands } from './handlers/cli-api.js';
 import { registerAuditCommands } from './handlers/cli-audit.js';
+import { CliError } from './handlers/cli-error.js';
 import { registerPipelineCommands } from './handlers/cli-pipelines.js';
 import { registerReplayCommands } from './handlers/cli-replay.js';
 import { registerWorkerCommands } from './handlers/cli-workers.js';
-import { lockEmbeddedDatabase, serve } from './handlers/serve.js';
-import { createLogger, openDatabase } from './main.js';
+import { serve } from './handlers/serve.js';
+import {
+  buildSystem,
+  createBus,
+  createLogger,
+  createWorkerAdapters,
+  isSimulatorRefusal,
+  openCommandDatabase,
+  openCommandStorage,
+  openSimulator,
+} from './main.js';
 
 /**
- * `phoenix <command>`: the server and the operator tooling. Bad input is a one-line message on
- * stderr and exit code 2; a failure while running is a one-line message and exit code 1.
+ * `phoenix <command>`: the server and the operator tooling, and the process's entry. Bad input is a
+ * one-line message on stderr and exit code 2; a failure while running is a one-line message and exit
+ * code 1 (CliError, which the commands throw).
  */
-export class CliError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode = 1,
-  ) {
-    super(message);
-  }
-}
+export { CliError };
 
-const config = () => {
-  try {
-    return loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) throw new CliError(`invalid configuration: ${err.message}`, 2);
-    throw err;
-  }
+/**
+ * The environment, read and validated once, when the first command that needs it asks (so `render`,
+ * `--version` or the API commands run whatever the server's variables hold); a bad value is bad input.
+ */
+const configOnce = (env: NodeJS.ProcessEnv): (() => Config) => {
+  let config: Config | undefined;
+  return () => {
+    if (config) return config;
+    try {
+      config = loadConfig(env);
+      return config;
+    } catch (err) {
+      if (err instanceof ConfigError) throw new CliError(`invalid configuration: ${err.message}`, 2);
+      throw err;
+    }
+  };
 };
 
 /** Tokens minted without `--ttl` live this long: a working day, like the server's start-up token. */
@@ -46,7 +59,7 @@ const version = (): string =>
  * The server's secret, never a new one: PHOENIX_JWT_SECRET, else the one the server keeps in the data
  * dir (PHOENIX_DATA_DIR or its default, resolved against the working directory as the server does).
  */
-const serverSecret = (c: ReturnType<typeof config>): string => {
+const serverSecret = (c: Config): string => {
   if (c.PHOENIX_JWT_SECRET) return c.PHOENIX_JWT_SECRET;
   const secret = findSecret(c.PHOENIX_DATA_DIR);
   if (secret !== undefined) return secret;
@@ -57,32 +70,34 @@ const serverSecret = (c: ReturnType<typeof config>): string => {
   );
 };
 
-export function buildProgram(): Command {
+/**
+ * Every command, wired: the configuration getter, the logger factory and the openers of the
+ * composition root (src/main.ts) are passed to each as arguments.
+ */
+export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
+  const config = configOnce(env);
   const program = new Command('phoenix')
     .description('Phoenix control plane: telemetry-cost A/B experiments')
     .version(version(), '-V, --version', 'print the version')
+    // `phoenix --version` before a command, a command's own options after it: `state <id> --version 2`
+    // is the state at version 2, not the program's version (commander takes program options anywhere).
+    .enablePositionalOptions()
     .exitOverride();
 
   program
     .command('serve')
     .description('run the server (what `npm start` runs)')
     .action(async () => {
-      await serve(config());
+      await serve(config(), { buildSystem: (c) => buildSystem(c) });
     });
 
   program
     .command('migrate')
     .description('apply migrations/ to the database')
     .action(async () => {
-      const c = config();
-      // The embedded database is one process's: never open it under a running server.
-      const release = c.DATABASE_URL ? () => undefined : lockEmbeddedDatabase(c.PHOENIX_DATA_DIR);
-      try {
-        const database = await openDatabase(c, createLogger({ LOG_LEVEL: 'warn' }));
-        await database.close();
-      } finally {
-        release();
-      }
+      // Opening migrates; the embedded database is one process's: never opened under a running server.
+      const opened = await openCommandDatabase(config(), createLogger({ LOG_LEVEL: 'warn' }));
+      await opened.close();
       process.stdout.write('migrations applied\n');
     });
 
@@ -116,16 +131,16 @@ export function buildProgram(): Command {
       process.stdout.write(`${await tokens.mint({ sub: options.sub, role: options.role }, ttl)}\n`);
     });
 
-  registerReplayCommands(program);
-  registerAuditCommands(program);
-  registerPipelineCommands(program);
-  registerWorkerCommands(program);
+  registerReplayCommands(program, { config, createLogger, openStorage: openCommandStorage });
+  registerAuditCommands(program, { config, createLogger, openDatabase: openCommandDatabase });
+  registerPipelineCommands(program, { openSimulator, isSimulatorRefusal });
+  registerWorkerCommands(program, { config, createLogger, createBus, createWorkerAdapters });
   registerApiCommands(program);
   return program;
 }
 
-export async function main(argv: readonly string[]): Promise<number> {
-  const program = buildProgram();
+export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const program = buildProgram(env);
   try {
     await program.parseAsync([...argv]);
     return 0;

@@ -3,15 +3,22 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { EsdbEventStore } from './adapters/esdb-event-store.js';
+import { createInProcessBus } from './adapters/inprocess-bus.js';
+import { LocalAnalyzer } from './adapters/local-analyzer.js';
+import { LocalDataPlane, LocalDataPlaneError } from './adapters/local-dataplane.js';
+import { LocalDeployer } from './adapters/local-deployer.js';
+import { NatsBus } from './adapters/nats-bus.js';
 import { openPGlite, openPostgres, pingDatabase, type SqlDatabase } from './adapters/postgres-database.js';
 import { PostgresEventStore } from './adapters/postgres-event-store.js';
 import { PostgresIdempotencyStore } from './adapters/postgres-idempotency.js';
 import { migrateToLatest } from './adapters/postgres-migrations.js';
+import { PrometheusAnalyzer } from './adapters/prometheus-analyzer.js';
 import { loadOrCreateSecret } from './adapters/secret-file.js';
 import type { Config } from './config.js';
 import type { ExperimentEvent } from './domain/experiment.js';
 import { TokenService } from './handlers/auth.js';
-import { createBus, createWorkerAdapters } from './handlers/cli-workers.js';
+import type { CommandDatabase, CommandStorage } from './handlers/cli-replay.js';
+import type { BusOptions, WorkerAdapters, WorkerKinds } from './handlers/cli-workers.js';
 import { experimentCodec } from './handlers/experiment-codec.js';
 import { KnownStreams } from './handlers/experiment-commands.js';
 import { DEFAULT_SAGA_TIMEOUTS, lifecycleSagaHandler, SagaEffects } from './handlers/experiment-saga.js';
@@ -21,15 +28,20 @@ import { catchUpWith, experimentRoutes } from './handlers/http/experiments.js';
 import { liveRoutes } from './handlers/http/live.js';
 import { LiveHub } from './handlers/live-hub.js';
 import { createMetrics, type Metrics } from './handlers/metrics.js';
+import type { Analyzer } from './handlers/ports/analyzer.js';
 import type { Bus } from './handlers/ports/bus.js';
+import type { Deployer, UsageSource } from './handlers/ports/deployer.js';
 import type { EventStore } from './handlers/ports/event-store.js';
 import type { ReadModels } from './handlers/ports/read-models.js';
+import { lockEmbeddedDatabase } from './handlers/serve.js';
 import { startWorkers } from './handlers/workers.js';
 import { createProjections, ProjectionRunner, type Projections } from './projections/index.js';
 
 /**
- * The composition root: the one place that reads configuration, builds the adapters and wires
- * everything by passing them as arguments. `buildSystem` listens on nothing; `serve` does.
+ * The composition root: the one place that builds the adapters and wires everything by passing them
+ * as arguments. The configuration arrives read and validated (by the entry, src/cli.ts, or a test).
+ * `buildSystem` listens on nothing; `serve` does. The CLI commands get the openers below from
+ * src/cli.ts as arguments; nothing under src/handlers or src/projections imports this module.
  */
 export interface System {
   readonly config: Config;
@@ -48,8 +60,12 @@ export interface System {
   stop(): Promise<void>;
 }
 
-export function createLogger(config: Pick<Config, 'LOG_LEVEL'>): Logger {
-  return pino({ level: config.LOG_LEVEL, base: { service: 'phoenix' } });
+/** The process's logger; `bindings` adds fields to every line (a worker's kind, say). */
+export function createLogger(
+  config: Pick<Config, 'LOG_LEVEL'>,
+  bindings: Record<string, unknown> = {},
+): Logger {
+  return pino({ level: config.LOG_LEVEL, base: { service: 'phoenix', ...bindings } });
 }
 
 /** The database for read models (and events, without EVENTSTORE_URL): real PostgreSQL or embedded PGlite. */
@@ -66,6 +82,138 @@ export function openEventStore(config: Config, database: SqlDatabase): EventStor
     ? new EsdbEventStore<ExperimentEvent>(config.EVENTSTORE_URL, { codec: experimentCodec })
     : new PostgresEventStore<ExperimentEvent>(database, { codec: experimentCodec });
 }
+
+/**
+ * The database for a one-shot command (migrate, audit): the embedded one is one process's, so it is
+ * locked while open and never opened under a running server.
+ */
+export async function openCommandDatabase(config: Config, logger: Logger): Promise<CommandDatabase> {
+  const release = config.DATABASE_URL ? () => undefined : lockEmbeddedDatabase(config.PHOENIX_DATA_DIR);
+  try {
+    const database = await openDatabase(config, logger);
+    return {
+      database,
+      async close() {
+        try {
+          await database.close();
+        } finally {
+          release();
+        }
+      },
+    };
+  } catch (err) {
+    release();
+    throw err;
+  }
+}
+
+/** The database and the event store for a one-shot command (replay, events, state), as the server opens them. */
+export async function openCommandStorage(config: Config, logger: Logger): Promise<CommandStorage> {
+  const opened = await openCommandDatabase(config, logger);
+  let store: EventStore<ExperimentEvent>;
+  try {
+    store = openEventStore(config, opened.database);
+  } catch (err) {
+    await opened.close();
+    throw err;
+  }
+  return {
+    database: opened.database,
+    store,
+    async close() {
+      try {
+        await store.close();
+      } finally {
+        await opened.close();
+      }
+    },
+  };
+}
+
+/** NATS JetStream when NATS_URL is set, else the in-process bus. */
+export async function createBus(config: Config, logger: Logger, options: BusOptions = {}): Promise<Bus> {
+  if (!config.NATS_URL) return createInProcessBus();
+  return NatsBus.connect({
+    servers: config.NATS_URL,
+    logger,
+    ...(options.prefix ? { prefix: options.prefix } : {}),
+    ...(options.ackWaitMs ? { ackWaitMs: options.ackWaitMs } : {}),
+    name: options.name ?? 'phoenix',
+  });
+}
+
+/** The deployer PHOENIX_DEPLOYER names, and the usage source that goes with it. */
+async function createDeployer(
+  config: Config,
+  deps: { readonly dataPlane?: LocalDataPlane },
+): Promise<{ deployer: Deployer; usage: UsageSource | undefined }> {
+  if (config.PHOENIX_DEPLOYER === 'local') {
+    if (!deps.dataPlane) throw new Error('the local deployer needs the local data plane');
+    const local = new LocalDeployer(deps.dataPlane);
+    return { deployer: local, usage: local };
+  }
+  // Loaded only when asked for: the Kubernetes client is heavy, and the embedded default never needs it.
+  const [{ KubeConfig }, { KubernetesDeployer }] = await Promise.all([
+    import('@kubernetes/client-node'),
+    import('./adapters/kubernetes-deployer.js'),
+  ]);
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromDefault();
+  return {
+    deployer: new KubernetesDeployer(kubeConfig),
+    usage: config.PROMETHEUS_URL ? new PrometheusAnalyzer({ url: config.PROMETHEUS_URL }) : undefined,
+  };
+}
+
+/** The analyzer PHOENIX_ANALYZER names. */
+function createAnalyzer(config: Config, deps: { readonly dataPlane?: LocalDataPlane }): Analyzer {
+  if (config.PHOENIX_ANALYZER === 'prometheus') {
+    if (!config.PROMETHEUS_URL)
+      throw new Error('PROMETHEUS_URL is required when PHOENIX_ANALYZER=prometheus');
+    return new PrometheusAnalyzer({ url: config.PROMETHEUS_URL });
+  }
+  if (!deps.dataPlane) throw new Error('the local analyzer needs the local data plane');
+  return new LocalAnalyzer(deps.dataPlane);
+}
+
+/**
+ * The deployer (with its usage source) and the analyzer of the kinds asked for, from the configuration.
+ * The local data plane lives in the process that deploys to it: when a kind asked for is `local`, one
+ * is started (PHOENIX_DATAPLANE_HOST/PORT, so a Prometheus can scrape it), shared by both, and closed
+ * by `close`.
+ */
+export async function createWorkerAdapters(
+  config: Config,
+  logger: Logger,
+  kinds: WorkerKinds = { deployer: true, analyzer: true },
+): Promise<WorkerAdapters> {
+  const needsPlane =
+    (kinds.deployer && config.PHOENIX_DEPLOYER === 'local') ||
+    (kinds.analyzer && config.PHOENIX_ANALYZER === 'local');
+  const dataPlane = needsPlane
+    ? await LocalDataPlane.start({ host: config.PHOENIX_DATAPLANE_HOST, port: config.PHOENIX_DATAPLANE_PORT })
+    : undefined;
+  if (dataPlane) logger.info({ url: dataPlane.url }, 'local data plane serving');
+  const planeDeps = dataPlane ? { dataPlane } : {};
+  try {
+    return {
+      ...(kinds.deployer ? { deployer: await createDeployer(config, planeDeps) } : {}),
+      ...(kinds.analyzer ? { analyzer: createAnalyzer(config, planeDeps) } : {}),
+      async close() {
+        await dataPlane?.close();
+      },
+    };
+  } catch (err) {
+    await dataPlane?.close();
+    throw err;
+  }
+}
+
+/** `phoenix simulate`'s fleet: a local data plane that serves nothing and ticks only when asked. */
+export const openSimulator = () => new LocalDataPlane({ tickMs: 0 });
+
+/** A refusal of the local data plane (a config it cannot run): the user's input, not a failure. */
+export const isSimulatorRefusal = (err: unknown): err is Error => err instanceof LocalDataPlaneError;
 
 export function jwtSecret(config: Config): string {
   return config.PHOENIX_JWT_SECRET ?? loadOrCreateSecret(config.PHOENIX_DATA_DIR);
@@ -105,7 +253,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
   });
   // Without NATS there is no one else to do the work; with NATS the server works too unless told not to.
   const workerAdapters = config.PHOENIX_INPROCESS_WORKERS
-    ? await createWorkerAdapters(config, { logger })
+    ? await createWorkerAdapters(config, logger)
     : undefined;
   let workers: { stop(): Promise<void> } | undefined;
 
@@ -163,12 +311,13 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     async start() {
       await projections.start();
       await hub.start();
-      if (workerAdapters) {
+      if (workerAdapters?.deployer && workerAdapters.analyzer) {
+        const { deployer, usage } = workerAdapters.deployer;
         workers = await startWorkers({
           bus,
-          deployer: workerAdapters.deployer,
+          deployer,
           analyzer: workerAdapters.analyzer,
-          ...(workerAdapters.usage ? { usage: workerAdapters.usage } : {}),
+          ...(usage ? { usage } : {}),
           logger,
         });
       }

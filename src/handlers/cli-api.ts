@@ -6,8 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError } from 'commander';
 import WebSocket from 'ws';
-import { CliError } from '../cli.js';
 import { parseTtl } from './auth.js';
+import { CliError } from './cli-error.js';
 import { collect, keyValues, parseParamFlags } from './cli-pipelines.js';
 
 export const DEFAULT_URL = 'http://127.0.0.1:8080';

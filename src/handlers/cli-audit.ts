@@ -1,13 +1,22 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
-import { CliError } from '../cli.js';
-import { loadConfig } from '../config.js';
-import { createLogger, openDatabase } from '../main.js';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
 import { READ_MODELS } from '../projections/experiment-read-models.js';
 import { PostgresReadModels } from '../projections/read-models.js';
+import { CliError } from './cli-error.js';
+import type { CommandDatabase } from './cli-replay.js';
 import { auditFilterOf, auditQuerySchema, csvLines } from './http/audit.js';
-import { lockEmbeddedDatabase } from './serve.js';
+
+/** What `audit` is given by the entry (src/cli.ts), which takes them from src/main.ts. */
+export interface AuditCommandDeps {
+  /** The configuration, read and validated once by the entry (a CliError with exit code 2 when invalid). */
+  readonly config: () => Config;
+  readonly createLogger: (config: Pick<Config, 'LOG_LEVEL'>) => Logger;
+  /** Opens the read-model database; the embedded one only while no server holds it. */
+  readonly openDatabase: (config: Config, logger: Logger) => Promise<CommandDatabase>;
+}
 
 interface AuditOptions {
   experimentId?: string;
@@ -23,7 +32,7 @@ interface AuditOptions {
  * `phoenix audit [filters] [--format csv|jsonl]`: the audit trail, streamed from the read model to
  * stdout page by page (never held whole), with the same filters and checks as `GET /api/v1/audit`.
  */
-export function registerAuditCommands(program: Command): void {
+export function registerAuditCommands(program: Command, deps: AuditCommandDeps): void {
   program
     .command('audit')
     .description('export the audit trail of state transitions (oldest first)')
@@ -47,30 +56,22 @@ export function registerAuditCommands(program: Command): void {
         const flag = `--${String(issue.path[0] ?? '').replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
         throw new CliError(`${flag}: ${issue.message}`, 2);
       }
-      let config: ReturnType<typeof loadConfig>;
+      const { database, close } = await deps.openDatabase(
+        deps.config(),
+        deps.createLogger({ LOG_LEVEL: 'warn' }),
+      );
       try {
-        config = loadConfig();
-      } catch (err) {
-        throw new CliError(`invalid configuration: ${(err as Error).message}`, 2);
-      }
-      const release = config.DATABASE_URL ? () => undefined : lockEmbeddedDatabase(config.PHOENIX_DATA_DIR);
-      try {
-        const database = await openDatabase(config, createLogger({ LOG_LEVEL: 'warn' }));
-        try {
-          const readModels = new PostgresReadModels(database.db, { checkpoint: READ_MODELS });
-          const entries = readModels.streamAudit(auditFilterOf(parsed.data));
-          const lines =
-            format === 'csv'
-              ? csvLines(entries)
-              : (async function* () {
-                  for await (const entry of entries) yield `${JSON.stringify(entry)}\n`;
-                })();
-          await pipeline(Readable.from(lines), process.stdout, { end: false });
-        } finally {
-          await database.close();
-        }
+        const readModels = new PostgresReadModels(database.db, { checkpoint: READ_MODELS });
+        const entries = readModels.streamAudit(auditFilterOf(parsed.data));
+        const lines =
+          format === 'csv'
+            ? csvLines(entries)
+            : (async function* () {
+                for await (const entry of entries) yield `${JSON.stringify(entry)}\n`;
+              })();
+        await pipeline(Readable.from(lines), process.stdout, { end: false });
       } finally {
-        release();
+        await close();
       }
     });
 }

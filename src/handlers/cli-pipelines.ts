@@ -4,17 +4,50 @@
  */
 import type { Command } from 'commander';
 import { InvalidArgumentError, Option } from 'commander';
-import { LocalDataPlane, LocalDataPlaneError } from '../adapters/local-dataplane.js';
-import { CliError } from '../cli.js';
 import {
   buildKubernetesObjects,
+  type CollectorConfig,
   computeTuning,
   listTemplates,
+  type ProcessUsageTable,
   parseTemplateParams,
   renderVariant,
   type ValidationIssue,
   type Variant,
 } from '../domain/pipelines/index.js';
+import { CliError } from './cli-error.js';
+
+/** What `simulate` reads of a simulated variant once deployed. */
+export interface SimulatedVariant {
+  readonly series: number;
+  readonly datapointsPerMinute: number;
+  readonly criticalSeen: readonly { readonly node: string; readonly executableName: string }[];
+  readonly collector: { readonly cpuCoresPerNode: number; readonly memoryRssBytesPerNode: number };
+}
+
+/** The simulated fleet `simulate` deploys rendered configs to (the local data plane, from src/main.ts). */
+export interface FleetSimulator {
+  deploy(input: {
+    readonly experimentId: string;
+    readonly variant: Variant;
+    readonly config: CollectorConfig | string;
+    readonly hosts: number;
+    readonly processesPerHost: number;
+    readonly seed: number;
+    readonly criticalProcesses: readonly string[];
+  }): SimulatedVariant;
+  /** The baseline's process usage, for templates tuned from it. */
+  usage(experimentId: string, variant: Variant): ProcessUsageTable | undefined;
+  snapshot(experimentId: string, variant: Variant): SimulatedVariant | undefined;
+  close(): Promise<void>;
+}
+
+/** What `render` and `simulate` are given by the entry (src/cli.ts), which takes them from src/main.ts. */
+export interface PipelineCommandDeps {
+  readonly openSimulator: () => FleetSimulator;
+  /** Whether an error is the simulator refusing what it was given (bad input, exit code 2). */
+  readonly isSimulatorRefusal: (err: unknown) => err is Error;
+}
 
 /** Bad input: one line on stderr and exit code 2 (see `main` in src/cli.ts). */
 const usage = (message: string) => new CliError(message, 2);
@@ -77,12 +110,12 @@ export const keyValues = (flags: readonly string[], what: string): Record<string
 
 /** Runs an action; a data plane refusal is bad input like any other. */
 const guarded =
-  <A extends unknown[]>(action: (...args: A) => Promise<void> | void) =>
+  <A extends unknown[]>(deps: PipelineCommandDeps, action: (...args: A) => Promise<void> | void) =>
   async (...args: A): Promise<void> => {
     try {
       await action(...args);
     } catch (err) {
-      if (err instanceof LocalDataPlaneError) throw usage(err.message);
+      if (deps.isSimulatorRefusal(err)) throw usage(err.message);
       throw err;
     }
   };
@@ -112,7 +145,7 @@ interface SimulateOptions {
 }
 
 /** Adds `render` and `simulate` to the CLI program. */
-export const registerPipelineCommands = (program: Command): void => {
+export const registerPipelineCommands = (program: Command, deps: PipelineCommandDeps): void => {
   program
     .command('render')
     .description('print the OpenTelemetry Collector config (or Kubernetes objects) a template renders')
@@ -135,7 +168,7 @@ export const registerPipelineCommands = (program: Command): void => {
     .option('--namespace <ns>', 'namespace of the Kubernetes objects')
     .option('--node-selector <key=value>', 'node selector of the target (repeatable)', collect, [])
     .action(
-      guarded((template: string, options: RenderOptions) => {
+      guarded(deps, (template: string, options: RenderOptions) => {
         const rendered = renderVariant({
           experimentId: options.experimentId,
           variant: options.variant,
@@ -186,12 +219,12 @@ export const registerPipelineCommands = (program: Command): void => {
       collect,
     )
     .option('--json', 'print the result as JSON')
-    .action(guarded(async (options: SimulateOptions) => simulate(options)));
+    .action(guarded(deps, async (options: SimulateOptions) => simulate(options, deps)));
 };
 
 const pct = (before: number, after: number): number => (before === 0 ? 0 : (100 * (before - after)) / before);
 
-const simulate = async (options: SimulateOptions): Promise<void> => {
+const simulate = async (options: SimulateOptions, deps: PipelineCommandDeps): Promise<void> => {
   if (options.hosts * options.processes > 2_000_000)
     throw usage('--hosts × --processes must be at most 2,000,000');
   const critical = options.critical ?? DEFAULT_CRITICAL;
@@ -201,7 +234,7 @@ const simulate = async (options: SimulateOptions): Promise<void> => {
     parseParamFlags(options.template, options.param),
   );
   if (!candidateParams.ok) throw usage(`candidate: ${describeErrors(candidateParams.errors)}`);
-  const plane = new LocalDataPlane({ tickMs: 0 });
+  const plane = deps.openSimulator();
   try {
     const render = (variant: Variant, template: string, params: unknown, tuning = {}) => {
       const rendered = renderVariant({

@@ -6,15 +6,42 @@
  * reads back out of version order or with a gap) exits 1.
  */
 import type { Command } from 'commander';
-import { CliError } from '../cli.js';
-import { loadConfig } from '../config.js';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
 import { type ExistingExperiment, type ExperimentEvent, fold } from '../domain/experiment.js';
-import { createLogger, openDatabase, openEventStore } from '../main.js';
-import { RebuildInProgressError, type RebuildProgress, rebuildReadModels } from '../projections/rebuild.js';
+import {
+  RebuildInProgressError,
+  type RebuildOptions,
+  type RebuildProgress,
+  rebuildReadModels,
+} from '../projections/rebuild.js';
+import { CliError } from './cli-error.js';
 import { streamIdOf } from './experiment-commands.js';
 import { eventsUpTo, eventView, stateView } from './experiment-views.js';
 import type { EventStore, StoredEvent } from './ports/event-store.js';
-import { lockEmbeddedDatabase } from './serve.js';
+
+/** The read-model database, as the projections take it. */
+export type Database = RebuildOptions['database'];
+
+/** The database a one-shot command opened; `close` closes it (and releases the embedded one's lock). */
+export interface CommandDatabase {
+  readonly database: Database;
+  close(): Promise<void>;
+}
+
+/** The database and the event store a one-shot command opened, as the server opens them. */
+export interface CommandStorage extends CommandDatabase {
+  readonly store: EventStore<ExperimentEvent>;
+}
+
+/** What the replay commands are given by the entry (src/cli.ts), which takes them from src/main.ts. */
+export interface ReplayCommandDeps {
+  /** The configuration, read and validated once by the entry (a CliError with exit code 2 when invalid). */
+  readonly config: () => Config;
+  readonly createLogger: (config: Pick<Config, 'LOG_LEVEL'>) => Logger;
+  /** Opens the database and the store; the embedded database only while no server holds it. */
+  readonly openStorage: (config: Config, logger: Logger) => Promise<CommandStorage>;
+}
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/;
@@ -24,32 +51,16 @@ const experimentId = (id: string): string => {
   return id.toLowerCase();
 };
 
-/** Opens the database and the store the way the server does; embedded, only while no server holds it. */
+/** Runs `run` on the opened store, closing it after. */
 async function withStore<T>(
-  run: (context: {
-    store: EventStore<ExperimentEvent>;
-    database: Awaited<ReturnType<typeof openDatabase>>;
-  }) => Promise<T>,
+  deps: ReplayCommandDeps,
+  run: (storage: CommandStorage) => Promise<T>,
 ): Promise<T> {
-  let config: ReturnType<typeof loadConfig>;
+  const storage = await deps.openStorage(deps.config(), deps.createLogger({ LOG_LEVEL: 'warn' }));
   try {
-    config = loadConfig();
-  } catch (err) {
-    throw new CliError(`invalid configuration: ${(err as Error).message}`, 2);
-  }
-  const release = config.DATABASE_URL ? () => undefined : lockEmbeddedDatabase(config.PHOENIX_DATA_DIR);
-  try {
-    const logger = createLogger({ LOG_LEVEL: 'warn' });
-    const database = await openDatabase(config, logger);
-    const store = openEventStore(config, database);
-    try {
-      return await run({ store, database });
-    } finally {
-      await store.close();
-      await database.close();
-    }
+    return await run(storage);
   } finally {
-    release();
+    await storage.close();
   }
 }
 
@@ -63,7 +74,7 @@ const progressLine = (p: RebuildProgress): string => {
   return `replay: ${p.phase}: ${done}${of} events, ${Math.round(p.perSecond).toLocaleString('en-US')} events/s${left}`;
 };
 
-export function registerReplayCommands(program: Command): void {
+export function registerReplayCommands(program: Command, deps: ReplayCommandDeps): void {
   program
     .command('replay')
     .description(
@@ -93,7 +104,7 @@ export function registerReplayCommands(program: Command): void {
     )
     .action(async (options: { verify?: boolean; batchSize?: number; workers: number | 'auto' }) => {
       const tty = process.stderr.isTTY;
-      const report = await withStore(({ store, database }) =>
+      const report = await withStore(deps, ({ store, database }) =>
         rebuildReadModels({
           database,
           store,
@@ -150,7 +161,7 @@ export function registerReplayCommands(program: Command): void {
     .description("an experiment's events, as JSON lines, oldest first")
     .action(async (id: string) => {
       const streamId = streamIdOf(experimentId(id));
-      await withStore(async ({ store }) => {
+      await withStore(deps, async ({ store }) => {
         let fromVersion = 1;
         let any = false;
         for (;;) {
@@ -188,7 +199,7 @@ export function registerReplayCommands(program: Command): void {
         throw new CliError('give --version or --at, not both', 2);
       }
       const streamId = streamIdOf(experimentId(id));
-      await withStore(async ({ store }) => {
+      await withStore(deps, async ({ store }) => {
         const events = await store.readStream(streamId);
         if (events.length === 0) throw new CliError(`no experiment ${id}`, 1);
         if (options.version !== undefined && options.version > events.length) {

@@ -1,9 +1,27 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { CliError } from '../cli.js';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import { buildSystem, type System } from '../main.js';
+import type { TokenService } from './auth.js';
+import { CliError } from './cli-error.js';
+
+/** What `serve` needs of the system the composition root (src/main.ts `buildSystem`) builds. */
+export interface ServedSystem {
+  readonly logger: Logger;
+  readonly tokens: TokenService;
+  readonly app: FastifyInstance;
+  /** Starts the background parts (projections, sagas, workers). */
+  start(): Promise<void>;
+  /** Stops everything, in reverse order, and closes connections. */
+  stop(): Promise<void>;
+}
+
+export interface ServeDeps {
+  /** Builds the whole system without listening: src/main.ts `buildSystem`. */
+  readonly buildSystem: (config: Config) => Promise<ServedSystem>;
+}
 
 /**
  * `phoenix serve`: builds the system, listens, starts the background parts, prints the URL and an
@@ -13,12 +31,12 @@ import { buildSystem, type System } from '../main.js';
  * It listens before anything starts working: a taken address is a one-line error and a non-zero exit,
  * with the workers never started, the connections closed and the embedded database's lock released.
  */
-export async function serve(config: Config): Promise<void> {
+export async function serve(config: Config, deps: ServeDeps): Promise<void> {
   await probeAddress(config);
   const releaseLock = config.DATABASE_URL ? () => undefined : lockEmbeddedDatabase(config.PHOENIX_DATA_DIR);
-  let system: System;
+  let system: ServedSystem;
   try {
-    system = await buildSystem(config);
+    system = await deps.buildSystem(config);
   } catch (err) {
     releaseLock();
     throw err;
@@ -68,7 +86,7 @@ export async function serve(config: Config): Promise<void> {
 }
 
 /** Listens on HOST:PORT; a taken or forbidden address becomes a one-line CliError naming it. */
-async function listen(system: System, config: Config): Promise<string> {
+async function listen(system: ServedSystem, config: Config): Promise<string> {
   try {
     const address = await system.app.listen({ host: config.HOST, port: config.PORT });
     return address.replace('[::1]', 'localhost');
