@@ -1,0 +1,108 @@
+/**
+ * The import rules of src/ (issue 16, /work/shared/STYLE.md "The shape of the code"): no cycles, and
+ * arrows point inward — domain ← handlers/projections ← the composition root (src/main.ts, with the
+ * entry src/bin.ts → src/cli.ts), adapters implementing the ports. `npm run lint` fails on any
+ * violation. Type-only imports count (tsPreCompilationDeps): a type is a dependency too.
+ *
+ * Where today's code does not hold a rule yet, the exception names the files that break it, so that
+ * nothing new can join them; remove an entry once its file is fixed.
+ */
+
+/** Files that still import src/adapters although only the root should (the read side's SQL, see issue 16 §1). */
+const PROJECTIONS_IMPORTING_ADAPTERS = [
+  // SqlDatabase / AdvisoryLock types: the database port belongs in src/application.
+  '^src/projections/index\\.ts$',
+  '^src/projections/bulk-load\\.ts$',
+  '^src/projections/runner\\.ts$',
+  // `store instanceof PostgresEventStore ? sqlLogReader : storeLogReader`: the log reader should be injected by the root.
+  '^src/projections/rebuild\\.ts$',
+  '^src/projections/log-reader\\.ts$',
+  // A worker thread is an entry of its own: it opens its PostgreSQL connection itself.
+  '^src/projections/parallel-load-worker\\.ts$',
+];
+
+/** The npm packages the domain may use: pure libraries, no I/O. */
+const DOMAIN_LIBRARIES = ['zod', 'yaml', 're2js', 'kubernetes-models'];
+
+/** @type {import('dependency-cruiser').IConfiguration} */
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-circular',
+      severity: 'error',
+      comment: 'An import cycle: modules that cannot be understood, loaded or tested apart.',
+      from: { path: '^src/' },
+      to: {
+        circular: true,
+        // Known, type-only: http/app.ts → openapi.ts → live.ts ⇢ (import type TypedApp) app.ts. Exempt
+        // only a cycle made of nothing but these three files; the rule below still forbids it at run time.
+        via: { pathNot: '^src/handlers/http/(app|openapi|live)\\.ts$' },
+      },
+    },
+    {
+      name: 'no-runtime-circular',
+      severity: 'error',
+      comment: 'An import cycle that is there at run time (no type-only import in it): no exceptions.',
+      from: { path: '^src/' },
+      to: { circular: true, viaOnly: { dependencyTypesNot: ['type-only'] } },
+    },
+    {
+      name: 'domain-imports-only-domain',
+      severity: 'error',
+      comment: 'src/domain is the core: it imports nothing from the rest of src/.',
+      from: { path: '^src/domain/' },
+      to: { path: '^src/', pathNot: '^src/domain/' },
+    },
+    {
+      name: 'domain-uses-only-pure-libraries',
+      severity: 'error',
+      comment: `src/domain does no I/O: of npm and Node it may import only ${DOMAIN_LIBRARIES.join(', ')}.`,
+      from: { path: '^src/domain/' },
+      to: {
+        dependencyTypesNot: ['local'],
+        pathNot: `(^|/)node_modules/(${DOMAIN_LIBRARIES.join('|')})/`,
+      },
+    },
+    {
+      name: 'application-imports-only-domain',
+      severity: 'error',
+      comment: 'src/application (the use cases and their ports) imports src/domain and itself, nothing else of src/.',
+      from: { path: '^src/application/' },
+      to: { path: '^src/', pathNot: '^src/(domain|application)/' },
+    },
+    {
+      name: 'adapters-import-only-ports-of-handlers',
+      severity: 'error',
+      // The ports move to src/application in the redesign (issue 16 §1; some already have); once
+      // src/handlers/ports is gone this rule becomes "adapters import src/application and src/domain only".
+      comment: 'An adapter implements a port (src/handlers/ports); it never reaches into the edges.',
+      from: { path: '^src/adapters/' },
+      to: { path: '^src/handlers/', pathNot: '^src/handlers/ports/' },
+    },
+    {
+      name: 'only-the-entry-imports-the-root',
+      severity: 'error',
+      comment:
+        'src/main.ts is the composition root: it imports the rest, never the other way round. Commands receive what they need from src/cli.ts as arguments.',
+      from: { path: '^src/', pathNot: '^src/(bin|cli|main)\\.ts$' },
+      to: { path: '^src/main\\.ts$' },
+    },
+    {
+      name: 'only-the-root-imports-adapters',
+      severity: 'error',
+      comment:
+        'Adapters are built in src/main.ts (and src/cli.ts, the entry) and passed down as ports; nothing else knows the technology.',
+      from: {
+        path: '^src/',
+        pathNot: ['^src/(bin|cli|main)\\.ts$', '^src/adapters/', ...PROJECTIONS_IMPORTING_ADAPTERS],
+      },
+      to: { path: '^src/adapters/' },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default'] },
+  },
+};
