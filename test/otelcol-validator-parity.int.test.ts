@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
@@ -6,6 +7,7 @@ import {
   type CollectorConfig,
   NODE_NAME_ENV,
   renderVariant,
+  STOCK_COMPONENTS,
   type TemplateName,
   toYaml,
   validateCollectorConfig,
@@ -353,6 +355,23 @@ const goldenConfigs = (): { name: string; config: unknown }[] => {
 
 describe('the hand-written validator agrees with the real collector', { skip: collector.skip }, () => {
   const bin = collector.bin as string;
+
+  it("knows the components the collector has, under the collector's names", () => {
+    // `components` lists the current type names; Phoenix renders the aliases v0.128 and v0.165 both take.
+    const ALIASES: Record<string, string> = { hostmetrics: 'host_metrics', otlp_exporters: 'otlp_grpc' };
+    const listed = parse(execFileSync(bin, ['components'], { encoding: 'utf8' })) as Record<
+      string,
+      { name: string }[]
+    >;
+    for (const kind of Object.keys(STOCK_COMPONENTS) as (keyof typeof STOCK_COMPONENTS)[]) {
+      const theirs = (listed[kind] ?? []).map((c) => c.name).sort();
+      const ours = STOCK_COMPONENTS[kind]
+        .map((type) => ALIASES[`${type}_${kind}`] ?? ALIASES[type] ?? type)
+        .sort();
+      if (collector.skip === false && collector.source === 'built') assert.deepEqual(ours, theirs, kind);
+      else for (const type of ours) assert.ok(theirs.includes(type), `${kind}: ${type} missing in ${bin}`);
+    }
+  });
 
   it('both accept every golden config', { timeout: 10 * 60_000 }, async () => {
     const goldens = goldenConfigs();

@@ -126,7 +126,7 @@ describe('validateCollectorConfig', () => {
         processors(c).splice(2, 0, 'topk');
       },
       'processors.topk',
-      /not a stock otelcol-contrib processor/,
+      /not a processor of the collector Phoenix deploys/,
     );
   });
 

@@ -18,34 +18,22 @@ import {
 import { compileCollectorRegex, MAX_RENDERED_PATTERN_LENGTH } from './regex.js';
 
 /**
- * Stock otelcol-contrib component types Phoenix may render or accept. A type outside this list is a
- * component no collector we deploy has, which would stop the collector at start-up.
+ * The components Phoenix deploys: exactly those of its pinned collector (otelcol/builder-config.yaml),
+ * which are in otelcol-contrib too. `hostmetrics` and the `otlp` exporter are the names both v0.128 and
+ * v0.165 accept (v0.165 calls them host_metrics and otlp_grpc); the otlp receiver is for simulation, the
+ * debug exporter for tests. Anything else would pass here and fail on the collector Phoenix validates with.
  */
 export const STOCK_COMPONENTS = {
-  receivers: ['hostmetrics', 'otlp', 'prometheus', 'kubeletstats'],
-  processors: [
-    'memory_limiter',
-    'batch',
-    'resource',
-    'resourcedetection',
-    'attributes',
-    'filter',
-    'transform',
-    'groupbyattrs',
-    'cumulativetodelta',
-    'deltatocumulative',
-    'interval',
-    'metricstransform',
-    'k8sattributes',
-  ],
-  exporters: ['prometheus', 'prometheusremotewrite', 'otlp', 'otlphttp', 'debug'],
-  extensions: ['health_check', 'pprof', 'zpages'],
+  receivers: ['hostmetrics', 'otlp'],
+  processors: ['memory_limiter', 'batch', 'resource', 'filter', 'transform', 'groupbyattrs'],
+  exporters: ['prometheus', 'otlp', 'debug'],
+  extensions: ['health_check'],
 } as const;
 
 type Kind = keyof typeof STOCK_COMPONENTS;
 
 /** Processors after which data points are combined; `batch` must come after all of them. */
-const AGGREGATING_PROCESSORS = new Set(['groupbyattrs', 'interval', 'metricstransform', 'cumulativetodelta']);
+const AGGREGATING_PROCESSORS = new Set(['groupbyattrs']);
 
 /** The resource attributes every variant must stamp so the analyzer can tell variants and nodes apart. */
 export const REQUIRED_RESOURCE_ATTRIBUTES = ['experiment.id', 'experiment.variant', 'k8s.node.name'] as const;
@@ -491,7 +479,7 @@ const checkExporter = (type: string, config: unknown, path: string, out: Validat
       });
     }
   }
-  if (type === 'otlp' || type === 'otlphttp') {
+  if (type === 'otlp') {
     if (!isRecord(config) || typeof config.endpoint !== 'string' || config.endpoint === '') {
       out.push({ path: `${path}.endpoint`, message: `${type} exporter needs an endpoint` });
     }
@@ -603,7 +591,7 @@ export const validateCollectorConfig = (config: unknown): ValidationIssue[] => {
       if (!(STOCK_COMPONENTS[kind] as readonly string[]).includes(type)) {
         out.push({
           path: `${kind}.${id}`,
-          message: `"${type}" is not a stock otelcol-contrib ${kind.slice(0, -1)} Phoenix deploys`,
+          message: `"${type}" is not a ${kind.slice(0, -1)} of the collector Phoenix deploys (otelcol/builder-config.yaml)`,
         });
         continue;
       }
