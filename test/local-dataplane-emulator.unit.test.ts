@@ -268,3 +268,20 @@ describe('emulator on a fixed seeded fleet', () => {
     assert.throws(() => compilePipeline(other, vars), /not emulated/);
   });
 });
+
+describe('emulator: the aggregated template averaging', () => {
+  it('emulates aggregation avg, which renders the collector\'s "mean", with the same series as a sum', () => {
+    const summed = run(
+      render('process-aggregated-v1', { aggregation: 'sum' }, tuningFor('process-aggregated-v1')),
+    );
+    const averaged = run(
+      render(
+        'process-aggregated-v1',
+        { aggregation: 'avg' },
+        tuningFor('process-aggregated-v1', { aggregation: 'avg' }),
+      ),
+    );
+    assert.equal(averaged.series, summed.series);
+    assert.equal(averaged.exportedPoints, summed.exportedPoints);
+  });
+});

@@ -1091,7 +1091,7 @@ const runMetricStatement = (
     throw new EmulationError(`editor ${stmt.editor.name} is not emulated in the metric context`, path);
   }
   const fn = stringArg(stmt.editor.args[0], path);
-  if (!['sum', 'avg', 'min', 'max', 'count'].includes(fn))
+  if (!['sum', 'mean', 'min', 'max', 'count'].includes(fn))
     throw new EmulationError(`aggregation ${fn} is not emulated`, path);
   const keysArg = stmt.editor.args[1];
   const keys =
@@ -1158,7 +1158,7 @@ const runMetricStatement = (
           const t = s === plan.collapsed ? s : plan.target(s);
           const v = values[r * S + s] as number;
           if (cnt[t] === 0) acc[t] = fn === 'count' ? 1 : v;
-          else if (fn === 'sum' || fn === 'avg') acc[t] = (acc[t] as number) + v;
+          else if (fn === 'sum' || fn === 'mean') acc[t] = (acc[t] as number) + v;
           else if (fn === 'count') acc[t] = (acc[t] as number) + 1;
           else acc[t] = AGG[fn as 'min' | 'max'](acc[t] as number, v);
           cnt[t] = (cnt[t] as number) + 1;
@@ -1168,7 +1168,7 @@ const runMetricStatement = (
       let leaderMask = live[leader] as number;
       for (let t = 0; t < S; t++) {
         if ((mask & (1 << t)) === 0 || cnt[t] === 0) continue;
-        values[leader * S + t] = fn === 'avg' ? (acc[t] as number) / (cnt[t] as number) : (acc[t] as number);
+        values[leader * S + t] = fn === 'mean' ? (acc[t] as number) / (cnt[t] as number) : (acc[t] as number);
         leaderMask |= 1 << t;
       }
       live[leader] = leaderMask;
