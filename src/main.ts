@@ -14,6 +14,7 @@ import { PostgresIdempotencyStore } from './adapters/postgres-idempotency.js';
 import { migrateToLatest } from './adapters/postgres-migrations.js';
 import { PrometheusAnalyzer } from './adapters/prometheus-analyzer.js';
 import { loadOrCreateSecret } from './adapters/secret-file.js';
+import { createCommandService } from './application/command-service.js';
 import type { Config } from './config.js';
 import type { ExperimentEvent } from './domain/experiment.js';
 import { TokenService } from './handlers/auth.js';
@@ -27,7 +28,7 @@ import { auditRoutes } from './handlers/http/audit.js';
 import { catchUpWith, experimentRoutes } from './handlers/http/experiments.js';
 import { liveRoutes } from './handlers/http/live.js';
 import { LiveHub } from './handlers/live-hub.js';
-import { createMetrics, type Metrics } from './handlers/metrics.js';
+import { commandMetricsOf, createMetrics, type Metrics } from './handlers/metrics.js';
 import type { Analyzer } from './handlers/ports/analyzer.js';
 import type { Bus } from './handlers/ports/bus.js';
 import type { Deployer, UsageSource } from './handlers/ports/deployer.js';
@@ -257,6 +258,18 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     : undefined;
   let workers: { stop(): Promise<void> } | undefined;
 
+  // The one command service every transport calls.
+  const clock = () => new Date();
+  const newId = () => randomUUID();
+  const commands = createCommandService({
+    store,
+    idempotency,
+    metrics: commandMetricsOf(metrics),
+    clock,
+    newId,
+    known,
+  });
+
   const app = await buildApp({
     logger,
     metrics,
@@ -275,15 +288,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     },
     routes: [
       (scope) =>
-        experimentRoutes(scope, {
-          store,
-          readModels,
-          idempotency,
-          metrics,
-          clock: () => new Date(),
-          newId: () => randomUUID(),
-          known,
-        }),
+        experimentRoutes(scope, { store, readModels, idempotency, metrics, clock, newId, known, commands }),
       (scope) => auditRoutes(scope, { readModels, catchUp }),
       (scope) => liveRoutes(scope, { hub }),
     ],
