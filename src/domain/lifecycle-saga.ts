@@ -166,8 +166,13 @@ export type TimerChange =
   | { readonly kind: TimerKind; readonly action: 'set'; readonly dueAt: string; readonly causeId: string }
   | { readonly kind: TimerKind; readonly action: 'clear' };
 
-export interface Reaction {
-  readonly commands: readonly SagaCommand[];
+export type EventInput = Extract<SagaInput, { type: 'event' }>;
+
+/** What the saga sends on an event: events only ever ask the workers (timers and results run commands). */
+export type WorkerOrder = Extract<SagaCommand, { kind: 'worker' }>;
+
+export interface Reaction<C extends SagaCommand = SagaCommand> {
+  readonly commands: readonly C[];
   readonly timers: readonly TimerChange[];
   /** The saga's record of the experiment after the input: the same object when nothing changed. */
   readonly state: SagaState;
@@ -216,18 +221,20 @@ export const deployCommand = (
   };
 };
 
-const worker = (command: WorkerCommand): SagaCommand => ({ kind: 'worker', command });
-const unchanged = (state: SagaState): Reaction => ({ commands: [], timers: [], state });
+const worker = (command: WorkerCommand): WorkerOrder => ({ kind: 'worker', command });
+const unchanged = (state: SagaState): Reaction<WorkerOrder> => ({ commands: [], timers: [], state });
 
 /**
  * Every decision of the lifecycle saga. Safe to apply twice to one input: the commands' ids derive
  * from the input, so the bus, the outbox and the decider drop the repeat.
  */
-export const react = (
+export function react(state: SagaState, input: EventInput, timeouts?: SagaTimeouts): Reaction<WorkerOrder>;
+export function react(state: SagaState, input: SagaInput, timeouts?: SagaTimeouts): Reaction;
+export function react(
   state: SagaState,
   input: SagaInput,
   timeouts: SagaTimeouts = DEFAULT_SAGA_TIMEOUTS,
-): Reaction => {
+): Reaction {
   switch (input.type) {
     case 'event':
       return onEvent(state, input, timeouts);
@@ -242,15 +249,11 @@ export const react = (
       return _never;
     }
   }
-};
+}
 
-function onEvent(
-  state: SagaState,
-  input: Extract<SagaInput, { type: 'event' }>,
-  timeouts: SagaTimeouts,
-): Reaction {
+function onEvent(state: SagaState, input: EventInput, timeouts: SagaTimeouts): Reaction<WorkerOrder> {
   const { event, experimentId, eventId, correlationId } = input;
-  const teardown = (s: SagaState, purpose: string): SagaCommand[] =>
+  const teardown = (s: SagaState, purpose: string): WorkerOrder[] =>
     s?.started
       ? [
           worker({

@@ -5,14 +5,26 @@ import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import {
   DomainError,
-  type ExistingExperiment,
-  type Experiment,
   type ExperimentCommand,
   type ExperimentEvent,
   InvalidTransitionError,
   RunNotFinishedError,
 } from '../domain/experiment.js';
-import { type ExperimentSpec, VARIANTS, type Variant } from '../domain/experiment-spec.js';
+import type { ExperimentSpec } from '../domain/experiment-spec.js';
+import {
+  DEFAULT_SAGA_TIMEOUTS,
+  type Reaction,
+  react,
+  SAGA_ACTOR,
+  type SagaCommand,
+  type SagaExperiment,
+  type SagaTimeouts,
+  sagaIgnoresEvent,
+  type TimerChange,
+  type TimerKind,
+  type WorkerCommand,
+  type WorkerOrder,
+} from '../domain/lifecycle-saga.js';
 import {
   experimentIdOf,
   foldStream,
@@ -33,58 +45,82 @@ import {
 } from './ports/bus.js';
 import type { EventStore, StoredEvent } from './ports/event-store.js';
 
+export {
+  DEFAULT_SAGA_TIMEOUTS,
+  RECONCILER_ACTOR,
+  type Reconciliation,
+  reconcile,
+  SAGA_ACTOR,
+  type SagaTimeouts,
+} from '../domain/lifecycle-saga.js';
+
 /**
- * The lifecycle saga: once an experiment is started it deploys both variants, waits out the run,
- * has it analyzed, records the verdict, and tears down whatever it deployed when the experiment ends
- * — every step an event, every decision durable.
+ * The lifecycle saga's adapter: its decisions are `react` (src/domain/lifecycle-saga.ts, pure);
+ * here is where they are kept and carried out — every step an event, every decision durable.
  *
  * Two halves:
- * - `applySagaEvents` reacts to events. It runs inside the checkpointed subscriber's transaction, so
- *   what it decides (commands in the outbox, deadlines in the timers table, what it knows of each
- *   experiment) commits with the checkpoint: a crash neither loses nor repeats a decision. Command ids
- *   derive from the causing event, so the bus drops a command sent twice.
- * - `SagaEffects` carries the decisions out: relays the outbox to the bus, fires due timers as domain
- *   commands, and turns workers' results into domain commands (idempotent: their event ids derive from
- *   the result's command id, and the decider ignores repeated answers).
+ * - `applySagaEvents` feeds events to `react`. It runs inside the checkpointed subscriber's
+ *   transaction, so what the saga decides (commands in the outbox, deadlines in the timers table, what
+ *   it knows of each experiment) commits with the checkpoint: a crash neither loses nor repeats a
+ *   decision. Command ids derive from the causing event, so the bus drops a command sent twice.
+ * - `SagaEffects` carries the decisions out: relays the outbox to the bus, feeds due timers and
+ *   workers' results to `react` and runs the domain commands it answers with (idempotent: their ids
+ *   derive from the timer's cause or the result's command id, and the decider ignores repeated answers).
  */
-export const SAGA_ACTOR = 'phoenix-saga';
-
-export interface SagaTimeouts {
-  /** Both variants must be deployed within this. */
-  readonly deployTimeoutMs: number;
-  /** An analysis must be recorded within this after the run ends. */
-  readonly analysisTimeoutMs: number;
-  /** Analysis attempts before the experiment fails. */
-  readonly maxAnalysisAttempts: number;
-}
-
-export const DEFAULT_SAGA_TIMEOUTS: SagaTimeouts = {
-  deployTimeoutMs: 5 * 60_000,
-  analysisTimeoutMs: 2 * 60_000,
-  maxAnalysisAttempts: 3,
-};
-
-type TimerKind = 'deploy-timeout' | 'run-end' | 'analysis-timeout';
 
 interface SagaExperimentRow {
   experiment_id: string;
   spec: ExperimentSpec;
   started: boolean;
-  run_started_at: Date | null;
+  run_started_at: Date | string | null;
   ended: boolean;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: raw SQL only
 type Tx = Kysely<any>;
 
-const at = (iso: string, plusMs = 0) => new Date(Date.parse(iso) + plusMs);
-
 type OutboxCommand = BusCommandInput & { commandId: string; experimentId: string };
+
+/** A saga command as the bus takes it: its id derives from its cause and purpose. */
+const busCommandOf = (c: WorkerCommand): OutboxCommand => {
+  const commandId = deriveCommandId(c.causationId, c.purpose);
+  const ids = { commandId, experimentId: c.experimentId };
+  const trace = { causationId: c.causationId, correlationId: c.correlationId };
+  switch (c.type) {
+    case 'DeployVariant':
+      return {
+        type: c.type,
+        ...ids,
+        variant: c.variant,
+        template: c.template,
+        params: { ...c.params },
+        criticalProcesses: [...c.criticalProcesses],
+        hosts: c.hosts,
+        namespace: c.namespace,
+        nodeSelector: { ...c.nodeSelector },
+        ...trace,
+      };
+    case 'TeardownExperiment':
+      return { type: c.type, ...ids, namespace: c.namespace, ...trace };
+    case 'AnalyzeExperiment':
+      return {
+        type: c.type,
+        ...ids,
+        spec: c.spec as unknown as AnalyzeExperiment['spec'],
+        window: { ...c.window },
+        ...trace,
+      };
+    default: {
+      const _never: never = c;
+      return _never;
+    }
+  }
+};
 
 interface TimerRow {
   readonly experiment_id: string;
   readonly kind: TimerKind;
-  readonly due_at: Date;
+  readonly due_at: string;
   readonly cause_id: string;
 }
 
@@ -94,7 +130,7 @@ interface TimerRow {
  * a hundred starts took five hundred round trips inside the subscriber's transaction.
  */
 class SagaBatch {
-  readonly #rows = new Map<string, SagaExperimentRow>();
+  readonly #states = new Map<string, SagaExperiment>();
   readonly #dirty = new Set<string>();
   readonly #outbox = new Map<string, OutboxCommand>();
   /** The last word on each timer: set (a row) or cleared (null). */
@@ -108,56 +144,56 @@ class SagaBatch {
       from phoenix_saga_experiments where experiment_id = any(${[...new Set(experimentIds)]}::text[])`.execute(
       this.tx,
     );
-    for (const row of rows) this.#rows.set(row.experiment_id, row);
+    for (const row of rows)
+      this.#states.set(row.experiment_id, {
+        spec: row.spec,
+        started: row.started,
+        runStartedAt: row.run_started_at === null ? null : new Date(row.run_started_at).toISOString(),
+        ended: row.ended,
+      });
   }
 
-  row(experimentId: string): SagaExperimentRow | undefined {
-    return this.#rows.get(experimentId);
+  state(experimentId: string): SagaExperiment | undefined {
+    return this.#states.get(experimentId);
   }
 
-  create(experimentId: string, spec: ExperimentSpec): void {
-    if (this.#rows.has(experimentId)) return;
-    this.#rows.set(experimentId, {
-      experiment_id: experimentId,
-      spec,
-      started: false,
-      run_started_at: null,
-      ended: false,
-    });
-    this.#dirty.add(experimentId);
+  /** Keeps what the saga decided on one event of the experiment, to be written with the batch. */
+  record(experimentId: string, before: SagaExperiment | undefined, reaction: Reaction<WorkerOrder>): void {
+    if (reaction.state !== before && reaction.state) {
+      this.#states.set(experimentId, reaction.state);
+      this.#dirty.add(experimentId);
+    }
+    for (const c of reaction.commands) {
+      const command = busCommandOf(c.command);
+      if (!this.#outbox.has(command.commandId)) this.#outbox.set(command.commandId, command);
+    }
+    for (const t of reaction.timers) this.#timer(experimentId, t);
   }
 
-  update(
-    experimentId: string,
-    change: Partial<Pick<SagaExperimentRow, 'started' | 'run_started_at' | 'ended'>>,
-  ): void {
-    const row = this.#rows.get(experimentId);
-    if (!row) return;
-    this.#rows.set(experimentId, { ...row, ...change });
-    this.#dirty.add(experimentId);
-  }
-
-  enqueue(command: OutboxCommand): void {
-    if (!this.#outbox.has(command.commandId)) this.#outbox.set(command.commandId, command);
-  }
-
-  setTimer(experimentId: string, kind: TimerKind, dueAt: Date, causeId: string): void {
-    this.#timers.set(`${experimentId}\u0000${kind}`, {
+  #timer(experimentId: string, t: TimerChange): void {
+    this.#timers.set(`${experimentId}\u0000${t.kind}`, {
       experimentId,
-      kind,
-      row: { experiment_id: experimentId, kind, due_at: dueAt, cause_id: causeId },
+      kind: t.kind,
+      row:
+        t.action === 'set'
+          ? { experiment_id: experimentId, kind: t.kind, due_at: t.dueAt, cause_id: t.causeId }
+          : null,
     });
-  }
-
-  clearTimers(experimentId: string, kinds: readonly TimerKind[]): void {
-    for (const kind of kinds)
-      this.#timers.set(`${experimentId}\u0000${kind}`, { experimentId, kind, row: null });
   }
 
   async write(): Promise<void> {
     const { tx } = this;
     if (this.#dirty.size > 0) {
-      const rows = [...this.#dirty].map((id) => this.#rows.get(id)!);
+      const rows = [...this.#dirty].map((id) => {
+        const s = this.#states.get(id)!;
+        return {
+          experiment_id: id,
+          spec: s.spec,
+          started: s.started,
+          run_started_at: s.runStartedAt,
+          ended: s.ended,
+        };
+      });
       await sql`
         insert into phoenix_saga_experiments as e (experiment_id, spec, started, run_started_at, ended)
         select r.experiment_id, r.spec, r.started, r.run_started_at, r.ended
@@ -200,92 +236,6 @@ class SagaBatch {
     }
   }
 }
-
-/** The command that deploys one variant of an experiment, as its spec describes it. */
-export const deployCommand = (
-  spec: ExperimentSpec,
-  experimentId: string,
-  variant: Variant,
-  ids: { readonly commandId: string; readonly causationId: string; readonly correlationId: string },
-): OutboxCommand => {
-  const v = spec[variant];
-  return {
-    type: 'DeployVariant',
-    commandId: ids.commandId,
-    experimentId,
-    variant,
-    template: v.template,
-    params: { ...v.params },
-    criticalProcesses: [...spec.criticalProcesses],
-    hosts: spec.target.hosts,
-    namespace: spec.target.namespace,
-    nodeSelector: { ...spec.target.nodeSelector },
-    causationId: ids.causationId,
-    correlationId: ids.correlationId,
-  };
-};
-
-/** The actor of the commands reconciliation issues (history and audit show it). */
-export const RECONCILER_ACTOR = 'system:reconciler';
-
-/** What reconciliation does about one experiment, given the variants its deployer holds. */
-export type Reconciliation =
-  | { readonly action: 'none' }
-  | { readonly action: 'redeploy'; readonly variants: readonly Variant[]; readonly reason: string }
-  | { readonly action: 'fail'; readonly reason: string };
-
-const listed = (variants: readonly Variant[]) =>
-  `the ${variants.join(' and ')} variant${variants.length > 1 ? 's' : ''}`;
-
-/**
- * Reconciliation's decision (pure): the experiment as its events say, against what the deployer
- * holds after a restart.
- * - initializing: nothing has been measured yet, so whatever is not both recorded and held is
- *   deployed again (deploying is idempotent: a variant still there is adopted, and a repeated
- *   answer changes nothing).
- * - running, analyzing: a deployed variant that is gone took the run's data with it; the experiment
- *   fails, saying which variants were lost, instead of being analysed on data that is not there.
- * - pending and the terminal states: nothing to reconcile (the saga tears down what ended).
- */
-export const reconcile = (state: Experiment, present: readonly Variant[]): Reconciliation => {
-  if (state.status === 'empty') return { action: 'none' };
-  const s = state as ExistingExperiment;
-  switch (s.status) {
-    case 'initializing': {
-      const variants = VARIANTS.filter(
-        (v) => s.deployments[v]?.status !== 'deployed' || !present.includes(v),
-      );
-      if (variants.length === 0) return { action: 'none' };
-      const lost = variants.filter((v) => s.deployments[v]?.status === 'deployed');
-      return {
-        action: 'redeploy',
-        variants,
-        reason:
-          lost.length > 0
-            ? `the data plane no longer holds ${listed(lost)}; deploying again before the run starts`
-            : `no answer recorded for ${listed(variants)}; deploying again`,
-      };
-    }
-    case 'running':
-    case 'analyzing': {
-      const lost = VARIANTS.filter((v) => s.deployments[v]?.status === 'deployed' && !present.includes(v));
-      if (lost.length === 0) return { action: 'none' };
-      return {
-        action: 'fail',
-        reason: `reconciled after a restart: the data plane no longer holds ${listed(lost)}; the run's data since ${s.runStartedAt ?? s.startedAt ?? 'its start'} is lost`,
-      };
-    }
-    case 'pending':
-    case 'completed':
-    case 'failed':
-    case 'cancelled':
-      return { action: 'none' };
-    default: {
-      const _never: never = s.status;
-      return _never;
-    }
-  }
-};
 
 /** Where the saga finds the spec of an experiment it has not recorded yet: its creation event. */
 export type SpecSource = (experimentId: string) => Promise<ExperimentSpec | undefined>;
@@ -345,10 +295,7 @@ export function lifecycleSagaHandler(store: EventStore<ExperimentEvent>, timeout
 }
 
 /** The events the saga does nothing with: a batch of only these just moves its checkpoint. */
-export const sagaIgnores = (event: StoredEvent<ExperimentEvent>): boolean =>
-  event.type === 'ExperimentCreated' ||
-  event.type === 'VariantDeploymentFailed' ||
-  event.type === 'VariantTornDown';
+export const sagaIgnores = (event: StoredEvent<ExperimentEvent>): boolean => sagaIgnoresEvent(event.type);
 
 /**
  * Reacts to a batch of events, in the subscriber's transaction. Safe to run twice over one event.
@@ -377,109 +324,23 @@ export async function applySagaEvents(
   for (const stored of events) {
     const event = { type: stored.type, data: stored.data } as ExperimentEvent;
     const experimentId = experimentIdOf(stored.streamId);
-    const eventId = stored.metadata.eventId;
-    const correlationId = stored.metadata.correlationId;
-    const teardown = (purpose: string) => {
-      const row = batch.row(experimentId);
-      if (!row?.started) return;
-      batch.enqueue({
-        type: 'TeardownExperiment',
-        commandId: deriveCommandId(eventId, purpose),
+    const before = batch.state(experimentId);
+    const reaction = react(
+      before,
+      {
+        type: 'event',
         experimentId,
-        namespace: row.spec.target.namespace,
-        causationId: eventId,
-        correlationId,
-      });
-    };
-
-    switch (event.type) {
-      case 'ExperimentCreated':
-        break; // recorded when it starts
-      case 'ExperimentStarted': {
-        if (!batch.row(experimentId)) {
-          const spec = createdHere.get(experimentId) ?? options.specs.get(experimentId);
-          // A start without a creation before it: the stream is not one the saga can act on.
-          if (!spec)
-            throw new Error(`experiment ${experimentId} started, but its stream has no creation event`);
-          batch.create(experimentId, spec);
-        }
-        batch.update(experimentId, { started: true });
-        const row = batch.row(experimentId);
-        if (!row) break;
-        for (const variant of VARIANTS) {
-          batch.enqueue(
-            deployCommand(row.spec, experimentId, variant, {
-              commandId: deriveCommandId(eventId, `deploy:${variant}`),
-              causationId: eventId,
-              correlationId,
-            }),
-          );
-        }
-        batch.setTimer(experimentId, 'deploy-timeout', at(event.data.at, timeouts.deployTimeoutMs), eventId);
-        break;
-      }
-      case 'ExperimentRunStarted':
-        batch.update(experimentId, { run_started_at: at(event.data.at) });
-        batch.clearTimers(experimentId, ['deploy-timeout']);
-        batch.setTimer(experimentId, 'run-end', at(event.data.runEndsAt), eventId);
-        break;
-      case 'ExperimentRuntimeExtended':
-        batch.clearTimers(experimentId, ['analysis-timeout']);
-        batch.setTimer(experimentId, 'run-end', at(event.data.runEndsAt), eventId);
-        break;
-      case 'ExperimentRunCompleted':
-      case 'AnalysisRetried': {
-        const row = batch.row(experimentId);
-        if (!row) break;
-        const runStartedAt = row.run_started_at === null ? null : new Date(row.run_started_at);
-        batch.enqueue({
-          type: 'AnalyzeExperiment',
-          commandId: deriveCommandId(eventId, 'analyze'),
-          experimentId,
-          spec: row.spec as unknown as AnalyzeExperiment['spec'],
-          window: {
-            start: (runStartedAt ?? at(event.data.at, -row.spec.durationSeconds * 1000)).toISOString(),
-            end:
-              event.type === 'ExperimentRunCompleted'
-                ? event.data.at
-                : new Date(
-                    Math.max(Date.parse(event.data.at), (runStartedAt?.getTime() ?? 0) + 1000),
-                  ).toISOString(),
-          },
-          causationId: eventId,
-          correlationId,
-        });
-        batch.setTimer(
-          experimentId,
-          'analysis-timeout',
-          at(event.data.at, timeouts.analysisTimeoutMs),
-          eventId,
-        );
-        break;
-      }
-      case 'AnalysisRecorded':
-        batch.clearTimers(experimentId, ['analysis-timeout']);
-        break;
-      case 'ExperimentCompleted':
-      case 'ExperimentFailed':
-      case 'ExperimentCancelled':
-        batch.clearTimers(experimentId, ['deploy-timeout', 'run-end', 'analysis-timeout']);
-        batch.update(experimentId, { ended: true });
-        teardown('teardown');
-        break;
-      case 'VariantDeployed': {
-        // A deployment that finished after the experiment ended: take it away again.
-        if (batch.row(experimentId)?.ended) teardown(`teardown-late:${event.data.variant}`);
-        break;
-      }
-      case 'VariantDeploymentFailed':
-      case 'VariantTornDown':
-        break;
-      default: {
-        const _never: never = event;
-        return _never;
-      }
-    }
+        event,
+        eventId: stored.metadata.eventId,
+        correlationId: stored.metadata.correlationId,
+        spec:
+          event.type === 'ExperimentStarted'
+            ? (createdHere.get(experimentId) ?? options.specs.get(experimentId))
+            : undefined,
+      },
+      timeouts,
+    );
+    batch.record(experimentId, before, reaction);
   }
   await batch.write();
 }
@@ -598,47 +459,33 @@ export class SagaEffects {
   /** Carries out reconciliation's decision on one experiment, with the reconciler as the actor. */
   async #reconciled(result: DeploymentVerifiedResult): Promise<void> {
     const id = result.experimentId;
-    const state = foldStream(await this.#deps.store.readStream(streamIdOf(id)));
-    const decision = reconcile(state, result.present);
-    const correlation = result.correlationId ?? result.commandId;
-    switch (decision.action) {
-      case 'none':
-        return;
-      case 'fail':
-        this.#deps.logger.warn(
-          { experimentId: id, reason: decision.reason },
-          'reconciliation fails the experiment',
-        );
-        return this.#command(
-          id,
-          { type: 'FailExperiment', reason: decision.reason, at: result.at },
-          `result:${result.commandId}`,
-          result.commandId,
-          correlation,
-          RECONCILER_ACTOR,
-        );
-      case 'redeploy': {
-        if (state.status === 'empty') return;
-        const s = state as ExistingExperiment;
-        this.#deps.logger.info(
-          { experimentId: id, variants: decision.variants, reason: decision.reason },
-          'reconciliation deploys again',
-        );
-        for (const variant of decision.variants) {
-          await this.#deps.bus.send(
-            deployCommand(s.spec, id, variant, {
-              commandId: deriveCommandId(result.commandId, `redeploy:${variant}`),
-              causationId: result.commandId,
-              correlationId: correlation,
-            }),
-          );
-        }
-        return;
-      }
-      default: {
-        const _never: never = decision;
-        return _never;
-      }
+    const experiment = foldStream(await this.#deps.store.readStream(streamIdOf(id)));
+    const reaction = react(undefined, { type: 'reconciliation', result, experiment }, this.#timeouts);
+    if (reaction.commands.some((c) => c.kind === 'experiment'))
+      this.#deps.logger.warn(
+        { experimentId: id, reason: reaction.why },
+        'reconciliation fails the experiment',
+      );
+    else if (reaction.commands.length > 0)
+      this.#deps.logger.info(
+        {
+          experimentId: id,
+          variants: reaction.commands.flatMap((c) =>
+            c.kind === 'worker' && c.command.type === 'DeployVariant' ? [c.command.variant] : [],
+          ),
+          reason: reaction.why,
+        },
+        'reconciliation deploys again',
+      );
+    await this.#carryOut(reaction.commands);
+  }
+
+  /** Runs what `react` answered to a timer or a result, in order: workers are sent, commands run. */
+  async #carryOut(commands: readonly SagaCommand[]): Promise<void> {
+    for (const c of commands) {
+      if (c.kind === 'worker') await this.#deps.bus.send(busCommandOf(c.command));
+      else
+        await this.#command(c.experimentId, c.command, c.commandId, c.causationId, c.correlationId, c.actor);
     }
   }
 
@@ -753,105 +600,24 @@ export class SagaEffects {
   }
 
   async #fire(experimentId: string, kind: TimerKind, causeId: string): Promise<void> {
-    const state = foldStream(await this.#deps.store.readStream(streamIdOf(experimentId)));
-    if (state.status === 'empty') return;
-    const s = state as ExistingExperiment;
-    const now = this.#clock().toISOString();
-    let command: ExperimentCommand | undefined;
-    if (kind === 'run-end' && s.status === 'running') {
-      command = { type: 'CompleteRun', at: now };
-    } else if (kind === 'deploy-timeout' && s.status === 'initializing') {
-      const ready =
-        s.deployments.baseline?.status === 'deployed' && s.deployments.candidate?.status === 'deployed';
-      command = ready
-        ? {
-            type: 'MarkExperimentRunning',
-            reason: 'both variants found deployed at the deploy deadline',
-            at: now,
-          }
-        : {
-            type: 'FailExperiment',
-            reason: `deployment did not finish within ${Math.round(this.#timeouts.deployTimeoutMs / 1000)} s`,
-            at: now,
-          };
-    } else if (kind === 'analysis-timeout' && s.status === 'analyzing') {
-      command =
-        s.analysisAttempts + 1 < this.#timeouts.maxAnalysisAttempts
-          ? { type: 'RetryAnalysis', reason: 'the analysis did not answer in time', at: now }
-          : {
-              type: 'FailExperiment',
-              reason: `no analysis after ${this.#timeouts.maxAnalysisAttempts} attempts`,
-              at: now,
-            };
-    }
-    if (!command) return; // the experiment moved on: the deadline no longer applies
-    await this.#command(experimentId, command, `timer:${kind}:${causeId}`, causeId, experimentId);
+    const experiment = foldStream(await this.#deps.store.readStream(streamIdOf(experimentId)));
+    const reaction = react(
+      undefined,
+      { type: 'timer', experimentId, kind, causeId, now: this.#clock().toISOString(), experiment },
+      this.#timeouts,
+    );
+    await this.#carryOut(reaction.commands);
   }
 
   async #onResult(result: BusResult): Promise<void> {
-    const id = result.experimentId;
-    const commandId = `result:${result.commandId}`;
-    const correlation = result.correlationId ?? result.commandId;
-    switch (result.type) {
-      case 'VariantDeployed':
-        return this.#command(
-          id,
-          { type: 'RecordVariantDeployed', variant: result.variant, detail: result.detail, at: result.at },
-          commandId,
-          result.commandId,
-          correlation,
-        );
-      case 'VariantDeployFailed':
-        return this.#command(
-          id,
-          {
-            type: 'RecordVariantDeploymentFailed',
-            variant: result.variant,
-            reason: result.reason,
-            at: result.at,
-          },
-          commandId,
-          result.commandId,
-          correlation,
-        );
-      case 'ExperimentTornDown':
-        for (const variant of result.variants) {
-          await this.#command(
-            id,
-            { type: 'RecordVariantTornDown', variant, at: result.at },
-            `${commandId}:${variant}`,
-            result.commandId,
-            correlation,
-          );
-        }
-        return;
-      case 'DeploymentVerified':
-        try {
-          return await this.#reconciled(result);
-        } finally {
-          this.#verifying.get(result.commandId)?.();
-        }
-      case 'AnalysisCompleted':
-        return this.#command(
-          id,
-          { type: 'RecordAnalysis', analysis: result.analysis, at: result.at },
-          commandId,
-          result.commandId,
-          correlation,
-        );
-      case 'AnalysisFailed':
-        return this.#command(
-          id,
-          { type: 'FailExperiment', reason: `analysis failed: ${result.reason}`, at: result.at },
-          commandId,
-          result.commandId,
-          correlation,
-        );
-      default: {
-        const _never: never = result;
-        return _never;
+    if (result.type === 'DeploymentVerified') {
+      try {
+        return await this.#reconciled(result);
+      } finally {
+        this.#verifying.get(result.commandId)?.();
       }
     }
+    await this.#carryOut(react(undefined, { type: 'result', result }, this.#timeouts).commands);
   }
 
   /** Runs a domain command for the saga. A command the experiment has moved past is dropped, not retried. */
