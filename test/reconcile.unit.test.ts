@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { type Experiment, type ExperimentEvent, fold } from '../src/domain/experiment.js';
 import type { ExperimentSpec, Variant } from '../src/domain/experiment-spec.js';
-import { reconcile } from '../src/handlers/experiment-saga.js';
+import { reconcile } from '../src/domain/lifecycle-saga.js';
 
 /** Reconciliation's decision for every status × what the deployer still holds. */
 const spec = {

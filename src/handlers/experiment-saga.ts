@@ -45,14 +45,8 @@ import {
 } from './ports/bus.js';
 import type { EventStore, StoredEvent } from './ports/event-store.js';
 
-export {
-  DEFAULT_SAGA_TIMEOUTS,
-  RECONCILER_ACTOR,
-  type Reconciliation,
-  reconcile,
-  SAGA_ACTOR,
-  type SagaTimeouts,
-} from '../domain/lifecycle-saga.js';
+// main.ts and the saga's tests take the timeouts from here, with the handler they configure.
+export { DEFAULT_SAGA_TIMEOUTS, type SagaTimeouts } from '../domain/lifecycle-saga.js';
 
 /**
  * The lifecycle saga's adapter: its decisions are `react` (src/domain/lifecycle-saga.ts, pure);
