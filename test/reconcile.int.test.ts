@@ -71,6 +71,8 @@ const postgres = (nats: boolean): Installation => ({
         if (nats) {
           const bus = await NatsBus.connect({ servers: natsUrl()!, prefix, name: `test-${prefix}` });
           await bus.destroy();
+          // An open connection keeps the test process alive after its last test.
+          await bus.close({ graceMs: 0 });
         }
         const dropper = openPostgres({ url: base, poolSize: 1 });
         await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(dropper.db);
