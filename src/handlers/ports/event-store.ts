@@ -12,59 +12,30 @@
  * - Every read path decodes through the store's codec, so upcasters run wherever events are read.
  */
 
-export type Position = string;
-export const START: Position = '0';
+import {
+  type AnyEvent,
+  type AppendResult,
+  type ExpectedVersion,
+  type NewEvent,
+  type Position,
+  type ReadStreamOptions,
+  START,
+  type StoredEvent,
+} from '../../application/ports/event-store.js';
 
-/** any: no check; no_stream: the stream must not exist; stream_exists: it must; a number: exact version. */
-export type ExpectedVersion = 'any' | 'no_stream' | 'stream_exists' | number;
-
-export interface EventMetadata {
-  readonly eventId: string;
-  readonly actor: string;
-  readonly correlationId: string;
-  readonly causationId: string | null;
-  readonly occurredAt: string;
-  readonly schemaVersion: number;
-}
-
-export interface NewEvent<E extends AnyEvent = AnyEvent> {
-  readonly type: E['type'];
-  readonly data: E['data'];
-  readonly metadata: EventMetadata;
-}
-
-export interface AnyEvent {
-  readonly type: string;
-  readonly data: unknown;
-}
-
-export interface StoredEvent<E extends AnyEvent = AnyEvent> {
-  readonly streamId: string;
-  readonly version: number;
-  readonly position: Position;
-  readonly type: E['type'];
-  readonly data: E['data'];
-  readonly metadata: EventMetadata;
-  /** When the store recorded it (server time), ISO 8601. */
-  readonly recordedAt: string;
-}
-
-export interface AppendResult {
-  /** The stream's version after the append. */
-  readonly version: number;
-  /** The position of the last event appended. */
-  readonly position: Position;
-}
-
-export interface ReadStreamOptions {
-  /** First version to return (inclusive); default 1. */
-  readonly fromVersion?: number;
-  /** Last version to return (inclusive). */
-  readonly toVersion?: number;
-  /** Only events recorded at or before this time. */
-  readonly until?: Date;
-  readonly limit?: number;
-}
+// The part commands need is owned by the application layer; the rest of the port joins it there when
+// the read side moves behind application ports (issue 16).
+export {
+  type AnyEvent,
+  type AppendResult,
+  type EventMetadata,
+  type ExpectedVersion,
+  type NewEvent,
+  type Position,
+  type ReadStreamOptions,
+  START,
+  type StoredEvent,
+} from '../../application/ports/event-store.js';
 
 export interface ReadAllOptions {
   /** Return events after this position; default START. */
