@@ -1,9 +1,6 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { sql } from 'kysely';
-import { openPostgres } from '../src/adapters/postgres-database.js';
-import { withSearchPath } from './support/databases.js';
+import { systemTargets } from './support/databases.js';
 import { startTestSystem, tokenFor, validSpec } from './support/system.js';
 
 /**
@@ -525,29 +522,7 @@ function* corpus(existingId: string, seed = 42): Generator<BadRequest> {
         };
 }
 
-const base = process.env.DATABASE_URL;
-/** The embedded default (PGlite) and, with DATABASE_URL, the real PostgreSQL in a schema of its own. */
-const targets = [
-  { name: 'PGlite', skip: undefined, env: async () => ({ env: {}, drop: async () => {} }) },
-  {
-    name: 'PostgreSQL',
-    skip: base ? undefined : 'DATABASE_URL is not set: no real PostgreSQL to test against (CI sets it)',
-    env: async () => {
-      const schema = `phoenix_test_${randomBytes(6).toString('hex')}`;
-      const admin = openPostgres({ url: base!, poolSize: 1 });
-      await sql`create schema ${sql.id(schema)}`.execute(admin.db);
-      await admin.close();
-      return {
-        env: { DATABASE_URL: withSearchPath(base!, schema) },
-        drop: async () => {
-          const dropper = openPostgres({ url: base!, poolSize: 1 });
-          await sql`drop schema ${sql.id(schema)} cascade`.execute(dropper.db);
-          await dropper.close();
-        },
-      };
-    },
-  },
-];
+const targets = systemTargets();
 
 for (const target of targets) {
   describe(`bad input: a generated corpus of malformed requests (${target.name})`, {

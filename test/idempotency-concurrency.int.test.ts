@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
-import { sql } from 'kysely';
-import { openPostgres } from '../src/adapters/postgres-database.js';
-import { withSearchPath } from './support/databases.js';
+import { systemTargets } from './support/databases.js';
 import { startTestSystem, tokenFor, validSpec } from './support/system.js';
 
 /**
@@ -15,28 +13,7 @@ import { startTestSystem, tokenFor, validSpec } from './support/system.js';
 
 type TestSystem = Awaited<ReturnType<typeof startTestSystem>>;
 
-const base = process.env.DATABASE_URL;
-const targets = [
-  { name: 'PGlite', skip: undefined, env: async () => ({ env: {}, drop: async () => {} }) },
-  {
-    name: 'PostgreSQL',
-    skip: base ? undefined : 'DATABASE_URL is not set: no real PostgreSQL to test against (CI sets it)',
-    env: async () => {
-      const schema = `phoenix_test_${randomBytes(6).toString('hex')}`;
-      const admin = openPostgres({ url: base!, poolSize: 1 });
-      await sql`create schema ${sql.id(schema)}`.execute(admin.db);
-      await admin.close();
-      return {
-        env: { DATABASE_URL: withSearchPath(base!, schema) },
-        drop: async () => {
-          const dropper = openPostgres({ url: base!, poolSize: 1 });
-          await sql`drop schema ${sql.id(schema)} cascade`.execute(dropper.db);
-          await dropper.close();
-        },
-      };
-    },
-  },
-];
+const targets = systemTargets();
 
 for (const target of targets) {
   describe(`Idempotency-Key under concurrency (${target.name})`, {

@@ -55,3 +55,38 @@ export const withSearchPath = (url: string, schema: string): string => {
   u.searchParams.set('options', `-c search_path=${schema}`);
   return u.toString();
 };
+
+/**
+ * Where a whole system runs in a test: the embedded default (PGlite, `env` empty) and, with
+ * DATABASE_URL, the real PostgreSQL in a schema of its own, which `drop` removes.
+ */
+export interface SystemTarget {
+  readonly name: string;
+  readonly skip: string | undefined;
+  env(): Promise<{ env: Record<string, string>; drop(): Promise<void> }>;
+}
+
+export const systemTargets = (): SystemTarget[] => {
+  const base = process.env.DATABASE_URL;
+  return [
+    { name: 'PGlite', skip: undefined, env: async () => ({ env: {}, drop: async () => {} }) },
+    {
+      name: 'PostgreSQL',
+      skip: base ? undefined : 'DATABASE_URL is not set: no real PostgreSQL to test against (CI sets it)',
+      env: async () => {
+        const schema = `phoenix_test_${randomBytes(6).toString('hex')}`;
+        const admin = openPostgres({ url: base!, poolSize: 1 });
+        await sql`create schema ${sql.id(schema)}`.execute(admin.db);
+        await admin.close();
+        return {
+          env: { DATABASE_URL: withSearchPath(base!, schema) },
+          drop: async () => {
+            const dropper = openPostgres({ url: base!, poolSize: 1 });
+            await sql`drop schema ${sql.id(schema)} cascade`.execute(dropper.db);
+            await dropper.close();
+          },
+        };
+      },
+    },
+  ];
+};
