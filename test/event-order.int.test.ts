@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import pino from 'pino';
 import { openPGlite, openPostgres } from '../src/adapters/postgres-database.js';
@@ -29,6 +27,7 @@ import { buildSystem, type System } from '../src/main.js';
 import { createProjections } from '../src/projections/index.js';
 import { rebuildReadModels } from '../src/projections/rebuild.js';
 import { withSearchPath } from './support/databases.js';
+import { runPhoenix } from './support/phoenix-cli.js';
 import { applied } from './support/projection-fixtures.js';
 import { randomSpec, rngOf } from './support/projection-lifecycles.js';
 import { TEST_SECRET, tokenFor } from './support/system.js';
@@ -40,8 +39,6 @@ import { TEST_SECRET, tokenFor } from './support/system.js';
  * version order or with a gap. (The PostgreSQL store once sorted stream reads by the version's text:
  * 1, 10, 11, 12, 2, …, so a torn-down candidate folded as deployed.)
  */
-
-const run = promisify(execFile);
 
 /**
  * An experiment decided by the real decider, each decision appended with its expected version:
@@ -266,22 +263,10 @@ for (const database of [
 }
 
 describe('phoenix events / state / replay --verify on a stream of more than nine events (embedded)', () => {
-  const cli = join(import.meta.dirname, 'support', 'projection-cli.ts');
   let dataDir: string;
   let id: string;
   let events: ExperimentEvent[];
-  const phoenix = (...args: string[]) =>
-    run(process.execPath, ['--import', 'tsx', cli, ...args], {
-      env: { ...process.env, DATABASE_URL: '', PHOENIX_DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
-      timeout: 60_000,
-    }).then(
-      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-      (err: { code: number; stdout: string; stderr: string }) => ({
-        code: err.code,
-        stdout: err.stdout,
-        stderr: err.stderr,
-      }),
-    );
+  const phoenix = (...args: string[]) => runPhoenix(dataDir, ...args);
 
   before(async () => {
     dataDir = mkdtempSync(join(tmpdir(), 'phoenix-order-cli-'));

@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { openPGlite } from '../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
@@ -23,6 +21,7 @@ import {
 } from '../src/projections/log-reader.js';
 import { ProjectionRunner } from '../src/projections/runner.js';
 import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';
+import { runPhoenix } from './support/phoenix-cli.js';
 import { applied, openFixture } from './support/projection-fixtures.js';
 import {
   appendLifecycles,
@@ -30,8 +29,6 @@ import {
   expectedView,
   type Step,
 } from './support/projection-lifecycles.js';
-
-const run = promisify(execFile);
 
 /**
  * Replay: thousands of random lifecycles projected live equal a rebuild from position zero, row by row;
@@ -282,21 +279,9 @@ describe('a rebuild on worker threads (PostgreSQL)', { skip: postgresTestDatabas
 });
 
 describe('phoenix replay / events / state (embedded database)', () => {
-  const cli = join(import.meta.dirname, 'support', 'projection-cli.ts');
   let dataDir: string;
   let lifecycles: Step[][];
-  const phoenix = (...args: string[]) =>
-    run(process.execPath, ['--import', 'tsx', cli, ...args], {
-      env: { ...process.env, DATABASE_URL: '', PHOENIX_DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
-      timeout: 60_000,
-    }).then(
-      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-      (err: { code: number; stdout: string; stderr: string }) => ({
-        code: err.code,
-        stdout: err.stdout,
-        stderr: err.stderr,
-      }),
-    );
+  const phoenix = (...args: string[]) => runPhoenix(dataDir, ...args);
 
   before(async () => {
     dataDir = mkdtempSync(join(tmpdir(), 'phoenix-replay-'));
