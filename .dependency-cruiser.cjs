@@ -22,7 +22,7 @@ const PROJECTIONS_IMPORTING_ADAPTERS = [
 ];
 
 /** The npm packages the domain may use: pure libraries, no I/O. */
-const DOMAIN_LIBRARIES = ['zod', 'yaml', 're2js', 'kubernetes-models'];
+const DOMAIN_LIBRARIES = ['zod', 'yaml', 're2js', 'kubernetes-models', 'lru-cache'];
 
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {

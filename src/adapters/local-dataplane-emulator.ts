@@ -117,16 +117,11 @@ export interface CompiledPipeline {
 const isRecord = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
-const regexCache = new Map<string, CollectorRegex>();
+/** Compiled once per pattern by compileCollectorRegex's shared, bounded cache (keep-lists are long). */
 const regexOf = (pattern: string, path: string): CollectorRegex => {
-  let re = regexCache.get(pattern);
-  if (re === undefined) {
-    const check = compileCollectorRegex(pattern, MAX_RENDERED_PATTERN_LENGTH);
-    if (!check.ok) throw new EmulationError(check.message, path);
-    re = check.regex;
-    regexCache.set(pattern, re);
-  }
-  return re;
+  const check = compileCollectorRegex(pattern, MAX_RENDERED_PATTERN_LENGTH);
+  if (!check.ok) throw new EmulationError(check.message, path);
+  return check.regex;
 };
 
 const nameMatcher = (config: unknown, path: string): ((name: string) => boolean) | undefined => {
@@ -895,6 +890,8 @@ const cachedRowMetric = (
   metrics: number,
 ): RowPredicate => {
   if (deps.row || deps.point) return predicate;
+  // Not an LRU's job: it lives for one filter stage of one evaluation and holds one entry per distinct
+  // executable name of the fleet (an interned id), so it is bounded by the data it is computed from.
   const cache = new Map<number, Int8Array>();
   return (r, m, s) => {
     const id = ctx.name[r] as number;

@@ -1,4 +1,3 @@
-import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import type { ExperimentSpec } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
@@ -116,24 +115,14 @@ const labelKey = dbText()
     'must be a Kubernetes label key',
   );
 
-/**
- * What the RE2 check said of a pattern, by its source. Compiling one costs about 25 µs, and creates
- * repeat the same few patterns: with two of them the check was most of a create's parsing.
- */
-const patternProblems = new LRUCache<string, { message: string | undefined }>({ max: 2_000 });
-
 export const regexSource = dbText()
   .min(1)
   .max(256)
   .superRefine((source, ctx) => {
     // The collector runs these with RE2 (Go's regexp): check them in that dialect, not JavaScript's.
-    let problem = patternProblems.get(source);
-    if (!problem) {
-      const compiled = compileCollectorRegex(source);
-      problem = { message: compiled.ok ? undefined : compiled.message };
-      patternProblems.set(source, problem);
-    }
-    if (problem.message !== undefined) ctx.addIssue({ code: 'custom', message: problem.message });
+    // compileCollectorRegex remembers its answers: creates repeat the same few patterns.
+    const check = compileCollectorRegex(source);
+    if (!check.ok) ctx.addIssue({ code: 'custom', message: check.message });
   });
 
 export const variantSpecSchema = z.strictObject({

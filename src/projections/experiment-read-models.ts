@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { LRUCache } from 'lru-cache';
 import {
   type ExistingExperiment,
   type Experiment,
@@ -422,10 +423,11 @@ export function experimentReadModels(
   const cacheSize = options.cacheSize ?? 10_000;
   const monthsAhead = options.monthsAhead ?? 3;
   /**
-   * Folded experiments, least recently written first. Trusted only as far as the write checks it:
-   * phoenix_apply_read_models refuses (STALE_ROWS) a batch whose rows are not as remembered.
+   * Folded experiments, the least recently written evicted first (reads peek: they do not refresh an
+   * entry). Trusted only as far as the write checks it: phoenix_apply_read_models refuses (STALE_ROWS)
+   * a batch whose rows are not as remembered. With cacheSize 0 nothing is remembered.
    */
-  const cache = new Map<string, Entry>();
+  const cache = new LRUCache<string, Entry>({ max: Math.max(1, cacheSize) });
   /** Months known to have a partition (a rolled-back batch may be wrong: reset() forgets them). */
   const months = new PartitionMonths();
 
@@ -456,10 +458,8 @@ export function experimentReadModels(
     if (cacheSize === 0) return;
     for (const id of folded.touched) {
       const entry = folded.entries.get(id)!;
-      cache.delete(id); // re-inserted: most recently written last
       cache.set(id, { ...entry, stored: entry.version });
     }
-    while (cache.size > cacheSize) cache.delete(cache.keys().next().value!);
   }
 
   /** Each experiment stream of the batch, with the version of its first event in it. */
@@ -505,7 +505,7 @@ export function experimentReadModels(
         const unknown: string[] = [];
         let assumed = false;
         for (const [id, version] of first) {
-          const hit = attempt === 1 ? cache.get(id) : undefined;
+          const hit = attempt === 1 ? cache.peek(id) : undefined;
           if (hit) entries.set(id, hit);
           else if (attempt > 1 || version !== 1) unknown.push(id);
           if (hit || (attempt === 1 && version === 1)) assumed = true;

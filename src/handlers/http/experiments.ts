@@ -1,4 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import {
   type CommandService,
@@ -42,7 +43,13 @@ const minPositionQuery = z.object({ minPosition: position.optional() });
  * config. Rendering is memoised per distinct variant input (creates repeat the same specs a lot).
  */
 export function createExperimentSchema() {
-  const cache = new Map<string, readonly { path: string; message: string }[]>();
+  // Least recently used out first, 1,000 inputs as before; the keys are the clients' params, so their
+  // total length is bounded too (8 Mi characters): a few large bodies cannot pin memory.
+  const cache = new LRUCache<string, readonly { path: string; message: string }[]>({
+    max: 1_000,
+    maxSize: 8 * 1024 * 1024,
+    sizeCalculation: (_errors, key) => key.length,
+  });
   const validateVariant = (template: string, params: unknown, criticalProcesses: readonly string[]) => {
     const key = JSON.stringify([template, params, criticalProcesses]);
     const cached = cache.get(key);
@@ -55,7 +62,6 @@ export function createExperimentSchema() {
       criticalProcesses: [...criticalProcesses],
     });
     const errors = rendered.ok ? [] : rendered.errors;
-    if (cache.size > 1000) cache.clear();
     cache.set(key, errors);
     return errors;
   };
