@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   ApiException,
   type KubeConfig,
@@ -80,15 +81,6 @@ const describeApiError = (err: ApiException<unknown>): string => {
   const status = statusOf(err);
   return `${status.reason ?? `HTTP ${err.code}`}: ${status.message ?? 'no message'}`;
 };
-
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
 
 interface DaemonSetStatus {
   readonly metadata?: { readonly generation?: number };
@@ -246,7 +238,10 @@ export class KubernetesDeployer implements Deployer {
         }
       }
       if (Date.now() >= deadline) break;
-      await sleep(this.options.pollMs ?? 2_000, signal);
+      // An abort ends the wait; the loop's first line then abandons the deploy.
+      await delay(this.options.pollMs ?? 2_000, undefined, { signal }).catch((err: unknown) => {
+        if (!signal?.aborted) throw err;
+      });
     }
     const s = last?.status;
     const progress = s

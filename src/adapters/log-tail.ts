@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import type { AnyEvent, Position, StoredEvent } from '../handlers/ports/event-store.js';
 
 /**
@@ -202,12 +203,9 @@ export class LogTail<E extends AnyEvent> {
         } else {
           backoff = 1;
         }
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([
-          woken.promise,
-          new Promise<void>((resolve) => (timer = setTimeout(resolve, wait).unref())),
-        ]);
-        clearTimeout(timer);
+        const poll = new AbortController();
+        await Promise.race([woken.promise, delay(wait, undefined, { signal: poll.signal, ref: false })]);
+        poll.abort(); // a wake came first: drop the timer (its rejection goes to the settled race)
         woken.cancel();
       }
       if (this.source.closed()) this.#releaseAll();

@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   AckPolicy,
   type ConsumerConfig,
@@ -79,8 +80,6 @@ export interface NatsBusOptions {
 }
 
 type Source = `command.${CommandQueue}` | 'result' | 'dlq';
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
@@ -283,7 +282,7 @@ export class NatsBus implements Bus {
         const wait = Math.min(2_000, 100 * 2 ** attempt);
         if (this.nc.isClosed() || Date.now() + wait >= deadline) throw err;
         this.logger?.warn({ err: errorText(err), subject, attempt }, 'publish failed; retrying');
-        await sleep(wait);
+        await delay(wait);
       }
     }
   }
@@ -310,7 +309,7 @@ export class NatsBus implements Bus {
         } catch (err) {
           if (stopping || this.nc.isClosed()) return;
           this.logger?.warn({ err: errorText(err), stream, durable }, 'pull failed; retrying');
-          await sleep(1_000);
+          await delay(1_000);
           continue;
         }
         if (msg === null) continue;
@@ -330,8 +329,12 @@ export class NatsBus implements Bus {
       stop: async (graceMs: number) => {
         stopping = true;
         // Pulls end within pullExpiresMs; handlers get graceMs, then are abandoned to redelivery.
-        if (Number.isFinite(graceMs)) await Promise.race([done, sleep(Math.max(graceMs, 0))]);
-        else await done;
+        if (Number.isFinite(graceMs)) {
+          // The grace timer is cancelled once the loops are done: it must not keep the process up.
+          const grace = new AbortController();
+          await Promise.race([done, delay(Math.max(graceMs, 0), undefined, { signal: grace.signal })]);
+          grace.abort(); // the losing delay rejects into the settled race: handled, not unhandled
+        } else await done;
         this.consumers.delete(entry);
       },
     };

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { setTimeout as delay } from 'node:timers/promises';
 import { type Kysely, sql } from 'kysely';
 import {
   type AnyEvent,
@@ -569,7 +570,10 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
         if (!(err instanceof StoreUnavailableError)) throw err;
         // The database is away: wait and try again; the subscriber sees lag, not an error.
         const woken = this.#nextWake(signal);
-        await Promise.race([sleep(Math.min(backoff * 100, 5_000)), woken.promise]);
+        const retry = new AbortController();
+        const ms = Math.min(backoff * 100, 5_000);
+        await Promise.race([delay(ms, undefined, { signal: retry.signal, ref: false }), woken.promise]);
+        retry.abort(); // woken first: drop the timer (its rejection goes to the settled race)
         backoff = Math.min(backoff * 2, 50);
         woken.cancel();
         continue;
@@ -623,7 +627,7 @@ export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventS
       }
       // The tail's read failed: our own read meets that failure, or (an event outside our prefix
       // that the tail cannot read, say) does not; either way, no tight loop of reads.
-      if (member.failed) await sleep(100);
+      if (member.failed) await delay(100, undefined, { ref: false });
     }
   }
 
@@ -752,11 +756,6 @@ const unstorable = (streamId: string, err: unknown): UnstorableEventError => {
 };
 
 const escapeLike = (s: string): string => s.replace(/[\\%_]/g, (c) => `\\${c}`);
-
-const sleep = (ms: number) =>
-  new Promise<void>((resolve) => {
-    setTimeout(resolve, ms).unref();
-  });
 
 /** Connection-level failures become StoreUnavailableError (a 503 at the API); others pass through. */
 export const unavailableOr = (err: unknown): unknown =>

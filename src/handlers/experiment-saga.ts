@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { setTimeout as delay } from 'node:timers/promises';
 import { type Kysely, sql } from 'kysely';
 import pLimit from 'p-limit';
 import type { Logger } from 'pino';
@@ -438,13 +439,13 @@ export class SagaEffects {
     if (answered.length === 0) return;
     logger.info({ experiments: answered.length }, 'reconciling the experiments in flight with the deployer');
     const waitMs = this.#deps.reconcileWaitMs ?? 30_000;
-    let timer: NodeJS.Timeout | undefined;
-    const gaveUp = new Promise<'gave up'>((resolve) => {
-      timer = setTimeout(() => resolve('gave up'), waitMs);
-      this.#abort.signal.addEventListener('abort', () => resolve('gave up'), { once: true });
-    });
+    // The wait ends at waitMs or when the saga stops; once everything answered, the timer is dropped.
+    const answeredAll = new AbortController();
+    const gaveUp = delay(waitMs, 'gave up' as const, {
+      signal: AbortSignal.any([this.#abort.signal, answeredAll.signal]),
+    }).catch(() => 'gave up' as const);
     const outcome = await Promise.race([Promise.all(answered), gaveUp]);
-    clearTimeout(timer);
+    answeredAll.abort();
     this.#verifying.clear();
     if (outcome === 'gave up' && !this.#abort.signal.aborted)
       logger.warn({ waitMs }, 'the deployer has not answered every reconciliation yet; the saga carries on');

@@ -1,4 +1,5 @@
-import { EventEmitter } from 'node:events';
+import { EventEmitter, once } from 'node:events';
+import { setTimeout as delay } from 'node:timers/promises';
 import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import type { Variant } from '../domain/experiment-spec.js';
@@ -93,18 +94,19 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
   // the candidate's next look at the usage source.
   const baselines = new EventEmitter();
   baselines.setMaxListeners(0);
-  const untilBaselineOrTimeout = (experimentId: string, ms: number) =>
-    new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        baselines.off(experimentId, done);
-        stopping.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      baselines.once(experimentId, done);
-      stopping.signal.addEventListener('abort', done, { once: true });
-    });
+  const untilBaselineOrTimeout = async (experimentId: string, ms: number): Promise<void> => {
+    // Whichever ends first aborts the other (its AbortError goes to the settled race); a stopping
+    // worker ends both, and its caller looks at `stopping`.
+    const over = new AbortController();
+    const signal = AbortSignal.any([stopping.signal, over.signal]);
+    try {
+      await Promise.race([once(baselines, experimentId, { signal }), delay(ms, undefined, { signal })]);
+    } catch (err) {
+      if (!signal.aborted) throw err;
+    } finally {
+      over.abort();
+    }
+  };
   const render = (
     command: DeployVariant,
     tuning: Tuning | undefined,

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { setTimeout as delay } from 'node:timers/promises';
 import { type Kysely, sql, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import type { AdvisoryLock, SqlDatabase } from '../adapters/postgres-database.js';
@@ -288,17 +289,10 @@ export async function applyBatch<E extends AnyEvent>(
   });
 }
 
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    signal?.addEventListener('abort', done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
+/** Waits `ms` (without holding the process open), or until `signal` aborts: the loops check it next. */
+const sleep = (ms: number, signal: AbortSignal) =>
+  delay(ms, undefined, { signal, ref: false }).catch((err: unknown) => {
+    if (!signal.aborted) throw err;
   });
 
 /** Errors as log fields: database errors carry their whole query and parameters, too much for a log line. */
