@@ -1,14 +1,16 @@
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
-import { frameSink, textFrame } from '../src/handlers/http/ws-frames.js';
+import { messageSink, textMessage } from '../src/handlers/http/ws-frames.js';
 
-/** A server whose connections are handed to the test, and a client that records what it receives. */
+/** A server whose connections (and their network sockets) are handed to the test, and a recording client. */
 async function pair(perMessageDeflate = false) {
   const server = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate });
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
-  const accepted = new Promise<WebSocket>((resolve) => server.once('connection', resolve));
+  const accepted = new Promise<{ socket: WebSocket; stream: Socket }>((resolve) =>
+    server.once('connection', (socket, request) => resolve({ socket, stream: request.socket })),
+  );
   const { port } = server.address() as AddressInfo;
   const client = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate });
   const received: { text: string; binary: boolean }[] = [];
@@ -21,7 +23,7 @@ async function pair(perMessageDeflate = false) {
     client.once('open', () => resolve());
     client.once('error', reject);
   });
-  const socket = await accepted;
+  const { socket, stream } = await accepted;
   const until = (n: number) =>
     new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`got ${received.length} of ${n} messages`)), 10_000);
@@ -37,10 +39,32 @@ async function pair(perMessageDeflate = false) {
     client.terminate();
     await new Promise<void>((resolve) => server.close(() => resolve()));
   };
-  return { socket, client, received, until, close };
+  return { socket, stream, client, received, until, close };
 }
 
-describe('WebSocket frames built once, written as bytes', () => {
+/** Counts the network socket's writes: `_writev` is the one a corked batch leaves in. */
+function countWrites(stream: Socket) {
+  const counts = { write: 0, writev: 0, chunks: 0 };
+  const s = stream as unknown as {
+    _write: (...args: unknown[]) => void;
+    _writev: (chunks: unknown[], cb: unknown) => void;
+  };
+  const write = s._write.bind(stream);
+  const writev = s._writev.bind(stream);
+  s._write = (...args) => {
+    counts.write++;
+    counts.chunks++;
+    write(...args);
+  };
+  s._writev = (chunks, cb) => {
+    counts.writev++;
+    counts.chunks += chunks.length;
+    writev(chunks, cb);
+  };
+  return counts;
+}
+
+describe('WebSocket messages encoded once, a batch in one write, through ws', () => {
   let conn: Awaited<ReturnType<typeof pair>>;
   before(async () => {
     conn = await pair();
@@ -49,13 +73,12 @@ describe('WebSocket frames built once, written as bytes', () => {
     await conn.close();
   });
 
-  it('a standard client reads each frame as one text message, at every length encoding', async () => {
+  it('a standard client reads each message as one text message, at every length encoding', async () => {
     // 7-bit, 16-bit and 64-bit payload lengths on both sides of each boundary, and multi-byte UTF-8.
-    const texts = [0, 1, 125, 126, 127, 65_535, 65_536, 70_000].map((n) => 'x'.repeat(n));
+    const texts = [1, 125, 126, 127, 65_535, 65_536, 70_000].map((n) => 'x'.repeat(n));
     texts.push('{"name":"é – 💡"}', 'ü'.repeat(63), 'ü'.repeat(64));
-    const sink = frameSink(conn.socket);
-    assert.ok(sink, 'a connection without extensions can take raw frames');
-    for (const text of texts) sink(textFrame(text));
+    const send = messageSink(conn.socket, conn.stream);
+    for (const text of texts) send([textMessage(text)]);
     await conn.until(texts.length);
     assert.deepEqual(
       conn.received.map((m) => m.text),
@@ -64,12 +87,18 @@ describe('WebSocket frames built once, written as bytes', () => {
     assert.ok(conn.received.every((m) => !m.binary));
   });
 
-  it('several frames in one write are several messages, in order, interleaved rightly with ws.send', async () => {
+  it('a batch is several messages, in order, in one write of the network socket, interleaved rightly with ws.send', async () => {
     conn.received.length = 0;
-    const sink = frameSink(conn.socket)!;
-    sink(Buffer.concat(['{"n":1}', '{"n":2}', '{"n":3}'].map(textFrame)));
+    const send = messageSink(conn.socket, conn.stream);
+    const counts = countWrites(conn.stream);
+    send(['{"n":1}', '{"n":2}', '{"n":3}'].map(textMessage));
+    assert.deepEqual(
+      counts,
+      { write: 0, writev: 1, chunks: 6 },
+      'three headers and three payloads, one write',
+    );
     conn.socket.send('{"n":4}');
-    sink(textFrame('{"n":5}'));
+    send([textMessage('{"n":5}')]);
     await conn.until(5);
     assert.deepEqual(
       conn.received.map((m) => JSON.parse(m.text).n),
@@ -77,29 +106,25 @@ describe('WebSocket frames built once, written as bytes', () => {
     );
   });
 
-  it('bytes written raw count in bufferedAmount', () => {
-    // Not asserted as a number (the kernel takes what it can at once): only that the sink goes through
-    // the stream ws reports on, which is what the feed's slow-consumer check reads.
-    const stream = (conn.socket as unknown as { _socket: { writableLength: number } })._socket;
-    assert.equal(conn.socket.bufferedAmount, stream.writableLength);
+  it('without the network socket, messages still arrive, written one by one', async () => {
+    conn.received.length = 0;
+    messageSink(conn.socket, undefined)(['{"n":1}', '{"n":2}'].map(textMessage));
+    await conn.until(2);
+    assert.deepEqual(
+      conn.received.map((m) => JSON.parse(m.text).n),
+      [1, 2],
+    );
   });
 
-  it('writes nothing once the connection is closing', async () => {
+  it('sends nothing once the connection is closing', async () => {
     const other = await pair();
     try {
-      const sink = frameSink(other.socket)!;
-      const stream = (other.socket as unknown as { _socket: { write: (b: Buffer) => boolean } })._socket;
-      const written: Buffer[] = [];
-      const write = stream.write.bind(stream);
-      stream.write = (b: Buffer) => {
-        written.push(b);
-        return write(b);
-      };
+      const send = messageSink(other.socket, other.stream);
       other.socket.close(1000, 'bye');
-      const closeFrames = written.length;
+      const counts = countWrites(other.stream);
       // After the close frame, a data frame would break the protocol (RFC 6455 §5.5.1).
-      sink(textFrame('too late'));
-      assert.equal(written.length, closeFrames);
+      send([textMessage('too late'), textMessage('and this')]);
+      assert.equal(counts.chunks, 0);
       const code = await new Promise<number>((resolve) => other.client.once('close', (c) => resolve(c)));
       assert.equal(code, 1000);
       assert.deepEqual(other.received, []);
@@ -108,11 +133,17 @@ describe('WebSocket frames built once, written as bytes', () => {
     }
   });
 
-  it('with per-message deflate negotiated there is no raw sink: ws must frame (and compress) itself', async () => {
+  it('with per-message deflate negotiated, ws compresses the same messages and they arrive in order', async () => {
     const deflating = await pair(true);
     try {
       assert.notEqual(deflating.socket.extensions, '');
-      assert.equal(frameSink(deflating.socket), undefined);
+      const texts = ['{"n":1}', 'y'.repeat(5_000), '{"n":3}'];
+      messageSink(deflating.socket, deflating.stream)(texts.map(textMessage));
+      await deflating.until(3);
+      assert.deepEqual(
+        deflating.received.map((m) => m.text),
+        texts,
+      );
     } finally {
       await deflating.close();
     }

@@ -5,7 +5,7 @@ import { experimentIdOf, STREAM_PREFIX, streamIdOf } from '../experiment-command
 import type { LiveHub } from '../live-hub.js';
 import { isPosition, type StoredEvent } from '../ports/event-store.js';
 import type { TypedApp } from './app.js';
-import { frameSink, textFrame } from './ws-frames.js';
+import { messageSink, textMessage } from './ws-frames.js';
 
 export interface LiveRoutesDependencies {
   readonly hub: LiveHub;
@@ -15,15 +15,15 @@ export interface LiveRoutesDependencies {
 }
 
 /**
- * The frame of an event, encoded once however many connections it goes to (the hub hands every
- * listener the same event objects), and the frames of a batch, joined once for all the connections
- * that get that batch (the hub hands listeners with the same filter the same array).
+ * The message of an event, encoded once however many connections it goes to (the hub hands every
+ * listener the same event objects), and the messages of a batch, gathered once for all the
+ * connections that get that batch (the hub hands listeners with the same filter the same array).
  */
-const frames = new WeakMap<StoredEvent<ExperimentEvent>, Buffer>();
-const frameOf = (e: StoredEvent<ExperimentEvent>): Buffer => {
-  let frame = frames.get(e);
-  if (frame === undefined) {
-    frame = textFrame(
+const messages = new WeakMap<StoredEvent<ExperimentEvent>, Buffer>();
+const messageOf = (e: StoredEvent<ExperimentEvent>): Buffer => {
+  let message = messages.get(e);
+  if (message === undefined) {
+    message = textMessage(
       JSON.stringify({
         kind: 'event',
         position: e.position,
@@ -34,24 +34,19 @@ const frameOf = (e: StoredEvent<ExperimentEvent>): Buffer => {
         metadata: e.metadata,
       }),
     );
-    frames.set(e, frame);
+    messages.set(e, message);
   }
-  return frame;
+  return message;
 };
-const batches = new WeakMap<readonly StoredEvent<ExperimentEvent>[], Buffer>();
-const framesOf = (events: readonly StoredEvent<ExperimentEvent>[]): Buffer => {
-  if (events.length === 1) return frameOf(events[0]!);
-  let joined = batches.get(events);
-  if (joined === undefined) {
-    joined = Buffer.concat(events.map(frameOf));
-    batches.set(events, joined);
+const batches = new WeakMap<readonly StoredEvent<ExperimentEvent>[], readonly Buffer[]>();
+const messagesOf = (events: readonly StoredEvent<ExperimentEvent>[]): readonly Buffer[] => {
+  let batch = batches.get(events);
+  if (batch === undefined) {
+    batch = events.map(messageOf);
+    batches.set(events, batch);
   }
-  return joined;
+  return batch;
 };
-
-/** The JSON text of a frame built by `textFrame`, for a connection that `ws` must frame itself. */
-const textOf = (frame: Buffer): string =>
-  frame.toString('utf8', frame[1] === 126 ? 4 : frame[1] === 127 ? 10 : 2);
 
 /** Close code for a consumer that fell too far behind; it reconnects with `from`. */
 export const CLOSE_TOO_SLOW = 4008;
@@ -158,14 +153,13 @@ export async function liveRoutes(app: TypedApp, deps: LiveRoutesDependencies): P
       // Incoming messages are not part of the protocol; ignore them rather than buffer them.
       socket.on('message', () => undefined);
 
-      // A batch goes out as its frames in one write; `ws.send` per frame only if that is not possible.
-      const sink = frameSink(socket);
+      // A batch goes out as its frames in one write (see ws-frames.ts).
+      const send = messageSink(socket, request.raw.socket);
       const deliver = (events: readonly StoredEvent<ExperimentEvent>[]) => {
         if (controller.signal.aborted) return;
         // A timer may fire late; a batch that arrives first still finds the token expired.
         if (expired()) return expire();
-        if (sink) sink(framesOf(events));
-        else for (const e of events) socket.send(textOf(frameOf(e)));
+        send(messagesOf(events));
         if (socket.bufferedAmount > maxBuffered) {
           controller.abort();
           socket.close(CLOSE_TOO_SLOW, 'consumer too slow; reconnect with from');
@@ -184,8 +178,7 @@ export async function liveRoutes(app: TypedApp, deps: LiveRoutesDependencies): P
             return;
           }
           const live = JSON.stringify({ kind: 'live', position: attached.position });
-          if (sink) sink(textFrame(live));
-          else socket.send(live);
+          socket.send(live);
         } catch (err) {
           request.log.warn({ err }, 'live feed failed');
           if (!controller.signal.aborted) socket.close(1011, 'feed failed; reconnect with from');

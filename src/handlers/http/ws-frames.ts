@@ -1,51 +1,41 @@
-import type { Duplex } from 'node:stream';
+import type { Writable } from 'node:stream';
 import type { WebSocket } from 'ws';
 
 /**
- * WebSocket text frames built once and written to many connections as bytes.
+ * Text messages encoded once and sent to many connections, a batch at a time, through `ws`'s public
+ * API.
  *
- * `ws.send` frames its argument anew for every connection (encodes the string, builds a header) and
- * issues one socket write per message: for the live feed, 1,000 connections × every event, that is
- * a million writes for a thousand events, each a system call, on the one event-loop thread. Here each
- * frame is encoded once (an unmasked, unfragmented server frame: RFC 6455 §5.2), and a connection
- * gets all of one batch's frames in one write; the bytes on the wire are what `ws.send` would write.
+ * `ws.send(string)` encodes its argument anew for every connection, and every message is a write of
+ * its own: for the live feed, 1,000 connections × every event, that is a million writes for a thousand
+ * events, each a system call, on the one event-loop thread. Here each message is encoded once (a
+ * Buffer that `ws` frames without copying: it only adds a 2–10 byte header), and the network socket
+ * `ws` writes to is corked for the batch, so a connection gets all of one batch's frames in one write.
+ * Measured on 500 connections × batches of 10 events of 300 bytes (server side, one delivery round):
+ * frames written raw to the socket 4.3 ms, this 6.6 ms, `ws.send(string)` per event 40 ms.
+ *
+ * The frames are `ws`'s own, so they keep their order with its pings and close frame, count in
+ * `bufferedAmount`, are compressed when per-message deflate is negotiated, and are dropped once the
+ * connection is closing.
  */
 
-/** One unmasked text frame (FIN, opcode 1) holding `text`. */
-export function textFrame(text: string): Buffer {
-  const length = Buffer.byteLength(text);
-  const header = length < 126 ? 2 : length < 65_536 ? 4 : 10;
-  const frame = Buffer.allocUnsafe(header + length);
-  frame[0] = 0x81;
-  if (length < 126) {
-    frame[1] = length;
-  } else if (length < 65_536) {
-    frame[1] = 126;
-    frame.writeUInt16BE(length, 2);
-  } else {
-    frame[1] = 127;
-    frame.writeBigUInt64BE(BigInt(length), 2);
-  }
-  frame.write(text, header, 'utf8');
-  return frame;
-}
+/** The UTF-8 bytes of one text message, to be shared by every connection it goes to. */
+export const textMessage = (text: string): Buffer => Buffer.from(text, 'utf8');
 
-/** Writes whole, ready-made frames to one connection. */
-export type FrameSink = (frames: Buffer) => void;
+/** Sends ready-encoded text messages to one connection, in order, in one write where it can. */
+export type MessageSink = (messages: readonly Buffer[]) => void;
 
 /**
- * A sink for `socket`: its frames go straight to the stream `ws` itself writes to, so they keep
- * their order with the frames `ws` sends (pings, the close frame) and count in `bufferedAmount`.
- * Only when no extension (per-message deflate) is negotiated: with one, `ws` may hold frames back
- * while it compresses, and raw bytes would overtake them. Undefined when the stream is not
- * reachable; the caller then sends through `ws`.
+ * A sink for `socket`. `stream` is the network socket the connection was upgraded on (the request's
+ * `socket`, which `ws` writes its frames to); corking it around a batch is what joins the batch's
+ * writes. Without it, each message is still encoded once but written apart.
  */
-export function frameSink(socket: WebSocket): FrameSink | undefined {
-  if (socket.extensions !== '') return undefined;
-  const stream = (socket as unknown as { _socket?: Duplex })._socket;
-  if (!stream || typeof stream.write !== 'function') return undefined;
-  return (frames) => {
-    if (socket.readyState !== socket.OPEN || stream.destroyed || !stream.writable) return;
-    stream.write(frames);
+export function messageSink(socket: WebSocket, stream: Writable | undefined): MessageSink {
+  return (messages) => {
+    if (messages.length > 1) stream?.cork();
+    try {
+      for (const message of messages) socket.send(message, { binary: false });
+    } finally {
+      if (messages.length > 1) stream?.uncork();
+    }
   };
 }
