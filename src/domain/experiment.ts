@@ -1,5 +1,4 @@
 import type { Analysis, ExperimentSpec, Variant } from './experiment-spec.js';
-import { VARIANTS } from './experiment-spec.js';
 
 /**
  * The Experiment aggregate as a decider: `decide(command, state)` returns the events a command
@@ -130,22 +129,6 @@ export type ExperimentEvent =
   | VariantTornDown;
 
 export type ExperimentEventType = ExperimentEvent['type'];
-
-export const EVENT_TYPES: readonly ExperimentEventType[] = [
-  'ExperimentCreated',
-  'ExperimentStarted',
-  'VariantDeployed',
-  'VariantDeploymentFailed',
-  'ExperimentRunStarted',
-  'ExperimentRunCompleted',
-  'AnalysisRecorded',
-  'AnalysisRetried',
-  'ExperimentRuntimeExtended',
-  'ExperimentCompleted',
-  'ExperimentFailed',
-  'ExperimentCancelled',
-  'VariantTornDown',
-];
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -494,5 +477,3 @@ export const fold = (events: Iterable<ExperimentEvent>, state: Experiment = init
   for (const e of events) s = evolve(s, e);
   return s;
 };
-
-export const isVariant = (v: string): v is Variant => (VARIANTS as readonly string[]).includes(v);

@@ -232,13 +232,3 @@ export const eventMetadataSchema = z.object({
   occurredAt: at,
   schemaVersion: z.number().int().min(1),
 });
-
-/** Turns zod issues into the contract's `errors: [{ path, message }]`. */
-export const issuesToErrors = (
-  issues: readonly z.core.$ZodIssue[],
-  prefix = '',
-): { path: string; message: string }[] =>
-  issues.map((i) => ({
-    path: [prefix, ...i.path.map(String)].filter(Boolean).join('.') || '(root)',
-    message: i.message,
-  }));

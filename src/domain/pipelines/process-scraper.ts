@@ -152,9 +152,6 @@ export type ProcessResourceAttribute = (typeof PROCESS_RESOURCE_ATTRIBUTES)[numb
 /** `process.cgroup` exists but is off by default; accepted in configs, never rendered by a template. */
 export const OPTIONAL_PROCESS_RESOURCE_ATTRIBUTES = ['process.cgroup'] as const;
 
-export const findProcessMetric = (name: string): ProcessMetricInfo | undefined =>
-  PROCESS_METRICS.find((m) => m.name === name);
-
 const UNIT_SUFFIX: Record<string, string> = { s: 'seconds', By: 'bytes', '1': 'ratio' };
 
 /**
