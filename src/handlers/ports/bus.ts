@@ -163,7 +163,6 @@ export type BusResultInput = z.input<typeof busResultSchema>;
 
 /** The workers a command is for; each kind has its own queue. */
 export type CommandQueue = 'deployer' | 'analyzer';
-export const COMMAND_QUEUES: readonly CommandQueue[] = ['deployer', 'analyzer'];
 
 export const queueOf = (type: BusCommand['type']): CommandQueue => {
   switch (type) {

@@ -219,5 +219,3 @@ export const isPosition = (s: string): boolean => {
   const m = POSITION.exec(s);
   return m !== null && m[1]! <= MAX_FIRST && m[2]! <= MAX_SECOND;
 };
-
-export const comparePositions = (a: Position, b: Position): number => (a < b ? -1 : a > b ? 1 : 0);
