@@ -241,7 +241,15 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
   const bus = await createBus(config, logger, { prefix: config.PHOENIX_NATS_PREFIX });
   // One view of recently decided experiments for the API and the saga, which take turns on them.
   const known = new KnownStreams();
-  const sagaEffects = new SagaEffects({ db: database.db, store, bus, logger, metrics, known });
+  const commandMetrics = commandMetricsOf(metrics);
+  const sagaEffects = new SagaEffects({
+    db: database.db,
+    store,
+    bus,
+    logger,
+    metrics: commandMetrics,
+    known,
+  });
   const sagaRunner = new ProjectionRunner<ExperimentEvent>({
     database,
     store,
@@ -264,7 +272,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
   const commands = createCommandService({
     store,
     idempotency,
-    metrics: commandMetricsOf(metrics),
+    metrics: commandMetrics,
     clock,
     newId,
     known,

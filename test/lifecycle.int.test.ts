@@ -103,6 +103,22 @@ describe('lifecycle on the embedded default, through the API', () => {
       audit.map((a: { to: string }) => a.to),
       ['pending', 'initializing', 'running', 'analyzing', 'completed'],
     );
+    // The transitions the saga drove are observed as the API's are.
+    const metrics = (await system.app.inject({ url: '/metrics' })).body;
+    for (const [from, to] of [
+      ['initializing', 'running'],
+      ['running', 'analyzing'],
+      ['analyzing', 'completed'],
+    ]) {
+      assert.match(
+        metrics,
+        new RegExp(
+          `^phoenix_state_transition_duration_seconds_count\\{from_state="${from}",to_state="${to}",success="true"\\} [1-9]`,
+          'm',
+        ),
+        `${from}→${to} in the metrics`,
+      );
+    }
     // The variants are taken away once the experiment has ended.
     const deadline = Date.now() + 10_000;
     while (

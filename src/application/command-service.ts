@@ -8,6 +8,7 @@ import {
 import type { ExperimentSpec } from '../domain/experiment-spec.js';
 import {
   type CommandContext,
+  type CommandOptions,
   type CommandResult,
   deriveEventId,
   handleExperimentCommand,
@@ -114,16 +115,15 @@ export function createCommandService(deps: CommandServiceDependencies): CommandS
         ...(key !== undefined ? { commandId: commandIdForKey(actor, key) } : {}),
         ...(context.expectedVersion !== undefined ? { expectedVersion: context.expectedVersion } : {}),
       };
-      const started = performance.now();
       let result: CommandResult;
       try {
-        result = await handleExperimentCommand(
+        result = await handleMeasuredCommand(
           deps.store,
           experimentId,
           toDomainCommand(command, experimentId, deps.clock().toISOString()),
           commandContext,
+          deps.metrics,
           {
-            onConflict: () => deps.metrics.conflict('experiment'),
             ...(deps.known ? { known: deps.known } : {}),
             ...(deps.maxAttempts !== undefined ? { maxAttempts: deps.maxAttempts } : {}),
           },
@@ -131,27 +131,56 @@ export function createCommandService(deps: CommandServiceDependencies): CommandS
       } catch (err) {
         // A failed command keeps nothing: the key serves the next request, as if never sent.
         if (claimed) await deps.idempotency.release(actor, key!, requestHash).catch(() => undefined);
-        const from = err instanceof InvalidTransitionError ? err.actual : 'unknown';
-        deps.metrics.transition(from, 'unknown', false, (performance.now() - started) / 1000);
         throw err;
       }
       const outcome: StoredOutcome = {
         experimentId,
-        state: result.state.status === 'empty' ? 'unknown' : result.state.status,
+        state: stateLabel(result.state.status),
         version: result.version,
         position: result.position,
       };
-      deps.metrics.transition(
-        result.previousStatus === 'empty' ? 'none' : result.previousStatus,
-        outcome.state,
-        true,
-        (performance.now() - started) / 1000,
-      );
       if (key !== undefined) await deps.idempotency.complete(actor, key, requestHash, outcome);
       return { ...outcome, replayed: false };
     },
   };
 }
+
+/**
+ * handleExperimentCommand with what every caller reports of it, the command service and the saga
+ * alike: each version conflict it retried, and its time as a transition, from the status before to the
+ * status after (`none` for a new experiment). A failure goes `to` `unknown`, `from` what the domain
+ * found (`unknown` when it found nothing). A command that wrote nothing (a repeat of one already
+ * applied, as a redelivery is) made no transition and is not observed.
+ */
+export async function handleMeasuredCommand(
+  store: CommandEventStore<ExperimentEvent>,
+  experimentId: string,
+  command: ExperimentCommand,
+  context: CommandContext,
+  metrics: CommandMetrics | undefined,
+  options: Omit<CommandOptions, 'onConflict'> = {},
+): Promise<CommandResult> {
+  const started = performance.now();
+  const seconds = () => (performance.now() - started) / 1000;
+  let result: CommandResult;
+  try {
+    result = await handleExperimentCommand(store, experimentId, command, context, {
+      ...options,
+      ...(metrics ? { onConflict: () => metrics.conflict('experiment') } : {}),
+    });
+  } catch (err) {
+    const from = err instanceof InvalidTransitionError ? err.actual : 'unknown';
+    metrics?.transition(from, 'unknown', false, seconds());
+    throw err;
+  }
+  if (result.written.length > 0) {
+    const from = result.previousStatus === 'empty' ? 'none' : result.previousStatus;
+    metrics?.transition(from, stateLabel(result.state.status), true, seconds());
+  }
+  return result;
+}
+
+const stateLabel = (status: CommandResult['state']['status']) => (status === 'empty' ? 'unknown' : status);
 
 /** The domain command: the service's input stamped with the time (and the new experiment's id). */
 const toDomainCommand = (command: ServiceCommand, experimentId: string, at: string): ExperimentCommand => {

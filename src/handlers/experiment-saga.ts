@@ -4,6 +4,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { type Kysely, sql } from 'kysely';
 import pLimit from 'p-limit';
 import type { Logger } from 'pino';
+import { handleMeasuredCommand } from '../application/command-service.js';
+import type { CommandMetrics } from '../application/ports/metrics.js';
 import {
   DomainError,
   type ExperimentCommand,
@@ -29,12 +31,10 @@ import {
 import {
   experimentIdOf,
   foldStream,
-  handleExperimentCommand,
   type KnownStreams,
   STREAM_PREFIX,
   streamIdOf,
 } from './experiment-commands.js';
-import type { Metrics } from './metrics.js';
 import {
   type AnalyzeExperiment,
   type Bus,
@@ -348,8 +348,11 @@ export interface SagaEffectsDependencies {
   readonly logger: Logger;
   readonly clock?: () => Date;
   readonly timeouts?: SagaTimeouts;
-  /** Observes the transitions the saga drives (phoenix_state_transition_duration_seconds). */
-  readonly metrics?: Pick<Metrics, 'stateTransitionDuration' | 'lockContention'>;
+  /**
+   * Observes the transitions the saga drives and its version conflicts, as the command service does
+   * (phoenix_state_transition_duration_seconds, phoenix_state_lock_contention_total).
+   */
+  readonly metrics?: CommandMetrics;
   /** Longest sleep between looks at the outbox and the timers when nothing wakes the loops. */
   readonly idleMs?: number;
   /** Streams this process decided on lately: commands on them skip the read (see KnownStreams). */
@@ -624,24 +627,17 @@ export class SagaEffects {
     correlationId: string,
     actor = SAGA_ACTOR,
   ): Promise<void> {
-    const started = performance.now();
-    const metrics = this.#deps.metrics;
     try {
-      const result = await handleExperimentCommand(
+      // Not the command service's execute: the saga's commands carry their own time and command id
+      // (from the outbox), and need no idempotency key; the metrics are taken the same way.
+      await handleMeasuredCommand(
         this.#deps.store,
         experimentId,
         command,
         { actor, correlationId, causationId, commandId },
-        {
-          onConflict: () => metrics?.lockContention.labels('experiment').inc(),
-          ...(this.#deps.known ? { known: this.#deps.known } : {}),
-        },
+        this.#deps.metrics,
+        this.#deps.known ? { known: this.#deps.known } : {},
       );
-      if (metrics && result.written.length > 0 && result.state.status !== result.previousStatus) {
-        metrics.stateTransitionDuration
-          .labels(result.previousStatus, result.state.status, 'true')
-          .observe((performance.now() - started) / 1000);
-      }
     } catch (err) {
       // RunNotFinished: the run was extended, and the extension set a new run-end timer.
       if (
