@@ -1,8 +1,9 @@
-import { fileURLToPath } from 'node:url';
+import { fromJson, type JsonValue, toBinary } from '@bufbuild/protobuf';
+import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
+import type { PackageDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
-import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import type { CommandService } from '../../application/command-service.js';
 import type { ExperimentEvent } from '../../domain/experiment.js';
@@ -12,6 +13,7 @@ import type { EventStore } from '../ports/event-store.js';
 import type { ReadModels } from '../ports/read-models.js';
 import { auditService } from './audit.js';
 import { experimentService } from './experiments.js';
+import descriptorSet from './gen/descriptor-set.json' with { type: 'json' };
 import { AuditServiceService } from './gen/phoenix/v1/audit.js';
 import { ExperimentServiceService } from './gen/phoenix/v1/experiments.js';
 import { TemplateServiceService } from './gen/phoenix/v1/templates.js';
@@ -41,9 +43,6 @@ export const SERVICES = [
 
 /** The largest message accepted: the REST API's body limit (1 MiB). A larger one is RESOURCE_EXHAUSTED. */
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
-
-/** proto/ in the repository: three levels up from src/handlers/grpc and from dist/handlers/grpc alike. */
-const PROTO_DIR = fileURLToPath(new URL('../../../proto/', import.meta.url));
 
 export interface GrpcServer {
   /** Listens on host:port (0: a free port); resolves with the port bound. */
@@ -87,18 +86,7 @@ export function createGrpcServer(deps: GrpcServerDependencies): GrpcServer {
 
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...statuses('NOT_SERVING') });
   health.addToServer(server);
-  const definitions = loadSync(
-    [
-      'phoenix/v1/experiments.proto',
-      'phoenix/v1/templates.proto',
-      'phoenix/v1/audit.proto',
-      'google/rpc/status.proto',
-      'google/rpc/error_details.proto',
-      healthProtoPath,
-    ],
-    { includeDirs: [PROTO_DIR] },
-  );
-  new ReflectionService(definitions).addToServer(server);
+  new ReflectionService(descriptors()).addToServer(server);
 
   let stopped = false;
   const checkReadiness = async () => {
@@ -153,6 +141,21 @@ export function createGrpcServer(deps: GrpcServerDependencies): GrpcServer {
       });
     },
   };
+}
+
+/**
+ * The files for reflection, as buf built them with the code (npm run proto:gen): the contract and
+ * grpc.health.v1, each file under its own name with its imports, the well-known types included.
+ * proto-loader would merge them per package and drop the imports (grpc-node#2958: grpcurl then cannot
+ * resolve google.protobuf.Struct) and misname the health service's map entries; the reflection service
+ * reads nothing but `fileDescriptorProtos`.
+ */
+function descriptors(): PackageDefinition {
+  const set = fromJson(FileDescriptorSetSchema, descriptorSet as unknown as JsonValue);
+  const fileDescriptorProtos = set.file.map((file) => Buffer.from(toBinary(FileDescriptorProtoSchema, file)));
+  return {
+    'phoenix.v1': { format: 'Protocol Buffer 3 DescriptorProto', type: {}, fileDescriptorProtos },
+  } as unknown as PackageDefinition;
 }
 
 const statuses = (s: 'SERVING' | 'NOT_SERVING') => Object.fromEntries(SERVICES.map((name) => [name, s]));
