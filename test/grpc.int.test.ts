@@ -4,7 +4,12 @@ import { after, before, describe, it } from 'node:test';
 import { credentials, loadPackageDefinition, status } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { PostgresIdempotencyStore } from '../src/adapters/postgres-idempotency.js';
+import { createCommandService } from '../src/application/command-service.js';
 import { ExperimentState } from '../src/handlers/grpc/gen/phoenix/v1/experiments.js';
+import { createGrpcServer } from '../src/handlers/grpc/server.js';
+import { LiveHub } from '../src/handlers/live-hub.js';
+import { commandMetricsOf } from '../src/handlers/metrics.js';
 import { systemTargets } from './support/databases.js';
 import { codeName, detailsOf, failureOf, grpcClients, protoSpec, unaryCall, watch } from './support/grpc.js';
 import { craftedToken, startTestSystem, tokenFor, validSpec } from './support/system.js';
@@ -425,6 +430,78 @@ for (const target of systemTargets()) {
     });
   });
 }
+
+describe('gRPC Watch limits: one client cannot hold the server', { timeout: 60_000 }, () => {
+  let system: TestSystem;
+  let hub: LiveHub;
+  let server: ReturnType<typeof createGrpcServer>;
+  let clients: ReturnType<typeof grpcClients>;
+
+  before(async () => {
+    system = await startTestSystem();
+    hub = new LiveHub(system.store, system.logger);
+    const commands = createCommandService({
+      store: system.store,
+      idempotency: new PostgresIdempotencyStore(system.database.db),
+      metrics: commandMetricsOf(system.metrics),
+      clock: () => new Date(),
+      newId: randomUUID,
+    });
+    server = createGrpcServer({
+      logger: system.logger,
+      tokens: system.tokens,
+      commands,
+      store: system.store,
+      readModels: system.readModels,
+      hub,
+      readiness: {},
+      watch: { maxStreams: 3, maxStreamsPerSubject: 2, maxQueuedMessages: 1 },
+    });
+    clients = grpcClients(`127.0.0.1:${await server.listen('127.0.0.1', 0)}`);
+  });
+  after(async () => {
+    clients?.close();
+    await server?.stop();
+    await hub?.stop();
+    await system?.dispose();
+  });
+
+  it('RESOURCE_EXHAUSTED past the streams per subject and per server; others still get theirs', async () => {
+    const ex = clients.experiments;
+    const [a, b, c] = await Promise.all(
+      ['a', 'b', 'c'].map((sub) => tokenFor(system, 'viewer', `limits-${sub}`)),
+    );
+    const open = [watch(ex, {}, a!), watch(ex, {}, a!)];
+    await Promise.all(open.map((w) => w.until((m) => m.kind?.$case === 'live')));
+    const third = watch(ex, {}, a!);
+    const refused = await third.ended;
+    assert.equal(codeName(refused.code), 'RESOURCE_EXHAUSTED');
+    assert.equal(detailsOf(refused.error!).info?.reason, 'TOO_MANY_STREAMS');
+    const other = watch(ex, {}, b!);
+    await other.until((m) => m.kind?.$case === 'live');
+    const full = await watch(ex, {}, c!).ended;
+    assert.equal(codeName(full.code), 'RESOURCE_EXHAUSTED');
+    for (const w of [...open, other]) w.call.cancel();
+    await waitUntil(() => server.watchStreams === 0);
+  });
+
+  it('a stream that falls behind is ended with RESOURCE_EXHAUSTED (resume with from)', async () => {
+    const operator = await tokenFor(system, 'operator');
+    for (let i = 0; i < 3; i++) {
+      await unaryCall(
+        clients.experiments,
+        clients.experiments.createExperiment,
+        { spec: protoSpec(validSpec({ name: `backlog ${i}` })), idempotencyKey: '' },
+        operator,
+      );
+    }
+    const slow = watch(clients.experiments, { from: '0' }, await tokenFor(system, 'viewer', 'slow'));
+    const ended = await slow.ended;
+    assert.equal(codeName(ended.code), 'RESOURCE_EXHAUSTED');
+    assert.equal(detailsOf(ended.error!).info?.reason, 'TOO_SLOW');
+    await waitUntil(() => server.watchStreams === 0);
+  });
+});
 
 async function waitUntil(test: () => boolean, timeoutMs = 5_000): Promise<void> {
   const until = Date.now() + timeoutMs;

@@ -27,16 +27,21 @@ export function auditService(
     listAuditEntries: unary(deps, 'ListAuditEntries', 'admin', async (request) => {
       const fromState = statusOf(request.fromState, 'from_state');
       const toState = statusOf(request.toState, 'to_state');
-      const q = parse(auditQuerySchema, {
-        ...(request.experimentId !== undefined ? { experimentId: request.experimentId } : {}),
-        ...(request.actor !== undefined ? { actor: request.actor } : {}),
-        ...(fromState ? { fromState } : {}),
-        ...(toState ? { toState } : {}),
-        ...(request.since !== undefined ? { since: request.since } : {}),
-        ...(request.until !== undefined ? { until: request.until } : {}),
-        ...(request.pageSize !== 0 ? { limit: request.pageSize } : {}),
-        ...(request.pageToken !== '' ? { cursor: request.pageToken } : {}),
-      } satisfies z.input<typeof auditQuerySchema>);
+      const q = parse(
+        auditQuerySchema,
+        {
+          ...(request.experimentId !== undefined ? { experimentId: request.experimentId } : {}),
+          ...(request.actor !== undefined ? { actor: request.actor } : {}),
+          ...(fromState ? { fromState } : {}),
+          ...(toState ? { toState } : {}),
+          ...(request.since !== undefined ? { since: request.since } : {}),
+          ...(request.until !== undefined ? { until: request.until } : {}),
+          ...(request.pageSize !== 0 ? { limit: request.pageSize } : {}),
+          ...(request.pageToken !== '' ? { cursor: request.pageToken } : {}),
+        } satisfies z.input<typeof auditQuerySchema>,
+        '',
+        { limit: 'page_size', cursor: 'page_token' },
+      );
       await catchUp(request.minPosition);
       const page = await deps.readModels.queryAudit(auditFilterOf(q), {
         limit: q.limit ?? 100,

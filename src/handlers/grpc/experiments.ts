@@ -54,10 +54,26 @@ export const statusOf = (state: ExperimentState, field: string): ExperimentStatu
   return s as ExperimentStatus;
 };
 
-/** Parses with a zod schema; its issues become INVALID_ARGUMENT with field violations under `prefix`. */
-export function parse<T extends z.ZodType>(schema: T, value: unknown, prefix = ''): z.output<T> {
+/**
+ * Parses with a zod schema; its issues become INVALID_ARGUMENT with field violations under `prefix`,
+ * a top-level name the schema spells otherwise than the proto (`limit` for `page_size`) renamed.
+ */
+export function parse<T extends z.ZodType>(
+  schema: T,
+  value: unknown,
+  prefix = '',
+  renamed: Readonly<Record<string, string>> = {},
+): z.output<T> {
   const parsed = schema.safeParse(value);
-  if (!parsed.success) throw invalidArgument(violationsOf(parsed.error, prefix));
+  if (!parsed.success) {
+    throw invalidArgument(
+      violationsOf(parsed.error, prefix).map((v) => {
+        const [head = '', ...rest] = v.field.split('.');
+        const name = renamed[head];
+        return name === undefined ? v : { ...v, field: [name, ...rest].join('.') };
+      }),
+    );
+  }
   return parsed.data;
 }
 
