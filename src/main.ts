@@ -287,7 +287,16 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
   const grpc =
     config.GRPC_PORT === 0
       ? undefined
-      : createGrpcServer({ logger, tokens, commands, store, readModels, hub, readiness });
+      : createGrpcServer({
+          logger,
+          tokens,
+          commands,
+          store,
+          readModels,
+          hub,
+          readiness,
+          rateLimitPerMinute: config.PHOENIX_RATE_LIMIT_PER_MINUTE,
+        });
 
   const app = await buildApp({
     logger,

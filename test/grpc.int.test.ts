@@ -431,7 +431,7 @@ for (const target of systemTargets()) {
   });
 }
 
-describe('gRPC Watch limits: one client cannot hold the server', { timeout: 60_000 }, () => {
+describe('gRPC limits: one client cannot hold the server', { timeout: 60_000 }, () => {
   let system: TestSystem;
   let hub: LiveHub;
   let server: ReturnType<typeof createGrpcServer>;
@@ -456,6 +456,7 @@ describe('gRPC Watch limits: one client cannot hold the server', { timeout: 60_0
       hub,
       readiness: {},
       watch: { maxStreams: 3, maxStreamsPerSubject: 2, maxQueuedMessages: 1 },
+      rateLimitPerMinute: 5,
     });
     clients = grpcClients(`127.0.0.1:${await server.listen('127.0.0.1', 0)}`);
   });
@@ -483,6 +484,21 @@ describe('gRPC Watch limits: one client cannot hold the server', { timeout: 60_0
     assert.equal(codeName(full.code), 'RESOURCE_EXHAUSTED');
     for (const w of [...open, other]) w.call.cancel();
     await waitUntil(() => server.watchStreams === 0);
+  });
+
+  it('RESOURCE_EXHAUSTED past the rate limit, per token subject and, without a valid token, per address', async () => {
+    const t = clients.templates;
+    const flood = await tokenFor(system, 'viewer', 'flood');
+    for (let i = 0; i < 5; i++) await unaryCall(t, t.listTemplates, {}, flood);
+    const limited = await failureOf(unaryCall(t, t.listTemplates, {}, flood));
+    assert.equal(codeName(limited.code), 'RESOURCE_EXHAUSTED');
+    assert.equal(detailsOf(limited).info?.reason, 'RATE_LIMITED');
+    // Someone else is not held up by it.
+    await unaryCall(t, t.listTemplates, {}, await tokenFor(system, 'viewer', 'calm'));
+    const anonymous = [];
+    for (let i = 0; i < 6; i++)
+      anonymous.push(codeName((await failureOf(unaryCall(t, t.listTemplates, {}, 'bad'))).code));
+    assert.deepEqual(anonymous, [...Array(5).fill('UNAUTHENTICATED'), 'RESOURCE_EXHAUSTED']);
   });
 
   it('a stream that falls behind is ended with RESOURCE_EXHAUSTED (resume with from)', async () => {

@@ -6,6 +6,7 @@ import {
   type ServerWritableStream,
   status,
 } from '@grpc/grpc-js';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { AuthenticationError, type Principal, type Role, roleAtLeast, type TokenService } from '../auth.js';
 import { GrpcRefusal, toStatus } from './errors.js';
@@ -22,6 +23,42 @@ export interface CallContext {
 export interface CallDependencies {
   readonly tokens: TokenService;
   readonly logger: Logger;
+  /** Counts calls per token subject (per client address without a valid token), as HTTP's limit does. */
+  readonly rateLimit?: RateLimit;
+}
+
+/**
+ * Calls per minute per key, in fixed one-minute windows: HTTP's PHOENIX_RATE_LIMIT_PER_MINUTE, counted
+ * apart from HTTP's. Keys are kept for their window only, at most 100,000 at once.
+ */
+export class RateLimit {
+  readonly #max: number;
+  readonly #windows: LRUCache<string, { count: number; resetAt: number }>;
+
+  constructor(perMinute: number) {
+    this.#max = perMinute;
+    this.#windows = new LRUCache({ max: 100_000, ttl: 60_000 });
+  }
+
+  /** Counts a call of `key`; throws RESOURCE_EXHAUSTED (with when to retry) past the limit. */
+  take(key: string): void {
+    const now = Date.now();
+    let window = this.#windows.get(key);
+    if (!window || window.resetAt <= now) {
+      window = { count: 0, resetAt: now + 60_000 };
+      this.#windows.set(key, window);
+    }
+    window.count++;
+    if (window.count > this.#max) {
+      const retry = Math.ceil((window.resetAt - now) / 1000);
+      throw new GrpcRefusal(
+        status.RESOURCE_EXHAUSTED,
+        'RATE_LIMITED',
+        `rate limit of ${this.#max} calls per minute exceeded; retry in ${retry} s`,
+        { retryAfterSeconds: retry },
+      );
+    }
+  }
 }
 
 /** `authorization: Bearer <token>`, as HTTP reads the header. */
@@ -31,11 +68,30 @@ const bearerOf = (metadata: Metadata): string | undefined => {
   return /^Bearer\s+(\S+)$/i.exec(values[0].trim())?.[1];
 };
 
-/** The caller, verified exactly as HTTP verifies it, and allowed `role` or above. */
-async function authenticate(tokens: TokenService, metadata: Metadata, role: Role): Promise<Principal> {
+/**
+ * The caller, verified exactly as HTTP verifies it, and allowed `role` or above. The rate limit counts
+ * every call, by the token's subject or, without a valid token, by the client's address: a flood of
+ * bad tokens is refused with RESOURCE_EXHAUSTED like any other flood.
+ */
+async function authenticate(
+  deps: CallDependencies,
+  metadata: Metadata,
+  peer: string,
+  role: Role,
+): Promise<Principal> {
   const token = bearerOf(metadata);
-  if (!token) throw new AuthenticationError('a bearer token is required (authorization: Bearer <token>)');
-  const principal = await tokens.verify(token);
+  let principal: Principal | undefined;
+  let refusal: unknown;
+  if (!token) refusal = new AuthenticationError('a bearer token is required (authorization: Bearer <token>)');
+  else {
+    try {
+      principal = await deps.tokens.verify(token);
+    } catch (err) {
+      refusal = err;
+    }
+  }
+  deps.rateLimit?.take(principal ? `sub:${principal.sub}` : `peer:${peer.replace(/:\d+$/, '')}`);
+  if (!principal) throw refusal;
   if (!roleAtLeast(principal.role, role)) {
     throw new GrpcRefusal(
       status.PERMISSION_DENIED,
@@ -71,7 +127,7 @@ export function unary<Req, Res>(
     call.once('cancelled', () => controller.abort());
     void (async () => {
       try {
-        const principal = await authenticate(deps.tokens, call.metadata, role);
+        const principal = await authenticate(deps, call.metadata, call.getPeer(), role);
         const response = await handler(call.request, {
           principal,
           signal: controller.signal,
@@ -97,7 +153,7 @@ export function serverStreaming<Req, Res>(
     call.once('cancelled', () => controller.abort());
     void (async () => {
       try {
-        const principal = await authenticate(deps.tokens, call.metadata, role);
+        const principal = await authenticate(deps, call.metadata, call.getPeer(), role);
         await handler(call, {
           principal,
           signal: controller.signal,

@@ -12,6 +12,7 @@ import type { LiveHub } from '../live-hub.js';
 import type { EventStore } from '../ports/event-store.js';
 import type { ReadModels } from '../ports/read-models.js';
 import { auditService } from './audit.js';
+import { RateLimit } from './calls.js';
 import { experimentService } from './experiments.js';
 import descriptorSet from './gen/descriptor-set.json' with { type: 'json' };
 import { AuditServiceService } from './gen/phoenix/v1/audit.js';
@@ -30,6 +31,8 @@ export interface GrpcServerDependencies {
   /** The checks HTTP's /readyz runs; the health service reports SERVING while all pass. */
   readonly readiness: Readonly<Record<string, () => Promise<void>>>;
   readonly watch?: WatcherOptions;
+  /** Calls per minute per token subject (per client address without a valid token); none: unlimited. */
+  readonly rateLimitPerMinute?: number;
   /** How often readiness is checked for the health service; default 5 s. */
   readonly healthIntervalMs?: number;
 }
@@ -69,7 +72,11 @@ export function createGrpcServer(deps: GrpcServerDependencies): GrpcServer {
     'grpc.keepalive_timeout_ms': 20_000,
     'grpc.max_connection_idle_ms': 15 * 60_000,
   });
-  const calls = { tokens: deps.tokens, logger: deps.logger };
+  const calls = {
+    tokens: deps.tokens,
+    logger: deps.logger,
+    ...(deps.rateLimitPerMinute !== undefined ? { rateLimit: new RateLimit(deps.rateLimitPerMinute) } : {}),
+  };
   const watcher = new Watcher({ ...calls, hub: deps.hub }, deps.watch);
   server.addService(
     ExperimentServiceService,
