@@ -517,6 +517,18 @@ describe('gRPC limits: one client cannot hold the server', { timeout: 60_000 }, 
     assert.equal(detailsOf(ended.error!).info?.reason, 'TOO_SLOW');
     await waitUntil(() => server.watchStreams === 0);
   });
+
+  it('at shutdown a Watch ends UNAVAILABLE (resume with from elsewhere), and stop does not wait on it', async () => {
+    const w = watch(clients.experiments, {}, await tokenFor(system, 'viewer', 'at-shutdown'));
+    await w.until((m) => m.kind?.$case === 'live');
+    const started = Date.now();
+    await server.stop(10_000);
+    const ended = await w.ended;
+    assert.equal(codeName(ended.code), 'UNAVAILABLE');
+    assert.equal(detailsOf(ended.error!).info?.reason, 'SHUTTING_DOWN');
+    assert.ok(Date.now() - started < 5_000, `stopped in ${Date.now() - started} ms`);
+    assert.equal(server.watchStreams, 0);
+  });
 });
 
 async function waitUntil(test: () => boolean, timeoutMs = 5_000): Promise<void> {
