@@ -71,6 +71,13 @@ module.exports = {
       to: { path: '^src/', pathNot: '^src/(domain|application)/' },
     },
     {
+      name: 'grpc-generated-code-is-self-contained',
+      severity: 'error',
+      comment: 'src/handlers/grpc/gen is generated from proto/ (npm run proto:gen): it imports itself and npm packages only.',
+      from: { path: '^src/handlers/grpc/gen/' },
+      to: { path: '^src/', pathNot: '^src/handlers/grpc/gen/' },
+    },
+    {
       name: 'adapters-import-only-ports-of-handlers',
       severity: 'error',
       // The ports move to src/application in the redesign (issue 16 §1; some already have); once

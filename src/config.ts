@@ -40,6 +40,8 @@ const corsOrigins = z
 const configSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  /** The gRPC API's port (on HOST); 0 disables it. */
+  GRPC_PORT: z.coerce.number().int().min(0).max(65535).default(50051),
   PHOENIX_DATA_DIR: z.string().min(1).default('./.phoenix'),
   DATABASE_URL: postgresUrl.optional(),
   EVENTSTORE_URL: z

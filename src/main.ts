@@ -23,6 +23,7 @@ import type { BusOptions, WorkerAdapters, WorkerKinds } from './handlers/cli-wor
 import { experimentCodec } from './handlers/experiment-codec.js';
 import { KnownStreams } from './handlers/experiment-commands.js';
 import { DEFAULT_SAGA_TIMEOUTS, lifecycleSagaHandler, SagaEffects } from './handlers/experiment-saga.js';
+import { createGrpcServer, type GrpcServer } from './handlers/grpc/server.js';
 import { buildApp } from './handlers/http/app.js';
 import { auditRoutes } from './handlers/http/audit.js';
 import { catchUpWith, experimentRoutes } from './handlers/http/experiments.js';
@@ -55,6 +56,8 @@ export interface System {
   readonly readModels: ReadModels;
   readonly bus: Bus;
   readonly app: FastifyInstance;
+  /** The gRPC API, built without listening (serve listens on GRPC_PORT); undefined when GRPC_PORT=0. */
+  readonly grpc: GrpcServer | undefined;
   /** Starts the background parts (projections, sagas). */
   start(): Promise<void>;
   /** Stops everything, in reverse order, and closes connections. */
@@ -278,22 +281,38 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     known,
   });
 
+  const readiness = {
+    database: () => pingDatabase(database.db),
+    eventStore: () => store.ping(),
+    bus: () => bus.ping(),
+    readModels: async () => {
+      if (projections.runner.status === 'failed') throw new Error('the read-model projection has stopped');
+      const lag = await projections.lag();
+      if (lag.events > READY_MAX_LAG_EVENTS) throw new Error(`read models are ${lag.events} events behind`);
+    },
+  };
+  // The gRPC API: the same command service, read models, live hub, tokens and readiness as HTTP.
+  const grpc =
+    config.GRPC_PORT === 0
+      ? undefined
+      : createGrpcServer({
+          logger,
+          tokens,
+          commands,
+          store,
+          readModels,
+          hub,
+          readiness,
+          rateLimitPerMinute: config.PHOENIX_RATE_LIMIT_PER_MINUTE,
+        });
+
   const app = await buildApp({
     logger,
     metrics,
     tokens,
     rateLimitPerMinute: config.PHOENIX_RATE_LIMIT_PER_MINUTE,
     corsOrigins: config.PHOENIX_CORS_ORIGINS,
-    readiness: {
-      database: () => pingDatabase(database.db),
-      eventStore: () => store.ping(),
-      bus: () => bus.ping(),
-      readModels: async () => {
-        if (projections.runner.status === 'failed') throw new Error('the read-model projection has stopped');
-        const lag = await projections.lag();
-        if (lag.events > READY_MAX_LAG_EVENTS) throw new Error(`read models are ${lag.events} events behind`);
-      },
-    },
+    readiness,
     routes: [
       (scope) =>
         experimentRoutes(scope, { store, readModels, idempotency, metrics, clock, newId, known, commands }),
@@ -321,6 +340,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     readModels,
     bus,
     app,
+    grpc,
     async start() {
       await projections.start();
       await hub.start();
@@ -344,6 +364,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
       // Outside in: stop taking requests, then the background parts, then the connections.
       const steps: [string, () => Promise<void> | undefined][] = [
         ['http', () => app.close()],
+        ['grpc', () => grpc?.stop()],
         ['saga effects', () => sagaEffects.stop()],
         ['saga runner', () => sagaRunner.stop()],
         ['workers', () => workers?.stop()],

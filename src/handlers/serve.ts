@@ -12,6 +12,8 @@ export interface ServedSystem {
   readonly logger: Logger;
   readonly tokens: TokenService;
   readonly app: FastifyInstance;
+  /** The gRPC API, when GRPC_PORT is not 0: listens on HOST:GRPC_PORT next to HTTP. */
+  readonly grpc?: { listen(host: string, port: number): Promise<number> } | undefined;
   /** Starts the background parts (projections, sagas, workers). */
   start(): Promise<void>;
   /** Stops everything, in reverse order, and closes connections. */
@@ -42,8 +44,10 @@ export async function serve(config: Config, deps: ServeDeps): Promise<void> {
     throw err;
   }
   let url: string;
+  let grpcAddress: string | undefined;
   try {
     url = await listen(system, config);
+    grpcAddress = await listenGrpc(system, config);
     await system.start();
   } catch (err) {
     // Whatever was opened is closed again, so the process ends instead of serving half a system.
@@ -58,7 +62,10 @@ export async function serve(config: Config, deps: ServeDeps): Promise<void> {
       `  events: ${config.EVENTSTORE_URL ? 'EventStoreDB' : config.DATABASE_URL ? 'PostgreSQL' : `embedded PostgreSQL (PGlite) in ${config.PHOENIX_DATA_DIR}`}\n` +
       '  admin token (12 h), for the shell:\n' +
       `  export TOKEN=${adminToken}\n` +
-      `  try: curl -H "Authorization: Bearer $TOKEN" ${url}/api/v1/templates\n`,
+      `  try: curl -H "Authorization: Bearer $TOKEN" ${url}/api/v1/templates\n` +
+      (grpcAddress
+        ? `  gRPC on ${grpcAddress}: grpcurl -plaintext -H "authorization: Bearer $TOKEN" ${grpcAddress} list\n`
+        : ''),
   );
 
   let stopping = false;
@@ -92,6 +99,19 @@ async function listen(system: ServedSystem, config: Config): Promise<string> {
     return address.replace('[::1]', 'localhost');
   } catch (err) {
     throw listenError(err, config);
+  }
+}
+
+/** Listens for gRPC on HOST:GRPC_PORT (none when it is 0); a taken address is a one-line CliError. */
+async function listenGrpc(system: ServedSystem, config: Config): Promise<string | undefined> {
+  if (!system.grpc || config.GRPC_PORT === 0) return undefined;
+  const host = config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;
+  try {
+    return `${host}:${await system.grpc.listen(config.HOST, config.GRPC_PORT)}`;
+  } catch (err) {
+    throw new CliError(
+      `cannot listen for gRPC on ${host}:${config.GRPC_PORT}: ${(err as Error).message}; set GRPC_PORT (0 disables gRPC)`,
+    );
   }
 }
 

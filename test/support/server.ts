@@ -42,6 +42,8 @@ export async function startServer(
       LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? 'warn',
       HOST: '127.0.0.1',
       PORT: '0',
+      // Servers run side by side in the tests: none takes the fixed gRPC port (grpc tests listen on 0).
+      GRPC_PORT: '0',
     };
     const databaseUrl = process.env.DATABASE_URL;
     let schema: string | undefined;
