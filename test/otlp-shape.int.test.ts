@@ -361,7 +361,9 @@ describe('the simulator feeds real templates rendered for simulation (issue 17 Â
           for (;;) {
             const text = await fetch(local.metricsUrl).then((r) => r.text());
             const found = parseExposition(text).filter((s) => s.name.startsWith('process_'));
-            if (found.length > 0) {
+            // Both requests' resources arrive in one batch; waiting for every host makes sure of it.
+            const hostsSeen = new Set(found.map((s) => s.labels.k8s_node_name));
+            if (fleet.hostNames.every((h) => hostsSeen.has(h))) {
               series[template] = found;
               break;
             }
