@@ -7,7 +7,6 @@ import { after, before, describe, it } from 'node:test';
 import { ProcessFleet } from '../src/adapters/local-dataplane-fleet.js';
 import { HOST_IDENTITY_ATTRIBUTES, OtlpFleetSender } from '../src/adapters/otlp-fleet-sender.js';
 import {
-  type CollectorConfig,
   NODE_NAME_ENV,
   PROCESS_METRICS,
   type ProcessScraperSettings,
@@ -17,7 +16,13 @@ import {
   type TemplateName,
   toYaml,
 } from '../src/domain/pipelines/index.js';
-import { findCollector, freePort, type RunningCollector, startCollector } from './support/otelcol.js';
+import {
+  findCollector,
+  freePort,
+  onFreePorts,
+  type RunningCollector,
+  startCollector,
+} from './support/otelcol.js';
 import { type DebugBatch, parseDebugText, type Shape, shapeOf } from './support/otlp-text.js';
 
 /**
@@ -274,25 +279,6 @@ describe('the simulator is shaped like the hostmetrics process scraper (issue 17
     });
   });
 });
-
-/** A rendered config, made to run beside others on this machine: its listeners on free local ports. */
-const onFreePorts = async (
-  config: CollectorConfig,
-): Promise<{ config: CollectorConfig; metricsUrl: string; healthUrl: string }> => {
-  const [prom, health, telemetry] = [await freePort(), await freePort(), await freePort()];
-  const copy = structuredClone(config);
-  (copy.exporters.prometheus as { endpoint: string }).endpoint = `127.0.0.1:${prom}`;
-  (copy.extensions.health_check as { endpoint: string }).endpoint = `127.0.0.1:${health}`;
-  copy.service.telemetry.metrics = {
-    level: 'detailed',
-    readers: [{ pull: { exporter: { prometheus: { host: '127.0.0.1', port: telemetry } } } }],
-  };
-  return {
-    config: copy,
-    metricsUrl: `http://127.0.0.1:${prom}/metrics`,
-    healthUrl: `http://127.0.0.1:${health}/`,
-  };
-};
 
 interface Series {
   readonly name: string;

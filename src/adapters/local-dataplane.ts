@@ -13,6 +13,8 @@ import {
   type CollectorRegex,
   compileCollectorRegex,
   NODE_NAME_ENV,
+  PROCESS_SCRAPER_SCOPE_NAME,
+  PROCESS_SCRAPER_SCOPE_VERSION,
   type ProcessUsageTable,
   prometheusLabelName,
   prometheusMetricName,
@@ -636,12 +638,23 @@ export class LocalDataPlane {
   }
 }
 
+/**
+ * The labels the prometheus exporter makes of the scraper's instrumentation scope, on every series
+ * (collector v0.165.0; the scope has no schema URL of its own, so that label is empty). Found by
+ * emulator-differential.int.test.ts.
+ */
+const SCOPE_LABELS: readonly [string, string][] = [
+  ['otel_scope_name', PROCESS_SCRAPER_SCOPE_NAME],
+  ['otel_scope_schema_url', ''],
+  ['otel_scope_version', PROCESS_SCRAPER_SCOPE_VERSION],
+];
+
 /** The label set of each output row (everything but the data point attribute), sorted by label name. */
 const rowLabelPrefixes = (last: ScrapeResult): string[] => {
   const constLabels = Object.entries(last.exporters.find((e) => e.type === 'prometheus')?.constLabels ?? {});
   const out: string[] = new Array(last.rows);
   for (let o = 0; o < last.rows; o++) {
-    const labels: [string, string][] = [];
+    const labels: [string, string][] = [...SCOPE_LABELS];
     const attrs = last.rowAttributes[o] as number;
     const origin = catalogEntry(last.rowOrigin[o] as number);
     const id = last.rowName[o] as number;

@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { CollectorConfig } from '../../src/domain/pipelines/index.js';
 
 /**
  * The real OpenTelemetry Collector for tests: `PHOENIX_OTELCOL` (any binary, e.g. a user's
@@ -189,4 +190,24 @@ export const startCollector = async (
     await new Promise((r) => setTimeout(r, 200));
   }
   return { output: () => output, stop };
+};
+
+/** A rendered config, made to run beside others on this machine: its listeners on free local ports. */
+export const onFreePorts = async (
+  config: CollectorConfig,
+): Promise<{ config: CollectorConfig; metricsUrl: string; healthUrl: string; telemetryUrl: string }> => {
+  const [prom, health, telemetry] = [await freePort(), await freePort(), await freePort()];
+  const copy = structuredClone(config);
+  (copy.exporters.prometheus as { endpoint: string }).endpoint = `127.0.0.1:${prom}`;
+  (copy.extensions.health_check as { endpoint: string }).endpoint = `127.0.0.1:${health}`;
+  copy.service.telemetry.metrics = {
+    level: 'detailed',
+    readers: [{ pull: { exporter: { prometheus: { host: '127.0.0.1', port: telemetry } } } }],
+  };
+  return {
+    config: copy,
+    metricsUrl: `http://127.0.0.1:${prom}/metrics`,
+    healthUrl: `http://127.0.0.1:${health}/`,
+    telemetryUrl: `http://127.0.0.1:${telemetry}/metrics`,
+  };
 };
