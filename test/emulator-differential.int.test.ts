@@ -34,7 +34,7 @@ const collector = findCollector();
 if (collector.skip) console.log(`# skipped: ${collector.skip}`);
 
 const HOSTS = 3;
-const PER_HOST = 40;
+const PER_HOST = 150;
 const SEED = 11;
 const SCRAPES = 3;
 /** Labels the simulator adds and a node's scraper has not (see above). */

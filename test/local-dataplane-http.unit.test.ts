@@ -105,11 +105,26 @@ describe('local data plane HTTP exposition', () => {
       assert.ok(nodes.has(s.labels.k8s_node_name as string), s.labels.k8s_node_name);
       assert.ok(s.labels.process_executable_name, 'process_executable_name');
     }
-    assert.deepEqual([...new Set(process.map((s) => s.name))].sort(), [
-      'process_cpu_utilization_ratio',
-      'process_memory_usage_bytes',
-    ]);
-    assert.equal(types.get('process_cpu_utilization_ratio'), 'gauge');
+    // The first scrape, as the real scraper's: CPU utilization needs two scrapes of a process.
+    assert.deepEqual([...new Set(process.map((s) => s.name))].sort(), ['process_memory_usage_bytes']);
+    const second = new LocalDataPlane({ tickMs: 0 });
+    second.deploy({
+      experimentId: 'exp-http',
+      variant: 'candidate',
+      config: config('candidate', 'process-aggregated-v1').config,
+      hosts,
+      processesPerHost: 120,
+      seed: 5,
+      criticalProcesses: CRITICAL,
+    });
+    second.tick(60);
+    const later = parseExposition(second.exposition('exp-http', 'candidate'));
+    await second.close();
+    assert.deepEqual(
+      [...new Set(later.samples.map((s) => s.name).filter((n) => n.startsWith('process_')))].sort(),
+      ['process_cpu_utilization_ratio', 'process_memory_usage_bytes'],
+    );
+    assert.equal(later.types.get('process_cpu_utilization_ratio'), 'gauge');
     // Critical processes stay per process (with a pid); the rest are aggregated without one.
     for (const s of process)
       assert.equal(

@@ -413,10 +413,27 @@ const COST = {
   perPointExport: 1.5e-6,
 } as const;
 
-/** Runs the compiled pipeline over the fleet's current state (one scrape of every host). */
-export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): ScrapeResult => {
+/**
+ * Runs the compiled pipeline over the fleet's current state (one scrape of every host).
+ *
+ * `seenPids` is the scraper's memory between scrapes: the pid each fleet slot had at this collector's
+ * previous scrape (-1: none), updated in place. As the real scraper does, a process scraped for the first
+ * time has no `process.cpu.utilization` (it takes two scrapes' CPU times). Without it, every process
+ * counts as seen before.
+ */
+export const emulateScrape = (
+  fleet: ProcessFleet,
+  pipeline: CompiledPipeline,
+  seenPids?: Int32Array,
+): ScrapeResult => {
   const S = pipeline.slots.length;
   const slots = pipeline.slots;
+  let utilizationMask = 0;
+  slots.forEach((s, i) => {
+    if (s.metric.name === 'process.cpu.utilization' && !s.collapsed) utilizationMask |= 1 << i;
+  });
+  if (seenPids !== undefined && seenPids.length !== fleet.size)
+    throw new RangeError(`seenPids has ${seenPids.length} slots for ${fleet.size} processes`);
   const names: string[] = [...CATALOG_NAMES];
   const nameIndex = new Map<string, number>(names.map((n, i) => [n, i]));
   const intern = (name: string): number => {
@@ -441,7 +458,6 @@ export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): 
   const group = new Int32Array(cap);
   const hostScraped = new Uint32Array(fleet.hosts);
   const hostReceived = new Uint32Array(fleet.hosts);
-  const scrapedPerProcess = popcount(pipeline.scrapedMask);
   const hostCpu = new Float64Array(fleet.hosts);
   let rows = 0;
   for (let h = 0; h < fleet.hosts; h++) {
@@ -449,6 +465,7 @@ export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): 
     const cpus = fleet.hostCpus[h] as number;
     const memTotal = fleet.hostMemoryBytes[h] as number;
     let read = 0;
+    let received = 0;
     for (let i = base; i < base + fleet.perHost; i++) {
       const id = fleet.name[i] as number;
       let pass = passName[id] as number;
@@ -460,6 +477,8 @@ export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): 
             : 0;
         passName[id] = pass;
       }
+      const firstScrape = seenPids !== undefined && seenPids[i] !== fleet.pid[i];
+      if (seenPids !== undefined) seenPids[i] = fleet.pid[i] as number;
       if (pass === 0) continue;
       const r = rows++;
       read++;
@@ -467,7 +486,8 @@ export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): 
       origin[r] = i;
       name[r] = id;
       attrs[r] = pipeline.initialAttributes;
-      live[r] = pipeline.scrapedMask;
+      live[r] = firstScrape ? pipeline.scrapedMask & ~utilizationMask : pipeline.scrapedMask;
+      received += popcount(live[r] as number);
       group[r] = r;
       const cpuNow = fleet.cpuNow[i] as number;
       const user = fleet.userShare[i] as number;
@@ -480,7 +500,7 @@ export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): 
       }
     }
     hostScraped[h] = fleet.perHost;
-    hostReceived[h] = read * scrapedPerProcess;
+    hostReceived[h] = received;
     hostCpu[h] =
       COST.scrapeBase +
       COST.perProcessListed * fleet.perHost +
@@ -632,7 +652,8 @@ const sampleValue = (
     case 'process.memory.virtual':
       return Math.round((fleet.memNow[i] as number) * catalogEntry(fleet.name[i] as number).virtual);
     case 'process.memory.utilization':
-      return (fleet.memNow[i] as number) / memTotal;
+      // A percentage (0–100), as gopsutil's MemoryPercent gives the scraper, not a fraction.
+      return (100 * (fleet.memNow[i] as number)) / memTotal;
     case 'process.disk.io':
       return Math.round(fleet.diskBytes[2 * i + (slot.attributeValue === 'read' ? 0 : 1)] as number);
     case 'process.disk.operations':

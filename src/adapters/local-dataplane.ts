@@ -117,6 +117,8 @@ interface VariantState {
   readonly cpuSeconds: Float64Array;
   readonly rss: Float64Array;
   readonly deployedAt: number;
+  /** The scraper's pid of each fleet slot at the last scrape (see emulateScrape). */
+  readonly seenPids: Int32Array;
 }
 
 interface ExperimentState {
@@ -279,6 +281,7 @@ export class LocalDataPlane {
       cpuSeconds: new Float64Array(hosts),
       rss: new Float64Array(hosts),
       deployedAt: fleet.time,
+      seenPids: new Int32Array(fleet.size).fill(-1),
     };
     experiment.variants.set(input.variant, state);
     this.ensureTimer();
@@ -295,7 +298,7 @@ export class LocalDataPlane {
   private scraped(experiment: ExperimentState, state: VariantState): ScrapeResult {
     if (state.last !== undefined) return state.last;
     this.catchUp(experiment);
-    const last = emulateScrape(experiment.fleet, state.pipeline);
+    const last = emulateScrape(experiment.fleet, state.pipeline, state.seenPids);
     state.last = last;
     state.dueIn = state.pipeline.intervalSeconds;
     this.account(state, last);
@@ -430,7 +433,7 @@ export class LocalDataPlane {
     if (due.length === 0) return;
     this.catchUp(experiment);
     for (const state of due) {
-      const last = emulateScrape(experiment.fleet, state.pipeline);
+      const last = emulateScrape(experiment.fleet, state.pipeline, state.seenPids);
       state.last = last;
       state.dueIn +=
         state.pipeline.intervalSeconds *
