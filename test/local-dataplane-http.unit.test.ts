@@ -93,7 +93,7 @@ describe('local data plane HTTP exposition', () => {
     const res = await fetch(url as string);
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
-    const { samples, types } = parseExposition(await res.text());
+    const { samples } = parseExposition(await res.text());
     const process = samples.filter((s) => s.name.startsWith('process_'));
     const snapshot = plane.snapshot('exp-http', 'candidate');
     assert.equal(process.length, snapshot?.series);

@@ -111,6 +111,11 @@ export interface CompiledPipeline {
     readonly type: string;
     readonly constLabels: Readonly<Record<string, string>>;
     readonly namespace: string | undefined;
+    /**
+     * The prometheus exporter's `metric_expiration` in seconds (5 minutes unless configured): how long it
+     * keeps showing a series that stopped arriving, e.g. a process that exited.
+     */
+    readonly metricExpirationSeconds: number;
   }[];
 }
 
@@ -342,7 +347,12 @@ export const compilePipeline = (
         ? Object.fromEntries(Object.entries(cfg.const_labels).map(([k, v]) => [k, String(v)]))
         : {};
     const namespace = isRecord(cfg) && typeof cfg.namespace === 'string' ? cfg.namespace : undefined;
-    return { id, type, constLabels, namespace };
+    const expiration = isRecord(cfg) ? (cfg.metric_expiration ?? '5m') : '5m';
+    const metricExpirationSeconds =
+      typeof expiration === 'string' ? parseDurationSeconds(expiration) : undefined;
+    if (metricExpirationSeconds === undefined || metricExpirationSeconds <= 0)
+      throw new EmulationError('bad metric_expiration', `exporters.${id}.metric_expiration`);
+    return { id, type, constLabels, namespace, metricExpirationSeconds };
   });
   return {
     intervalSeconds,

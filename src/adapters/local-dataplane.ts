@@ -119,6 +119,20 @@ interface VariantState {
   readonly deployedAt: number;
   /** The scraper's pid of each fleet slot at the last scrape (see emulateScrape). */
   readonly seenPids: Int32Array;
+  /** Series the prometheus exporter still shows though the last scrape no longer has them (see retire). */
+  readonly stale: Map<string, StaleSeries>;
+}
+
+/** A series no longer exported, kept in the exposition until the exporter's metric_expiration passes. */
+interface StaleSeries {
+  /** The row's key (seriesRowKey) and the slot: together, the series. */
+  readonly row: string;
+  readonly slot: number;
+  readonly family: string;
+  /** Its exposition line, with the value of its last update. */
+  readonly line: string;
+  /** Simulated time of the scrape that last updated it. */
+  readonly updatedAt: number;
 }
 
 interface ExperimentState {
@@ -282,6 +296,7 @@ export class LocalDataPlane {
       rss: new Float64Array(hosts),
       deployedAt: fleet.time,
       seenPids: new Int32Array(fleet.size).fill(-1),
+      stale: new Map(),
     };
     experiment.variants.set(input.variant, state);
     this.ensureTimer();
@@ -434,6 +449,7 @@ export class LocalDataPlane {
     this.catchUp(experiment);
     for (const state of due) {
       const last = emulateScrape(experiment.fleet, state.pipeline, state.seenPids);
+      if (state.last !== undefined) retire(state, state.last, last);
       state.last = last;
       state.dueIn +=
         state.pipeline.intervalSeconds *
@@ -524,6 +540,7 @@ export class LocalDataPlane {
         for (const slotIndexes of metrics.values()) {
           const info = (last.slots[slotIndexes[0] as number] as ScrapeResult['slots'][number]).metric;
           const name = prometheusMetricName(info, promExporter.namespace);
+          const now = experiment.fleet.time;
           family(name, info.description, info.kind === 'counter' ? 'counter' : 'gauge').lines.push(
             function* () {
               let buf = '';
@@ -531,17 +548,16 @@ export class LocalDataPlane {
                 const mask = last.rowMask[o] as number;
                 for (const s of slotIndexes) {
                   if ((mask & (1 << s)) === 0) continue;
-                  const slot = last.slots[s] as ScrapeResult['slots'][number];
-                  const extra =
-                    slot.attributeValue !== undefined
-                      ? `,${slot.metric.attribute?.key ?? ''}="${escapeLabel(slot.attributeValue)}"`
-                      : '';
-                  buf += `${name}{${prefixes[o]}${extra}} ${formatValue(last.rowValues[o * last.slots.length + s] as number)}\n`;
+                  buf += seriesLine(name, prefixes[o] as string, last, o, s);
                   if (buf.length > 65_536) {
                     yield buf;
                     buf = '';
                   }
                 }
+              }
+              for (const stale of state.stale.values()) {
+                if (stale.family === name && now - stale.updatedAt <= promExporter.metricExpirationSeconds)
+                  buf += stale.line;
               }
               if (buf) yield buf;
             },
@@ -656,29 +672,109 @@ const SCOPE_LABELS: readonly [string, string][] = [
 const rowLabelPrefixes = (last: ScrapeResult): string[] => {
   const constLabels = Object.entries(last.exporters.find((e) => e.type === 'prometheus')?.constLabels ?? {});
   const out: string[] = new Array(last.rows);
-  for (let o = 0; o < last.rows; o++) {
-    const labels: [string, string][] = [...SCOPE_LABELS];
-    const attrs = last.rowAttributes[o] as number;
-    const origin = catalogEntry(last.rowOrigin[o] as number);
-    const id = last.rowName[o] as number;
-    if (id >= 0) labels.push(['process_executable_name', last.names[id] as string]);
-    const has = (key: string) => (attrs & (IDENTITY_BIT[key] as number)) !== 0;
-    if (has('process.pid')) labels.push(['process_pid', String(last.rowPid[o])]);
-    if (has('process.parent_pid')) labels.push(['process_parent_pid', String(last.rowPpid[o])]);
-    if (has('process.executable.path')) labels.push(['process_executable_path', origin.path]);
-    if (has('process.command')) labels.push(['process_command', origin.path]);
-    if (has('process.command_line')) {
-      labels.push([
-        'process_command_line',
-        commandLineOf(last.rowOrigin[o] as number, last.rowArgv[o] as number),
-      ]);
-    }
-    if (has('process.owner')) labels.push(['process_owner', origin.owner]);
-    const h = last.rowHost[o] as number;
-    for (const l of last.resourceLabels) labels.push([prometheusLabelName(l.key), l.value(h)]);
-    for (const [k, v] of constLabels) labels.push([prometheusLabelName(k), v]);
-    labels.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-    out[o] = labels.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',');
-  }
+  for (let o = 0; o < last.rows; o++) out[o] = rowLabelPrefix(last, o, constLabels);
   return out;
+};
+
+/** One exposition line: data point `s` of output row `o`, whose labels (but the point's own) are `prefix`. */
+const seriesLine = (name: string, prefix: string, last: ScrapeResult, o: number, s: number): string => {
+  const slot = last.slots[s] as ScrapeResult['slots'][number];
+  const extra =
+    slot.attributeValue !== undefined
+      ? `,${slot.metric.attribute?.key ?? ''}="${escapeLabel(slot.attributeValue)}"`
+      : '';
+  return `${name}{${prefix}${extra}} ${formatValue(last.rowValues[o * last.slots.length + s] as number)}\n`;
+};
+
+const PID = IDENTITY_BIT['process.pid'] as number;
+const PARENT_PID = IDENTITY_BIT['process.parent_pid'] as number;
+const COMMAND_LINE = IDENTITY_BIT['process.command_line'] as number;
+const NAME_DERIVED =
+  (IDENTITY_BIT['process.executable.path'] as number) |
+  (IDENTITY_BIT['process.command'] as number) |
+  (IDENTITY_BIT['process.owner'] as number);
+
+/**
+ * What tells an output row's series apart from every other row's of the same variant: its host, name,
+ * which identity attributes it kept and their values (the resource and exporter labels are the same for
+ * every row of a host).
+ */
+const seriesRowKey = (last: ScrapeResult, o: number): string => {
+  const a = last.rowAttributes[o] as number;
+  const id = last.rowName[o] as number;
+  let key = `${last.rowHost[o]}|${id < 0 ? '' : last.names[id]}|${a}`;
+  if (a & PID) key += `|${last.rowPid[o]}`;
+  if (a & PARENT_PID) key += `|${last.rowPpid[o]}`;
+  if (a & (NAME_DERIVED | COMMAND_LINE)) key += `|${last.rowOrigin[o]}`;
+  if (a & COMMAND_LINE) key += `|${last.rowArgv[o]}`;
+  return key;
+};
+
+/**
+ * The prometheus exporter keeps every series it was sent until `metric_expiration` (5 minutes by
+ * default) passes without an update: the series of a process that exited, or a data point a filter now
+ * drops, stay in the exposition with their last value meanwhile, and a Prometheus scraping it counts
+ * them. Found by emulator-differential.int.test.ts; the emulator does the same in simulated time. Called
+ * when `next` replaces `prev` as a variant's last scrape.
+ */
+const retire = (state: VariantState, prev: ScrapeResult, next: ScrapeResult): void => {
+  const exporter = next.exporters.find((e) => e.type === 'prometheus');
+  if (exporter === undefined) return;
+  const expiration = exporter.metricExpirationSeconds;
+  const current = new Map<string, number>();
+  for (let o = 0; o < next.rows; o++) current.set(seriesRowKey(next, o), next.rowMask[o] as number);
+  for (const [key, stale] of state.stale) {
+    const updated = ((current.get(stale.row) ?? 0) & (1 << stale.slot)) !== 0;
+    if (updated || next.time - stale.updatedAt > expiration) state.stale.delete(key);
+  }
+  if (next.time - prev.time > expiration) return;
+  const constLabels = Object.entries(exporter.constLabels);
+  const names = prev.slots.map((slot) => prometheusMetricName(slot.metric, exporter.namespace));
+  for (let o = 0; o < prev.rows; o++) {
+    const row = seriesRowKey(prev, o);
+    const gone = (prev.rowMask[o] as number) & ~(current.get(row) ?? 0);
+    if (gone === 0) continue;
+    const prefix = rowLabelPrefix(prev, o, constLabels);
+    for (let s = 0; s < prev.slots.length; s++) {
+      if ((gone & (1 << s)) === 0) continue;
+      const family = names[s] as string;
+      state.stale.set(`${row}#${s}`, {
+        row,
+        slot: s,
+        family,
+        line: seriesLine(family, prefix, prev, o, s),
+        updatedAt: prev.time,
+      });
+    }
+  }
+};
+
+/** The labels of output row `o` but the data point attribute, sorted by label name. */
+const rowLabelPrefix = (
+  last: ScrapeResult,
+  o: number,
+  constLabels: readonly (readonly [string, string])[],
+): string => {
+  const labels: [string, string][] = [...SCOPE_LABELS];
+  const attrs = last.rowAttributes[o] as number;
+  const origin = catalogEntry(last.rowOrigin[o] as number);
+  const id = last.rowName[o] as number;
+  if (id >= 0) labels.push(['process_executable_name', last.names[id] as string]);
+  const has = (key: string) => (attrs & (IDENTITY_BIT[key] as number)) !== 0;
+  if (has('process.pid')) labels.push(['process_pid', String(last.rowPid[o])]);
+  if (has('process.parent_pid')) labels.push(['process_parent_pid', String(last.rowPpid[o])]);
+  if (has('process.executable.path')) labels.push(['process_executable_path', origin.path]);
+  if (has('process.command')) labels.push(['process_command', origin.path]);
+  if (has('process.command_line')) {
+    labels.push([
+      'process_command_line',
+      commandLineOf(last.rowOrigin[o] as number, last.rowArgv[o] as number),
+    ]);
+  }
+  if (has('process.owner')) labels.push(['process_owner', origin.owner]);
+  const h = last.rowHost[o] as number;
+  for (const l of last.resourceLabels) labels.push([prometheusLabelName(l.key), l.value(h)]);
+  for (const [k, v] of constLabels) labels.push([prometheusLabelName(k), v]);
+  labels.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  return labels.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',');
 };
