@@ -4,7 +4,10 @@ import { LocalDataPlane } from '../src/adapters/local-dataplane.js';
 import { ProcessFleet } from '../src/adapters/local-dataplane-fleet.js';
 import { OtlpFleetSender } from '../src/adapters/otlp-fleet-sender.js';
 import {
+  type CollectorConfig,
   NODE_NAME_ENV,
+  PROCESS_METRICS,
+  processScraperSettings,
   type RenderVariantInput,
   renderVariant,
   TEMPLATE_NAMES,
@@ -42,7 +45,11 @@ const SIMULATOR_ONLY_LABELS = new Set(['host_name']);
 
 type Case = Omit<RenderVariantInput, 'experimentId' | 'simulation' | 'otlpEndpoint'> & {
   readonly template: TemplateName;
+  /** The config with every metric of the scraper enabled: every value formula is compared too. */
+  readonly everyMetric?: true;
 };
+
+const label = (c: Case): string => (c.everyMetric ? `${c.template} + every metric` : c.template);
 
 /** Each template with the inputs that make its processors do something on this fleet. */
 const CASES: readonly Case[] = [
@@ -68,7 +75,17 @@ const CASES: readonly Case[] = [
     keepList: ['cilium-agent', 'java', 'nginx'],
   },
   { template: 'process-minimal-v1', variant: 'candidate', criticalProcesses: ['^kubelet$', '^containerd$'] },
+  // No template enables these; the scraper has them, so the values must agree as well.
+  { template: 'process-baseline-v1', variant: 'baseline', everyMetric: true },
 ];
+
+/** Turns every metric of the rendered process scraper on (the emulator reads the toggles from the config). */
+const enableEveryMetric = (config: CollectorConfig): void => {
+  const receiver = config.receivers.hostmetrics as { scrapers: { process: { metrics: object } } };
+  receiver.scrapers.process.metrics = Object.fromEntries(
+    PROCESS_METRICS.map((m) => [m.name, { enabled: true }]),
+  );
+};
 
 interface Exposition {
   /** Family name → TYPE. */
@@ -148,9 +165,20 @@ const exportedPoints = async (telemetryUrl: string): Promise<number> => {
 };
 
 interface Outcome {
+  readonly label: string;
   readonly template: TemplateName;
+  /** Processes the fleet replaced by new pids over the run. */
+  readonly churned: number;
+  /** Series the emulator shows at the last scrape that its last scrape no longer exported (kept until metric_expiration). */
+  readonly retired: number;
   /** Per scrape: series on each side and the differences. */
-  readonly scrapes: { readonly collector: number; readonly emulator: number; readonly diff: Differences }[];
+  readonly scrapes: {
+    readonly collector: number;
+    readonly emulator: number;
+    /** Series on both sides whose values were compared. */
+    readonly compared: number;
+    readonly diff: Differences;
+  }[];
 }
 
 describe('the emulator against the real collector, template by template (issue 17 §4)', {
@@ -172,7 +200,12 @@ describe('the emulator against the real collector, template by template (issue 1
       const otlpPort = await freePort();
       const forEmulator = renderVariant(input);
       const forCollector = renderVariant({ ...input, simulation: { otlpEndpoint: `127.0.0.1:${otlpPort}` } });
-      assert.ok(forEmulator.ok && forCollector.ok, `${c.template} renders`);
+      assert.ok(forEmulator.ok && forCollector.ok, `${label(c)} renders`);
+      const interval = forEmulator.processScraper.collectionIntervalSeconds;
+      if (c.everyMetric) enableEveryMetric(forEmulator.config);
+      const settings = c.everyMetric
+        ? processScraperSettings(interval, Object.fromEntries(PROCESS_METRICS.map((m) => [m.name, true])), {})
+        : forCollector.processScraper;
       const local = await onFreePorts(forCollector.config);
       // The batch processor only delays and regroups resources; flushing after 200 ms instead of 10 s
       // changes nothing the prometheus exporter shows and keeps the test short.
@@ -186,9 +219,8 @@ describe('the emulator against the real collector, template by template (issue 1
         const fleet = new ProcessFleet({ hosts: HOSTS, processesPerHost: PER_HOST, seed: SEED });
         const sender = new OtlpFleetSender(fleet, {
           endpoint: `127.0.0.1:${otlpPort}`,
-          settings: forCollector.processScraper,
+          settings,
         });
-        const interval = forEmulator.processScraper.collectionIntervalSeconds;
         plane.deploy({
           experimentId,
           variant: c.variant,
@@ -198,9 +230,11 @@ describe('the emulator against the real collector, template by template (issue 1
           seed: SEED,
         });
         const scrapes: Outcome['scrapes'] = [];
+        let churned = 0;
         for (let k = 0; k < SCRAPES; k++) {
           if (k > 0) {
             fleet.advance(interval);
+            churned += fleet.lastChurn;
             plane.tick(interval);
           }
           const before = await exportedPoints(local.telemetryUrl);
@@ -209,19 +243,23 @@ describe('the emulator against the real collector, template by template (issue 1
           const deadline = Date.now() + 30_000;
           while ((await exportedPoints(local.telemetryUrl)) === before) {
             if (Date.now() > deadline)
-              assert.fail(`${c.template}: scrape ${k} never reached the exporter:\n${running.output()}`);
+              assert.fail(`${label(c)}: scrape ${k} never reached the exporter:\n${running.output()}`);
             await new Promise((r) => setTimeout(r, 100));
           }
           const real = parseExposition(await fetch(local.metricsUrl).then((r) => r.text()));
           const emulated = parseExposition(plane.exposition(experimentId, c.variant));
           assert.equal(plane.snapshot(experimentId, c.variant)?.scrapes, k + 1);
+          const diff = compare(real, emulated);
           scrapes.push({
             collector: real.series.size,
             emulator: emulated.series.size,
-            diff: compare(real, emulated),
+            compared: real.series.size - diff.onlyCollector.length,
+            diff,
           });
         }
-        return { template: c.template, scrapes };
+        const retired =
+          (scrapes.at(-1)?.emulator ?? 0) - (plane.snapshot(experimentId, c.variant)?.series ?? 0);
+        return { label: label(c), template: c.template, churned, retired, scrapes };
       } finally {
         await running.stop();
         await plane.close();
@@ -229,8 +267,11 @@ describe('the emulator against the real collector, template by template (issue 1
     });
     outcomes.push(...results);
     const rows = outcomes.map((o) => ({
-      template: o.template,
+      template: o.label,
       'series (collector/emulator, last scrape)': `${o.scrapes.at(-1)?.collector}/${o.scrapes.at(-1)?.emulator}`,
+      'values compared': o.scrapes.reduce((n, s) => n + s.compared, 0),
+      churned: o.churned,
+      'kept after exit': o.retired,
       'only in collector': o.scrapes.reduce((n, s) => n + s.diff.onlyCollector.length, 0),
       'only in emulator': o.scrapes.reduce((n, s) => n + s.diff.onlyEmulator.length, 0),
       values: o.scrapes.reduce((n, s) => n + s.diff.values.length, 0),
@@ -242,13 +283,17 @@ describe('the emulator against the real collector, template by template (issue 1
     console.table(rows);
   });
 
-  it('runs every template', () => {
-    assert.deepEqual(outcomes.map((o) => o.template).sort(), [...TEMPLATE_NAMES].sort());
+  it('runs every template, on a fleet that churns', () => {
+    assert.deepEqual([...new Set(outcomes.map((o) => o.template))].sort(), [...TEMPLATE_NAMES].sort());
+    // Without churn, neither first scrapes of new pids nor series of exited processes would be compared.
+    assert.ok(outcomes.every((o) => o.churned > 0));
+    const baseline = outcomes.find((o) => o.label === 'process-baseline-v1');
+    assert.ok((baseline?.retired ?? 0) > 0, 'the baseline shows series of exited processes');
   });
 
   for (const c of CASES) {
-    it(`${c.template}: no differences at any scrape`, () => {
-      const outcome = outcomes.find((o) => o.template === c.template);
+    it(`${label(c)}: no differences at any scrape`, () => {
+      const outcome = outcomes.find((o) => o.label === label(c));
       assert.ok(outcome);
       outcome.scrapes.forEach((s, k) => {
         assert.ok(s.collector > 0, `scrape ${k}: the collector exposes series`);
