@@ -391,6 +391,8 @@ export interface ScrapeResult {
   /** Catalog name of the process the row came from (path, owner, command derive from it). */
   readonly rowOrigin: Uint16Array;
   readonly rowArgv: Uint8Array;
+  /** The fleet slot of the process the row came from (of the group's leader for merged rows). */
+  readonly rowSlot: Uint32Array;
   readonly rowMask: Uint32Array;
   /** Data point values, `rowValues[row * slots.length + slot]`. */
   readonly rowValues: Float64Array;
@@ -592,6 +594,7 @@ export const emulateScrape = (
     rowPpid: new Int32Array(out),
     rowOrigin: new Uint16Array(out),
     rowArgv: new Uint8Array(out),
+    rowSlot: new Uint32Array(out),
     rowMask: new Uint32Array(out),
     rowValues: new Float64Array(out * S),
     rowCpu: new Float32Array(out),
@@ -609,6 +612,7 @@ export const emulateScrape = (
     result.rowPpid[o] = fleet.ppid[i] as number;
     result.rowOrigin[o] = fleet.name[i] as number;
     result.rowArgv[o] = fleet.argv[i] as number;
+    result.rowSlot[o] = i;
     result.rowMask[o] = m;
     result.rowValues.set(values.subarray(r * S, r * S + S), o * S);
     const perProcess = ((attrs[r] as number) & PID_BIT) !== 0;
