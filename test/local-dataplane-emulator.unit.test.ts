@@ -20,6 +20,12 @@ import {
   type Tuning,
 } from '../src/domain/pipelines/index.js';
 
+/*
+ * The emulator's own properties, against brute-force models of the templates. Its fidelity to the real
+ * collector is emulator-differential.int.test.ts's business (zero differences, template by template, on a
+ * churning fleet); because of it, the emulator is what runs where real collectors cannot go here (1,000
+ * hosts × 500 processes, bench/dataplane.bench.ts), and these tests keep it honest between those runs.
+ */
 const CRITICAL = ['^postgres$', '^nginx$', '^kubelet$', '^containerd$', '^sshd$'];
 const criticalRe = CRITICAL.map((p) => new RegExp(p));
 const isCritical = (name: string) => criticalRe.some((re) => re.test(name));
