@@ -240,11 +240,17 @@ describe('the emulator against the real collector, template by template (issue 1
           const before = await exportedPoints(local.telemetryUrl);
           const sent = await sender.sendOnce();
           assert.equal(sent.rejectedDataPoints, 0);
+          // Settled: the exporter took this scrape's points, and no more arrive (a big request may leave
+          // the batch processor in parts).
           const deadline = Date.now() + 30_000;
-          while ((await exportedPoints(local.telemetryUrl)) === before) {
+          let seen = before;
+          for (;;) {
+            await new Promise((r) => setTimeout(r, 250));
+            const now = await exportedPoints(local.telemetryUrl);
+            if (now > before && now === seen) break;
+            seen = now;
             if (Date.now() > deadline)
               assert.fail(`${label(c)}: scrape ${k} never reached the exporter:\n${running.output()}`);
-            await new Promise((r) => setTimeout(r, 100));
           }
           const real = parseExposition(await fetch(local.metricsUrl).then((r) => r.text()));
           const emulated = parseExposition(plane.exposition(experimentId, c.variant));
