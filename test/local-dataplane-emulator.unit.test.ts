@@ -11,6 +11,7 @@ import {
   type CollectorConfig,
   computeTuning,
   DEFAULT_PRIORITY_PATTERNS,
+  PROCESS_METRICS,
   type ProcessUsageTable,
   parseTemplateParams,
   ROLLUP_PROCESS_NAME,
@@ -19,6 +20,12 @@ import {
   type Tuning,
 } from '../src/domain/pipelines/index.js';
 
+/*
+ * The emulator's own properties, against brute-force models of the templates. Its fidelity to the real
+ * collector is emulator-differential.int.test.ts's business (zero differences, template by template, on a
+ * churning fleet); because of it, the emulator is what runs where real collectors cannot go here (1,000
+ * hosts × 500 processes, bench/dataplane.bench.ts), and these tests keep it honest between those runs.
+ */
 const CRITICAL = ['^postgres$', '^nginx$', '^kubelet$', '^containerd$', '^sshd$'];
 const criticalRe = CRITICAL.map((p) => new RegExp(p));
 const isCritical = (name: string) => criticalRe.some((re) => re.test(name));
@@ -266,6 +273,68 @@ describe('emulator on a fixed seeded fleet', () => {
     other.processors['interval/x'] = {};
     (other.service.pipelines.metrics as { processors: string[] }).processors.splice(2, 0, 'interval/x');
     assert.throws(() => compilePipeline(other, vars), /not emulated/);
+  });
+});
+
+describe('emulator: what the real scraper does (found by emulator-differential.int.test.ts)', () => {
+  const withMetrics = (metrics: Record<string, boolean>): CollectorConfig => {
+    const config = render('process-baseline-v1');
+    const receiver = config.receivers.hostmetrics as { scrapers: { process: { metrics: object } } };
+    receiver.scrapers.process.metrics = Object.fromEntries(
+      PROCESS_METRICS.map((m) => [m.name, { enabled: metrics[m.name] ?? false }]),
+    );
+    return config;
+  };
+
+  it('reports process.memory.utilization as a percentage of the host memory, not a fraction', () => {
+    const result = run(withMetrics({ 'process.memory.utilization': true }));
+    const slot = result.slots.findIndex((s) => s.metric.name === 'process.memory.utilization');
+    assert.ok(slot >= 0);
+    for (let o = 0; o < result.rows; o++) {
+      const host = result.rowHost[o] as number;
+      const i = fleet.pid.indexOf(result.rowPid[o] as number, host * fleet.perHost);
+      const expected = (100 * (fleet.memNow[i] as number)) / (fleet.hostMemoryBytes[host] as number);
+      assert.ok(Math.abs((result.rowValues[o * result.slots.length + slot] as number) - expected) < 1e-9);
+    }
+    const values = Array.from(
+      { length: result.rows },
+      (_, o) => result.rowValues[o * result.slots.length + slot] as number,
+    );
+    assert.ok(Math.max(...values) > 1, 'some process uses more than 1 % of its host');
+  });
+
+  it('gives a process CPU utilization from its second scrape on, as the scraper needs two', () => {
+    const own = new ProcessFleet({ hosts: 4, processesPerHost: 200, seed: 3 });
+    const pipeline = compilePipeline(
+      withMetrics({ 'process.cpu.utilization': true, 'process.memory.usage': true }),
+      {
+        K8S_NODE_NAME: (h: number) => own.hostNames[h] as string,
+      },
+    );
+    const seen = new Int32Array(own.size).fill(-1);
+    const names = (r: ScrapeResult) =>
+      new Set(
+        r.slots.filter((_, s) => [...r.rowMask].some((m) => (m & (1 << s)) !== 0)).map((s) => s.metric.name),
+      );
+    const first = emulateScrape(own, pipeline, seen);
+    assert.deepEqual([...names(first)], ['process.memory.usage']);
+    assert.equal(first.receivedPoints, own.size);
+    // Long enough for churn: the new pids have no utilization yet, every other process has one per state.
+    own.advance(600);
+    assert.ok(own.lastChurn > 0);
+    const second = emulateScrape(own, pipeline, seen);
+    const utilization = second.slots.flatMap((s, i) =>
+      s.metric.name === 'process.cpu.utilization' && !s.collapsed ? [i] : [],
+    );
+    let without = 0;
+    for (let o = 0; o < second.rows; o++) {
+      const have = utilization.filter((s) => ((second.rowMask[o] as number) & (1 << s)) !== 0).length;
+      assert.ok(have === 0 || have === 3);
+      if (have === 0) without++;
+    }
+    assert.equal(without, own.lastChurn, 'exactly the processes that churned');
+    // Without the scraper's memory, every process counts as seen before.
+    assert.ok(names(emulateScrape(own, pipeline)).has('process.cpu.utilization'));
   });
 });
 

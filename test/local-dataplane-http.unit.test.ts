@@ -93,7 +93,7 @@ describe('local data plane HTTP exposition', () => {
     const res = await fetch(url as string);
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
-    const { samples, types } = parseExposition(await res.text());
+    const { samples } = parseExposition(await res.text());
     const process = samples.filter((s) => s.name.startsWith('process_'));
     const snapshot = plane.snapshot('exp-http', 'candidate');
     assert.equal(process.length, snapshot?.series);
@@ -105,11 +105,26 @@ describe('local data plane HTTP exposition', () => {
       assert.ok(nodes.has(s.labels.k8s_node_name as string), s.labels.k8s_node_name);
       assert.ok(s.labels.process_executable_name, 'process_executable_name');
     }
-    assert.deepEqual([...new Set(process.map((s) => s.name))].sort(), [
-      'process_cpu_utilization_ratio',
-      'process_memory_usage_bytes',
-    ]);
-    assert.equal(types.get('process_cpu_utilization_ratio'), 'gauge');
+    // The first scrape, as the real scraper's: CPU utilization needs two scrapes of a process.
+    assert.deepEqual([...new Set(process.map((s) => s.name))].sort(), ['process_memory_usage_bytes']);
+    const second = new LocalDataPlane({ tickMs: 0 });
+    second.deploy({
+      experimentId: 'exp-http',
+      variant: 'candidate',
+      config: config('candidate', 'process-aggregated-v1').config,
+      hosts,
+      processesPerHost: 120,
+      seed: 5,
+      criticalProcesses: CRITICAL,
+    });
+    second.tick(60);
+    const later = parseExposition(second.exposition('exp-http', 'candidate'));
+    await second.close();
+    assert.deepEqual(
+      [...new Set(later.samples.map((s) => s.name).filter((n) => n.startsWith('process_')))].sort(),
+      ['process_cpu_utilization_ratio', 'process_memory_usage_bytes'],
+    );
+    assert.equal(later.types.get('process_cpu_utilization_ratio'), 'gauge');
     // Critical processes stay per process (with a pid); the rest are aggregated without one.
     for (const s of process)
       assert.equal(
@@ -269,11 +284,13 @@ describe('local data plane lifecycle', () => {
     }
     let torn = 0;
     const deadline = Date.now() + 10_000;
-    while (ids.some((id) => (plane.snapshot(id, 'baseline')?.scrapes ?? 0) < 3) && Date.now() < deadline) {
+    // The torn-down ones never get there: waiting on them ran every time into the deadline.
+    const kept = ids.slice(0, 35);
+    while (kept.some((id) => (plane.snapshot(id, 'baseline')?.scrapes ?? 0) < 3) && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 5));
       if (torn < 5) plane.teardown(`many-${39 - torn++}`);
     }
-    for (const id of ids.slice(0, 35)) assert.ok((plane.snapshot(id, 'baseline')?.scrapes ?? 0) >= 3, id);
+    for (const id of kept) assert.ok((plane.snapshot(id, 'baseline')?.scrapes ?? 0) >= 3, id);
     for (const id of ids.slice(35)) assert.equal(plane.snapshot(id, 'baseline'), undefined);
     await plane.close();
   });
@@ -340,5 +357,86 @@ describe('local data plane: a started variant scrapes when first needed', () => 
     } finally {
       await plane.close();
     }
+  });
+});
+
+describe('local data plane: the exporter keeps series of exited processes until metric_expiration', () => {
+  /** The processes (node/pid) in a variant's exposition, and its process series. */
+  const shown = (plane: LocalDataPlane) => {
+    const samples = parseExposition(plane.exposition('exp-stale', 'baseline')).samples.filter((s) =>
+      s.name.startsWith('process_'),
+    );
+    return {
+      series: samples.length,
+      pids: new Set(samples.map((s) => `${s.labels.k8s_node_name}/${s.labels.process_pid}`)),
+    };
+  };
+  const deploy = (expiration?: string) => {
+    const rendered = config('baseline', 'process-baseline-v1');
+    const prometheus = rendered.config.exporters.prometheus as Record<string, unknown>;
+    if (expiration !== undefined) prometheus.metric_expiration = expiration;
+    const plane = new LocalDataPlane({ tickMs: 0 });
+    plane.deploy({
+      experimentId: 'exp-stale',
+      variant: 'baseline',
+      config: rendered.config,
+      hosts: 2,
+      processesPerHost: 200,
+      seed: 9,
+    });
+    return plane;
+  };
+
+  it('shows them with their last values for 5 simulated minutes by default, then drops them', async () => {
+    const plane = deploy();
+    const first = shown(plane).pids;
+    plane.tick(60);
+    const second = shown(plane);
+    const live = plane.snapshot('exp-stale', 'baseline')?.series ?? 0;
+    assert.ok(second.series > live, 'exited processes still shown');
+    for (const pid of first) assert.ok(second.pids.has(pid), pid);
+    for (let t = 120; t <= 300; t += 60) plane.tick(60);
+    // At 300 s the first scrape's series are exactly 5 minutes old: still shown.
+    const atFiveMinutes = shown(plane).pids;
+    for (const pid of first) assert.ok(atFiveMinutes.has(pid), pid);
+    plane.tick(60);
+    const late = shown(plane).pids;
+    const exitedAfterFirst = [...first].filter((pid) => !late.has(pid));
+    assert.ok(exitedAfterFirst.length > 0, 'some processes of the first scrape are gone at 360 s');
+    await plane.close();
+  });
+
+  it('honours a configured metric_expiration', async () => {
+    const plane = deploy('90s');
+    const first = shown(plane).pids;
+    plane.tick(60);
+    const live = plane.snapshot('exp-stale', 'baseline')?.series ?? 0;
+    assert.ok(shown(plane).series > live);
+    plane.tick(60);
+    plane.tick(60);
+    // Every series still shown was updated within the last 90 s, i.e. by one of the last two scrapes.
+    const now = shown(plane);
+    assert.ok(
+      [...first].some((pid) => !now.pids.has(pid)),
+      'the first scrape’s exited processes are gone',
+    );
+    await plane.close();
+  });
+
+  it('refuses a metric_expiration it cannot read', () => {
+    const rendered = config('baseline', 'process-baseline-v1');
+    (rendered.config.exporters.prometheus as Record<string, unknown>).metric_expiration = 'soon';
+    const plane = new LocalDataPlane({ tickMs: 0 });
+    assert.throws(
+      () =>
+        plane.deploy({
+          experimentId: 'exp-stale',
+          variant: 'baseline',
+          config: rendered.config,
+          hosts: 1,
+          processesPerHost: 50,
+        }),
+      (err: unknown) => err instanceof LocalDataPlaneError && /metric_expiration/.test(err.message),
+    );
   });
 });

@@ -254,9 +254,28 @@ describe('the real collector validates every rendered config', { skip: collector
     assert.deepEqual(refused, [], `the collector refused ${refused.length} of ${jobs.length} configs`);
   });
 
+  it('accepts every template × parameters rendered for simulation (an otlp receiver in place of hostmetrics)', {
+    timeout: 20 * 60_000,
+  }, async () => {
+    // Issue 17 §3: the config a simulated data plane runs. Only the receiver differs from the plain one.
+    const jobs = CASES.map((c) => {
+      const rendered = renderVariant({ ...c.input, simulation: { otlpEndpoint: '127.0.0.1:14318' } });
+      assert.ok(rendered.ok, `${c.name}: ${JSON.stringify(rendered.errors)}`);
+      return { c, yaml: rendered.yaml };
+    });
+    const verdicts = await mapLimit(jobs, 2, ({ yaml }) =>
+      collectorValidate(bin, yaml, { [NODE_NAME_ENV]: 'collector-node' }),
+    );
+    const refused = jobs
+      .map(({ c }, i) => ({ what: c.name, verdict: verdicts[i] }))
+      .filter((r) => !r.verdict?.ok)
+      .map((r) => `${r.what}:\n  ${r.verdict?.output.replace(/\n/g, '\n  ')}`);
+    assert.deepEqual(refused, [], `the collector refused ${refused.length} of ${jobs.length} configs`);
+  });
+
   it('refuses the config without the node name the pod gets from spec.nodeName', async () => {
     // Why the plain target above sets K8S_NODE_NAME: `${env:K8S_NODE_NAME}` expands to "" and the
-    // resource processor refuses an upsert without a value. Deployers outside Kubernetes must set it.
+    // resource processor refuses an insert without a value. Deployers outside Kubernetes must set it.
     const rendered = renderVariant(input('process-baseline-v1'));
     assert.ok(rendered.ok);
     const verdict = await collectorValidate(bin, forThisMachine(rendered.yaml));

@@ -10,6 +10,16 @@
  * live data points ("slots": one per metric × attribute value, plus a collapsed slot per metric for
  * aggregation over no attributes) and their values. Merged resources (groupbyattrs) share a group id;
  * aggregation folds a group's data points into its leader row.
+ *
+ * Why it is trusted: emulator-differential.int.test.ts sends the same simulated fleet, churn included,
+ * through the real collector (each of the 7 templates rendered for simulation, fed over OTLP by
+ * otlp-fleet-sender.ts, plus the baseline with every scraper metric on) and through this emulator as
+ * local-dataplane.ts drives it, and compares their Prometheus expositions series by series after each
+ * scrape: names, types, label sets, values. There is no difference (the four it found, scope labels,
+ * CPU utilization on a first scrape, memory utilization in percent and series kept until
+ * metric_expiration, are fixed here and in local-dataplane.ts). Because of that test, Phoenix uses the
+ * emulator where real collectors cannot go on one machine: 1,000 hosts × 500 processes
+ * (bench/dataplane.bench.ts, the embedded default).
  */
 import {
   type CollectorConfig,
@@ -111,6 +121,11 @@ export interface CompiledPipeline {
     readonly type: string;
     readonly constLabels: Readonly<Record<string, string>>;
     readonly namespace: string | undefined;
+    /**
+     * The prometheus exporter's `metric_expiration` in seconds (5 minutes unless configured): how long it
+     * keeps showing a series that stopped arriving, e.g. a process that exited.
+     */
+    readonly metricExpirationSeconds: number;
   }[];
 }
 
@@ -337,7 +352,12 @@ export const compilePipeline = (
         ? Object.fromEntries(Object.entries(cfg.const_labels).map(([k, v]) => [k, String(v)]))
         : {};
     const namespace = isRecord(cfg) && typeof cfg.namespace === 'string' ? cfg.namespace : undefined;
-    return { id, type, constLabels, namespace };
+    const expiration = isRecord(cfg) ? (cfg.metric_expiration ?? '5m') : '5m';
+    const metricExpirationSeconds =
+      typeof expiration === 'string' ? parseDurationSeconds(expiration) : undefined;
+    if (metricExpirationSeconds === undefined || metricExpirationSeconds <= 0)
+      throw new EmulationError('bad metric_expiration', `exporters.${id}.metric_expiration`);
+    return { id, type, constLabels, namespace, metricExpirationSeconds };
   });
   return {
     intervalSeconds,
@@ -376,6 +396,8 @@ export interface ScrapeResult {
   /** Catalog name of the process the row came from (path, owner, command derive from it). */
   readonly rowOrigin: Uint16Array;
   readonly rowArgv: Uint8Array;
+  /** The fleet slot of the process the row came from (of the group's leader for merged rows). */
+  readonly rowSlot: Uint32Array;
   readonly rowMask: Uint32Array;
   /** Data point values, `rowValues[row * slots.length + slot]`. */
   readonly rowValues: Float64Array;
@@ -408,10 +430,27 @@ const COST = {
   perPointExport: 1.5e-6,
 } as const;
 
-/** Runs the compiled pipeline over the fleet's current state (one scrape of every host). */
-export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): ScrapeResult => {
+/**
+ * Runs the compiled pipeline over the fleet's current state (one scrape of every host).
+ *
+ * `seenPids` is the scraper's memory between scrapes: the pid each fleet slot had at this collector's
+ * previous scrape (-1: none), updated in place. As the real scraper does, a process scraped for the first
+ * time has no `process.cpu.utilization` (it takes two scrapes' CPU times). Without it, every process
+ * counts as seen before.
+ */
+export const emulateScrape = (
+  fleet: ProcessFleet,
+  pipeline: CompiledPipeline,
+  seenPids?: Int32Array,
+): ScrapeResult => {
   const S = pipeline.slots.length;
   const slots = pipeline.slots;
+  let utilizationMask = 0;
+  slots.forEach((s, i) => {
+    if (s.metric.name === 'process.cpu.utilization' && !s.collapsed) utilizationMask |= 1 << i;
+  });
+  if (seenPids !== undefined && seenPids.length !== fleet.size)
+    throw new RangeError(`seenPids has ${seenPids.length} slots for ${fleet.size} processes`);
   const names: string[] = [...CATALOG_NAMES];
   const nameIndex = new Map<string, number>(names.map((n, i) => [n, i]));
   const intern = (name: string): number => {
@@ -436,7 +475,6 @@ export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): 
   const group = new Int32Array(cap);
   const hostScraped = new Uint32Array(fleet.hosts);
   const hostReceived = new Uint32Array(fleet.hosts);
-  const scrapedPerProcess = popcount(pipeline.scrapedMask);
   const hostCpu = new Float64Array(fleet.hosts);
   let rows = 0;
   for (let h = 0; h < fleet.hosts; h++) {
@@ -444,6 +482,7 @@ export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): 
     const cpus = fleet.hostCpus[h] as number;
     const memTotal = fleet.hostMemoryBytes[h] as number;
     let read = 0;
+    let received = 0;
     for (let i = base; i < base + fleet.perHost; i++) {
       const id = fleet.name[i] as number;
       let pass = passName[id] as number;
@@ -455,6 +494,8 @@ export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): 
             : 0;
         passName[id] = pass;
       }
+      const firstScrape = seenPids !== undefined && seenPids[i] !== fleet.pid[i];
+      if (seenPids !== undefined) seenPids[i] = fleet.pid[i] as number;
       if (pass === 0) continue;
       const r = rows++;
       read++;
@@ -462,7 +503,8 @@ export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): 
       origin[r] = i;
       name[r] = id;
       attrs[r] = pipeline.initialAttributes;
-      live[r] = pipeline.scrapedMask;
+      live[r] = firstScrape ? pipeline.scrapedMask & ~utilizationMask : pipeline.scrapedMask;
+      received += popcount(live[r] as number);
       group[r] = r;
       const cpuNow = fleet.cpuNow[i] as number;
       const user = fleet.userShare[i] as number;
@@ -475,7 +517,7 @@ export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): 
       }
     }
     hostScraped[h] = fleet.perHost;
-    hostReceived[h] = read * scrapedPerProcess;
+    hostReceived[h] = received;
     hostCpu[h] =
       COST.scrapeBase +
       COST.perProcessListed * fleet.perHost +
@@ -557,6 +599,7 @@ export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): 
     rowPpid: new Int32Array(out),
     rowOrigin: new Uint16Array(out),
     rowArgv: new Uint8Array(out),
+    rowSlot: new Uint32Array(out),
     rowMask: new Uint32Array(out),
     rowValues: new Float64Array(out * S),
     rowCpu: new Float32Array(out),
@@ -574,6 +617,7 @@ export const emulateScrape = (fleet: ProcessFleet, pipeline: CompiledPipeline): 
     result.rowPpid[o] = fleet.ppid[i] as number;
     result.rowOrigin[o] = fleet.name[i] as number;
     result.rowArgv[o] = fleet.argv[i] as number;
+    result.rowSlot[o] = i;
     result.rowMask[o] = m;
     result.rowValues.set(values.subarray(r * S, r * S + S), o * S);
     const perProcess = ((attrs[r] as number) & PID_BIT) !== 0;
@@ -627,7 +671,8 @@ const sampleValue = (
     case 'process.memory.virtual':
       return Math.round((fleet.memNow[i] as number) * catalogEntry(fleet.name[i] as number).virtual);
     case 'process.memory.utilization':
-      return (fleet.memNow[i] as number) / memTotal;
+      // A percentage (0–100), as gopsutil's MemoryPercent gives the scraper, not a fraction.
+      return (100 * (fleet.memNow[i] as number)) / memTotal;
     case 'process.disk.io':
       return Math.round(fleet.diskBytes[2 * i + (slot.attributeValue === 'read' ? 0 : 1)] as number);
     case 'process.disk.operations':

@@ -1,9 +1,11 @@
-import { execFile } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { CollectorConfig } from '../../src/domain/pipelines/index.js';
 
 /**
  * The real OpenTelemetry Collector for tests: `PHOENIX_OTELCOL` (any binary, e.g. a user's
@@ -116,4 +118,96 @@ export const mapLimit = async <T, R>(
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return results;
+};
+
+/** A port nobody listens on right now (the kernel's pick), for a collector's listeners. */
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+
+export interface RunningCollector {
+  /** What it printed so far (stderr and stdout). */
+  output(): string;
+  /** SIGTERM, then SIGKILL after 10 s; removes its config. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs `<bin> --config=FILE` on a YAML text and resolves once `readyUrl` (its health_check extension)
+ * answers 200. `env` is added to a minimal environment, as for {@link collectorValidate}.
+ */
+export const startCollector = async (
+  bin: string,
+  yaml: string,
+  readyUrl: string,
+  env: Readonly<Record<string, string>> = {},
+): Promise<RunningCollector> => {
+  const dir = mkdtempSync(join(tmpdir(), 'phoenix-otelcol-run-'));
+  const file = join(dir, 'config.yaml');
+  writeFileSync(file, yaml);
+  let output = '';
+  const child: ChildProcess = spawn(bin, [`--config=${file}`], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? dir, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const keep = (d: Buffer) => {
+    output = (output + d.toString()).slice(-200_000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) {
+      await stop();
+      throw new Error(`${bin} exited with ${child.exitCode}:\n${output.slice(-4000)}`);
+    }
+    const ready = await fetch(readyUrl).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ready) break;
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`${bin} did not become ready at ${readyUrl}:\n${output.slice(-4000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return { output: () => output, stop };
+};
+
+/** A rendered config, made to run beside others on this machine: its listeners on free local ports. */
+export const onFreePorts = async (
+  config: CollectorConfig,
+): Promise<{ config: CollectorConfig; metricsUrl: string; healthUrl: string; telemetryUrl: string }> => {
+  const [prom, health, telemetry] = [await freePort(), await freePort(), await freePort()];
+  const copy = structuredClone(config);
+  (copy.exporters.prometheus as { endpoint: string }).endpoint = `127.0.0.1:${prom}`;
+  (copy.extensions.health_check as { endpoint: string }).endpoint = `127.0.0.1:${health}`;
+  copy.service.telemetry.metrics = {
+    level: 'detailed',
+    readers: [{ pull: { exporter: { prometheus: { host: '127.0.0.1', port: telemetry } } } }],
+  };
+  return {
+    config: copy,
+    metricsUrl: `http://127.0.0.1:${prom}/metrics`,
+    healthUrl: `http://127.0.0.1:${health}/`,
+    telemetryUrl: `http://127.0.0.1:${telemetry}/metrics`,
+  };
 };

@@ -1,7 +1,9 @@
 /**
  * Facts about the `hostmetrics` receiver's `process` scraper (otelcol-contrib), kept in one place so the
- * renderer, the config checks and the local data plane's emulator agree on what a process emits.
- * Source: the scraper's generated `documentation.md` (Linux metrics only; `process.handles` is Windows-only).
+ * renderer, the config checks, the local data plane's emulator and the OTLP simulator agree on what a
+ * process emits. Source: the scraper's `metadata.yaml` and generated code at v0.165.0, the version
+ * otelcol/builder-config.yaml pins (Linux metrics only; `process.handles` is Windows-only). Every sum is
+ * cumulative; `counter` is a monotonic sum, `updown` a non-monotonic one.
  */
 
 /** How a metric is exported; decides the Prometheus suffix and whether summing over processes is safe. */
@@ -44,7 +46,7 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     kind: 'updown',
     unit: 'By',
     valueType: 'int',
-    description: 'Virtual memory size.',
+    description: 'The amount of committed virtual memory.',
     defaultEnabled: true,
   },
   {
@@ -61,7 +63,8 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     kind: 'gauge',
     unit: '1',
     valueType: 'double',
-    description: 'Percentage of total CPU time used by the process since last scrape, between 0 and 1.',
+    description:
+      'Percentage of total CPU time used by the process since last scrape, expressed as a value between 0 and 1. On the first scrape, no data point is emitted for this metric.',
     defaultEnabled: false,
     attribute: { key: 'state', values: ['user', 'system', 'wait'] },
   },
@@ -105,7 +108,8 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
     valueType: 'int',
     description: 'Number of times the process has been context switched.',
     defaultEnabled: false,
-    attribute: { key: 'context_switch_type', values: ['involuntary', 'voluntary'] },
+    // The attribute is `context_switch_type` in metadata.yaml, renamed on the wire (name_override).
+    attribute: { key: 'type', values: ['involuntary', 'voluntary'] },
   },
   {
     name: 'process.paging.faults',
@@ -134,6 +138,17 @@ export const PROCESS_METRICS: readonly ProcessMetricInfo[] = [
   },
 ];
 
+/**
+ * The instrumentation scope of every ResourceMetrics the scraper emits. Its version is the collector's
+ * build version (`dist.version` of otelcol/builder-config.yaml for Phoenix's build, "0.165.0" for
+ * otelcol-contrib), and the prometheus exporter turns both into `otel_scope_*` labels.
+ */
+export const PROCESS_SCRAPER_SCOPE_NAME =
+  'github.com/open-telemetry/opentelemetry-collector-contrib/receiver/hostmetricsreceiver/internal/scraper/processscraper';
+export const PROCESS_SCRAPER_SCOPE_VERSION = '0.165.0-phoenix';
+/** The ResourceMetrics' schema URL: the scraper's semantic conventions (v1.43.0 at collector v0.165.0). */
+export const PROCESS_SCRAPER_SCHEMA_URL = 'https://opentelemetry.io/schemas/1.43.0';
+
 export const PROCESS_METRIC_NAMES = PROCESS_METRICS.map((m) => m.name) as readonly string[];
 
 /** Resource attributes of every process resource, in the scraper's order; all enabled by default. */
@@ -151,6 +166,32 @@ export type ProcessResourceAttribute = (typeof PROCESS_RESOURCE_ATTRIBUTES)[numb
 
 /** `process.cgroup` exists but is off by default; accepted in configs, never rendered by a template. */
 export const OPTIONAL_PROCESS_RESOURCE_ATTRIBUTES = ['process.cgroup'] as const;
+
+/**
+ * What a process scraper configured with these overrides (`metrics.<name>.enabled`,
+ * `resource_attributes.<name>.enabled`) emits: the enabled metrics in the scraper's emit order (by name)
+ * and the enabled resource attributes in its order.
+ */
+export interface ProcessScraperSettings {
+  readonly collectionIntervalSeconds: number;
+  readonly metrics: readonly ProcessMetricInfo[];
+  readonly resourceAttributes: readonly string[];
+}
+
+export const processScraperSettings = (
+  collectionIntervalSeconds: number,
+  metricOverrides: Readonly<Record<string, boolean>>,
+  resourceAttributeOverrides: Readonly<Record<string, boolean>>,
+): ProcessScraperSettings => ({
+  collectionIntervalSeconds,
+  metrics: PROCESS_METRICS.filter((m) => metricOverrides[m.name] ?? m.defaultEnabled).sort((a, b) =>
+    a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+  ),
+  resourceAttributes: [
+    ...PROCESS_RESOURCE_ATTRIBUTES.filter((key) => resourceAttributeOverrides[key] ?? true),
+    ...OPTIONAL_PROCESS_RESOURCE_ATTRIBUTES.filter((key) => resourceAttributeOverrides[key] ?? false),
+  ],
+});
 
 const UNIT_SUFFIX: Record<string, string> = { s: 'seconds', By: 'bytes', '1': 'ratio' };
 

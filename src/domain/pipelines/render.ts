@@ -5,6 +5,7 @@ import {
   type TemplateName,
   type ValidationIssue,
 } from './params.js';
+import { type ProcessScraperSettings, processScraperSettings } from './process-scraper.js';
 import { compileCollectorRegex } from './regex.js';
 import { TEMPLATE_DEFINITIONS, type TemplateParts, type Tuning } from './templates.js';
 import { validateCollectorConfig } from './validate.js';
@@ -45,6 +46,19 @@ export interface RenderVariantInput {
   readonly thresholds?: Tuning['thresholds'];
   /** Where the OTLP exporter sends (an in-cluster gateway by default). */
   readonly otlpEndpoint?: string;
+  /**
+   * Render for simulation: the same config with the `hostmetrics` receiver replaced by an `otlp` receiver
+   * listening at `otlpEndpoint` (host:port), every processor and exporter unchanged. The simulator then
+   * sends what the scraper would have scraped ({@link RenderedVariant}'s `processScraper`).
+   */
+  readonly simulation?: SimulationReceiver;
+}
+
+export interface SimulationReceiver {
+  /** host:port the `otlp` receiver listens on. */
+  readonly otlpEndpoint: string;
+  /** OTLP/HTTP (protobuf or JSON on /v1/metrics) or OTLP/gRPC; http unless said. */
+  readonly protocol?: 'http' | 'grpc';
 }
 
 export type RenderedVariant =
@@ -54,6 +68,11 @@ export type RenderedVariant =
       /** The validated parameters with defaults. */
       readonly params: AnyTemplateParams['params'];
       readonly config: CollectorConfig;
+      /**
+       * What the `process` scraper of this config emits (interval, metrics, resource attributes), also
+       * when `simulation` replaced it: the simulator must then send exactly this.
+       */
+      readonly processScraper: ProcessScraperSettings;
       /** The config as YAML, with a header comment naming template, experiment and variant. */
       readonly yaml: string;
       /**
@@ -71,6 +90,11 @@ export const DEFAULT_OTLP_ENDPOINT = 'otel-gateway.phoenix-system.svc.cluster.lo
 const LABEL_VALUE = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 
 const hasControlCharacter = (text: string): boolean => [...text].some((c) => c.charCodeAt(0) < 0x20);
+
+const isHostPort = (text: string): boolean => {
+  const match = /^[^\s:]+:(\d{1,5})$/.exec(text);
+  return match !== null && Number(match[1]) <= 65_535;
+};
 
 const checkInput = (input: RenderVariantInput): ValidationIssue[] => {
   const errors: ValidationIssue[] = [];
@@ -111,8 +135,15 @@ const checkInput = (input: RenderVariantInput): ValidationIssue[] => {
     if (!(Number.isFinite(memoryBytes) && memoryBytes >= 0))
       errors.push({ path: 'thresholds.memoryBytes', message: 'must be ≥ 0' });
   }
-  if (input.otlpEndpoint !== undefined && !/^[^\s:]+:\d{1,5}$/.test(input.otlpEndpoint)) {
+  if (input.otlpEndpoint !== undefined && !isHostPort(input.otlpEndpoint)) {
     errors.push({ path: 'otlpEndpoint', message: 'must be host:port' });
+  }
+  if (input.simulation !== undefined) {
+    const { otlpEndpoint, protocol } = input.simulation;
+    if (typeof otlpEndpoint !== 'string' || !isHostPort(otlpEndpoint))
+      errors.push({ path: 'simulation.otlpEndpoint', message: 'must be host:port' });
+    if (protocol !== undefined && protocol !== 'http' && protocol !== 'grpc')
+      errors.push({ path: 'simulation.protocol', message: 'must be http or grpc' });
   }
   return errors;
 };
@@ -137,21 +168,28 @@ const assemble = (
     ...(Object.keys(resourceAttributes).length > 0 ? { resource_attributes: resourceAttributes } : {}),
   };
   const templateProcessors = Object.fromEntries(parts.processors.map(([id, config]) => [id, config]));
+  const simulation = input.simulation;
+  const receivers: Record<string, unknown> =
+    simulation === undefined
+      ? {
+          hostmetrics: {
+            collection_interval: `${intervalSeconds}s`,
+            root_path: '/hostfs',
+            scrapers: { process: processScraper },
+          },
+        }
+      : { otlp: { protocols: { [simulation.protocol ?? 'http']: { endpoint: simulation.otlpEndpoint } } } };
   return {
-    receivers: {
-      hostmetrics: {
-        collection_interval: `${intervalSeconds}s`,
-        root_path: '/hostfs',
-        scrapers: { process: processScraper },
-      },
-    },
+    receivers,
     processors: {
       memory_limiter: { check_interval: '1s', limit_percentage: 80, spike_limit_percentage: 20 },
       'resource/experiment': {
         attributes: [
           { key: 'experiment.id', value: input.experimentId, action: 'upsert' },
           { key: 'experiment.variant', value: input.variant, action: 'upsert' },
-          { key: 'k8s.node.name', value: `\${env:${NODE_NAME_ENV}}`, action: 'upsert' },
+          // insert, not upsert: a node's own scraper never sets it, and a simulated host sending over OTLP
+          // to one collector for many hosts brings its own node name, which must survive.
+          { key: 'k8s.node.name', value: `\${env:${NODE_NAME_ENV}}`, action: 'insert' },
         ],
       },
       ...templateProcessors,
@@ -186,7 +224,7 @@ const assemble = (
       },
       pipelines: {
         metrics: {
-          receivers: ['hostmetrics'],
+          receivers: Object.keys(receivers),
           processors: [
             'memory_limiter',
             'resource/experiment',
@@ -247,7 +285,7 @@ export const renderVariant = (input: RenderVariantInput): RenderedVariant => {
   const pendingTuning =
     (definition.tuning === 'keepList' && input.keepList === undefined) ||
     (definition.tuning === 'thresholds' && input.thresholds === undefined);
-  const header = ` Rendered by Phoenix: ${template} for experiment ${input.experimentId}, variant ${input.variant}${pendingTuning ? ' (bootstrap: not yet tuned from the baseline)' : ''}`;
+  const header = ` Rendered by Phoenix: ${template} for experiment ${input.experimentId}, variant ${input.variant}${pendingTuning ? ' (bootstrap: not yet tuned from the baseline)' : ''}${input.simulation ? ' (simulation: an otlp receiver in place of hostmetrics)' : ''}`;
   // The YAML only when asked for (the API's render, the CLI, Kubernetes objects): a deployer on the
   // local data plane takes the config as data, and stringifying was a third of a render.
   let yaml: string | undefined;
@@ -256,6 +294,11 @@ export const renderVariant = (input: RenderVariantInput): RenderedVariant => {
     template,
     params,
     config,
+    processScraper: processScraperSettings(
+      params.collectionIntervalSeconds,
+      parts.metrics,
+      parts.resourceAttributes,
+    ),
     get yaml() {
       yaml ??= toYaml(config, header);
       return yaml;
