@@ -7,6 +7,7 @@ import { PostgresIdempotencyStore } from '../src/adapters/postgres-idempotency.j
 import {
   type CommandService,
   createCommandService,
+  handleMeasuredCommand,
   IdempotencyKeyReusedError,
 } from '../src/application/command-service.js';
 import {
@@ -16,7 +17,7 @@ import {
   VersionMismatchError,
 } from '../src/application/experiment-commands.js';
 import type { CommandEventStore } from '../src/application/ports/event-store.js';
-import type { ExperimentEvent } from '../src/domain/experiment.js';
+import { type ExperimentEvent, InvalidTransitionError } from '../src/domain/experiment.js';
 import type { ExperimentSpec } from '../src/domain/experiment-spec.js';
 import { experimentCodec } from '../src/handlers/experiment-codec.js';
 import { commandMetricsOf, createMetrics, type Metrics } from '../src/handlers/metrics.js';
@@ -286,6 +287,32 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
         (await transitions(metrics)).some(
           (t) => t.from_state === 'initializing' && t.to_state === 'cancelled' && t.success === 'true',
         ),
+      );
+    });
+
+    it('a refusal its caller expects (the saga: no longer applies) is no failed transition; others are', async () => {
+      const created = await service().execute({ type: 'CreateExperiment', spec: spec('stale') }, ctx());
+      await service().execute({ type: 'StartExperiment', experimentId: created.experimentId }, ctx());
+      const before = await transitions(metrics);
+      const start = { type: 'StartExperiment', at: new Date().toISOString() } as const;
+      const measured = (expected?: (err: unknown) => boolean) =>
+        handleMeasuredCommand(
+          raw,
+          created.experimentId,
+          start,
+          { actor, correlationId: randomUUID() },
+          commandMetricsOf(metrics),
+          expected ? { expectedRefusal: expected } : {},
+        );
+      await assert.rejects(
+        measured((err) => err instanceof InvalidTransitionError),
+        InvalidTransitionError,
+      );
+      assert.deepEqual(await transitions(metrics), before, 'an expected refusal is not observed');
+      await assert.rejects(measured(), InvalidTransitionError);
+      assert.ok(
+        (await transitions(metrics)).some((t) => t.to_state === 'unknown' && t.success === 'false'),
+        'an unexpected refusal is a failed transition',
       );
     });
 

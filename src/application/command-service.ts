@@ -158,17 +158,26 @@ export async function handleMeasuredCommand(
   command: ExperimentCommand,
   context: CommandContext,
   metrics: CommandMetrics | undefined,
-  options: Omit<CommandOptions, 'onConflict'> = {},
+  options: Omit<CommandOptions, 'onConflict'> & {
+    /**
+     * Refusals that are no failure of the caller's: the saga's redelivered or overtaken commands
+     * ("no longer applies") are expected, and counting them as failed transitions would page whoever
+     * alerts on the failure rate. Not observed at all.
+     */
+    readonly expectedRefusal?: (err: unknown) => boolean;
+  } = {},
 ): Promise<CommandResult> {
   const started = performance.now();
   const seconds = () => (performance.now() - started) / 1000;
   let result: CommandResult;
   try {
+    const { expectedRefusal: _, ...commandOptions } = options;
     result = await handleExperimentCommand(store, experimentId, command, context, {
-      ...options,
+      ...commandOptions,
       ...(metrics ? { onConflict: () => metrics.conflict('experiment') } : {}),
     });
   } catch (err) {
+    if (options.expectedRefusal?.(err)) throw err;
     const from = err instanceof InvalidTransitionError ? err.actual : 'unknown';
     metrics?.transition(from, 'unknown', false, seconds());
     throw err;

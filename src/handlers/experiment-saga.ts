@@ -636,15 +636,10 @@ export class SagaEffects {
         command,
         { actor, correlationId, causationId, commandId },
         this.#deps.metrics,
-        this.#deps.known ? { known: this.#deps.known } : {},
+        { ...(this.#deps.known ? { known: this.#deps.known } : {}), expectedRefusal: noLongerApplies },
       );
     } catch (err) {
-      // RunNotFinished: the run was extended, and the extension set a new run-end timer.
-      if (
-        err instanceof InvalidTransitionError ||
-        err instanceof RunNotFinishedError ||
-        err instanceof DomainError
-      ) {
+      if (noLongerApplies(err)) {
         this.#deps.logger.info(
           { experimentId, command: command.type, reason: err.message },
           'saga command no longer applies',
@@ -655,3 +650,10 @@ export class SagaEffects {
     }
   }
 }
+
+/**
+ * A saga command the experiment has moved past: a redelivery, or one overtaken by a user's command.
+ * RunNotFinished: the run was extended, and the extension set a new run-end timer.
+ */
+const noLongerApplies = (err: unknown): err is Error =>
+  err instanceof InvalidTransitionError || err instanceof RunNotFinishedError || err instanceof DomainError;
