@@ -1,0 +1,169 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { processesWithArgument } from '../src/adapters/child-processes.js';
+import { findCollector } from './support/otelcol.js';
+import { prometheusSkipReason } from './support/prometheus.js';
+import { startTestSystem, tokenFor, validSpec } from './support/system.js';
+
+/**
+ * Issue 17 §7: a whole Phoenix with PHOENIX_DEPLOYER=otelcol and PHOENIX_ANALYZER=prometheus — real
+ * collectors fed by the simulator, the Prometheus Phoenix manages, the verdict from PromQL — runs a
+ * passing and a failing candidate side by side: create → start → running → analyzing → completed,
+ * the figures read back through the API.
+ */
+
+const collector = findCollector();
+const skip = collector.skip || prometheusSkipReason();
+if (skip) console.log(`# skipping the otelcol end-to-end test: ${skip}`);
+
+/** Long enough for a quarter of it (the warm-up) to cover the first batch and the first scrapes. */
+const DURATION_SECONDS = 48;
+
+const spec = (name: string, candidate: { template: string; params: Record<string, unknown> }) =>
+  validSpec({
+    name,
+    baseline: { template: 'process-baseline-v1', params: { collectionIntervalSeconds: 5 } },
+    candidate,
+    target: { namespace: 'phoenix-experiments', nodeSelector: {}, hosts: 3 },
+    durationSeconds: DURATION_SECONDS,
+    // Every simulated node runs kubelet.
+    criticalProcesses: ['^kubelet$'],
+    successCriteria: {
+      minCardinalityReductionPct: 50,
+      maxCriticalProcessLossPct: 0,
+      // Two collectors on a shared 2-core machine: their CPU is too noisy to judge here.
+      maxCollectorCpuOverheadPct: 1000,
+    },
+  });
+
+describe('the lifecycle on real collectors, judged from a real Prometheus (issue 17 §7)', {
+  skip: skip || false,
+}, () => {
+  let system: Awaited<ReturnType<typeof startTestSystem>>;
+  let operator: string;
+
+  before(async () => {
+    system = await startTestSystem({
+      PHOENIX_DEPLOYER: 'otelcol',
+      PHOENIX_ANALYZER: 'prometheus',
+      PHOENIX_OTELCOL: collector.bin as string,
+      PHOENIX_OTELCOL_PROCESSES_PER_HOST: '30',
+    });
+    operator = await tokenFor(system, 'operator');
+  });
+  after(async () => {
+    await system?.dispose();
+  });
+
+  const api = async (method: string, url: string, payload?: unknown) => {
+    const res = await system.app.inject({
+      method: method as 'GET',
+      url,
+      headers: { authorization: `Bearer ${operator}` },
+      ...(payload ? { payload: payload as object } : {}),
+    });
+    return { status: res.statusCode, body: res.json() };
+  };
+
+  const waitForState = async (id: string, states: readonly string[], ms: number) => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const { body } = await api('GET', `/api/v1/experiments/${id}`);
+      if (states.includes(body.state)) return body;
+      if (Date.now() > deadline) assert.fail(`${id} is ${body.state}, not ${states.join('/')}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  };
+
+  it('a passing and a failing candidate: create → start → running → analyzing → completed (or failed by its verdict), figures through the API', async () => {
+    const passing = await api(
+      'POST',
+      '/api/v1/experiments',
+      spec('minimal vs baseline', {
+        template: 'process-minimal-v1',
+        params: { collectionIntervalSeconds: 5 },
+      }),
+    );
+    // The baseline again as the candidate: no series cut, so the cardinality criterion fails.
+    const failing = await api(
+      'POST',
+      '/api/v1/experiments',
+      spec('baseline vs baseline', {
+        template: 'process-baseline-v1',
+        params: { collectionIntervalSeconds: 5 },
+      }),
+    );
+    assert.equal(passing.status, 201, JSON.stringify(passing.body));
+    assert.equal(failing.status, 201, JSON.stringify(failing.body));
+    const ids = [passing.body.id as string, failing.body.id as string];
+    for (const id of ids) assert.equal((await api('POST', `/api/v1/experiments/${id}/start`)).status, 202);
+
+    for (const id of ids) {
+      const running = await waitForState(id, ['running'], 120_000);
+      assert.deepEqual(
+        Object.keys(running.deployments ?? {}).sort(),
+        ['baseline', 'candidate'],
+        JSON.stringify(running),
+      );
+    }
+    // Real collectors run for both experiments while they run.
+    assert.equal((await processesWithArgument(`--config=${system.config.PHOENIX_DATA_DIR}`)).length, 4);
+    const done = await Promise.all(
+      ids.map((id) => waitForState(id, ['completed', 'failed'], (DURATION_SECONDS + 120) * 1000)),
+    );
+    const [pass, fail] = done;
+    assert.equal(pass.state, 'completed', JSON.stringify(pass));
+    // A verdict of fail ends the experiment in `failed`, its reason the analysis's.
+    assert.equal(fail.state, 'failed', JSON.stringify(fail));
+    assert.match(fail.statusReason, /^analysis fail: cardinality reduced by 0%/);
+
+    const history = async (id: string) =>
+      ((await api('GET', `/api/v1/experiments/${id}/history`)).body.items as { to: string }[]).map(
+        (h) => h.to,
+      );
+    for (const [id, end] of [
+      [ids[0], 'completed'],
+      [ids[1], 'failed'],
+    ] as const) {
+      const states = await history(id as string);
+      for (const state of ['running', 'analyzing', end])
+        assert.ok(states.includes(state), `${id} went through ${state}: ${states.join(' → ')}`);
+    }
+
+    // 3 hosts × 30 processes × 7 series in every baseline, read from Prometheus.
+    assert.equal(pass.analysis.verdict, 'pass', JSON.stringify(pass.analysis));
+    assert.equal(pass.analysis.baseline.series, 3 * 30 * 7);
+    assert.ok(pass.analysis.candidate.series > 0 && pass.analysis.candidate.series < 3 * 30 * 7 * 0.5);
+    assert.ok(pass.analysis.cardinalityReductionPct >= 50);
+    assert.equal(pass.analysis.criticalProcessLossPct, 0);
+    assert.ok(pass.analysis.baseline.datapointsPerMinute > 0);
+
+    assert.equal(fail.analysis.verdict, 'fail', JSON.stringify(fail.analysis));
+    assert.equal(fail.analysis.baseline.series, 3 * 30 * 7);
+    assert.equal(fail.analysis.candidate.series, 3 * 30 * 7);
+    assert.equal(fail.analysis.cardinalityReductionPct, 0);
+    assert.ok(
+      fail.analysis.reasons.some((r: string) => /cardinality|series/i.test(r)),
+      fail.analysis.reasons.join('; '),
+    );
+
+    // The analysis records the PromQL it ran, on the collectors' own process metrics.
+    const events = (await api('GET', `/api/v1/experiments/${ids[0]}/events?limit=1000`)).body.items as {
+      type: string;
+      data: {
+        analysis?: { evidence?: { source?: string; queries?: { baseline?: Record<string, string> } } };
+      };
+    }[];
+    const evidence = events.find((e) => e.type === 'AnalysisRecorded')?.data.analysis?.evidence;
+    assert.equal(evidence?.source, 'prometheus');
+    assert.match(evidence?.queries?.baseline?.collectorCpuCores ?? '', /otelcol_process_cpu_seconds/);
+    assert.match(evidence?.queries?.baseline?.collectorMemoryBytes ?? '', /otelcol_process_memory_rss/);
+
+    // Completed experiments are torn down: no collector left.
+    const deadline = Date.now() + 60_000;
+    while ((await processesWithArgument(`--config=${system.config.PHOENIX_DATA_DIR}`)).length > 0) {
+      if (Date.now() > deadline) assert.fail('collectors still run after both experiments completed');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  });
+});
