@@ -313,4 +313,26 @@ describe('the otelcol deployer (issue 17 §5)', { skip: skip || false }, () => {
     }
     assert.equal(await isOurProcess(baselinePid, baselineMarker), false);
   });
+
+  it('a managed Prometheus a killed Phoenix left running is replaced at the next start, not duplicated', async () => {
+    const options = {
+      bin: process.env.PHOENIX_PROMETHEUS_BIN ?? 'prometheus',
+      dir: join(dir, 'prometheus-restart'),
+      sdDir,
+    };
+    const marker = `--config.file=${join(options.dir, 'prometheus.yml')}`;
+    const first = await ManagedPrometheus.start(options);
+    const [old] = await processesWithArgument(marker);
+    assert.ok(old);
+    const second = await ManagedPrometheus.start(options);
+    try {
+      assert.equal(await isOurProcess(old.pid, marker), false);
+      assert.equal((await processesWithArgument(marker)).length, 1);
+      assert.equal((await fetch(`${second.url}/-/ready`)).status, 200);
+    } finally {
+      await second.stop();
+      await first.stop();
+    }
+    assert.deepEqual(await processesWithArgument(marker), []);
+  });
 });

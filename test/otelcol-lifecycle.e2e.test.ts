@@ -52,7 +52,10 @@ describe('the lifecycle on real collectors, judged from a real Prometheus (issue
     operator = await tokenFor(system, 'operator');
   });
   after(async () => {
+    // Collectors outlive Phoenix by design: whatever a failed assertion left is killed here.
+    const left = system ? await processesWithArgument(`--config=${system.config.PHOENIX_DATA_DIR}`) : [];
     await system?.dispose();
+    for (const { pid } of left) process.kill(pid, 'SIGKILL');
   });
 
   const api = async (method: string, url: string, payload?: unknown) => {
