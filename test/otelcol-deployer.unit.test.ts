@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { simulatedScraper, simulationConfig } from '../src/adapters/otelcol-deployer.js';
+import { OtelcolDeployer, simulatedScraper, simulationConfig } from '../src/adapters/otelcol-deployer.js';
 import { renderVariant, TEMPLATE_NAMES } from '../src/domain/pipelines/index.js';
 
 /**
@@ -66,5 +66,50 @@ describe('the otelcol deployer: the config it runs', () => {
   it('has nothing to simulate without a process scraper', () => {
     const config = render('process-baseline-v1').config;
     assert.equal(simulatedScraper({ ...config, receivers: { otlp: {} } }), undefined);
+  });
+
+  it('refuses a fleet bigger than one collector is sent, before starting anything', async () => {
+    const deployer = new OtelcolDeployer({
+      bin: '/nonexistent/otelcol',
+      stateDir: '/nonexistent/state',
+      sdDir: '/nonexistent/targets',
+      processesPerHost: 50,
+    });
+    const rendered = render('process-baseline-v1');
+    const outcome = await deployer.deploy({
+      experimentId: 'exp-1',
+      variant: 'baseline',
+      template: rendered.template,
+      params: {},
+      config: rendered.config,
+      namespace: 'phoenix-experiments',
+      nodeSelector: {},
+      hosts: 201,
+      criticalProcesses: [],
+    });
+    assert.deepEqual(outcome, {
+      ok: false,
+      reason:
+        '201 hosts × 50 processes is 10050 simulated processes, more than one collector here is sent (10000): target fewer hosts or lower PHOENIX_OTELCOL_PROCESSES_PER_HOST',
+    });
+  });
+
+  it('refuses an experiment id that could leave its folder', async () => {
+    const deployer = new OtelcolDeployer({ bin: '/x', stateDir: '/nonexistent', sdDir: '/nonexistent' });
+    const rendered = render('process-baseline-v1');
+    const outcome = await deployer.deploy({
+      experimentId: '../etc',
+      variant: 'baseline',
+      template: rendered.template,
+      params: {},
+      config: rendered.config,
+      namespace: 'n',
+      nodeSelector: {},
+      hosts: 1,
+      criticalProcesses: [],
+    });
+    assert.equal(outcome.ok, false);
+    assert.deepEqual(await deployer.teardown('../etc'), { variants: [] });
+    assert.equal(await deployer.isDeployed('../etc', 'baseline'), false);
   });
 });

@@ -57,6 +57,12 @@ export interface OtelcolDeployerOptions {
   readonly sdDir: string;
   /** Simulated processes per host; 50 unless said (every one is 7 series in the baseline). */
   readonly processesPerHost?: number;
+  /**
+   * Most simulated processes one collector is sent; 10,000 unless said. One process is up to 7 series in
+   * the baseline, and an exporter of 70k series took 2 s per scrape here, at the edge of the scrape
+   * timeout (reference: otel-collector-verified.md §5): a bigger deploy is refused, not run half-scraped.
+   */
+  readonly maxProcessesPerCollector?: number;
   /** How long a collector may take to answer its health check; 60 s unless said. */
   readonly readyTimeoutMs?: number;
   readonly logger?: OtelcolDeployerLogger;
@@ -168,7 +174,11 @@ interface RunningSender {
 }
 
 export class OtelcolDeployer implements Deployer {
-  readonly #options: OtelcolDeployerOptions & { processesPerHost: number; readyTimeoutMs: number };
+  readonly #options: OtelcolDeployerOptions & {
+    processesPerHost: number;
+    readyTimeoutMs: number;
+    maxProcessesPerCollector: number;
+  };
   readonly #senders = new Map<string, RunningSender>();
   /** One operation at a time per experiment (a deploy and a teardown of the same one never interleave). */
   readonly #locks = new Map<string, Promise<unknown>>();
@@ -178,6 +188,7 @@ export class OtelcolDeployer implements Deployer {
       ...options,
       processesPerHost: options.processesPerHost ?? 50,
       readyTimeoutMs: options.readyTimeoutMs ?? 60_000,
+      maxProcessesPerCollector: options.maxProcessesPerCollector ?? 10_000,
     };
   }
 
@@ -313,6 +324,12 @@ export class OtelcolDeployer implements Deployer {
       return {
         ok: false,
         reason: 'the config has no hostmetrics process scraper for the simulator to stand in for',
+      };
+    const processes = d.hosts * this.#options.processesPerHost;
+    if (processes > this.#options.maxProcessesPerCollector)
+      return {
+        ok: false,
+        reason: `${d.hosts} hosts × ${this.#options.processesPerHost} processes is ${processes} simulated processes, more than one collector here is sent (${this.#options.maxProcessesPerCollector}): target fewer hosts or lower PHOENIX_OTELCOL_PROCESSES_PER_HOST`,
       };
     const configHash = hashOf(d.config);
     const existing = await this.#readRecord(d.experimentId, d.variant);
