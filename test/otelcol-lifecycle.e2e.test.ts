@@ -96,9 +96,19 @@ describe('the lifecycle on real collectors, judged from a real Prometheus (issue
         params: { collectionIntervalSeconds: 5 },
       }),
     );
+    // Top-k is tuned from the baseline's process usage, which the worker reads from the managed Prometheus.
+    const tuned = await api(
+      'POST',
+      '/api/v1/experiments',
+      spec('top-5 vs baseline', {
+        template: 'process-topk-v1',
+        params: { collectionIntervalSeconds: 5, k: 5 },
+      }),
+    );
     assert.equal(passing.status, 201, JSON.stringify(passing.body));
     assert.equal(failing.status, 201, JSON.stringify(failing.body));
-    const ids = [passing.body.id as string, failing.body.id as string];
+    assert.equal(tuned.status, 201, JSON.stringify(tuned.body));
+    const ids = [passing.body.id as string, failing.body.id as string, tuned.body.id as string];
     for (const id of ids) assert.equal((await api('POST', `/api/v1/experiments/${id}/start`)).status, 202);
 
     for (const id of ids) {
@@ -110,11 +120,11 @@ describe('the lifecycle on real collectors, judged from a real Prometheus (issue
       );
     }
     // Real collectors run for both experiments while they run.
-    assert.equal((await processesWithArgument(`--config=${system.config.PHOENIX_DATA_DIR}`)).length, 4);
+    assert.equal((await processesWithArgument(`--config=${system.config.PHOENIX_DATA_DIR}`)).length, 6);
     const done = await Promise.all(
       ids.map((id) => waitForState(id, ['completed', 'failed'], (DURATION_SECONDS + 120) * 1000)),
     );
-    const [pass, fail] = done;
+    const [pass, fail, topk] = done;
     assert.equal(pass.state, 'completed', JSON.stringify(pass));
     // A verdict of fail ends the experiment in `failed`, its reason the analysis's.
     assert.equal(fail.state, 'failed', JSON.stringify(fail));
@@ -149,6 +159,16 @@ describe('the lifecycle on real collectors, judged from a real Prometheus (issue
       fail.analysis.reasons.some((r: string) => /cardinality|series/i.test(r)),
       fail.analysis.reasons.join('; '),
     );
+
+    // The tuned candidate: a keep-list of at most 5 names computed from the baseline's usage in Prometheus.
+    assert.equal(topk.state, 'completed', JSON.stringify(topk));
+    const keepList = topk.deployments.candidate.detail.keepList as string[];
+    assert.ok(
+      Array.isArray(keepList) && keepList.length > 0 && keepList.length <= 5,
+      JSON.stringify(keepList),
+    );
+    assert.equal(topk.analysis.verdict, 'pass', JSON.stringify(topk.analysis));
+    assert.ok(topk.analysis.candidate.series < topk.analysis.baseline.series / 2);
 
     // The analysis records the PromQL it ran, on the collectors' own process metrics.
     const events = (await api('GET', `/api/v1/experiments/${ids[0]}/events?limit=1000`)).body.items as {
