@@ -22,6 +22,15 @@ import { prometheusSkipReason } from './support/prometheus.js';
  */
 
 const collector = findCollector();
+
+/** SIGKILL to a leftover; one that ended meanwhile is fine. */
+const killQuietly = (pid: number) => {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+};
 const skip = collector.skip || prometheusSkipReason();
 if (skip) console.log(`# skipping the otelcol deployer tests: ${skip}`);
 
@@ -83,7 +92,7 @@ describe('the otelcol deployer (issue 17 §5)', { skip: skip || false }, () => {
   after(async () => {
     await deployer?.close();
     // Whatever a failed assertion left: no collector of this test outlives it.
-    for (const { pid } of await processesWithArgument(`--config=${stateDir}/`)) process.kill(pid, 'SIGKILL');
+    for (const { pid } of await processesWithArgument(`--config=${stateDir}/`)) killQuietly(pid);
     await prometheus?.stop();
     rmSync(dir, { recursive: true, force: true });
   });

@@ -1,9 +1,15 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { processesWithArgument } from '../src/adapters/child-processes.js';
+import pino from 'pino';
+import { isOurProcess, processesWithArgument } from '../src/adapters/child-processes.js';
+import { loadConfig } from '../src/config.js';
+import { buildSystem, type System } from '../src/main.js';
 import { findCollector } from './support/otelcol.js';
 import { prometheusSkipReason } from './support/prometheus.js';
-import { startTestSystem, tokenFor, validSpec } from './support/system.js';
+import { startTestSystem, TEST_SECRET, tokenFor, validSpec } from './support/system.js';
 
 /**
  * Issue 17 §7: a whole Phoenix with PHOENIX_DEPLOYER=otelcol and PHOENIX_ANALYZER=prometheus — real
@@ -13,6 +19,15 @@ import { startTestSystem, tokenFor, validSpec } from './support/system.js';
  */
 
 const collector = findCollector();
+
+/** SIGKILL to a leftover; one that ended meanwhile is fine. */
+const killQuietly = (pid: number) => {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+};
 const skip = collector.skip || prometheusSkipReason();
 if (skip) console.log(`# skipping the otelcol end-to-end test: ${skip}`);
 
@@ -55,7 +70,7 @@ describe('the lifecycle on real collectors, judged from a real Prometheus (issue
     // Collectors outlive Phoenix by design: whatever a failed assertion left is killed here.
     const left = system ? await processesWithArgument(`--config=${system.config.PHOENIX_DATA_DIR}`) : [];
     await system?.dispose();
-    for (const { pid } of left) process.kill(pid, 'SIGKILL');
+    for (const { pid } of left) killQuietly(pid);
   });
 
   const api = async (method: string, url: string, payload?: unknown) => {
@@ -187,6 +202,84 @@ describe('the lifecycle on real collectors, judged from a real Prometheus (issue
     while ((await processesWithArgument(`--config=${system.config.PHOENIX_DATA_DIR}`)).length > 0) {
       if (Date.now() > deadline) assert.fail('collectors still run after both experiments completed');
       await new Promise((r) => setTimeout(r, 500));
+    }
+  });
+
+  it('Phoenix restarted mid-run: the new one adopts the running collectors and the run completes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'phoenix-otelcol-restart-'));
+    const config = loadConfig({
+      PHOENIX_DATA_DIR: dir,
+      PHOENIX_JWT_SECRET: TEST_SECRET,
+      LOG_LEVEL: 'silent',
+      PHOENIX_DEPLOYER: 'otelcol',
+      PHOENIX_ANALYZER: 'prometheus',
+      PHOENIX_OTELCOL: collector.bin as string,
+      PHOENIX_OTELCOL_PROCESSES_PER_HOST: '30',
+    });
+    const start = async () => {
+      const s = await buildSystem(config, { logger: pino({ level: 'silent' }) });
+      await s.start();
+      return s;
+    };
+    let current: System | undefined = await start();
+    const collectors = () => processesWithArgument(`--config=${dir}`);
+    try {
+      const token = await tokenFor(current, 'operator');
+      const call = async (method: string, url: string, payload?: unknown) => {
+        const res = await (current as System).app.inject({
+          method: method as 'GET',
+          url,
+          headers: { authorization: `Bearer ${token}` },
+          ...(payload ? { payload: payload as object } : {}),
+        });
+        return res.json();
+      };
+      const { id } = await call(
+        'POST',
+        '/api/v1/experiments',
+        spec('minimal vs baseline, restarted', {
+          template: 'process-minimal-v1',
+          params: { collectionIntervalSeconds: 5 },
+        }),
+      );
+      await call('POST', `/api/v1/experiments/${id}/start`);
+      const until = async (states: string[], ms: number) => {
+        const deadline = Date.now() + ms;
+        for (;;) {
+          const body = await call('GET', `/api/v1/experiments/${id}`);
+          if (states.includes(body.state)) return body;
+          if (Date.now() > deadline) assert.fail(`${id} is ${body.state}, not ${states.join('/')}`);
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      };
+      const running = await until(['running'], 120_000);
+      const pids = [
+        running.deployments.baseline.detail.pid,
+        running.deployments.candidate.detail.pid,
+      ] as number[];
+      await new Promise((r) => setTimeout(r, 10_000));
+      // Phoenix goes away mid-run; its collectors do not.
+      await current.stop();
+      current = undefined;
+      assert.deepEqual((await collectors()).map((p) => p.pid).sort(), [...pids].sort());
+      current = await start();
+      const done = await until(['completed', 'failed'], (DURATION_SECONDS + 120) * 1000);
+      assert.equal(done.state, 'completed', JSON.stringify(done));
+      assert.equal(done.analysis.verdict, 'pass', JSON.stringify(done.analysis));
+      assert.equal(done.analysis.baseline.series, 3 * 30 * 7);
+      // The same two collectors served the whole run, and teardown stopped them.
+      const marker = (variant: string) => `--config=${join(dir, 'otelcol', id, variant, 'config.yaml')}`;
+      const deadline = Date.now() + 60_000;
+      while ((await collectors()).length > 0) {
+        if (Date.now() > deadline) assert.fail('collectors still run after the experiment completed');
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      assert.equal(await isOurProcess(pids[0] as number, marker('baseline')), false);
+    } finally {
+      const left = await collectors();
+      await current?.stop();
+      for (const { pid } of left) killQuietly(pid);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
