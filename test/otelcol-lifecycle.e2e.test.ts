@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -203,6 +203,32 @@ describe('the lifecycle on real collectors, judged from a real Prometheus (issue
       if (Date.now() > deadline) assert.fail('collectors still run after both experiments completed');
       await new Promise((r) => setTimeout(r, 500));
     }
+  });
+
+  it('cancelled mid-run: the collectors and their targets are gone', async () => {
+    const created = await api(
+      'POST',
+      '/api/v1/experiments',
+      spec('cancelled', { template: 'process-minimal-v1', params: { collectionIntervalSeconds: 5 } }),
+    );
+    const id = created.body.id as string;
+    assert.equal((await api('POST', `/api/v1/experiments/${id}/start`)).status, 202);
+    await waitForState(id, ['running'], 120_000);
+    const mine = () =>
+      processesWithArgument(`--config=${join(system.config.PHOENIX_DATA_DIR, 'otelcol', id)}/`);
+    assert.equal((await mine()).length, 2);
+    assert.equal((await api('POST', `/api/v1/experiments/${id}/cancel`, { reason: 'test' })).status, 202);
+    await waitForState(id, ['cancelled'], 30_000);
+    const deadline = Date.now() + 60_000;
+    while ((await mine()).length > 0) {
+      if (Date.now() > deadline) assert.fail('collectors still run after the cancel');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const targets = join(system.config.PHOENIX_DATA_DIR, 'prometheus', 'targets');
+    assert.deepEqual(
+      readdirSync(targets).filter((f) => f.startsWith(id)),
+      [],
+    );
   });
 
   it('Phoenix restarted mid-run: the new one adopts the running collectors and the run completes', async () => {
