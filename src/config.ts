@@ -1,3 +1,5 @@
+import { accessSync, constants } from 'node:fs';
+import { delimiter, isAbsolute, join } from 'node:path';
 import { z } from 'zod';
 
 /**
@@ -58,7 +60,15 @@ const configSchema = z.object({
       'must be nats://host:port (comma-separated for a cluster)',
     )
     .optional(),
-  PHOENIX_DEPLOYER: z.enum(['local', 'kubernetes']).default('local'),
+  PHOENIX_DEPLOYER: z.enum(['local', 'kubernetes', 'otelcol']).default('local'),
+  /** The collector binary of PHOENIX_DEPLOYER=otelcol: the one `npm run build:otelcol` builds, or a user's own `otelcol-contrib`. */
+  PHOENIX_OTELCOL: z.string().min(1).default('.phoenix-otelcol/phoenix-otelcol'),
+  /** Simulated processes per host that PHOENIX_DEPLOYER=otelcol sends to each collector. */
+  PHOENIX_OTELCOL_PROCESSES_PER_HOST: z.coerce.number().int().min(1).max(5000).default(50),
+  /** The Prometheus Phoenix starts for PHOENIX_DEPLOYER=otelcol when PROMETHEUS_URL is not set (on PATH unless a path). */
+  PHOENIX_PROMETHEUS_BIN: z.string().min(1).default('prometheus'),
+  /** Where PHOENIX_DEPLOYER=otelcol writes Prometheus file_sd targets; `<PHOENIX_DATA_DIR>/prometheus/targets` unless set. */
+  PHOENIX_PROMETHEUS_SD_DIR: z.string().min(1).optional(),
   PHOENIX_ANALYZER: z.enum(['local', 'prometheus']).default('local'),
   PROMETHEUS_URL: z.url({ protocol: /^https?$/ }).optional(),
   PHOENIX_JWT_SECRET: z
@@ -114,10 +124,57 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       },
     ]);
   }
-  if (config.PHOENIX_ANALYZER === 'prometheus' && !config.PROMETHEUS_URL) {
+  if (config.PHOENIX_DEPLOYER === 'otelcol') {
+    if (!isExecutable(config.PHOENIX_OTELCOL)) {
+      throw new ConfigError([
+        {
+          variable: 'PHOENIX_OTELCOL',
+          message: `no collector binary at ${config.PHOENIX_OTELCOL} (PHOENIX_DEPLOYER=otelcol): run \`npm run build:otelcol\` or set PHOENIX_OTELCOL to an otelcol-contrib`,
+        },
+      ]);
+    }
+    // Without PROMETHEUS_URL, Phoenix runs the data plane's Prometheus itself.
+    if (!config.PROMETHEUS_URL && findExecutable(config.PHOENIX_PROMETHEUS_BIN) === undefined) {
+      throw new ConfigError([
+        {
+          variable: 'PHOENIX_PROMETHEUS_BIN',
+          message: `${config.PHOENIX_PROMETHEUS_BIN} is not an executable (on PATH): install prometheus (apt-get install prometheus), set PHOENIX_PROMETHEUS_BIN, or set PROMETHEUS_URL to a Prometheus of yours`,
+        },
+      ]);
+    }
+  }
+  // PHOENIX_DEPLOYER=otelcol brings its own Prometheus when none is named.
+  if (
+    config.PHOENIX_ANALYZER === 'prometheus' &&
+    !config.PROMETHEUS_URL &&
+    config.PHOENIX_DEPLOYER !== 'otelcol'
+  ) {
     throw new ConfigError([
-      { variable: 'PROMETHEUS_URL', message: 'is required when PHOENIX_ANALYZER=prometheus' },
+      {
+        variable: 'PROMETHEUS_URL',
+        message:
+          'is required when PHOENIX_ANALYZER=prometheus (unless PHOENIX_DEPLOYER=otelcol, which runs one)',
+      },
     ]);
   }
   return config;
 }
+
+const isExecutable = (path: string): boolean => {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** A path as given, or a bare name looked up on PATH, as a shell would; undefined when not found. */
+const findExecutable = (name: string): string | undefined => {
+  if (isAbsolute(name) || name.includes('/')) return isExecutable(name) ? name : undefined;
+  return (process.env.PATH ?? '')
+    .split(delimiter)
+    .filter((dir) => dir !== '')
+    .map((dir) => join(dir, name))
+    .find(isExecutable);
+};

@@ -149,12 +149,26 @@ export async function createBus(config: Config, logger: Logger, options: BusOpti
 /** The deployer PHOENIX_DEPLOYER names, and the usage source that goes with it. */
 async function createDeployer(
   config: Config,
-  deps: { readonly dataPlane?: LocalDataPlane },
-): Promise<{ deployer: Deployer; usage: UsageSource | undefined }> {
+  logger: Logger,
+  deps: { readonly dataPlane?: LocalDataPlane; readonly prometheusUrl?: string },
+): Promise<{ deployer: Deployer; usage: UsageSource | undefined; close?: () => Promise<void> }> {
   if (config.PHOENIX_DEPLOYER === 'local') {
     if (!deps.dataPlane) throw new Error('the local deployer needs the local data plane');
     const local = new LocalDeployer(deps.dataPlane);
     return { deployer: local, usage: local };
+  }
+  const usage = deps.prometheusUrl ? new PrometheusAnalyzer({ url: deps.prometheusUrl }) : undefined;
+  if (config.PHOENIX_DEPLOYER === 'otelcol') {
+    const { OtelcolDeployer } = await import('./adapters/otelcol-deployer.js');
+    const otelcol = new OtelcolDeployer({
+      bin: config.PHOENIX_OTELCOL,
+      stateDir: join(config.PHOENIX_DATA_DIR, 'otelcol'),
+      sdDir: prometheusSdDir(config),
+      processesPerHost: config.PHOENIX_OTELCOL_PROCESSES_PER_HOST,
+      logger,
+    });
+    await otelcol.recover();
+    return { deployer: otelcol, usage, close: () => otelcol.close() };
   }
   // Loaded only when asked for: the Kubernetes client is heavy, and the embedded default never needs it.
   const [{ KubeConfig }, { KubernetesDeployer }] = await Promise.all([
@@ -163,18 +177,24 @@ async function createDeployer(
   ]);
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromDefault();
-  return {
-    deployer: new KubernetesDeployer(kubeConfig),
-    usage: config.PROMETHEUS_URL ? new PrometheusAnalyzer({ url: config.PROMETHEUS_URL }) : undefined,
-  };
+  return { deployer: new KubernetesDeployer(kubeConfig), usage };
 }
 
+/** Where the otelcol deployer writes Prometheus file_sd targets. */
+const prometheusSdDir = (config: Config): string =>
+  config.PHOENIX_PROMETHEUS_SD_DIR ?? join(config.PHOENIX_DATA_DIR, 'prometheus', 'targets');
+
 /** The analyzer PHOENIX_ANALYZER names. */
-function createAnalyzer(config: Config, deps: { readonly dataPlane?: LocalDataPlane }): Analyzer {
+function createAnalyzer(
+  config: Config,
+  deps: { readonly dataPlane?: LocalDataPlane; readonly prometheusUrl?: string },
+): Analyzer {
   if (config.PHOENIX_ANALYZER === 'prometheus') {
-    if (!config.PROMETHEUS_URL)
-      throw new Error('PROMETHEUS_URL is required when PHOENIX_ANALYZER=prometheus');
-    return new PrometheusAnalyzer({ url: config.PROMETHEUS_URL });
+    if (!deps.prometheusUrl)
+      throw new Error(
+        'PHOENIX_ANALYZER=prometheus needs PROMETHEUS_URL, or the Prometheus of PHOENIX_DEPLOYER=otelcol in the same process',
+      );
+    return new PrometheusAnalyzer({ url: deps.prometheusUrl });
   }
   if (!deps.dataPlane) throw new Error('the local analyzer needs the local data plane');
   return new LocalAnalyzer(deps.dataPlane);
@@ -184,7 +204,7 @@ function createAnalyzer(config: Config, deps: { readonly dataPlane?: LocalDataPl
  * The deployer (with its usage source) and the analyzer of the kinds asked for, from the configuration.
  * The local data plane lives in the process that deploys to it: when a kind asked for is `local`, one
  * is started (PHOENIX_DATAPLANE_HOST/PORT, so a Prometheus can scrape it), shared by both, and closed
- * by `close`.
+ * by `close`. So does the Prometheus of the otelcol data plane when PROMETHEUS_URL is not set.
  */
 export async function createWorkerAdapters(
   config: Config,
@@ -198,17 +218,33 @@ export async function createWorkerAdapters(
     ? await LocalDataPlane.start({ host: config.PHOENIX_DATAPLANE_HOST, port: config.PHOENIX_DATAPLANE_PORT })
     : undefined;
   if (dataPlane) logger.info({ url: dataPlane.url }, 'local data plane serving');
-  const planeDeps = dataPlane ? { dataPlane } : {};
+  const closers: (() => Promise<void>)[] = [async () => dataPlane?.close()];
+  const close = async () => {
+    for (const step of [...closers].reverse()) await step();
+  };
   try {
+    let prometheusUrl = config.PROMETHEUS_URL;
+    if (!prometheusUrl && kinds.deployer && config.PHOENIX_DEPLOYER === 'otelcol') {
+      const { ManagedPrometheus } = await import('./adapters/prometheus-server.js');
+      const prometheus = await ManagedPrometheus.start({
+        bin: config.PHOENIX_PROMETHEUS_BIN,
+        dir: join(config.PHOENIX_DATA_DIR, 'prometheus'),
+        sdDir: prometheusSdDir(config),
+      });
+      closers.push(() => prometheus.stop());
+      prometheusUrl = prometheus.url;
+      logger.info({ url: prometheusUrl }, 'managed Prometheus serving');
+    }
+    const deps = { ...(dataPlane ? { dataPlane } : {}), ...(prometheusUrl ? { prometheusUrl } : {}) };
+    const deployer = kinds.deployer ? await createDeployer(config, logger, deps) : undefined;
+    if (deployer?.close) closers.push(deployer.close);
     return {
-      ...(kinds.deployer ? { deployer: await createDeployer(config, planeDeps) } : {}),
-      ...(kinds.analyzer ? { analyzer: createAnalyzer(config, planeDeps) } : {}),
-      async close() {
-        await dataPlane?.close();
-      },
+      ...(deployer ? { deployer: { deployer: deployer.deployer, usage: deployer.usage } } : {}),
+      ...(kinds.analyzer ? { analyzer: createAnalyzer(config, deps) } : {}),
+      close,
     };
   } catch (err) {
-    await dataPlane?.close();
+    await close();
     throw err;
   }
 }

@@ -18,7 +18,10 @@ import type { UsageSource } from '../handlers/ports/deployer.js';
  *
  * Every series must carry `experiment_id` and `variant` labels (the rendered configs set them on the
  * process series; a Kubernetes scrape config copies them onto the collector's own metrics from the pod
- * labels). An empty answer is no data (null), never zero — except a variant whose collector reports
+ * labels, the otelcol deployer's file_sd targets carry them). Collector v0.165 exports its own metrics
+ * without unit or `_total` suffixes (`otelcol_process_cpu_seconds`, `otelcol_process_memory_rss`,
+ * `otelcol_exporter_sent_metric_points`, seen through a real Prometheus in
+ * test/otelcol-deployer.int.test.ts); the optional suffixes keep older collectors working. An empty answer is no data (null), never zero — except a variant whose collector reports
  * but exports no process series, which really exported 0 series.
  */
 
