@@ -71,13 +71,12 @@ module.exports = {
       to: { path: '^src/', pathNot: '^src/(domain|application)/' },
     },
     {
-      name: 'adapters-import-only-ports-of-handlers',
+      name: 'adapters-import-only-application-and-domain',
       severity: 'error',
-      // The ports move to src/application in the redesign (issue 16 §1; some already have); once
-      // src/handlers/ports is gone this rule becomes "adapters import src/application and src/domain only".
-      comment: 'An adapter implements a port (src/handlers/ports); it never reaches into the edges.',
+      comment:
+        'An adapter implements a port of src/application; of src/ it imports src/application, src/domain and other adapters, never the edges.',
       from: { path: '^src/adapters/' },
-      to: { path: '^src/handlers/', pathNot: '^src/handlers/ports/' },
+      to: { path: '^src/', pathNot: '^src/(application|domain|adapters)/' },
     },
     {
       name: 'only-the-entry-imports-the-root',

@@ -3,6 +3,8 @@ import { pathToFileURL } from 'node:url';
 import { sql } from 'kysely';
 import { pino } from 'pino';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
+import { experimentCodec } from '../src/application/experiment-codec.js';
+import type { Position } from '../src/application/ports/event-store.js';
 import {
   DomainError,
   decide,
@@ -14,9 +16,7 @@ import {
 } from '../src/domain/experiment.js';
 import type { Analysis, ExperimentSpec } from '../src/domain/experiment-spec.js';
 import { currentSchemaVersion } from '../src/domain/upcasters.js';
-import { experimentCodec } from '../src/handlers/experiment-codec.js';
 import { streamIdOf } from '../src/handlers/experiment-commands.js';
-import type { Position } from '../src/handlers/ports/event-store.js';
 import { READ_MODELS } from '../src/projections/experiment-read-models.js';
 import { createProjections } from '../src/projections/index.js';
 import { rebuildReadModels } from '../src/projections/rebuild.js';

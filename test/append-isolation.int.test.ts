@@ -8,7 +8,7 @@ import {
   DuplicateEventIdError,
   type NewEvent,
   UnstorableEventError,
-} from '../src/handlers/ports/event-store.js';
+} from '../src/application/ports/event-store.js';
 import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';
 
 /**

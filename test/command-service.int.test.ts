@@ -9,6 +9,7 @@ import {
   createCommandService,
   IdempotencyKeyReusedError,
 } from '../src/application/command-service.js';
+import { experimentCodec } from '../src/application/experiment-codec.js';
 import {
   ConcurrencyConflictError,
   handleExperimentCommand,
@@ -16,11 +17,10 @@ import {
   VersionMismatchError,
 } from '../src/application/experiment-commands.js';
 import type { CommandEventStore } from '../src/application/ports/event-store.js';
+import { WrongExpectedVersionError } from '../src/application/ports/event-store.js';
 import type { ExperimentEvent } from '../src/domain/experiment.js';
 import type { ExperimentSpec } from '../src/domain/experiment-spec.js';
-import { experimentCodec } from '../src/handlers/experiment-codec.js';
 import { commandMetricsOf, createMetrics, type Metrics } from '../src/handlers/metrics.js';
-import { WrongExpectedVersionError } from '../src/handlers/ports/event-store.js';
 import { pgliteTestDatabase, postgresTestDatabase } from './support/databases.js';
 
 /**

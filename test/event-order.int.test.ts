@@ -9,6 +9,8 @@ import pino from 'pino';
 import { openPGlite, openPostgres } from '../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
 import { migrateToLatest } from '../src/adapters/postgres-migrations.js';
+import { experimentCodec } from '../src/application/experiment-codec.js';
+import type { EventStore, StoredEvent } from '../src/application/ports/event-store.js';
 import { loadConfig } from '../src/config.js';
 import {
   decide,
@@ -20,9 +22,7 @@ import {
   initialState,
 } from '../src/domain/experiment.js';
 import { currentSchemaVersion } from '../src/domain/upcasters.js';
-import { experimentCodec } from '../src/handlers/experiment-codec.js';
 import { streamIdOf } from '../src/handlers/experiment-commands.js';
-import type { EventStore, StoredEvent } from '../src/handlers/ports/event-store.js';
 import { buildSystem, type System } from '../src/main.js';
 import { createProjections } from '../src/projections/index.js';
 import { rebuildReadModels } from '../src/projections/rebuild.js';

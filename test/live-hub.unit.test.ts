@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import pino from 'pino';
-import type { ExperimentEvent } from '../src/domain/experiment.js';
-import { LiveHub } from '../src/handlers/live-hub.js';
 import {
   type EventStore,
   type Position,
@@ -11,7 +9,9 @@ import {
   type StoredEvent,
   type SubscribeOptions,
   type SubscriptionMessage,
-} from '../src/handlers/ports/event-store.js';
+} from '../src/application/ports/event-store.js';
+import type { ExperimentEvent } from '../src/domain/experiment.js';
+import { LiveHub } from '../src/handlers/live-hub.js';
 
 type Event = StoredEvent<ExperimentEvent>;
 

@@ -6,14 +6,14 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import { pino } from 'pino';
-import type { ExperimentEvent } from '../src/domain/experiment.js';
-import { experimentIdOf, streamIdOf } from '../src/handlers/experiment-commands.js';
 import {
   type EventStore,
   START,
   type StoredEvent,
   type SubscriptionMessage,
-} from '../src/handlers/ports/event-store.js';
+} from '../src/application/ports/event-store.js';
+import type { ExperimentEvent } from '../src/domain/experiment.js';
+import { experimentIdOf, streamIdOf } from '../src/handlers/experiment-commands.js';
 import { experimentReadModels, READ_MODELS } from '../src/projections/experiment-read-models.js';
 import { rebuildReadModels } from '../src/projections/rebuild.js';
 import {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { type Kysely, sql } from 'kysely';
-import type { AuditFilter } from '../src/handlers/ports/read-models.js';
+import type { AuditFilter } from '../src/application/ports/read-models.js';
 import { createProjections, type Projections } from '../src/projections/index.js';
 import { auditQuery, type ReadModelSchema } from '../src/projections/read-models.js';
 import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';

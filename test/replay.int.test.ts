@@ -8,9 +8,9 @@ import { sql } from 'kysely';
 import { openPGlite } from '../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
 import { migrateToLatest } from '../src/adapters/postgres-migrations.js';
+import { experimentCodec } from '../src/application/experiment-codec.js';
+import { START } from '../src/application/ports/event-store.js';
 import type { ExperimentEvent } from '../src/domain/experiment.js';
-import { experimentCodec } from '../src/handlers/experiment-codec.js';
-import { START } from '../src/handlers/ports/event-store.js';
 import { createProjections, type Projections } from '../src/projections/index.js';
 import {
   readAhead,

@@ -36,7 +36,7 @@ import {
   type SubscribeOptions,
   type SubscriptionMessage,
   WrongExpectedVersionError,
-} from '../handlers/ports/event-store.js';
+} from '../application/ports/event-store.js';
 
 /**
  * The event store on EventStoreDB / KurrentDB through `@eventstore/db-client` (the only file that

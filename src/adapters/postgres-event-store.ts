@@ -23,7 +23,7 @@ import {
   type SubscriptionMessage,
   UnstorableEventError,
   WrongExpectedVersionError,
-} from '../handlers/ports/event-store.js';
+} from '../application/ports/event-store.js';
 import { Batcher } from './batcher.js';
 import { LogTail } from './log-tail.js';
 import type { SqlDatabase } from './postgres-database.js';

@@ -7,6 +7,7 @@
  */
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
+import type { EventStore, StoredEvent } from '../application/ports/event-store.js';
 import type { Config } from '../config.js';
 import { type ExistingExperiment, type ExperimentEvent, fold } from '../domain/experiment.js';
 import {
@@ -18,7 +19,6 @@ import {
 import { CliError } from './cli-error.js';
 import { streamIdOf } from './experiment-commands.js';
 import { eventsUpTo, eventView, stateView } from './experiment-views.js';
-import type { EventStore, StoredEvent } from './ports/event-store.js';
 
 /** The read-model database, as the projections take it. */
 export type Database = RebuildOptions['database'];

@@ -4,6 +4,16 @@ import { type Kysely, sql } from 'kysely';
 import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import {
+  type AnalyzeExperiment,
+  type Bus,
+  type BusCommandInput,
+  type BusResult,
+  type Consumer,
+  type DeploymentVerifiedResult,
+  deriveCommandId,
+} from '../application/ports/bus.js';
+import type { EventStore, StoredEvent } from '../application/ports/event-store.js';
+import {
   DomainError,
   type ExperimentCommand,
   type ExperimentEvent,
@@ -34,16 +44,6 @@ import {
   streamIdOf,
 } from './experiment-commands.js';
 import type { Metrics } from './metrics.js';
-import {
-  type AnalyzeExperiment,
-  type Bus,
-  type BusCommandInput,
-  type BusResult,
-  type Consumer,
-  type DeploymentVerifiedResult,
-  deriveCommandId,
-} from './ports/bus.js';
-import type { EventStore, StoredEvent } from './ports/event-store.js';
 
 // main.ts and the saga's tests take the timeouts from here, with the handler they configure.
 export { DEFAULT_SAGA_TIMEOUTS, type SagaTimeouts } from '../domain/lifecycle-saga.js';

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
+import { type EventStore, type Position, START, type StoredEvent } from '../application/ports/event-store.js';
 import type { ExperimentEvent } from '../domain/experiment.js';
-import { type EventStore, type Position, START, type StoredEvent } from './ports/event-store.js';
 
 /**
  * Fans the event log out to many live-feed connections with one subscription. It keeps the most

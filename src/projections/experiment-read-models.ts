@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import type { Position, StoredEvent } from '../application/ports/event-store.js';
 import {
   type ExistingExperiment,
   type Experiment,
@@ -11,7 +12,6 @@ import {
 } from '../domain/experiment.js';
 import type { ExperimentSpec } from '../domain/experiment-spec.js';
 import { experimentIdOf, STREAM_PREFIX } from '../handlers/experiment-commands.js';
-import type { Position, StoredEvent } from '../handlers/ports/event-store.js';
 import type { ApplyContext, Db, MissingEvents, ProjectionHandler, Tx } from './runner.js';
 
 /**

@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
 import type { SqlDatabase } from '../adapters/postgres-database.js';
+import type { EventStore } from '../application/ports/event-store.js';
+import type { ReadModels } from '../application/ports/read-models.js';
 import type { ExperimentEvent } from '../domain/experiment.js';
 import { STATUSES } from '../domain/experiment.js';
 import type { Metrics } from '../handlers/metrics.js';
-import type { EventStore } from '../handlers/ports/event-store.js';
-import type { ReadModels } from '../handlers/ports/read-models.js';
 import { experimentReadModels, READ_MODELS } from './experiment-read-models.js';
 import { PostgresReadModels } from './read-models.js';
 import { type RebuildOptions, type RebuildReport, rebuildReadModels } from './rebuild.js';

@@ -1,14 +1,14 @@
 import type { SqlDatabase } from '../adapters/postgres-database.js';
 import { PostgresEventStore, parsePosition } from '../adapters/postgres-event-store.js';
-import type { ExperimentEvent } from '../domain/experiment.js';
-import { experimentCodec } from '../handlers/experiment-codec.js';
+import { experimentCodec } from '../application/experiment-codec.js';
 import {
   decodeStored,
   type EventMetadata,
   type EventStore,
   type Position,
   type StoredEvent,
-} from '../handlers/ports/event-store.js';
+} from '../application/ports/event-store.js';
+import type { ExperimentEvent } from '../domain/experiment.js';
 
 /**
  * Reads the global log in large pages for a rebuild: the events after `after` up to `upTo`

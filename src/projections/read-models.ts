@@ -1,8 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import { type Kysely, type SelectQueryBuilder, sql } from 'kysely';
-import { type ExperimentStatus, STATUSES } from '../domain/experiment.js';
-import type { Analysis, ExperimentSpec } from '../domain/experiment-spec.js';
-import { type Position, START } from '../handlers/ports/event-store.js';
+import { type Position, START } from '../application/ports/event-store.js';
 import {
   type AuditEntry,
   type AuditFilter,
@@ -11,7 +9,9 @@ import {
   InvalidCursorError,
   type Page,
   type ReadModels,
-} from '../handlers/ports/read-models.js';
+} from '../application/ports/read-models.js';
+import { type ExperimentStatus, STATUSES } from '../domain/experiment.js';
+import type { Analysis, ExperimentSpec } from '../domain/experiment-spec.js';
 import { type CursorCodec, cursorCodec } from './cursor.js';
 import type { ExperimentRow } from './experiment-read-models.js';
 import { readCheckpoint } from './runner.js';

@@ -3,9 +3,9 @@ import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { AdvisoryLock, SqlDatabase } from '../adapters/postgres-database.js';
 import { PostgresEventStore } from '../adapters/postgres-event-store.js';
+import type { EventStore, Position, StoredEvent } from '../application/ports/event-store.js';
 import type { ExperimentEvent } from '../domain/experiment.js';
 import { streamIdOf } from '../handlers/experiment-commands.js';
-import type { EventStore, Position, StoredEvent } from '../handlers/ports/event-store.js';
 import { BulkLoader } from './bulk-load.js';
 import {
   experimentReadModels,

@@ -10,7 +10,7 @@ import {
   START,
   type StoredEvent,
   StoreUnavailableError,
-} from '../handlers/ports/event-store.js';
+} from '../application/ports/event-store.js';
 
 /**
  * The projection runner: follows the global log from a checkpoint and hands batches of events to a

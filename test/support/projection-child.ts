@@ -6,8 +6,8 @@
  */
 import { openPostgres } from '../../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../../src/adapters/postgres-event-store.js';
+import { experimentCodec } from '../../src/application/experiment-codec.js';
 import type { ExperimentEvent } from '../../src/domain/experiment.js';
-import { experimentCodec } from '../../src/handlers/experiment-codec.js';
 import { experimentReadModels } from '../../src/projections/experiment-read-models.js';
 import { ProjectionRunner } from '../../src/projections/runner.js';
 

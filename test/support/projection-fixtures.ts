@@ -1,9 +1,9 @@
 import { sql } from 'kysely';
 import type { SqlDatabase } from '../../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../../src/adapters/postgres-event-store.js';
+import { experimentCodec } from '../../src/application/experiment-codec.js';
+import type { Position } from '../../src/application/ports/event-store.js';
 import type { ExperimentEvent } from '../../src/domain/experiment.js';
-import { experimentCodec } from '../../src/handlers/experiment-codec.js';
-import type { Position } from '../../src/handlers/ports/event-store.js';
 import { tableNames } from '../../src/projections/experiment-read-models.js';
 import type { ProjectionRunner } from '../../src/projections/runner.js';
 import type { TestDatabase } from './databases.js';

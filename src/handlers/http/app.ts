@@ -21,6 +21,13 @@ import {
 import type { Logger } from 'pino';
 import { IdempotencyKeyReusedError } from '../../application/command-service.js';
 import {
+  CorruptEventError,
+  isUnreachableError,
+  UnstorableEventError,
+  WrongExpectedVersionError,
+} from '../../application/ports/event-store.js';
+import { InvalidCursorError } from '../../application/ports/read-models.js';
+import {
   DomainError,
   ExperimentAlreadyExistsError,
   ExperimentNotFoundError,
@@ -30,13 +37,6 @@ import {
 import { AuthenticationError, type Principal, type Role, roleAtLeast, type TokenService } from '../auth.js';
 import { ConcurrencyConflictError, VersionMismatchError } from '../experiment-commands.js';
 import type { Metrics } from '../metrics.js';
-import {
-  CorruptEventError,
-  isUnreachableError,
-  UnstorableEventError,
-  WrongExpectedVersionError,
-} from '../ports/event-store.js';
-import { InvalidCursorError } from '../ports/read-models.js';
 import { swaggerOptions, swaggerUiOptions } from './openapi.js';
 import { HttpProblem, type Problem, problemType, titleOf } from './problem.js';
 
