@@ -2,11 +2,12 @@ import { mkdirSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PGlite } from '@electric-sql/pglite';
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient, sql } from 'kysely';
 import pg from 'pg';
 import { from as copyFromStdin } from 'pg-copy-streams';
 import type { Logger } from 'pino';
 import { PGlitePool } from './pglite-pool.js';
+import { unavailableOr } from './unreachable.js';
 
 /**
  * One PostgreSQL database, real or embedded, behind Kysely. Everything that touches SQL takes this
@@ -82,7 +83,7 @@ export function openPostgres(options: PostgresOptions): SqlDatabase {
   pool.on('connect', (client) => {
     client.on('error', (err) => options.logger?.warn({ err }, 'postgres connection lost'));
   });
-  const db = new Kysely({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely({ dialect: new PostgresDialect({ pool: reportingUnavailable(pool) }) });
   const listeners = new Set<() => Promise<void>>();
   const locks = new Set<() => Promise<void>>();
 
@@ -91,18 +92,22 @@ export function openPostgres(options: PostgresOptions): SqlDatabase {
     url: options.url,
     db,
     async query<R>(text: string, values: readonly unknown[]) {
-      const { rows } = await pool.query(text, [...values]);
-      return rows as R[];
+      try {
+        const { rows } = await pool.query(text, [...values]);
+        return rows as R[];
+      } catch (err) {
+        throw unavailableOr(err);
+      }
     },
     async copyFrom(statement, data) {
-      const client = await pool.connect();
+      const client = await pool.connect().catch(rethrowUnavailable);
       let failure: Error | undefined;
       try {
         await pipeline(Readable.from([data]), client.query(copyFromStdin(statement)));
       } catch (err) {
         // the connection may be mid-COPY: never hand it back to the pool
         failure = err instanceof Error ? err : new Error(String(err));
-        throw err;
+        throw unavailableOr(err);
       } finally {
         client.release(failure);
       }
@@ -209,15 +214,17 @@ export async function openPGlite(dataDir: string | undefined): Promise<SqlDataba
   if (dataDir) mkdirSync(dataDir, { recursive: true });
   const pglite = await PGlite.create(dataDir ? { dataDir } : {});
   const pool = new PGlitePool(pglite);
-  const db = new Kysely({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely({ dialect: new PostgresDialect({ pool: reportingUnavailable(pool) }) });
   const held = new Map<string, AbortController>();
   return {
     kind: 'pglite',
     db,
     async query<R>(text: string, values: readonly unknown[]) {
-      const client = await pool.connect();
+      const client = await pool.connect().catch(rethrowUnavailable);
       try {
         return (await client.query<R>(text, values)).rows;
+      } catch (err) {
+        throw unavailableOr(err);
       } finally {
         client.release();
       }
@@ -241,6 +248,43 @@ export async function openPGlite(dataDir: string | undefined): Promise<SqlDataba
       held.clear();
       await db.destroy();
     },
+  };
+}
+
+const isThenable = (x: unknown): x is PromiseLike<unknown> =>
+  typeof (x as { then?: unknown } | null)?.then === 'function';
+
+const rethrowUnavailable = (err: unknown): never => {
+  throw unavailableOr(err);
+};
+
+/**
+ * The pool as Kysely sees it, with the driver's connection-level failures (refused, lost, shutting
+ * down, closed) turned into StoreUnavailableError, so that every module querying through `db` reports
+ * an unreachable database the same way, in the port's terms, and none reads driver codes. A wrapper
+ * per client, kept as long as the client: Kysely keeps its connection object per client too.
+ */
+function reportingUnavailable(pool: PostgresPool): PostgresPool {
+  const wrappers = new WeakMap<PostgresPoolClient, PostgresPoolClient>();
+  const wrap = (client: PostgresPoolClient): PostgresPoolClient => ({
+    query: ((...args: Parameters<PostgresPoolClient['query']>) => {
+      const result = (client.query as (...a: unknown[]) => unknown)(...args);
+      // A cursor (streamed query) comes back as it is; a statement's promise reports its failure.
+      return isThenable(result) ? result.then(undefined, rethrowUnavailable) : result;
+    }) as PostgresPoolClient['query'],
+    release: () => client.release(),
+  });
+  return {
+    async connect() {
+      const client = await pool.connect().catch(rethrowUnavailable);
+      let wrapped = wrappers.get(client);
+      if (!wrapped) {
+        wrapped = wrap(client);
+        wrappers.set(client, wrapped);
+      }
+      return wrapped;
+    },
+    end: () => pool.end(),
   };
 }
 

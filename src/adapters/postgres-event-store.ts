@@ -11,7 +11,6 @@ import {
   type EventStore,
   type ExpectedVersion,
   isPosition,
-  isUnreachableError,
   type NewEvent,
   type Position,
   type ReadAllOptions,
@@ -27,6 +26,7 @@ import {
 import { Batcher } from './batcher.js';
 import { LogTail } from './log-tail.js';
 import type { SqlDatabase } from './postgres-database.js';
+import { unavailableOr } from './unreachable.js';
 
 /**
  * The event store on PostgreSQL or PGlite (schema: migrations/001_event_store.sql).
@@ -757,11 +757,3 @@ const sleep = (ms: number) =>
   new Promise<void>((resolve) => {
     setTimeout(resolve, ms).unref();
   });
-
-/** Connection-level failures become StoreUnavailableError (a 503 at the API); others pass through. */
-export const unavailableOr = (err: unknown): unknown =>
-  err instanceof StoreUnavailableError || !isUnreachableError(err)
-    ? err
-    : new StoreUnavailableError(`database unavailable: ${err instanceof Error ? err.message : String(err)}`, {
-        cause: err,
-      });

@@ -206,34 +206,10 @@ export class UnstorableEventError extends Error {
 }
 
 /**
- * Whether an error says a backing service cannot be reached (connection refused or lost, PostgreSQL
- * shutting down or not accepting connections, a pool that could not connect in time, an embedded
- * database already closed) rather than that the request was wrong. Such failures are a 503, never a 500.
+ * The backing service cannot be reached (connection refused or lost, shutting down, closed); the
+ * operation wrote nothing and may be retried. Adapters throw it for every such failure, whatever their
+ * technology calls it, so callers never read driver codes: the API answers it with 503.
  */
-export const isUnreachableError = (error: unknown): boolean => {
-  if (error instanceof StoreUnavailableError) return true;
-  const code = String((error as { code?: unknown } | null)?.code ?? '');
-  const message = error instanceof Error ? error.message : String(error);
-  return (
-    [
-      'ECONNREFUSED',
-      'ECONNRESET',
-      'ETIMEDOUT',
-      'EPIPE',
-      'ENOTFOUND',
-      'EHOSTUNREACH',
-      '57P01',
-      '57P02',
-      '57P03',
-    ].includes(code) ||
-    code.startsWith('08') ||
-    /timeout exceeded when trying to connect|Connection terminated|Client has encountered a connection error|connection is closed|embedded database is closed/i.test(
-      message,
-    )
-  );
-};
-
-/** The backing service is unreachable; the operation wrote nothing and may be retried. */
 export class StoreUnavailableError extends Error {
   readonly code = 'store_unavailable';
 }

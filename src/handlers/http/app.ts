@@ -22,7 +22,7 @@ import type { Logger } from 'pino';
 import { IdempotencyKeyReusedError } from '../../application/command-service.js';
 import {
   CorruptEventError,
-  isUnreachableError,
+  StoreUnavailableError,
   UnstorableEventError,
   WrongExpectedVersionError,
 } from '../../application/ports/event-store.js';
@@ -296,7 +296,10 @@ export async function buildApp(deps: AppDependencies): Promise<App> {
           return [name, { ok: true }] as const;
         } catch (err) {
           request.log.warn({ err, check: name }, 'readiness check failed');
-          return [name, { ok: false, error: isUnreachableError(err) ? 'unreachable' : 'not ready' }] as const;
+          return [
+            name,
+            { ok: false, error: err instanceof StoreUnavailableError ? 'unreachable' : 'not ready' },
+          ] as const;
         }
       }),
     );
@@ -560,7 +563,7 @@ export function mapKnownError(
       ),
     };
   }
-  if (isUnreachableError(error)) {
+  if (error instanceof StoreUnavailableError) {
     return {
       problem: p(503, 'unavailable', 'a backing service is unavailable; nothing was written'),
       headers: { 'retry-after': '5' },
