@@ -8,9 +8,10 @@ import { LocalAnalyzer } from './adapters/local-analyzer.js';
 import { LocalDataPlane, LocalDataPlaneError } from './adapters/local-dataplane.js';
 import { LocalDeployer } from './adapters/local-deployer.js';
 import { NatsBus } from './adapters/nats-bus.js';
-import { openPGlite, openPostgres, pingDatabase, type SqlDatabase } from './adapters/postgres-database.js';
+import { openPGlite, openPostgres, pingDatabase } from './adapters/postgres-database.js';
 import { PostgresEventStore } from './adapters/postgres-event-store.js';
 import { PostgresIdempotencyStore } from './adapters/postgres-idempotency.js';
+import { PostgresLogReader } from './adapters/postgres-log-reader.js';
 import { migrateToLatest } from './adapters/postgres-migrations.js';
 import { PrometheusAnalyzer } from './adapters/prometheus-analyzer.js';
 import { loadOrCreateSecret } from './adapters/secret-file.js';
@@ -18,15 +19,17 @@ import { createCommandService } from './application/command-service.js';
 import { experimentCodec } from './application/experiment-codec.js';
 import type { Analyzer } from './application/ports/analyzer.js';
 import type { Bus } from './application/ports/bus.js';
+import type { SqlDatabase } from './application/ports/database.js';
 import type { Deployer, UsageSource } from './application/ports/deployer.js';
 import type { EventStore } from './application/ports/event-store.js';
+import type { LogReader } from './application/ports/log-reader.js';
 import type { ReadModels } from './application/ports/read-models.js';
 import type { Config } from './config.js';
 import type { ExperimentEvent } from './domain/experiment.js';
 import { TokenService } from './handlers/auth.js';
 import type { CommandDatabase, CommandStorage } from './handlers/cli-replay.js';
 import type { BusOptions, WorkerAdapters, WorkerKinds } from './handlers/cli-workers.js';
-import { KnownStreams } from './handlers/experiment-commands.js';
+import { KnownStreams, STREAM_PREFIX } from './handlers/experiment-commands.js';
 import { DEFAULT_SAGA_TIMEOUTS, lifecycleSagaHandler, SagaEffects } from './handlers/experiment-saga.js';
 import { buildApp } from './handlers/http/app.js';
 import { auditRoutes } from './handlers/http/audit.js';
@@ -49,6 +52,8 @@ export interface System {
   readonly logger: Logger;
   readonly database: SqlDatabase;
   readonly store: EventStore<ExperimentEvent>;
+  /** The store's log reader: what projections, the saga runner and the live feed follow. */
+  readonly log: LogReader<ExperimentEvent>;
   readonly metrics: Metrics;
   readonly tokens: TokenService;
   readonly projections: Projections;
@@ -78,10 +83,17 @@ export async function openDatabase(config: Config, logger: Logger): Promise<SqlD
   return database;
 }
 
-export function openEventStore(config: Config, database: SqlDatabase): EventStore<ExperimentEvent> {
-  return config.EVENTSTORE_URL
-    ? new EsdbEventStore<ExperimentEvent>(config.EVENTSTORE_URL, { codec: experimentCodec })
-    : new PostgresEventStore<ExperimentEvent>(database, { codec: experimentCodec });
+/** The event store, and its log reader for the read side (over the experiment streams). */
+export function openEventStore(
+  config: Config,
+  database: SqlDatabase,
+): { store: EventStore<ExperimentEvent>; log: LogReader<ExperimentEvent> } {
+  if (config.EVENTSTORE_URL) {
+    const store = new EsdbEventStore<ExperimentEvent>(config.EVENTSTORE_URL, { codec: experimentCodec });
+    return { store, log: store.logReader({ streamPrefix: STREAM_PREFIX }) };
+  }
+  const store = new PostgresEventStore<ExperimentEvent>(database, { codec: experimentCodec });
+  return { store, log: new PostgresLogReader(store, database, experimentCodec) };
 }
 
 /**
@@ -112,8 +124,9 @@ export async function openCommandDatabase(config: Config, logger: Logger): Promi
 export async function openCommandStorage(config: Config, logger: Logger): Promise<CommandStorage> {
   const opened = await openCommandDatabase(config, logger);
   let store: EventStore<ExperimentEvent>;
+  let log: LogReader<ExperimentEvent>;
   try {
-    store = openEventStore(config, opened.database);
+    ({ store, log } = openEventStore(config, opened.database));
   } catch (err) {
     await opened.close();
     throw err;
@@ -121,6 +134,7 @@ export async function openCommandStorage(config: Config, logger: Logger): Promis
   return {
     database: opened.database,
     store,
+    log,
     async close() {
       try {
         await store.close();
@@ -226,13 +240,13 @@ const READY_MAX_LAG_EVENTS = 1_000;
 export async function buildSystem(config: Config, options: { logger?: Logger } = {}): Promise<System> {
   const logger = options.logger ?? createLogger(config);
   const database = await openDatabase(config, logger);
-  const store = openEventStore(config, database);
+  const { store, log } = openEventStore(config, database);
   const metrics = createMetrics();
   const secret = jwtSecret(config);
   const tokens = new TokenService(secret);
-  const projections = createProjections({ database, store, metrics, logger, cursorSecret: secret });
+  const projections = createProjections({ database, log, store, metrics, logger, cursorSecret: secret });
   const readModels = projections.readModels;
-  const hub = new LiveHub(store, logger);
+  const hub = new LiveHub(log, logger);
   const idempotency = new PostgresIdempotencyStore(database.db);
   const catchUp = catchUpWith(readModels);
 
@@ -244,6 +258,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
   const sagaEffects = new SagaEffects({ db: database.db, store, bus, logger, metrics, known });
   const sagaRunner = new ProjectionRunner<ExperimentEvent>({
     database,
+    log,
     store,
     logger,
     handler: lifecycleSagaHandler(store, DEFAULT_SAGA_TIMEOUTS),
@@ -307,6 +322,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     logger,
     database,
     store,
+    log,
     metrics,
     tokens,
     projections,

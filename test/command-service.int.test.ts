@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import type { SqlDatabase } from '../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
 import { PostgresIdempotencyStore } from '../src/adapters/postgres-idempotency.js';
 import {
@@ -16,6 +15,7 @@ import {
   streamIdOf,
   VersionMismatchError,
 } from '../src/application/experiment-commands.js';
+import type { SqlDatabase } from '../src/application/ports/database.js';
 import type { CommandEventStore } from '../src/application/ports/event-store.js';
 import { WrongExpectedVersionError } from '../src/application/ports/event-store.js';
 import type { ExperimentEvent } from '../src/domain/experiment.js';

@@ -4,9 +4,9 @@ import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { EsdbEventStore } from '../src/adapters/esdb-event-store.js';
-import type { SqlDatabase } from '../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
 import { experimentCodec } from '../src/application/experiment-codec.js';
+import type { SqlDatabase } from '../src/application/ports/database.js';
 import {
   type AnyEvent,
   CorruptEventError,

@@ -20,7 +20,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
 
     before(async () => {
       fx = await openFixture(db);
-      projections = createProjections({ database: fx.database, store: fx.store });
+      projections = createProjections({ database: fx.database, log: fx.log, store: fx.store });
       await projections.start();
       const { last } = await appendLifecycles(fx.store, {
         count: 400,

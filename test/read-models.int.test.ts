@@ -37,6 +37,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
       fx = await openFixture(db);
       projections = createProjections({
         database: fx.database,
+        log: fx.log,
         store: fx.store,
         metrics,
         cursorSecret: 'a test secret of at least thirty-two bytes',
@@ -129,6 +130,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
       // another service's secret
       const other = createProjections({
         database: fx.database,
+        log: fx.log,
         store: fx.store,
         cursorSecret: 'another secret entirely',
       });

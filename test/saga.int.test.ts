@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
-import type { SqlDatabase } from '../src/adapters/postgres-database.js';
+import type { SqlDatabase } from '../src/application/ports/database.js';
 import type { StoredEvent } from '../src/application/ports/event-store.js';
 import type { ExperimentEvent } from '../src/domain/experiment.js';
 import type { ExperimentSpec } from '../src/domain/experiment-spec.js';

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { type Kysely, sql } from 'kysely';
+import type { SqlDatabase } from '../application/ports/database.js';
 import {
   type AnyEvent,
   type AppendResult,
@@ -25,7 +26,6 @@ import {
 } from '../application/ports/event-store.js';
 import { Batcher } from './batcher.js';
 import { LogTail } from './log-tail.js';
-import type { SqlDatabase } from './postgres-database.js';
 import { unavailableOr } from './unreachable.js';
 
 /**

@@ -8,6 +8,7 @@
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import type { EventStore, StoredEvent } from '../application/ports/event-store.js';
+import type { LogReader } from '../application/ports/log-reader.js';
 import type { Config } from '../config.js';
 import { type ExistingExperiment, type ExperimentEvent, fold } from '../domain/experiment.js';
 import {
@@ -32,6 +33,8 @@ export interface CommandDatabase {
 /** The database and the event store a one-shot command opened, as the server opens them. */
 export interface CommandStorage extends CommandDatabase {
   readonly store: EventStore<ExperimentEvent>;
+  /** The store's log reader: what a replay reads. */
+  readonly log: LogReader<ExperimentEvent>;
 }
 
 /** What the replay commands are given by the entry (src/cli.ts), which takes them from src/main.ts. */
@@ -104,9 +107,10 @@ export function registerReplayCommands(program: Command, deps: ReplayCommandDeps
     )
     .action(async (options: { verify?: boolean; batchSize?: number; workers: number | 'auto' }) => {
       const tty = process.stderr.isTTY;
-      const report = await withStore(deps, ({ store, database }) =>
+      const report = await withStore(deps, ({ store, log, database }) =>
         rebuildReadModels({
           database,
+          log,
           store,
           verify: options.verify === true,
           workers: options.workers,

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { SqlDatabase } from '../adapters/postgres-database.js';
+import type { SqlDatabase } from '../application/ports/database.js';
 import type { StoredEvent } from '../application/ports/event-store.js';
 import type { ExperimentEvent, ExperimentStatus } from '../domain/experiment.js';
 import {

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { type Kysely, sql, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
-import type { AdvisoryLock, SqlDatabase } from '../adapters/postgres-database.js';
+import type { AdvisoryLock, SqlDatabase } from '../application/ports/database.js';
 import {
   type AnyEvent,
   CorruptEventError,
@@ -11,6 +11,7 @@ import {
   type StoredEvent,
   StoreUnavailableError,
 } from '../application/ports/event-store.js';
+import type { LogReader } from '../application/ports/log-reader.js';
 
 /**
  * The projection runner: follows the global log from a checkpoint and hands batches of events to a
@@ -101,7 +102,10 @@ export type RunnerStatus = 'idle' | 'standby' | 'active' | 'stopped' | 'failed';
 
 export interface RunnerOptions<E extends AnyEvent> {
   readonly database: SqlDatabase;
-  readonly store: EventStore<E>;
+  /** The log it follows. */
+  readonly log: LogReader<E>;
+  /** Where a stream is read back when the log seems to have skipped one of its events. */
+  readonly store: Pick<EventStore<E>, 'readStream'>;
   readonly handler: ProjectionHandler<E>;
   readonly logger?: Logger | undefined;
   /** Checkpoint row name; default `handler.name`. */
@@ -341,7 +345,8 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
 }> {
   readonly name: string;
   readonly #database: SqlDatabase;
-  readonly #store: EventStore<E>;
+  readonly #log: LogReader<E>;
+  readonly #store: Pick<EventStore<E>, 'readStream'>;
   readonly #handler: ProjectionHandler<E>;
   readonly #logger: Logger | undefined;
   readonly #batchSize: number;
@@ -365,6 +370,7 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
     super();
     this.setMaxListeners(0);
     this.#database = options.database;
+    this.#log = options.log;
     this.#store = options.store;
     this.#handler = options.handler;
     this.#logger = options.logger;
@@ -422,7 +428,7 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
   /** How far the stored checkpoint is behind the head of the log (works from any process). */
   async lag(): Promise<Lag> {
     const position = await readCheckpoint(this.#database.db, this.name);
-    const pending = await this.#store.readAll({
+    const pending = await this.#log.readAll({
       after: position,
       limit: LAG_COUNT_CAP,
       ...(this.#handler.streamPrefix ? { streamPrefix: this.#handler.streamPrefix } : {}),
@@ -510,7 +516,7 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
       // (the events at or before one already given are not applied again, see applyBatch).
       let lastSeen = position;
       try {
-        for await (const message of this.#store.subscribe({
+        for await (const message of this.#log.subscribe({
           after: position,
           batchSize: this.#batchSize,
           signal,

@@ -6,6 +6,7 @@
  */
 import { openPostgres } from '../../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../../src/adapters/postgres-event-store.js';
+import { PostgresLogReader } from '../../src/adapters/postgres-log-reader.js';
 import { experimentCodec } from '../../src/application/experiment-codec.js';
 import type { ExperimentEvent } from '../../src/domain/experiment.js';
 import { experimentReadModels } from '../../src/projections/experiment-read-models.js';
@@ -19,6 +20,7 @@ const store = new PostgresEventStore<ExperimentEvent>(database, { codec: experim
 let batches = 0;
 const runner = new ProjectionRunner<ExperimentEvent>({
   database,
+  log: new PostgresLogReader(store, database, experimentCodec),
   store,
   handler: experimentReadModels(),
   batchSize: 50,
