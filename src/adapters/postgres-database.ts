@@ -6,7 +6,7 @@ import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient, sq
 import pg from 'pg';
 import { from as copyFromStdin } from 'pg-copy-streams';
 import type { Logger } from 'pino';
-import type { SqlDatabase } from '../application/ports/database.js';
+import type { Db, PhoenixTables, SqlDatabase } from '../application/ports/database.js';
 import { PGlitePool } from './pglite-pool.js';
 import { unavailableOr } from './unreachable.js';
 
@@ -37,7 +37,9 @@ export function openPostgres(options: PostgresOptions): SqlDatabase {
   pool.on('connect', (client) => {
     client.on('error', (err) => options.logger?.warn({ err }, 'postgres connection lost'));
   });
-  const db = new Kysely({ dialect: new PostgresDialect({ pool: reportingUnavailable(pool) }) });
+  const db = new Kysely<PhoenixTables>({
+    dialect: new PostgresDialect({ pool: reportingUnavailable(pool) }),
+  });
   const listeners = new Set<() => Promise<void>>();
   const locks = new Set<() => Promise<void>>();
 
@@ -168,7 +170,9 @@ export async function openPGlite(dataDir: string | undefined): Promise<SqlDataba
   if (dataDir) mkdirSync(dataDir, { recursive: true });
   const pglite = await PGlite.create(dataDir ? { dataDir } : {});
   const pool = new PGlitePool(pglite);
-  const db = new Kysely({ dialect: new PostgresDialect({ pool: reportingUnavailable(pool) }) });
+  const db = new Kysely<PhoenixTables>({
+    dialect: new PostgresDialect({ pool: reportingUnavailable(pool) }),
+  });
   const held = new Map<string, AbortController>();
   return {
     kind: 'pglite',
@@ -243,7 +247,6 @@ function reportingUnavailable(pool: PostgresPool): PostgresPool {
 }
 
 /** A cheap round trip: is the database there? */
-// biome-ignore lint/suspicious/noExplicitAny: any schema will do
-export async function pingDatabase(db: Kysely<any>): Promise<void> {
+export async function pingDatabase(db: Db): Promise<void> {
   await sql`select 1`.execute(db);
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { type Kysely, sql } from 'kysely';
-import type { SqlDatabase } from '../application/ports/database.js';
+import { sql } from 'kysely';
+import type { Db, SqlDatabase } from '../application/ports/database.js';
 import {
   type AnyEvent,
   type AppendResult,
@@ -197,8 +197,7 @@ const SELECT_EVENT = sql`stream_id, version::int8::text as version,
   type, data, metadata, recorded_at`;
 
 export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventStore<E> {
-  // biome-ignore lint/suspicious/noExplicitAny: raw SQL only
-  readonly #db: Kysely<any>;
+  readonly #db: Db;
   readonly #codec: EventCodec<E> | undefined;
   readonly #wake = new EventEmitter();
   readonly #idlePollMs: number;

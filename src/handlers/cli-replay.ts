@@ -214,9 +214,7 @@ export function registerReplayCommands(program: Command, deps: ReplayCommandDeps
         }
         const upTo = eventsUpTo(events, options);
         if (upTo.length === 0) throw new CliError(`experiment ${id} did not exist at ${options.at}`, 1);
-        const state = fold(
-          upTo.map((e) => ({ type: e.type, data: e.data }) as ExperimentEvent),
-        ) as ExistingExperiment;
+        const state = fold(upTo) as ExistingExperiment;
         process.stdout.write(`${JSON.stringify(stateView(state, upTo), null, 2)}\n`);
       });
     });

@@ -206,7 +206,7 @@ export function foldEvents(
     const entry = entries.get(stream) ?? NEW_EXPERIMENT;
     if (e.version <= entry.version) continue; // applied already
     if (e.version !== entry.version + 1) throw new VersionGapError(e.streamId, e.version, entry.version);
-    const event = e as unknown as ExperimentEvent; // the domain reads its type and data
+    const event: ExperimentEvent = e;
     const before = entry.state;
     const to = statusAfter(event, before);
     const after = evolve(before, event);

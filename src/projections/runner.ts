@@ -1,7 +1,12 @@
 import { EventEmitter } from 'node:events';
-import { type Kysely, sql, type Transaction } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
-import type { AdvisoryLock, SqlDatabase } from '../application/ports/database.js';
+import type {
+  AdvisoryLock,
+  PhoenixTables,
+  Db as SharedDb,
+  SqlDatabase,
+} from '../application/ports/database.js';
 import {
   type AnyEvent,
   CorruptEventError,
@@ -34,10 +39,9 @@ import type { LogReader } from '../application/ports/log-reader.js';
  * refuses to run.
  */
 
-// biome-ignore lint/suspicious/noExplicitAny: handlers declare the tables they write
-export type Tx = Transaction<any>;
-// biome-ignore lint/suspicious/noExplicitAny: handlers declare the tables they read
-export type Db = Kysely<any>;
+/** A transaction on the shared handle; handlers reach their own tables with `sql` or `withTables`. */
+export type Tx = Transaction<PhoenixTables>;
+export type Db = SharedDb;
 
 export interface ApplyContext {
   /** `live` when following the log, `rebuild` when filling new tables from position zero. */

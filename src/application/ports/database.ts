@@ -1,4 +1,31 @@
-import type { Kysely } from 'kysely';
+import type { ColumnType, Generated, Kysely } from 'kysely';
+
+/**
+ * The tables every part of Phoenix shares (migrations/001 and 002), as Kysely's query builder sees
+ * them. Most SQL here is written out (sql`…`), where these types do not reach; a module that builds
+ * queries on tables of its own adds them with `db.withTables<…>()` (the read models do).
+ */
+export interface PhoenixTables {
+  phoenix_events: {
+    global_position: Generated<string>;
+    transaction_id: Generated<string>;
+    stream_id: string;
+    version: ColumnType<string, number | string, number | string>;
+    event_id: string;
+    type: string;
+    data: unknown;
+    metadata: unknown;
+    recorded_at: ColumnType<Date, Date | string | undefined, Date | string>;
+  };
+  projection_checkpoints: {
+    name: string;
+    position: string;
+    updated_at: ColumnType<Date, Date | string | undefined, Date | string>;
+  };
+}
+
+/** The shared handle's type: Kysely over the shared tables. */
+export type Db = Kysely<PhoenixTables>;
 
 /**
  * The database port of the read side: one PostgreSQL database, real or embedded, behind Kysely, where
@@ -14,8 +41,7 @@ export interface SqlDatabase {
    * that opens connections of its own elsewhere (the rebuild's worker threads). Undefined embedded.
    */
   readonly url?: string;
-  // biome-ignore lint/suspicious/noExplicitAny: each module declares the tables it queries.
-  readonly db: Kysely<any>;
+  readonly db: Db;
   /**
    * Calls `onNotify` on each NOTIFY on `channel` from any process, and once after every reconnect (a
    * notification may have been missed meanwhile). Embedded: a no-op, only this process can write.

@@ -39,16 +39,22 @@ export interface NewEvent<E extends AnyEvent = AnyEvent> {
   readonly metadata: EventMetadata;
 }
 
-export interface StoredEvent<E extends AnyEvent = AnyEvent> {
+/** What the store records with every event, besides the event itself. */
+export interface StoredMeta {
   readonly streamId: string;
   readonly version: number;
   readonly position: Position;
-  readonly type: E['type'];
-  readonly data: E['data'];
   readonly metadata: EventMetadata;
   /** When the store recorded it (server time), ISO 8601. */
   readonly recordedAt: string;
 }
+
+/**
+ * An event as stored: the event itself (one value of the union `E`, so `type` discriminates `data`)
+ * with what the store recorded. A StoredEvent<ExperimentEvent> is an ExperimentEvent: the domain
+ * folds it as it is, no cast.
+ */
+export type StoredEvent<E extends AnyEvent = AnyEvent> = E & StoredMeta;
 
 export interface AppendResult {
   /** The stream's version after the append. */
