@@ -31,8 +31,8 @@ import {
  * 1. a second set of tables (suffix `__next`, migrations/002) is filled from position zero while the
  *    live set keeps serving: the log is read in large pages, folded in memory, and written in bulk
  *    (BulkLoader: each experiment's row once), in short transactions, without secondary indexes;
- *    these are built at the end, several at once. When the store is PostgreSQL's on a server, worker
- *    threads read phoenix_events stream by stream, each its own slices of streams, up to the live
+ *    these are built at the end, several at once. Where the log reader can be read in slices
+ *    (`log.parallel`: the PostgreSQL store on a server), worker threads read phoenix_events stream by stream, each its own slices of streams, up to the live
  *    checkpoint (parallel-load.ts); otherwise one loader reads the log in order and chases the live
  *    checkpoint;
  * 2. it catches up with the live projection's checkpoint (never beyond it);
@@ -110,7 +110,7 @@ export interface RebuildOptions {
   /** Experiments kept folded in memory while bulk-loading (default 50,000). */
   readonly cacheSize?: number;
   /**
-   * Worker threads for the bulk phase on a PostgreSQL server with the PostgreSQL store: `'auto'` (the
+   * Worker threads for the bulk phase where the log reader allows them (`log.parallel`): `'auto'` (the
    * default) one per core, at most 4, when the live read models hold 100,000 events or more (fewer do
    * not repay starting them); a number, that many; 0 loads in log order on this thread, as on every other
    * store and database. (They were opt-in while live subscriptions were seen missing events after
