@@ -23,7 +23,7 @@ import autocannon from 'autocannon';
 import { CompiledQuery, type Kysely, sql } from 'kysely';
 import WebSocket from 'ws';
 import { openPostgres } from '../src/adapters/postgres-database.js';
-import type { AuditFilter } from '../src/handlers/ports/read-models.js';
+import type { AuditFilter } from '../src/application/ports/read-models.js';
 import { auditQuery } from '../src/projections/read-models.js';
 import { validSpec } from '../test/support/system.js';
 import { type BenchServer, sleep, startBenchServer, startChild, withSearchPath } from './server.js';

@@ -2,11 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { sql } from 'kysely';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
+import { experimentCodec } from '../src/application/experiment-codec.js';
+import type { NewEvent } from '../src/application/ports/event-store.js';
 import type { ExperimentCommand, ExperimentEvent } from '../src/domain/experiment.js';
 import type { ExperimentSpec } from '../src/domain/experiment-spec.js';
-import { experimentCodec } from '../src/handlers/experiment-codec.js';
 import { handleExperimentCommand, KnownStreams } from '../src/handlers/experiment-commands.js';
-import type { NewEvent } from '../src/handlers/ports/event-store.js';
 import { BENCH_DATABASE_URL, benchDatabase, drive, rounds } from './support.js';
 
 /**

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
-import type { AnyEvent, NewEvent, Position } from '../src/handlers/ports/event-store.js';
+import type { AnyEvent, NewEvent, Position } from '../src/application/ports/event-store.js';
 import { benchDatabase } from './support.js';
 
 /**

@@ -3,6 +3,9 @@ import { pathToFileURL } from 'node:url';
 import { sql } from 'kysely';
 import { pino } from 'pino';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
+import { PostgresLogReader } from '../src/adapters/postgres-log-reader.js';
+import { experimentCodec } from '../src/application/experiment-codec.js';
+import type { Position } from '../src/application/ports/event-store.js';
 import {
   DomainError,
   decide,
@@ -14,9 +17,7 @@ import {
 } from '../src/domain/experiment.js';
 import type { Analysis, ExperimentSpec } from '../src/domain/experiment-spec.js';
 import { currentSchemaVersion } from '../src/domain/upcasters.js';
-import { experimentCodec } from '../src/handlers/experiment-codec.js';
 import { streamIdOf } from '../src/handlers/experiment-commands.js';
-import type { Position } from '../src/handlers/ports/event-store.js';
 import { READ_MODELS } from '../src/projections/experiment-read-models.js';
 import { createProjections } from '../src/projections/index.js';
 import { rebuildReadModels } from '../src/projections/rebuild.js';
@@ -199,6 +200,7 @@ export async function run(): Promise<void> {
   );
   const database = await benchDatabase(8);
   const store = new PostgresEventStore<ExperimentEvent>(database, { codec: experimentCodec });
+  const log = new PostgresLogReader(store, database, experimentCodec);
   try {
     // Bulk load: multi-row inserts of LOAD_CHUNK events, one transaction each.
     let t = performance.now();
@@ -236,6 +238,7 @@ export async function run(): Promise<void> {
       t = performance.now();
       const report = await rebuildReadModels({
         database,
+        log,
         store,
         ...(REBUILD_WORKERS === undefined ? {} : { workers: REBUILD_WORKERS }),
         onProgress: (p) =>
@@ -268,6 +271,7 @@ export async function run(): Promise<void> {
     // Warnings and errors only: a runner that stops says why, and where the events it missed are.
     const projections = createProjections({
       database,
+      log,
       store,
       logger: pino({ level: 'warn' }, pino.destination(2)),
     });

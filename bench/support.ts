@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { sql } from 'kysely';
-import { openPostgres, type SqlDatabase } from '../src/adapters/postgres-database.js';
+import { openPostgres } from '../src/adapters/postgres-database.js';
 import { migrateToLatest } from '../src/adapters/postgres-migrations.js';
+import type { SqlDatabase } from '../src/application/ports/database.js';
 
 export const BENCH_DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 

@@ -8,20 +8,28 @@ import { LocalAnalyzer } from './adapters/local-analyzer.js';
 import { LocalDataPlane, LocalDataPlaneError } from './adapters/local-dataplane.js';
 import { LocalDeployer } from './adapters/local-deployer.js';
 import { NatsBus } from './adapters/nats-bus.js';
-import { openPGlite, openPostgres, pingDatabase, type SqlDatabase } from './adapters/postgres-database.js';
+import { openPGlite, openPostgres, pingDatabase } from './adapters/postgres-database.js';
 import { PostgresEventStore } from './adapters/postgres-event-store.js';
 import { PostgresIdempotencyStore } from './adapters/postgres-idempotency.js';
+import { PostgresLogReader } from './adapters/postgres-log-reader.js';
 import { migrateToLatest } from './adapters/postgres-migrations.js';
 import { PrometheusAnalyzer } from './adapters/prometheus-analyzer.js';
 import { loadOrCreateSecret } from './adapters/secret-file.js';
 import { createCommandService } from './application/command-service.js';
+import { experimentCodec } from './application/experiment-codec.js';
+import type { Analyzer } from './application/ports/analyzer.js';
+import type { Bus } from './application/ports/bus.js';
+import type { SqlDatabase } from './application/ports/database.js';
+import type { Deployer, UsageSource } from './application/ports/deployer.js';
+import type { EventStore } from './application/ports/event-store.js';
+import type { LogReader } from './application/ports/log-reader.js';
+import type { ReadModels } from './application/ports/read-models.js';
 import type { Config } from './config.js';
 import type { ExperimentEvent } from './domain/experiment.js';
 import { TokenService } from './handlers/auth.js';
 import type { CommandDatabase, CommandStorage } from './handlers/cli-replay.js';
 import type { BusOptions, WorkerAdapters, WorkerKinds } from './handlers/cli-workers.js';
-import { experimentCodec } from './handlers/experiment-codec.js';
-import { KnownStreams } from './handlers/experiment-commands.js';
+import { KnownStreams, STREAM_PREFIX } from './handlers/experiment-commands.js';
 import { DEFAULT_SAGA_TIMEOUTS, lifecycleSagaHandler, SagaEffects } from './handlers/experiment-saga.js';
 import { createGrpcServer, type GrpcServer } from './handlers/grpc/server.js';
 import { buildApp } from './handlers/http/app.js';
@@ -30,11 +38,6 @@ import { catchUpWith, experimentRoutes } from './handlers/http/experiments.js';
 import { liveRoutes } from './handlers/http/live.js';
 import { LiveHub } from './handlers/live-hub.js';
 import { commandMetricsOf, createMetrics, type Metrics } from './handlers/metrics.js';
-import type { Analyzer } from './handlers/ports/analyzer.js';
-import type { Bus } from './handlers/ports/bus.js';
-import type { Deployer, UsageSource } from './handlers/ports/deployer.js';
-import type { EventStore } from './handlers/ports/event-store.js';
-import type { ReadModels } from './handlers/ports/read-models.js';
 import { lockEmbeddedDatabase } from './handlers/serve.js';
 import { startWorkers } from './handlers/workers.js';
 import { createProjections, ProjectionRunner, type Projections } from './projections/index.js';
@@ -50,6 +53,8 @@ export interface System {
   readonly logger: Logger;
   readonly database: SqlDatabase;
   readonly store: EventStore<ExperimentEvent>;
+  /** The store's log reader: what projections, the saga runner and the live feed follow. */
+  readonly log: LogReader<ExperimentEvent>;
   readonly metrics: Metrics;
   readonly tokens: TokenService;
   readonly projections: Projections;
@@ -81,10 +86,17 @@ export async function openDatabase(config: Config, logger: Logger): Promise<SqlD
   return database;
 }
 
-export function openEventStore(config: Config, database: SqlDatabase): EventStore<ExperimentEvent> {
-  return config.EVENTSTORE_URL
-    ? new EsdbEventStore<ExperimentEvent>(config.EVENTSTORE_URL, { codec: experimentCodec })
-    : new PostgresEventStore<ExperimentEvent>(database, { codec: experimentCodec });
+/** The event store, and its log reader for the read side (over the experiment streams). */
+export function openEventStore(
+  config: Config,
+  database: SqlDatabase,
+): { store: EventStore<ExperimentEvent>; log: LogReader<ExperimentEvent> } {
+  if (config.EVENTSTORE_URL) {
+    const store = new EsdbEventStore<ExperimentEvent>(config.EVENTSTORE_URL, { codec: experimentCodec });
+    return { store, log: store.logReader({ streamPrefix: STREAM_PREFIX }) };
+  }
+  const store = new PostgresEventStore<ExperimentEvent>(database, { codec: experimentCodec });
+  return { store, log: new PostgresLogReader(store, database, experimentCodec) };
 }
 
 /**
@@ -115,8 +127,9 @@ export async function openCommandDatabase(config: Config, logger: Logger): Promi
 export async function openCommandStorage(config: Config, logger: Logger): Promise<CommandStorage> {
   const opened = await openCommandDatabase(config, logger);
   let store: EventStore<ExperimentEvent>;
+  let log: LogReader<ExperimentEvent>;
   try {
-    store = openEventStore(config, opened.database);
+    ({ store, log } = openEventStore(config, opened.database));
   } catch (err) {
     await opened.close();
     throw err;
@@ -124,6 +137,7 @@ export async function openCommandStorage(config: Config, logger: Logger): Promis
   return {
     database: opened.database,
     store,
+    log,
     async close() {
       try {
         await store.close();
@@ -265,13 +279,13 @@ const READY_MAX_LAG_EVENTS = 1_000;
 export async function buildSystem(config: Config, options: { logger?: Logger } = {}): Promise<System> {
   const logger = options.logger ?? createLogger(config);
   const database = await openDatabase(config, logger);
-  const store = openEventStore(config, database);
+  const { store, log } = openEventStore(config, database);
   const metrics = createMetrics();
   const secret = jwtSecret(config);
   const tokens = new TokenService(secret);
-  const projections = createProjections({ database, store, metrics, logger, cursorSecret: secret });
+  const projections = createProjections({ database, log, store, metrics, logger, cursorSecret: secret });
   const readModels = projections.readModels;
-  const hub = new LiveHub(store, logger);
+  const hub = new LiveHub(log, logger);
   const idempotency = new PostgresIdempotencyStore(database.db);
   const catchUp = catchUpWith(readModels);
 
@@ -291,6 +305,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
   });
   const sagaRunner = new ProjectionRunner<ExperimentEvent>({
     database,
+    log,
     store,
     logger,
     handler: lifecycleSagaHandler(store, DEFAULT_SAGA_TIMEOUTS),
@@ -370,6 +385,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     logger,
     database,
     store,
+    log,
     metrics,
     tokens,
     projections,

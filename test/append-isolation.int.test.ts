@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import type { SqlDatabase } from '../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
+import type { SqlDatabase } from '../src/application/ports/database.js';
 import {
   type AppendResult,
   DuplicateEventIdError,
   type NewEvent,
   UnstorableEventError,
-} from '../src/handlers/ports/event-store.js';
+} from '../src/application/ports/event-store.js';
 import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';
 
 /**

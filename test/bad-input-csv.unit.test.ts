@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pino from 'pino';
+import type { AuditEntry, ReadModels } from '../src/application/ports/read-models.js';
 import { TokenService } from '../src/handlers/auth.js';
 import type { TypedApp } from '../src/handlers/http/app.js';
 import { buildApp } from '../src/handlers/http/app.js';
 import { auditRoutes } from '../src/handlers/http/audit.js';
 import { createMetrics } from '../src/handlers/metrics.js';
-import type { AuditEntry, ReadModels } from '../src/handlers/ports/read-models.js';
 
 /**
  * A CSV export either completes or fails before its first byte: the audit route reads the first page

@@ -6,7 +6,7 @@ import {
   holdableTime,
   MAX_JSON_DEPTH,
   unholdableJson,
-} from '../src/handlers/schemas.js';
+} from '../src/application/schemas.js';
 import { validSpec } from './support/system.js';
 
 /** The boundary's "what the database can hold" checks, on their own (no I/O). */

@@ -76,7 +76,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
 
     before(async () => {
       fx = await openFixture(db);
-      projections = createProjections({ database: fx.database, store: fx.store });
+      projections = createProjections({ database: fx.database, log: fx.log, store: fx.store });
       await projections.start();
     });
     after(async () => {

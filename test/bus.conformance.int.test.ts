@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import type { BusCommand, BusResult, DeadLetter, Delivery } from '../src/handlers/ports/bus.js';
-import { deriveCommandId, resultMessageId } from '../src/handlers/ports/bus.js';
+import type { BusCommand, BusResult, DeadLetter, Delivery } from '../src/application/ports/bus.js';
+import { deriveCommandId, resultMessageId } from '../src/application/ports/bus.js';
 import {
   type BusFixture,
   type BusInstallation,

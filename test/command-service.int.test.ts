@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import type { SqlDatabase } from '../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
 import { PostgresIdempotencyStore } from '../src/adapters/postgres-idempotency.js';
 import {
@@ -10,18 +9,19 @@ import {
   handleMeasuredCommand,
   IdempotencyKeyReusedError,
 } from '../src/application/command-service.js';
+import { experimentCodec } from '../src/application/experiment-codec.js';
 import {
   ConcurrencyConflictError,
   handleExperimentCommand,
   streamIdOf,
   VersionMismatchError,
 } from '../src/application/experiment-commands.js';
+import type { SqlDatabase } from '../src/application/ports/database.js';
 import type { CommandEventStore } from '../src/application/ports/event-store.js';
+import { WrongExpectedVersionError } from '../src/application/ports/event-store.js';
 import { type ExperimentEvent, InvalidTransitionError } from '../src/domain/experiment.js';
 import type { ExperimentSpec } from '../src/domain/experiment-spec.js';
-import { experimentCodec } from '../src/handlers/experiment-codec.js';
 import { commandMetricsOf, createMetrics, type Metrics } from '../src/handlers/metrics.js';
-import { WrongExpectedVersionError } from '../src/handlers/ports/event-store.js';
 import { pgliteTestDatabase, postgresTestDatabase } from './support/databases.js';
 
 /**

@@ -8,7 +8,10 @@ import { sql } from 'kysely';
 import pino from 'pino';
 import { openPGlite, openPostgres } from '../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
+import { PostgresLogReader } from '../src/adapters/postgres-log-reader.js';
 import { migrateToLatest } from '../src/adapters/postgres-migrations.js';
+import { experimentCodec } from '../src/application/experiment-codec.js';
+import type { EventStore, StoredEvent } from '../src/application/ports/event-store.js';
 import { loadConfig } from '../src/config.js';
 import {
   decide,
@@ -20,9 +23,7 @@ import {
   initialState,
 } from '../src/domain/experiment.js';
 import { currentSchemaVersion } from '../src/domain/upcasters.js';
-import { experimentCodec } from '../src/handlers/experiment-codec.js';
 import { streamIdOf } from '../src/handlers/experiment-commands.js';
-import type { EventStore, StoredEvent } from '../src/handlers/ports/event-store.js';
 import { buildSystem, type System } from '../src/main.js';
 import { createProjections } from '../src/projections/index.js';
 import { rebuildReadModels } from '../src/projections/rebuild.js';
@@ -231,7 +232,7 @@ for (const database of [
       await system.projections.start();
       await applied(system.projections.runner, await system.store.head(), 60_000);
       const rebuild = (store: EventStore<ExperimentEvent>) =>
-        rebuildReadModels({ database: system.database, store, verify: true, workers: 0 });
+        rebuildReadModels({ database: system.database, log: system.log, store, verify: true, workers: 0 });
 
       const clean = await rebuild(system.store);
       assert.deepEqual(clean.differences, []);
@@ -276,7 +277,8 @@ describe('phoenix events / state / replay --verify on a stream of more than nine
     id = randomUUID();
     events = await appendLifecycle(store, id, 4);
     // the live read models, as a server would have projected them
-    const projections = createProjections({ database, store });
+    const log = new PostgresLogReader(store, database, experimentCodec);
+    const projections = createProjections({ database, log, store });
     await projections.start();
     await applied(projections.runner, await store.head(), 60_000);
     await projections.stop();

@@ -4,10 +4,9 @@ import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { EsdbEventStore } from '../src/adapters/esdb-event-store.js';
-import type { SqlDatabase } from '../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
-import type { ExperimentEvent } from '../src/domain/experiment.js';
-import { experimentCodec } from '../src/handlers/experiment-codec.js';
+import { experimentCodec } from '../src/application/experiment-codec.js';
+import type { SqlDatabase } from '../src/application/ports/database.js';
 import {
   type AnyEvent,
   CorruptEventError,
@@ -18,7 +17,8 @@ import {
   START,
   type StoredEvent,
   WrongExpectedVersionError,
-} from '../src/handlers/ports/event-store.js';
+} from '../src/application/ports/event-store.js';
+import type { ExperimentEvent } from '../src/domain/experiment.js';
 import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';
 
 /**

@@ -1,22 +1,22 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import type { SqlDatabase } from '../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
+import { experimentCodec } from '../src/application/experiment-codec.js';
+import type { SqlDatabase } from '../src/application/ports/database.js';
+import type { EventStore, ReadStreamOptions } from '../src/application/ports/event-store.js';
 import {
   type ExperimentCommand,
   type ExperimentEvent,
   InvalidTransitionError,
 } from '../src/domain/experiment.js';
 import type { ExperimentSpec } from '../src/domain/experiment-spec.js';
-import { experimentCodec } from '../src/handlers/experiment-codec.js';
 import {
   type CommandContext,
   handleExperimentCommand,
   KnownStreams,
   streamIdOf,
 } from '../src/handlers/experiment-commands.js';
-import type { EventStore, ReadStreamOptions } from '../src/handlers/ports/event-store.js';
 import { pgliteTestDatabase, postgresTestDatabase } from './support/databases.js';
 
 /**

@@ -439,7 +439,7 @@ describe('gRPC limits: one client cannot hold the server', { timeout: 60_000 }, 
 
   before(async () => {
     system = await startTestSystem();
-    hub = new LiveHub(system.store, system.logger);
+    hub = new LiveHub(system.log, system.logger);
     const commands = createCommandService({
       store: system.store,
       idempotency: new PostgresIdempotencyStore(system.database.db),

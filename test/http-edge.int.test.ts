@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
 import pino from 'pino';
 import { z } from 'zod';
+import { StoreUnavailableError } from '../src/application/ports/event-store.js';
 import { TokenService } from '../src/handlers/auth.js';
 import { type App, buildApp, type TypedApp } from '../src/handlers/http/app.js';
 import { createMetrics } from '../src/handlers/metrics.js';
@@ -228,14 +229,18 @@ describe('HTTP edge, the app alone', () => {
       logger,
       readiness: {
         database: async () => {
-          throw Object.assign(new Error(`connect ECONNREFUSED 10.20.30.40:5432 (${secret})`), {
-            code: 'ECONNREFUSED',
-          });
+          throw new StoreUnavailableError(
+            `database unavailable: connect ECONNREFUSED 10.20.30.40:5432 (${secret})`,
+          );
         },
         readModels: async () => {
           throw new Error(`read models are behind; last error from ${secret}`);
         },
         bus: async () => undefined,
+        // A driver's own error is not read at the edge: only the port's StoreUnavailableError says "unreachable".
+        raw: async () => {
+          throw Object.assign(new Error('connect ECONNREFUSED 10.20.30.40:5432'), { code: 'ECONNREFUSED' });
+        },
       },
     });
     const res = await app.inject({ url: '/readyz' });
@@ -247,6 +252,7 @@ describe('HTTP edge, the app alone', () => {
         database: { ok: false, error: 'unreachable' },
         readModels: { ok: false, error: 'not ready' },
         bus: { ok: true },
+        raw: { ok: false, error: 'not ready' },
       },
     });
     assert.doesNotMatch(res.body, /10\.20\.30\.40|hunter2|db\.internal/);

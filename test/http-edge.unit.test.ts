@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { UnstorableEventError } from '../src/application/ports/event-store.js';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { mapKnownError, takeAccessTokens } from '../src/handlers/http/app.js';
-import { UnstorableEventError } from '../src/handlers/ports/event-store.js';
 
 describe('takeAccessTokens: the live feed token leaves the URL before anything logs it', () => {
   const cases: [string, string, string[]][] = [

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { KubernetesDeployer } from '../src/adapters/kubernetes-deployer.js';
+import type { VariantDeployment } from '../src/application/ports/deployer.js';
 import { renderVariant, type TemplateName } from '../src/domain/pipelines/index.js';
-import type { VariantDeployment } from '../src/handlers/ports/deployer.js';
 import { KubeApiStub } from './support/kube-stub.js';
 
 /**

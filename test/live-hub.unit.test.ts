@@ -1,17 +1,17 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import pino from 'pino';
-import type { ExperimentEvent } from '../src/domain/experiment.js';
-import { LiveHub } from '../src/handlers/live-hub.js';
 import {
-  type EventStore,
   type Position,
   type ReadAllOptions,
   START,
   type StoredEvent,
   type SubscribeOptions,
   type SubscriptionMessage,
-} from '../src/handlers/ports/event-store.js';
+} from '../src/application/ports/event-store.js';
+import type { LogReader } from '../src/application/ports/log-reader.js';
+import type { ExperimentEvent } from '../src/domain/experiment.js';
+import { LiveHub } from '../src/handlers/live-hub.js';
 
 type Event = StoredEvent<ExperimentEvent>;
 
@@ -51,7 +51,7 @@ class MemoryLog {
     return this.events.at(-1)?.position ?? START;
   }
 
-  store(): EventStore<ExperimentEvent> {
+  reader(): LogReader<ExperimentEvent> {
     const after = (from: Position | undefined, prefix?: string) =>
       this.events.filter((e) => e.position > (from ?? START) && (!prefix || e.streamId.startsWith(prefix)));
     const log = this;
@@ -74,7 +74,7 @@ class MemoryLog {
           });
         }
       },
-    } as unknown as EventStore<ExperimentEvent>;
+    } as unknown as LogReader<ExperimentEvent>;
   }
 }
 
@@ -82,7 +82,7 @@ const settle = () => new Promise((r) => setTimeout(r, 20));
 
 describe('LiveHub fan-out', () => {
   const log = new MemoryLog();
-  const hub = new LiveHub(log.store(), pino({ level: 'silent' }));
+  const hub = new LiveHub(log.reader(), pino({ level: 'silent' }));
   const abort = new AbortController();
   after(async () => {
     abort.abort();

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { describe, it } from 'node:test';
 import { LogTail, type LogTailSource, type TailMember } from '../src/adapters/log-tail.js';
-import type { AnyEvent, StoredEvent } from '../src/handlers/ports/event-store.js';
+import type { AnyEvent, StoredEvent } from '../src/application/ports/event-store.js';
 
 /** An in-memory log: `append` makes events visible and wakes the tail; reads can be made to fail. */
 class FakeLog implements LogTailSource<AnyEvent> {

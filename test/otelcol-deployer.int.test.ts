@@ -8,9 +8,9 @@ import { isOurProcess, processesWithArgument } from '../src/adapters/child-proce
 import { OtelcolDeployer } from '../src/adapters/otelcol-deployer.js';
 import { PrometheusAnalyzer } from '../src/adapters/prometheus-analyzer.js';
 import { ManagedPrometheus } from '../src/adapters/prometheus-server.js';
+import type { VariantDeployment } from '../src/application/ports/deployer.js';
 import type { Variant } from '../src/domain/experiment-spec.js';
 import { renderVariant } from '../src/domain/pipelines/index.js';
-import type { VariantDeployment } from '../src/handlers/ports/deployer.js';
 import { findCollector } from './support/otelcol.js';
 import { prometheusSkipReason } from './support/prometheus.js';
 

@@ -73,6 +73,10 @@ describe('PostgreSQL down mid-flight', {
     assert.equal(read.status, 503, read.text);
     const ready = await fetch(`${server.url}/readyz`);
     assert.equal(ready.status, 503);
+    // The adapters report the lost connection in the port's terms (StoreUnavailableError): "unreachable".
+    const readiness = (await ready.json()) as { checks: Record<string, { ok: boolean; error?: string }> };
+    assert.deepEqual(readiness.checks.database, { ok: false, error: 'unreachable' });
+    assert.deepEqual(readiness.checks.eventStore, { ok: false, error: 'unreachable' });
 
     await proxy.up();
     const deadline = Date.now() + 20_000;

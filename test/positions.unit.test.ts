@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InvalidPositionError, parsePosition } from '../src/adapters/postgres-event-store.js';
-import { isPosition, START } from '../src/handlers/ports/event-store.js';
+import { isPosition, START } from '../src/application/ports/event-store.js';
 
 /**
  * A position is two zero-padded 20-digit numbers: the transaction id (PostgreSQL's xid8, an unsigned

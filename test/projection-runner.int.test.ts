@@ -6,14 +6,10 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import { pino } from 'pino';
+import { START, type StoredEvent, type SubscriptionMessage } from '../src/application/ports/event-store.js';
+import type { LogReader } from '../src/application/ports/log-reader.js';
 import type { ExperimentEvent } from '../src/domain/experiment.js';
 import { experimentIdOf, streamIdOf } from '../src/handlers/experiment-commands.js';
-import {
-  type EventStore,
-  START,
-  type StoredEvent,
-  type SubscriptionMessage,
-} from '../src/handlers/ports/event-store.js';
 import { experimentReadModels, READ_MODELS } from '../src/projections/experiment-read-models.js';
 import { rebuildReadModels } from '../src/projections/rebuild.js';
 import {
@@ -63,6 +59,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
     const runner = (options: Partial<RunnerOptions<ExperimentEvent>> = {}) => {
       const r = new ProjectionRunner<ExperimentEvent>({
         database: fx.database,
+        log: fx.log,
         store: fx.store,
         handler: experimentReadModels(),
         batchSize: 25,
@@ -75,7 +72,12 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
     };
     /** The live read models against a rebuild from zero up to the same position. */
     const equalsRebuild = async () => {
-      const report = await rebuildReadModels({ database: fx.database, store: fx.store, verify: true });
+      const report = await rebuildReadModels({
+        database: fx.database,
+        log: fx.log,
+        store: fx.store,
+        verify: true,
+      });
       assert.deepEqual(report.differences, []);
       assert.equal(report.position, await readCheckpoint(fx.database.db, READ_MODELS));
     };
@@ -201,20 +203,20 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
     it('says so when its subscription gives events out of log order, and applies none twice', async () => {
       await resetReadModels();
       const { last } = await appendLifecycles(fx.store, { count: 8, seed: 34 });
-      // A store whose subscription gives its first page of events a second time, after the second.
+      // A log whose subscription gives its first page of events a second time, after the second.
       async function* subscribe(
-        options: Parameters<EventStore<ExperimentEvent>['subscribe']>[0],
+        options: Parameters<LogReader<ExperimentEvent>['subscribe']>[0],
       ): AsyncIterable<SubscriptionMessage<ExperimentEvent>> {
         let first: SubscriptionMessage<ExperimentEvent> | undefined;
         let pages = 0;
-        for await (const m of fx.store.subscribe(options)) {
+        for await (const m of fx.log.subscribe(options)) {
           yield m;
           if (m.kind !== 'events') continue;
           first ??= m;
           if (++pages === 2) yield first;
         }
       }
-      const store = new Proxy(fx.store, {
+      const log = new Proxy(fx.log, {
         get(target, key) {
           if (key === 'subscribe') return subscribe;
           const value = Reflect.get(target, key, target);
@@ -222,7 +224,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
         },
       });
       const { lines, logger } = errorLog();
-      const r = runner({ store, logger });
+      const r = runner({ log, logger });
       r.start();
       await applied(r, last);
       const isOrderLine = (l: Record<string, unknown>) =>

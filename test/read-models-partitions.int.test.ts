@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { type Kysely, sql } from 'kysely';
-import type { AuditFilter } from '../src/handlers/ports/read-models.js';
+import type { AuditFilter } from '../src/application/ports/read-models.js';
 import { createProjections, type Projections } from '../src/projections/index.js';
 import { auditQuery, type ReadModelSchema } from '../src/projections/read-models.js';
 import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';
@@ -20,7 +20,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
 
     before(async () => {
       fx = await openFixture(db);
-      projections = createProjections({ database: fx.database, store: fx.store });
+      projections = createProjections({ database: fx.database, log: fx.log, store: fx.store });
       await projections.start();
       const { last } = await appendLifecycles(fx.store, {
         count: 400,

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
+import { InvalidCursorError } from '../src/application/ports/read-models.js';
 import { STATUSES } from '../src/domain/experiment.js';
 import { streamIdOf } from '../src/handlers/experiment-commands.js';
 import { createMetrics } from '../src/handlers/metrics.js';
-import { InvalidCursorError } from '../src/handlers/ports/read-models.js';
 import { experimentReadModels, READ_MODELS } from '../src/projections/experiment-read-models.js';
 import { createProjections, type Projections } from '../src/projections/index.js';
 import { applyBatch } from '../src/projections/runner.js';
@@ -37,6 +37,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
       fx = await openFixture(db);
       projections = createProjections({
         database: fx.database,
+        log: fx.log,
         store: fx.store,
         metrics,
         cursorSecret: 'a test secret of at least thirty-two bytes',
@@ -129,6 +130,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
       // another service's secret
       const other = createProjections({
         database: fx.database,
+        log: fx.log,
         store: fx.store,
         cursorSecret: 'another secret entirely',
       });

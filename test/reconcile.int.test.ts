@@ -10,7 +10,8 @@ import { NatsBus } from '../src/adapters/nats-bus.js';
 import { openPostgres } from '../src/adapters/postgres-database.js';
 import { loadConfig } from '../src/config.js';
 import type { ExistingExperiment } from '../src/domain/experiment.js';
-import { foldStream, streamIdOf } from '../src/handlers/experiment-commands.js';
+import { fold } from '../src/domain/experiment.js';
+import { streamIdOf } from '../src/handlers/experiment-commands.js';
 import { buildSystem, type System } from '../src/main.js';
 import { natsSkipReason, natsUrl, uniquePrefix } from './support/bus-fixtures.js';
 import { withSearchPath } from './support/databases.js';
@@ -91,7 +92,7 @@ const startSystem = async (env: Record<string, string>): Promise<System> => {
 };
 
 const stateOf = async (system: System, id: string) =>
-  foldStream(await system.store.readStream(streamIdOf(id))) as ExistingExperiment;
+  fold(await system.store.readStream(streamIdOf(id))) as ExistingExperiment;
 
 /** Reads the experiment from its events until it is in one of `states`. */
 const waitForState = async (system: System, id: string, states: string[], timeoutMs = 60_000) => {

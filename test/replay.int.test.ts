@@ -7,18 +7,14 @@ import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import { openPGlite } from '../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
+import { readSlice } from '../src/adapters/postgres-log-reader.js';
 import { migrateToLatest } from '../src/adapters/postgres-migrations.js';
+import { experimentCodec } from '../src/application/experiment-codec.js';
+import { START } from '../src/application/ports/event-store.js';
+import { STREAM_SLICES } from '../src/application/ports/log-reader.js';
 import type { ExperimentEvent } from '../src/domain/experiment.js';
-import { experimentCodec } from '../src/handlers/experiment-codec.js';
-import { START } from '../src/handlers/ports/event-store.js';
 import { createProjections, type Projections } from '../src/projections/index.js';
-import {
-  readAhead,
-  readSlice,
-  STREAM_SLICES,
-  sqlLogReader,
-  storeLogReader,
-} from '../src/projections/log-reader.js';
+import { readAhead } from '../src/projections/log-reader.js';
 import { ProjectionRunner } from '../src/projections/runner.js';
 import { pgliteTestDatabase, postgresTestDatabase, type TestDatabase } from './support/databases.js';
 import { runPhoenix } from './support/phoenix-cli.js';
@@ -44,7 +40,12 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
     before(async () => {
       fx = await openFixture(db);
       // odd batch sizes, so the live batches cut the log elsewhere than the rebuild's
-      projections = createProjections({ database: fx.database, store: fx.store, runner: { batchSize: 37 } });
+      projections = createProjections({
+        database: fx.database,
+        log: fx.log,
+        store: fx.store,
+        runner: { batchSize: 37 },
+      });
       await projections.start();
       const appended = await appendLifecycles(fx.store, {
         count: db.name === 'PGlite' ? 1_200 : 2_500,
@@ -110,7 +111,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
       const inLog = all.filter((e) => e.position <= upTo);
       const seen: typeof all = [];
       for (const slice of STREAM_SLICES) {
-        for await (const page of readSlice(fx.database, slice, upTo, 61)) {
+        for await (const page of readSlice(fx.database, experimentCodec, slice, upTo, 61)) {
           for (const e of page) {
             assert.ok(e.streamId >= slice.from && (slice.to === undefined || e.streamId < slice.to));
             const previous = seen[seen.length - 1];
@@ -128,30 +129,27 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
     });
 
     it('reads the log straight from the database as the store reads it', async () => {
-      const sqlLog = sqlLogReader(fx.database);
-      const storeLog = storeLogReader(fx.store);
       const head = await fx.store.head();
       const all = await fx.store.readAll({ limit: 100_000 });
       const upTo = all[Math.floor(all.length / 2)]!.position;
       for (const bound of [head, upTo]) {
-        const pages = async (read: typeof sqlLog) => {
+        const pages = async () => {
           const out: unknown[] = [];
           for (let after = START; ; ) {
-            const { events, done } = await read(after, bound, 113);
+            const { events, done } = await fx.log.readRange(after, bound, 113);
             out.push(...events);
             if (done || events.length === 0) return out;
             after = events[events.length - 1]!.position;
           }
         };
-        const viaSql = await pages(sqlLog);
-        assert.deepEqual(viaSql, await pages(storeLog));
+        const viaSql = await pages();
         assert.deepEqual(
           viaSql,
           all.filter((e) => e.position <= bound),
         );
         // and read ahead of their use: the same pages, in order
         const ahead: unknown[] = [];
-        for await (const page of readAhead(sqlLog, START, bound, 113, 3)) ahead.push(...page);
+        for await (const page of readAhead(fx.log, START, bound, 113, 3)) ahead.push(...page);
         assert.deepEqual(ahead, viaSql);
       }
     });
@@ -231,6 +229,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
         () =>
           new ProjectionRunner({
             database: fx.database,
+            log: fx.log,
             store: fx.store,
             mode: 'rebuild',
             handler: { name: 'saga', sideEffects: true, apply: async () => undefined },
@@ -244,7 +243,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
 describe('a rebuild on worker threads (PostgreSQL)', { skip: postgresTestDatabase().skip }, () => {
   it('stops at an event it cannot read, names it, and leaves the live read models as they were', async () => {
     const fx = await openFixture(postgresTestDatabase());
-    const projections = createProjections({ database: fx.database, store: fx.store });
+    const projections = createProjections({ database: fx.database, log: fx.log, store: fx.store });
     try {
       await projections.start();
       const appended = await appendLifecycles(fx.store, { count: 200, seed: 7 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { after, describe, it } from 'node:test';
 import { NatsBus } from '../src/adapters/nats-bus.js';
-import type { BusResult } from '../src/handlers/ports/bus.js';
+import type { BusResult } from '../src/application/ports/bus.js';
 import { natsSkipReason, natsUrl, uniquePrefix, waitFor } from './support/bus-fixtures.js';
 
 /**

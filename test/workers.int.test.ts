@@ -4,9 +4,9 @@ import pino from 'pino';
 import { LocalAnalyzer } from '../src/adapters/local-analyzer.js';
 import { LocalDataPlane } from '../src/adapters/local-dataplane.js';
 import { LocalDeployer } from '../src/adapters/local-deployer.js';
-import type { Analyzer } from '../src/handlers/ports/analyzer.js';
-import type { Bus, BusResult } from '../src/handlers/ports/bus.js';
-import type { Deployer } from '../src/handlers/ports/deployer.js';
+import type { Analyzer } from '../src/application/ports/analyzer.js';
+import type { Bus, BusResult } from '../src/application/ports/bus.js';
+import type { Deployer } from '../src/application/ports/deployer.js';
 import { startDeployerWorker, startWorkers } from '../src/handlers/workers.js';
 import {
   type BusFixture,

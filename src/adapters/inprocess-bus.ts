@@ -15,7 +15,7 @@ import {
   type Handler,
   queueOf,
   resultMessageId,
-} from '../handlers/ports/bus.js';
+} from '../application/ports/bus.js';
 
 /**
  * The in-process bus of the embedded default, with the delivery rules of the NATS adapter: competing

@@ -6,6 +6,12 @@ import {
   KubernetesObjectApi,
   PatchStrategy,
 } from '@kubernetes/client-node';
+import type {
+  Deployer,
+  DeployOptions,
+  DeployOutcome,
+  VariantDeployment,
+} from '../application/ports/deployer.js';
 import type { Variant } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
 import {
@@ -14,12 +20,6 @@ import {
   type KubernetesMode,
   LABEL_KEYS,
 } from '../domain/pipelines/index.js';
-import type {
-  Deployer,
-  DeployOptions,
-  DeployOutcome,
-  VariantDeployment,
-} from '../handlers/ports/deployer.js';
 
 /**
  * The `kubernetes` deployer (`@kubernetes/client-node`):

@@ -1,6 +1,6 @@
+import type { AnalysisRequest, Analyzer } from '../application/ports/analyzer.js';
 import { compileCollectorRegex } from '../domain/pipelines/index.js';
 import type { Measurements, VariantMeasurement } from '../domain/verdict.js';
-import type { AnalysisRequest, Analyzer } from '../handlers/ports/analyzer.js';
 import type { LocalDataPlane, VariantSnapshot } from './local-dataplane.js';
 
 const NO_DATA: VariantMeasurement = {

@@ -1,7 +1,12 @@
+import type {
+  Deployer,
+  DeployOutcome,
+  UsageSource,
+  VariantDeployment,
+} from '../application/ports/deployer.js';
 import type { Variant } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
 import type { ProcessUsageTable } from '../domain/pipelines/index.js';
-import type { Deployer, DeployOutcome, UsageSource, VariantDeployment } from '../handlers/ports/deployer.js';
 import { type LocalDataPlane, LocalDataPlaneError } from './local-dataplane.js';
 
 export interface LocalDeployerOptions {

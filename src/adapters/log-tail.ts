@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import type { AnyEvent, Position, StoredEvent } from '../handlers/ports/event-store.js';
+import type { AnyEvent, Position, StoredEvent } from '../application/ports/event-store.js';
 
 /**
  * One reader of the head of the log for all of a process's caught-up subscribers.

@@ -31,7 +31,7 @@ import {
   type Handler,
   queueOf,
   resultMessageId,
-} from '../handlers/ports/bus.js';
+} from '../application/ports/bus.js';
 
 /**
  * The bus over NATS JetStream. Three streams, named from a prefix (default `phoenix`):

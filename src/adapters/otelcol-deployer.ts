@@ -22,6 +22,12 @@ import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/p
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type {
+  Deployer,
+  DeployOptions,
+  DeployOutcome,
+  VariantDeployment,
+} from '../application/ports/deployer.js';
 import type { Variant } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
 import {
@@ -33,12 +39,6 @@ import {
   processScraperSettings,
   toYaml,
 } from '../domain/pipelines/index.js';
-import type {
-  Deployer,
-  DeployOptions,
-  DeployOutcome,
-  VariantDeployment,
-} from '../handlers/ports/deployer.js';
 import { freePort, isOurProcess, processesWithArgument, stopProcess } from './child-processes.js';
 import { ProcessFleet } from './local-dataplane-fleet.js';
 import { OtlpFleetSender } from './otlp-fleet-sender.js';

@@ -2,58 +2,13 @@ import { mkdirSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PGlite } from '@electric-sql/pglite';
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient, sql } from 'kysely';
 import pg from 'pg';
 import { from as copyFromStdin } from 'pg-copy-streams';
 import type { Logger } from 'pino';
+import type { Db, PhoenixTables, SqlDatabase } from '../application/ports/database.js';
 import { PGlitePool } from './pglite-pool.js';
-
-/**
- * One PostgreSQL database, real or embedded, behind Kysely. Everything that touches SQL takes this
- * (or its `db`) as its first argument, so callers own connections and transactions.
- */
-export interface SqlDatabase {
-  readonly kind: 'postgres' | 'pglite';
-  /**
-   * PostgreSQL server: the connection string it was opened with (search_path included), for work
-   * that opens connections of its own elsewhere (the rebuild's worker threads). Undefined embedded.
-   */
-  readonly url?: string;
-  // biome-ignore lint/suspicious/noExplicitAny: each module declares the tables it queries.
-  readonly db: Kysely<any>;
-  /**
-   * Calls `onNotify` on each NOTIFY on `channel` from any process, and once after every reconnect (a
-   * notification may have been missed meanwhile). Embedded: a no-op, only this process can write.
-   */
-  listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
-  /**
-   * Tries once to take the exclusive lock `name` (scoped to the current schema) for as long as this
-   * process keeps it: PostgreSQL holds a session-level advisory lock on a dedicated connection, so the
-   * lock goes when the connection does (a crashed or killed process releases it); embedded, the
-   * database belongs to one process and the lock is an in-process one. Undefined when someone else
-   * holds it. Used by the projection runner for "one active runner per projection".
-   */
-  tryAdvisoryLock?(name: string): Promise<AdvisoryLock | undefined>;
-  /**
-   * Runs one statement on a pooled connection, without Kysely: for the event store's hot paths. The
-   * statement is planned for its values each time (an unnamed statement): a named, prepared one would
-   * keep the plan made while its tables were small (a sequential scan) as they grow.
-   */
-  query<R>(text: string, values: readonly unknown[]): Promise<R[]>;
-  /**
-   * Runs `COPY … FROM STDIN` (text format) on a pooled connection with these rows, already encoded
-   * (see copyText): PostgreSQL's fastest way in, for bulk loads. Its own transaction. Server only:
-   * undefined on the embedded database.
-   */
-  copyFrom?(statement: string, data: string): Promise<void>;
-  close(): Promise<void>;
-}
-
-/** A held lock. `lost` is aborted if it goes away without `release()` (its connection died). */
-export interface AdvisoryLock {
-  readonly lost: AbortSignal;
-  release(): Promise<void>;
-}
+import { unavailableOr } from './unreachable.js';
 
 /** The advisory-lock key space of Phoenix ('PHNX'); the second key is a hash of schema and name. */
 const ADVISORY_LOCK_SPACE = 0x50484e58;
@@ -82,7 +37,9 @@ export function openPostgres(options: PostgresOptions): SqlDatabase {
   pool.on('connect', (client) => {
     client.on('error', (err) => options.logger?.warn({ err }, 'postgres connection lost'));
   });
-  const db = new Kysely({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<PhoenixTables>({
+    dialect: new PostgresDialect({ pool: reportingUnavailable(pool) }),
+  });
   const listeners = new Set<() => Promise<void>>();
   const locks = new Set<() => Promise<void>>();
 
@@ -91,18 +48,22 @@ export function openPostgres(options: PostgresOptions): SqlDatabase {
     url: options.url,
     db,
     async query<R>(text: string, values: readonly unknown[]) {
-      const { rows } = await pool.query(text, [...values]);
-      return rows as R[];
+      try {
+        const { rows } = await pool.query(text, [...values]);
+        return rows as R[];
+      } catch (err) {
+        throw unavailableOr(err);
+      }
     },
     async copyFrom(statement, data) {
-      const client = await pool.connect();
+      const client = await pool.connect().catch(rethrowUnavailable);
       let failure: Error | undefined;
       try {
         await pipeline(Readable.from([data]), client.query(copyFromStdin(statement)));
       } catch (err) {
         // the connection may be mid-COPY: never hand it back to the pool
         failure = err instanceof Error ? err : new Error(String(err));
-        throw err;
+        throw unavailableOr(err);
       } finally {
         client.release(failure);
       }
@@ -209,15 +170,19 @@ export async function openPGlite(dataDir: string | undefined): Promise<SqlDataba
   if (dataDir) mkdirSync(dataDir, { recursive: true });
   const pglite = await PGlite.create(dataDir ? { dataDir } : {});
   const pool = new PGlitePool(pglite);
-  const db = new Kysely({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<PhoenixTables>({
+    dialect: new PostgresDialect({ pool: reportingUnavailable(pool) }),
+  });
   const held = new Map<string, AbortController>();
   return {
     kind: 'pglite',
     db,
     async query<R>(text: string, values: readonly unknown[]) {
-      const client = await pool.connect();
+      const client = await pool.connect().catch(rethrowUnavailable);
       try {
         return (await client.query<R>(text, values)).rows;
+      } catch (err) {
+        throw unavailableOr(err);
       } finally {
         client.release();
       }
@@ -244,8 +209,44 @@ export async function openPGlite(dataDir: string | undefined): Promise<SqlDataba
   };
 }
 
+const isThenable = (x: unknown): x is PromiseLike<unknown> =>
+  typeof (x as { then?: unknown } | null)?.then === 'function';
+
+const rethrowUnavailable = (err: unknown): never => {
+  throw unavailableOr(err);
+};
+
+/**
+ * The pool as Kysely sees it, with the driver's connection-level failures (refused, lost, shutting
+ * down, closed) turned into StoreUnavailableError, so that every module querying through `db` reports
+ * an unreachable database the same way, in the port's terms, and none reads driver codes. A wrapper
+ * per client, kept as long as the client: Kysely keeps its connection object per client too.
+ */
+function reportingUnavailable(pool: PostgresPool): PostgresPool {
+  const wrappers = new WeakMap<PostgresPoolClient, PostgresPoolClient>();
+  const wrap = (client: PostgresPoolClient): PostgresPoolClient => ({
+    query: ((...args: Parameters<PostgresPoolClient['query']>) => {
+      const result = (client.query as (...a: unknown[]) => unknown)(...args);
+      // A cursor (streamed query) comes back as it is; a statement's promise reports its failure.
+      return isThenable(result) ? result.then(undefined, rethrowUnavailable) : result;
+    }) as PostgresPoolClient['query'],
+    release: () => client.release(),
+  });
+  return {
+    async connect() {
+      const client = await pool.connect().catch(rethrowUnavailable);
+      let wrapped = wrappers.get(client);
+      if (!wrapped) {
+        wrapped = wrap(client);
+        wrappers.set(client, wrapped);
+      }
+      return wrapped;
+    },
+    end: () => pool.end(),
+  };
+}
+
 /** A cheap round trip: is the database there? */
-// biome-ignore lint/suspicious/noExplicitAny: any schema will do
-export async function pingDatabase(db: Kysely<any>): Promise<void> {
+export async function pingDatabase(db: Db): Promise<void> {
   await sql`select 1`.execute(db);
 }

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
-import { type Kysely, sql } from 'kysely';
+import { sql } from 'kysely';
+import type { Db, SqlDatabase } from '../application/ports/database.js';
 import {
   type AnyEvent,
   type AppendResult,
@@ -12,7 +13,6 @@ import {
   type EventStore,
   type ExpectedVersion,
   isPosition,
-  isUnreachableError,
   type NewEvent,
   type Position,
   type ReadAllOptions,
@@ -24,10 +24,10 @@ import {
   type SubscriptionMessage,
   UnstorableEventError,
   WrongExpectedVersionError,
-} from '../handlers/ports/event-store.js';
+} from '../application/ports/event-store.js';
 import { Batcher } from './batcher.js';
 import { LogTail } from './log-tail.js';
-import type { SqlDatabase } from './postgres-database.js';
+import { unavailableOr } from './unreachable.js';
 
 /**
  * The event store on PostgreSQL or PGlite (schema: migrations/001_event_store.sql).
@@ -198,8 +198,7 @@ const SELECT_EVENT = sql`stream_id, version::int8::text as version,
   type, data, metadata, recorded_at`;
 
 export class PostgresEventStore<E extends AnyEvent = AnyEvent> implements EventStore<E> {
-  // biome-ignore lint/suspicious/noExplicitAny: raw SQL only
-  readonly #db: Kysely<any>;
+  readonly #db: Db;
   readonly #codec: EventCodec<E> | undefined;
   readonly #wake = new EventEmitter();
   readonly #idlePollMs: number;
@@ -756,11 +755,3 @@ const unstorable = (streamId: string, err: unknown): UnstorableEventError => {
 };
 
 const escapeLike = (s: string): string => s.replace(/[\\%_]/g, (c) => `\\${c}`);
-
-/** Connection-level failures become StoreUnavailableError (a 503 at the API); others pass through. */
-export const unavailableOr = (err: unknown): unknown =>
-  err instanceof StoreUnavailableError || !isUnreachableError(err)
-    ? err
-    : new StoreUnavailableError(`database unavailable: ${err instanceof Error ? err.message : String(err)}`, {
-        cause: err,
-      });

@@ -1,4 +1,5 @@
-import { type Kysely, sql } from 'kysely';
+import { sql } from 'kysely';
+import type { Db } from '../application/ports/database.js';
 import type { IdempotencyClaim, IdempotencyStore, StoredOutcome } from '../application/ports/idempotency.js';
 
 /**
@@ -11,8 +12,7 @@ import type { IdempotencyClaim, IdempotencyStore, StoredOutcome } from '../appli
  * service read back the same. `status` only says that the command has answered: ANSWERED.
  */
 export class PostgresIdempotencyStore implements IdempotencyStore {
-  // biome-ignore lint/suspicious/noExplicitAny: raw SQL only
-  constructor(private readonly db: Kysely<any>) {}
+  constructor(private readonly db: Db) {}
 
   async claim(actor: string, key: string, requestHash: string): Promise<IdempotencyClaim> {
     // A claim released between the insert and the read leaves nothing to read: claim again.

@@ -1,13 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import {
-  type Kysely,
-  type Migration,
-  type MigrationProvider,
-  type MigrationResult,
-  Migrator,
-  sql,
-} from 'kysely';
+import { type Migration, type MigrationProvider, type MigrationResult, Migrator, sql } from 'kysely';
+import type { Db } from '../application/ports/database.js';
 
 /** `migrations/` at the top of the project, from `src/adapters` and from `dist/adapters` alike. */
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
@@ -35,8 +29,7 @@ export class SqlFileMigrationProvider implements MigrationProvider {
  * Applies every pending migration; safe to call from several processes at once (Kysely holds an
  * advisory lock around the run). Throws with the failing migration's name.
  */
-// biome-ignore lint/suspicious/noExplicitAny: migrations do not need the schema type
-export async function migrateToLatest(db: Kysely<any>, dir?: string): Promise<MigrationResult[]> {
+export async function migrateToLatest(db: Db, dir?: string): Promise<MigrationResult[]> {
   // Kysely looks for its bookkeeping tables in every schema unless told which: name the current one, so
   // databases holding several Phoenix schemas (tests, blue/green) each keep their own.
   const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(db);

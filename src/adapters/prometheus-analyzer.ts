@@ -1,8 +1,8 @@
+import type { AnalysisRequest, Analyzer } from '../application/ports/analyzer.js';
+import type { UsageSource } from '../application/ports/deployer.js';
 import type { Variant } from '../domain/experiment-spec.js';
 import type { ProcessUsageTable } from '../domain/pipelines/index.js';
 import type { Measurements, VariantMeasurement } from '../domain/verdict.js';
-import type { AnalysisRequest, Analyzer } from '../handlers/ports/analyzer.js';
-import type { UsageSource } from '../handlers/ports/deployer.js';
 
 /**
  * The `prometheus` analyzer: PromQL over Prometheus's HTTP API (`/api/v1/query`), as in the reference.

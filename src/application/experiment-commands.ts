@@ -4,8 +4,7 @@ import {
   type Experiment,
   type ExperimentCommand,
   type ExperimentEvent,
-  evolve,
-  initialState,
+  fold,
 } from '../domain/experiment.js';
 import { currentSchemaVersion } from '../domain/upcasters.js';
 import {
@@ -15,7 +14,6 @@ import {
   type NewEvent,
   type Position,
   START,
-  type StoredEvent,
 } from './ports/event-store.js';
 
 export const streamIdOf = (experimentId: string): string => `experiment-${experimentId}`;
@@ -71,13 +69,6 @@ export const deriveEventId = (commandId: string, index: number): string => {
   h[8] = (h[8]! & 0x3f) | 0x80;
   const hex = h.subarray(0, 16).toString('hex');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
-};
-
-/** Folds a stream's events into the aggregate. */
-export const foldStream = (events: readonly StoredEvent<ExperimentEvent>[]): Experiment => {
-  let state = initialState();
-  for (const e of events) state = evolve(state, e as ExperimentEvent);
-  return state;
 };
 
 /** What this process last knew of an experiment's stream: enough to decide without reading it. */
@@ -174,8 +165,8 @@ export async function handleExperimentCommand(
         const upTo = history.slice(0, end + 1);
         return {
           experimentId,
-          previousStatus: foldStream(history.slice(0, done)).status,
-          state: foldStream(upTo),
+          previousStatus: fold(history.slice(0, done)).status,
+          state: fold(upTo),
           version: end + 1,
           position: history[end]!.position,
           written: [],
@@ -186,7 +177,7 @@ export async function handleExperimentCommand(
     if (context.expectedVersion !== undefined && context.expectedVersion !== version) {
       throw new VersionMismatchError(context.expectedVersion, version);
     }
-    const state = foldStream(history);
+    const state = fold(history);
     const read: KnownStream = {
       version,
       state,
@@ -209,7 +200,7 @@ export async function handleExperimentCommand(
     const toAppend = eventsToAppend(command, events, context);
     try {
       const result = await store.append(streamId, toAppend, version === 0 ? 'no_stream' : version);
-      const after = events.reduce(evolve, state);
+      const after = fold(events, state);
       remember(known, streamId, read, after, result, toAppend);
       return {
         experimentId,
@@ -309,7 +300,7 @@ async function decideOnKnown(
     known.forget(streamId);
     return undefined;
   }
-  const state = events.reduce(evolve, entry.state);
+  const state = fold(events, entry.state);
   remember(known, streamId, entry, state, result, toAppend);
   return {
     experimentId,

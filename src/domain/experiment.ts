@@ -472,6 +472,11 @@ export const reasonOf = (event: ExperimentEvent): string => {
   }
 };
 
+/**
+ * The one fold of an experiment's events (stored ones included: a StoredEvent<ExperimentEvent> is an
+ * ExperimentEvent): the command side, the saga and replay fold with it; the read models step the same
+ * `evolve` event by event, as they record each transition.
+ */
 export const fold = (events: Iterable<ExperimentEvent>, state: Experiment = initialState()): Experiment => {
   let s = state;
   for (const e of events) s = evolve(s, e);

@@ -7,6 +7,8 @@
  */
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
+import type { EventStore, StoredEvent } from '../application/ports/event-store.js';
+import type { LogReader } from '../application/ports/log-reader.js';
 import type { Config } from '../config.js';
 import { type ExistingExperiment, type ExperimentEvent, fold } from '../domain/experiment.js';
 import {
@@ -18,7 +20,6 @@ import {
 import { CliError } from './cli-error.js';
 import { streamIdOf } from './experiment-commands.js';
 import { eventsUpTo, eventView, stateView } from './experiment-views.js';
-import type { EventStore, StoredEvent } from './ports/event-store.js';
 
 /** The read-model database, as the projections take it. */
 export type Database = RebuildOptions['database'];
@@ -32,6 +33,8 @@ export interface CommandDatabase {
 /** The database and the event store a one-shot command opened, as the server opens them. */
 export interface CommandStorage extends CommandDatabase {
   readonly store: EventStore<ExperimentEvent>;
+  /** The store's log reader: what a replay reads. */
+  readonly log: LogReader<ExperimentEvent>;
 }
 
 /** What the replay commands are given by the entry (src/cli.ts), which takes them from src/main.ts. */
@@ -104,9 +107,10 @@ export function registerReplayCommands(program: Command, deps: ReplayCommandDeps
     )
     .action(async (options: { verify?: boolean; batchSize?: number; workers: number | 'auto' }) => {
       const tty = process.stderr.isTTY;
-      const report = await withStore(deps, ({ store, database }) =>
+      const report = await withStore(deps, ({ store, log, database }) =>
         rebuildReadModels({
           database,
+          log,
           store,
           verify: options.verify === true,
           workers: options.workers,
@@ -210,9 +214,7 @@ export function registerReplayCommands(program: Command, deps: ReplayCommandDeps
         }
         const upTo = eventsUpTo(events, options);
         if (upTo.length === 0) throw new CliError(`experiment ${id} did not exist at ${options.at}`, 1);
-        const state = fold(
-          upTo.map((e) => ({ type: e.type, data: e.data }) as ExperimentEvent),
-        ) as ExistingExperiment;
+        const state = fold(upTo) as ExistingExperiment;
         process.stdout.write(`${JSON.stringify(stateView(state, upTo), null, 2)}\n`);
       });
     });

@@ -9,11 +9,11 @@
  */
 import { Argument, type Command, InvalidArgumentError } from 'commander';
 import type { Logger } from 'pino';
+import type { Analyzer } from '../application/ports/analyzer.js';
+import type { Bus, Consumer } from '../application/ports/bus.js';
+import type { Deployer, UsageSource } from '../application/ports/deployer.js';
 import type { Config } from '../config.js';
 import { CliError } from './cli-error.js';
-import type { Analyzer } from './ports/analyzer.js';
-import type { Bus, Consumer } from './ports/bus.js';
-import type { Deployer, UsageSource } from './ports/deployer.js';
 import { startAnalyzerWorker, startDeployerWorker } from './workers.js';
 
 export interface BusOptions {

@@ -1,15 +1,27 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
-import { type Kysely, sql } from 'kysely';
+import { sql } from 'kysely';
 import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import { handleMeasuredCommand } from '../application/command-service.js';
+import {
+  type AnalyzeExperiment,
+  type Bus,
+  type BusCommandInput,
+  type BusResult,
+  type Consumer,
+  type DeploymentVerifiedResult,
+  deriveCommandId,
+} from '../application/ports/bus.js';
+import type { Db } from '../application/ports/database.js';
+import type { EventStore, StoredEvent } from '../application/ports/event-store.js';
 import type { CommandMetrics } from '../application/ports/metrics.js';
 import {
   DomainError,
   type ExperimentCommand,
   type ExperimentEvent,
+  fold,
   InvalidTransitionError,
   RunNotFinishedError,
 } from '../domain/experiment.js';
@@ -28,23 +40,7 @@ import {
   type WorkerCommand,
   type WorkerOrder,
 } from '../domain/lifecycle-saga.js';
-import {
-  experimentIdOf,
-  foldStream,
-  type KnownStreams,
-  STREAM_PREFIX,
-  streamIdOf,
-} from './experiment-commands.js';
-import {
-  type AnalyzeExperiment,
-  type Bus,
-  type BusCommandInput,
-  type BusResult,
-  type Consumer,
-  type DeploymentVerifiedResult,
-  deriveCommandId,
-} from './ports/bus.js';
-import type { EventStore, StoredEvent } from './ports/event-store.js';
+import { experimentIdOf, type KnownStreams, STREAM_PREFIX, streamIdOf } from './experiment-commands.js';
 
 // main.ts and the saga's tests take the timeouts from here, with the handler they configure.
 export { DEFAULT_SAGA_TIMEOUTS, type SagaTimeouts } from '../domain/lifecycle-saga.js';
@@ -71,8 +67,7 @@ interface SagaExperimentRow {
   ended: boolean;
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: raw SQL only
-type Tx = Kysely<any>;
+type Tx = Db;
 
 type OutboxCommand = BusCommandInput & { commandId: string; experimentId: string };
 
@@ -239,8 +234,7 @@ export type SpecSource = (experimentId: string) => Promise<ExperimentSpec | unde
 export const specFromStore =
   (store: EventStore<ExperimentEvent>): SpecSource =>
   async (experimentId) => {
-    for (const stored of await store.readStream(streamIdOf(experimentId))) {
-      const event = { type: stored.type, data: stored.data } as ExperimentEvent;
+    for (const event of await store.readStream(streamIdOf(experimentId))) {
       if (event.type === 'ExperimentCreated') return event.data.spec;
     }
     return undefined;
@@ -311,13 +305,12 @@ export async function applySagaEvents(
   const touched: string[] = [];
   for (const e of events) {
     const id = experimentIdOf(e.streamId);
-    const event = { type: e.type, data: e.data } as ExperimentEvent;
-    if (event.type === 'ExperimentCreated') createdHere.set(id, event.data.spec);
+    if (e.type === 'ExperimentCreated') createdHere.set(id, e.data.spec);
     else if (!sagaIgnores(e)) touched.push(id);
   }
   if (touched.length > 0) await batch.load(touched);
   for (const stored of events) {
-    const event = { type: stored.type, data: stored.data } as ExperimentEvent;
+    const event: ExperimentEvent = stored;
     const experimentId = experimentIdOf(stored.streamId);
     const before = batch.state(experimentId);
     const reaction = react(
@@ -341,8 +334,7 @@ export async function applySagaEvents(
 }
 
 export interface SagaEffectsDependencies {
-  // biome-ignore lint/suspicious/noExplicitAny: raw SQL only
-  readonly db: Kysely<any>;
+  readonly db: Db;
   readonly store: EventStore<ExperimentEvent>;
   readonly bus: Bus;
   readonly logger: Logger;
@@ -421,7 +413,7 @@ export class SagaEffects {
           limit(async () => {
             if (this.#abort.signal.aborted) return;
             const experimentId = row.experiment_id;
-            const state = foldStream(await store.readStream(streamIdOf(experimentId)));
+            const state = fold(await store.readStream(streamIdOf(experimentId)));
             if (state.status !== 'initializing' && state.status !== 'running' && state.status !== 'analyzing')
               return;
             const commandId = deriveCommandId(`reconcile:${run}`, experimentId);
@@ -457,7 +449,7 @@ export class SagaEffects {
   /** Carries out reconciliation's decision on one experiment, with the reconciler as the actor. */
   async #reconciled(result: DeploymentVerifiedResult): Promise<void> {
     const id = result.experimentId;
-    const experiment = foldStream(await this.#deps.store.readStream(streamIdOf(id)));
+    const experiment = fold(await this.#deps.store.readStream(streamIdOf(id)));
     const reaction = react(undefined, { type: 'reconciliation', result, experiment }, this.#timeouts);
     if (reaction.commands.some((c) => c.kind === 'experiment'))
       this.#deps.logger.warn(
@@ -598,7 +590,7 @@ export class SagaEffects {
   }
 
   async #fire(experimentId: string, kind: TimerKind, causeId: string): Promise<void> {
-    const experiment = foldStream(await this.#deps.store.readStream(streamIdOf(experimentId)));
+    const experiment = fold(await this.#deps.store.readStream(streamIdOf(experimentId)));
     const reaction = react(
       undefined,
       { type: 'timer', experimentId, kind, causeId, now: this.#clock().toISOString(), experiment },

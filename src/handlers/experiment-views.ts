@@ -1,5 +1,5 @@
+import type { StoredEvent } from '../application/ports/event-store.js';
 import type { ExistingExperiment, ExperimentEvent } from '../domain/experiment.js';
-import type { StoredEvent } from './ports/event-store.js';
 
 /**
  * How an experiment's raw events and folded state are shown, the same at the API

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
+import { type Position, START, type StoredEvent } from '../application/ports/event-store.js';
+import type { LogReader } from '../application/ports/log-reader.js';
 import type { ExperimentEvent } from '../domain/experiment.js';
-import { type EventStore, type Position, START, type StoredEvent } from './ports/event-store.js';
 
 /**
  * Fans the event log out to many live-feed connections with one subscription. It keeps the most
@@ -20,7 +21,7 @@ interface HubListener {
 }
 
 export class LiveHub {
-  readonly #store: EventStore<ExperimentEvent>;
+  readonly #log: LogReader<ExperimentEvent>;
   readonly #logger: Logger;
   readonly #capacity: number;
   #buffer: StoredEvent<ExperimentEvent>[] = [];
@@ -32,8 +33,8 @@ export class LiveHub {
   #running: Promise<void> | undefined;
   #ready: Promise<void> | undefined;
 
-  constructor(store: EventStore<ExperimentEvent>, logger: Logger, capacity = 10_000) {
-    this.#store = store;
+  constructor(log: LogReader<ExperimentEvent>, logger: Logger, capacity = 10_000) {
+    this.#log = log;
     this.#logger = logger;
     this.#capacity = capacity;
   }
@@ -41,7 +42,7 @@ export class LiveHub {
   /** Starts following the log from its current head; resolves once following. */
   start(): Promise<void> {
     this.#ready ??= (async () => {
-      const head = await this.#store.head();
+      const head = await this.#log.head();
       this.#bufferAfter = head;
       this.#position = head;
       this.#running = this.#follow(head);
@@ -53,7 +54,7 @@ export class LiveHub {
     let after = from;
     while (!this.#abort.signal.aborted) {
       try {
-        for await (const message of this.#store.subscribe({
+        for await (const message of this.#log.subscribe({
           after,
           signal: this.#abort.signal,
           batchSize: 1000,
@@ -101,7 +102,7 @@ export class LiveHub {
 
   /** The head of the log now: where a feed without `from` starts. */
   head(): Promise<Position> {
-    return this.#store.head();
+    return this.#log.head();
   }
 
   /**
@@ -120,12 +121,12 @@ export class LiveHub {
     // Catch up from the store: every event committed before this call comes before `live`. Events
     // held back behind an older open transaction (PostgreSQL) are waited for, briefly: past the wait
     // they still come, after `live`, in order.
-    const target = await this.#store.lastCommitted();
+    const target = await this.#log.lastCommitted();
     const patience = Date.now() + BACKLOG_PATIENCE_MS;
     for (;;) {
       if (signal.aborted) return { position: last, detach: () => undefined };
-      const headBefore = await this.#store.head();
-      const page = await this.#store.readAll({
+      const headBefore = await this.#log.head();
+      const page = await this.#log.readAll({
         after: last,
         limit: 500,
         ...(streamPrefix ? { streamPrefix } : {}),

@@ -2,6 +2,18 @@ import { EventEmitter, once } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
 import pLimit from 'p-limit';
 import type { Logger } from 'pino';
+import type { Analyzer } from '../application/ports/analyzer.js';
+import type {
+  AnalyzeExperiment,
+  Bus,
+  BusCommand,
+  Consumer,
+  Delivery,
+  DeployVariant,
+  TeardownExperiment,
+  VerifyDeployment,
+} from '../application/ports/bus.js';
+import type { Deployer, UsageSource } from '../application/ports/deployer.js';
 import type { Variant } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
 import {
@@ -13,18 +25,6 @@ import {
   type ValidationIssue,
 } from '../domain/pipelines/index.js';
 import { judge } from '../domain/verdict.js';
-import type { Analyzer } from './ports/analyzer.js';
-import type {
-  AnalyzeExperiment,
-  Bus,
-  BusCommand,
-  Consumer,
-  Delivery,
-  DeployVariant,
-  TeardownExperiment,
-  VerifyDeployment,
-} from './ports/bus.js';
-import type { Deployer, UsageSource } from './ports/deployer.js';
 
 /**
  * The saga's workers. Each takes commands from its queue on the bus, does the work through a port and

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
-import type { SqlDatabase } from '../adapters/postgres-database.js';
+import type { SqlDatabase } from '../application/ports/database.js';
+import type { StoredEvent } from '../application/ports/event-store.js';
 import type { ExperimentEvent, ExperimentStatus } from '../domain/experiment.js';
-import type { StoredEvent } from '../handlers/ports/event-store.js';
 import {
   type Entry,
   type ExperimentRowIn,

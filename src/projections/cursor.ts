@@ -1,5 +1,5 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { InvalidCursorError } from '../handlers/ports/read-models.js';
+import { InvalidCursorError } from '../application/ports/read-models.js';
 
 /**
  * Pagination cursors: opaque base64url strings carrying the keyset position of the last row served,

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import { LRUCache } from 'lru-cache';
+import type { Position, StoredEvent } from '../application/ports/event-store.js';
 import {
   type ExistingExperiment,
   type Experiment,
@@ -12,7 +13,6 @@ import {
 } from '../domain/experiment.js';
 import type { ExperimentSpec } from '../domain/experiment-spec.js';
 import { experimentIdOf, STREAM_PREFIX } from '../handlers/experiment-commands.js';
-import type { Position, StoredEvent } from '../handlers/ports/event-store.js';
 import type { ApplyContext, Db, MissingEvents, ProjectionHandler, Tx } from './runner.js';
 
 /**
@@ -207,7 +207,7 @@ export function foldEvents(
     const entry = entries.get(stream) ?? NEW_EXPERIMENT;
     if (e.version <= entry.version) continue; // applied already
     if (e.version !== entry.version + 1) throw new VersionGapError(e.streamId, e.version, entry.version);
-    const event = e as unknown as ExperimentEvent; // the domain reads its type and data
+    const event: ExperimentEvent = e;
     const before = entry.state;
     const to = statusAfter(event, before);
     const after = evolve(before, event);

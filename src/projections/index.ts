@@ -1,10 +1,11 @@
 import type { Logger } from 'pino';
-import type { SqlDatabase } from '../adapters/postgres-database.js';
+import type { SqlDatabase } from '../application/ports/database.js';
+import type { EventStore } from '../application/ports/event-store.js';
+import type { LogReader } from '../application/ports/log-reader.js';
+import type { ReadModels } from '../application/ports/read-models.js';
 import type { ExperimentEvent } from '../domain/experiment.js';
 import { STATUSES } from '../domain/experiment.js';
 import type { Metrics } from '../handlers/metrics.js';
-import type { EventStore } from '../handlers/ports/event-store.js';
-import type { ReadModels } from '../handlers/ports/read-models.js';
 import { experimentReadModels, READ_MODELS } from './experiment-read-models.js';
 import { PostgresReadModels } from './read-models.js';
 import { type RebuildOptions, type RebuildReport, rebuildReadModels } from './rebuild.js';
@@ -39,7 +40,9 @@ export interface Projections {
 
 export interface ProjectionsOptions {
   readonly database: SqlDatabase;
-  readonly store: EventStore<ExperimentEvent>;
+  /** The log the read models follow (and a rebuild reads). */
+  readonly log: LogReader<ExperimentEvent>;
+  readonly store: Pick<EventStore<ExperimentEvent>, 'readStream'>;
   readonly metrics?: Metrics | undefined;
   readonly logger?: Logger | undefined;
   /** Signs pagination cursors (the JWT secret will do); without it cursors are only tamper-evident. */
@@ -48,14 +51,15 @@ export interface ProjectionsOptions {
   readonly metricsEveryMs?: number;
   /** Runner tuning (batch size, lock retry…), mostly for tests. */
   readonly runner?: Partial<
-    Omit<RunnerOptions<ExperimentEvent>, 'database' | 'store' | 'handler' | 'logger'>
+    Omit<RunnerOptions<ExperimentEvent>, 'database' | 'log' | 'store' | 'handler' | 'logger'>
   >;
 }
 
 export function createProjections(options: ProjectionsOptions): Projections {
-  const { database, store, metrics, logger } = options;
+  const { database, log, store, metrics, logger } = options;
   const runner = new ProjectionRunner<ExperimentEvent>({
     database,
+    log,
     store,
     logger,
     handler: experimentReadModels(),
@@ -119,6 +123,6 @@ export function createProjections(options: ProjectionsOptions): Projections {
       await runner.stop();
     },
     lag: () => runner.lag(),
-    rebuild: (rebuildOptions = {}) => rebuildReadModels({ database, store, logger, ...rebuildOptions }),
+    rebuild: (rebuildOptions = {}) => rebuildReadModels({ database, log, store, logger, ...rebuildOptions }),
   };
 }

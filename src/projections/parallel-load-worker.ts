@@ -1,7 +1,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { openPostgres } from '../adapters/postgres-database.js';
+import { readSlice } from '../adapters/postgres-log-reader.js';
+import { experimentCodec } from '../application/experiment-codec.js';
 import { BulkLoader } from './bulk-load.js';
-import { readSlice } from './log-reader.js';
 import type { FromWorker, LoadWorkerSetup, ToWorker } from './parallel-load.js';
 
 /**
@@ -26,7 +27,13 @@ async function load(message: ToWorker): Promise<void> {
     port.close();
     return;
   }
-  for await (const events of readSlice(database, message.slice, setup.upTo, setup.pageSize)) {
+  for await (const events of readSlice(
+    database,
+    experimentCodec,
+    message.slice,
+    setup.upTo,
+    setup.pageSize,
+  )) {
     await loader.add(events);
     unsent += events.length;
     if (unsent >= setup.batchSize) {

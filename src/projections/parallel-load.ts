@@ -1,9 +1,9 @@
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import type { Position } from '../application/ports/event-store.js';
+import { STREAM_SLICES, type StreamSlice } from '../application/ports/log-reader.js';
 import type { ExperimentStatus } from '../domain/experiment.js';
-import type { Position } from '../handlers/ports/event-store.js';
-import { STREAM_SLICES, type StreamSlice } from './log-reader.js';
 
 /**
  * The bulk phase of a rebuild on a PostgreSQL server, spread over worker threads: the log is split

@@ -1,8 +1,7 @@
 import type { EventEmitter } from 'node:events';
 import { type Kysely, type SelectQueryBuilder, sql } from 'kysely';
-import { type ExperimentStatus, STATUSES } from '../domain/experiment.js';
-import type { Analysis, ExperimentSpec } from '../domain/experiment-spec.js';
-import { type Position, START } from '../handlers/ports/event-store.js';
+import type { Db, PhoenixTables } from '../application/ports/database.js';
+import { type Position, START } from '../application/ports/event-store.js';
 import {
   type AuditEntry,
   type AuditFilter,
@@ -11,7 +10,9 @@ import {
   InvalidCursorError,
   type Page,
   type ReadModels,
-} from '../handlers/ports/read-models.js';
+} from '../application/ports/read-models.js';
+import { type ExperimentStatus, STATUSES } from '../domain/experiment.js';
+import type { Analysis, ExperimentSpec } from '../domain/experiment-spec.js';
 import { type CursorCodec, cursorCodec } from './cursor.js';
 import type { ExperimentRow } from './experiment-read-models.js';
 import { readCheckpoint } from './runner.js';
@@ -50,13 +51,14 @@ interface TransitionRow {
   created_at: Date;
 }
 
-export interface ReadModelSchema {
+/** The read-model tables this module queries through Kysely's builder (besides the shared ones). */
+export type ReadModelTables = {
   experiments: ExperimentRow;
   experiment_states: StateRow;
   state_transitions: TransitionRow;
   experiment_state_counts: { state: ExperimentStatus; count: string | number };
-  projection_checkpoints: { name: string; position: string; updated_at: Date };
-}
+};
+export type ReadModelSchema = PhoenixTables & ReadModelTables;
 
 export interface ReadModelQueryOptions {
   /** The checkpoint whose position `appliedPosition` reports. */
@@ -153,14 +155,15 @@ export function auditQuery(
 
 export class PostgresReadModels implements ReadModels {
   readonly #db: Kysely<ReadModelSchema>;
+  readonly #shared: Db;
   readonly #checkpoint: string;
   readonly #cursors: CursorCodec;
   readonly #applied: EventEmitter | undefined;
   readonly #pollMs: number;
 
-  // biome-ignore lint/suspicious/noExplicitAny: the shared handle is untyped; this module types it
-  constructor(db: Kysely<any>, options: ReadModelQueryOptions) {
-    this.#db = db as Kysely<ReadModelSchema>;
+  constructor(db: Db, options: ReadModelQueryOptions) {
+    this.#db = db.withTables<ReadModelTables>();
+    this.#shared = db;
     this.#checkpoint = options.checkpoint;
     this.#cursors = cursorCodec(options.cursorSecret ?? 'phoenix read-model cursors');
     this.#applied = options.applied;
@@ -280,7 +283,7 @@ export class PostgresReadModels implements ReadModels {
   }
 
   appliedPosition(): Promise<Position> {
-    return readCheckpoint(this.#db, this.#checkpoint);
+    return readCheckpoint(this.#shared, this.#checkpoint);
   }
 
   async waitFor(position: Position, timeoutMs: number): Promise<boolean> {

@@ -1,11 +1,11 @@
 import { availableParallelism } from 'node:os';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
-import type { AdvisoryLock, SqlDatabase } from '../adapters/postgres-database.js';
-import { PostgresEventStore } from '../adapters/postgres-event-store.js';
+import type { AdvisoryLock, SqlDatabase } from '../application/ports/database.js';
+import type { EventStore, Position, StoredEvent } from '../application/ports/event-store.js';
+import type { LogReader } from '../application/ports/log-reader.js';
 import type { ExperimentEvent } from '../domain/experiment.js';
 import { streamIdOf } from '../handlers/experiment-commands.js';
-import type { EventStore, Position, StoredEvent } from '../handlers/ports/event-store.js';
 import { BulkLoader } from './bulk-load.js';
 import {
   experimentReadModels,
@@ -14,7 +14,7 @@ import {
   tableNames,
   writeCountChanges,
 } from './experiment-read-models.js';
-import { type LogReader, logReaderFor, readAhead } from './log-reader.js';
+import { readAhead } from './log-reader.js';
 import { loadInParallel } from './parallel-load.js';
 import {
   applyBatch,
@@ -31,8 +31,8 @@ import {
  * 1. a second set of tables (suffix `__next`, migrations/002) is filled from position zero while the
  *    live set keeps serving: the log is read in large pages, folded in memory, and written in bulk
  *    (BulkLoader: each experiment's row once), in short transactions, without secondary indexes;
- *    these are built at the end, several at once. When the store is PostgreSQL's on a server, worker
- *    threads read phoenix_events stream by stream, each its own slices of streams, up to the live
+ *    these are built at the end, several at once. Where the log reader can be read in slices
+ *    (`log.parallel`: the PostgreSQL store on a server), worker threads read phoenix_events stream by stream, each its own slices of streams, up to the live
  *    checkpoint (parallel-load.ts); otherwise one loader reads the log in order and chases the live
  *    checkpoint;
  * 2. it catches up with the live projection's checkpoint (never beyond it);
@@ -90,7 +90,10 @@ export interface RebuildReport {
 
 export interface RebuildOptions {
   readonly database: SqlDatabase;
-  readonly store: EventStore<ExperimentEvent>;
+  /** The log to rebuild from: read in large pages (and, where it can, in slices on worker threads). */
+  readonly log: LogReader<ExperimentEvent>;
+  /** With `verify`, the streams are read back through it, as the command path reads them. */
+  readonly store: Pick<EventStore<ExperimentEvent>, 'readStream'>;
   readonly logger?: Logger | undefined;
   /** Compare instead of swapping. */
   readonly verify?: boolean;
@@ -107,7 +110,7 @@ export interface RebuildOptions {
   /** Experiments kept folded in memory while bulk-loading (default 50,000). */
   readonly cacheSize?: number;
   /**
-   * Worker threads for the bulk phase on a PostgreSQL server with the PostgreSQL store: `'auto'` (the
+   * Worker threads for the bulk phase where the log reader allows them (`log.parallel`): `'auto'` (the
    * default) one per core, at most 4, when the live read models hold 100,000 events or more (fewer do
    * not repay starting them); a number, that many; 0 loads in log order on this thread, as on every other
    * store and database. (They were opt-in while live subscriptions were seen missing events after
@@ -115,8 +118,6 @@ export interface RebuildOptions {
    * without workers.)
    */
   readonly workers?: number | 'auto';
-  /** Test seam: how the log is read while bulk-loading (default: the fastest for `store`). */
-  readonly readLog?: LogReader;
   /** Test seam: called after the new tables are filled and before the final swap transaction. */
   readonly beforeSwap?: () => Promise<void>;
 }
@@ -133,7 +134,7 @@ const PARALLEL_FROM_EVENTS = 100_000;
 class Rollback extends Error {}
 
 export async function rebuildReadModels(options: RebuildOptions): Promise<RebuildReport> {
-  const { database, store, logger } = options;
+  const { database, store, log, logger } = options;
   const db = database.db;
   const batchSize = options.batchSize ?? 2_000;
   const lock: AdvisoryLock | undefined = database.tryAdvisoryLock
@@ -146,7 +147,6 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
   let lastReport = 0;
   const pageSize = Math.max(options.pageSize ?? 500, 1);
   const readAheadPages = Math.max(options.readAhead ?? 4, 1);
-  const readLog = options.readLog ?? logReaderFor(store, database);
   // Bulk phase: folded in memory, written in bulk; then the ordinary handler for the last few events,
   // once the new tables are indexed and complete.
   const loader = new BulkLoader(db, NEXT_SUFFIX, options.cacheSize ?? 50_000, database.copyFrom);
@@ -195,7 +195,7 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
     const load = async (target: Position): Promise<number> => {
       if (target <= position) return 0;
       let loaded = 0;
-      for await (const events of readAhead(readLog, position, target, pageSize, readAheadPages)) {
+      for await (const events of readAhead(log, position, target, pageSize, readAheadPages)) {
         // each write (a transaction) holds the effects of at most batchSize events
         for (let i = 0; i < events.length; ) {
           const chunk = Math.min(events.length - i, batchSize - unsent);
@@ -219,13 +219,13 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
     /** Applies every event after `position` up to `target` (inclusive) in transactions of batchSize. */
     const catchUp = async (target: Position): Promise<void> => {
       if (target <= position) return;
-      let next = store.readAll({ after: position, limit: batchSize });
+      let next = log.readAll({ after: position, limit: batchSize });
       for (;;) {
         const page = await next;
         const last = page[page.length - 1];
         const complete = page.length === batchSize && last !== undefined && last.position <= target;
         // read the next page while this one is written
-        if (complete) next = store.readAll({ after: last.position, limit: batchSize });
+        if (complete) next = log.readAll({ after: last.position, limit: batchSize });
         const eligible = complete ? page : page.filter((e) => e.position <= target);
         const upTo = complete ? last.position : target;
         position = await applyBatch(db, handler, REBUILD_CHECKPOINT, position, eligible, {
@@ -248,18 +248,12 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
           ? Math.min(availableParallelism(), 4)
           : 0
         : asked;
-    if (
-      workers > 0 &&
-      !options.readLog &&
-      database.kind === 'postgres' &&
-      database.url !== undefined &&
-      store instanceof PostgresEventStore
-    ) {
+    if (workers > 0 && log.parallel) {
       // Slices of streams on worker threads, up to where the live projection is now; the catch-up
       // below applies what it does meanwhile, once the tables are indexed.
       const upTo = await ensureCheckpoint(db, READ_MODELS);
       const counts = await loadInParallel({
-        url: database.url,
+        url: log.parallel.url,
         suffix: NEXT_SUFFIX,
         upTo,
         pageSize,
@@ -330,7 +324,7 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<Rebuil
     /** Inside the swap transaction (PostgreSQL only): the live runner is held at `live`. */
     async function catchUpInside(tx: Tx, live: Position): Promise<void> {
       for (;;) {
-        const page: StoredEvent<ExperimentEvent>[] = await store.readAll({
+        const page: StoredEvent<ExperimentEvent>[] = await log.readAll({
           after: position,
           limit: batchSize,
         });
@@ -412,7 +406,7 @@ export function streamReadProblem(
  */
 export async function checkStreams(
   db: Db,
-  store: EventStore<ExperimentEvent>,
+  store: Pick<EventStore<ExperimentEvent>, 'readStream'>,
   suffix: string,
 ): Promise<StreamCheck> {
   const table = sql.table(tableNames(suffix).experiments);

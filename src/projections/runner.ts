@@ -1,8 +1,13 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
-import { type Kysely, sql, type Transaction } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
-import type { AdvisoryLock, SqlDatabase } from '../adapters/postgres-database.js';
+import type {
+  AdvisoryLock,
+  PhoenixTables,
+  Db as SharedDb,
+  SqlDatabase,
+} from '../application/ports/database.js';
 import {
   type AnyEvent,
   CorruptEventError,
@@ -11,7 +16,8 @@ import {
   START,
   type StoredEvent,
   StoreUnavailableError,
-} from '../handlers/ports/event-store.js';
+} from '../application/ports/event-store.js';
+import type { LogReader } from '../application/ports/log-reader.js';
 
 /**
  * The projection runner: follows the global log from a checkpoint and hands batches of events to a
@@ -34,10 +40,9 @@ import {
  * refuses to run.
  */
 
-// biome-ignore lint/suspicious/noExplicitAny: handlers declare the tables they write
-export type Tx = Transaction<any>;
-// biome-ignore lint/suspicious/noExplicitAny: handlers declare the tables they read
-export type Db = Kysely<any>;
+/** A transaction on the shared handle; handlers reach their own tables with `sql` or `withTables`. */
+export type Tx = Transaction<PhoenixTables>;
+export type Db = SharedDb;
 
 export interface ApplyContext {
   /** `live` when following the log, `rebuild` when filling new tables from position zero. */
@@ -102,7 +107,10 @@ export type RunnerStatus = 'idle' | 'standby' | 'active' | 'stopped' | 'failed';
 
 export interface RunnerOptions<E extends AnyEvent> {
   readonly database: SqlDatabase;
-  readonly store: EventStore<E>;
+  /** The log it follows. */
+  readonly log: LogReader<E>;
+  /** Where a stream is read back when the log seems to have skipped one of its events. */
+  readonly store: Pick<EventStore<E>, 'readStream'>;
   readonly handler: ProjectionHandler<E>;
   readonly logger?: Logger | undefined;
   /** Checkpoint row name; default `handler.name`. */
@@ -335,7 +343,8 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
 }> {
   readonly name: string;
   readonly #database: SqlDatabase;
-  readonly #store: EventStore<E>;
+  readonly #log: LogReader<E>;
+  readonly #store: Pick<EventStore<E>, 'readStream'>;
   readonly #handler: ProjectionHandler<E>;
   readonly #logger: Logger | undefined;
   readonly #batchSize: number;
@@ -359,6 +368,7 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
     super();
     this.setMaxListeners(0);
     this.#database = options.database;
+    this.#log = options.log;
     this.#store = options.store;
     this.#handler = options.handler;
     this.#logger = options.logger;
@@ -416,7 +426,7 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
   /** How far the stored checkpoint is behind the head of the log (works from any process). */
   async lag(): Promise<Lag> {
     const position = await readCheckpoint(this.#database.db, this.name);
-    const pending = await this.#store.readAll({
+    const pending = await this.#log.readAll({
       after: position,
       limit: LAG_COUNT_CAP,
       ...(this.#handler.streamPrefix ? { streamPrefix: this.#handler.streamPrefix } : {}),
@@ -504,7 +514,7 @@ export class ProjectionRunner<E extends AnyEvent = AnyEvent> extends EventEmitte
       // (the events at or before one already given are not applied again, see applyBatch).
       let lastSeen = position;
       try {
-        for await (const message of this.#store.subscribe({
+        for await (const message of this.#log.subscribe({
           after: position,
           batchSize: this.#batchSize,
           signal,

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { InProcessBroker } from '../../src/adapters/inprocess-bus.js';
 import { NatsBus } from '../../src/adapters/nats-bus.js';
-import type { Bus, DeployVariant } from '../../src/handlers/ports/bus.js';
+import type { Bus, DeployVariant } from '../../src/application/ports/bus.js';
 
 /**
  * The buses a suite runs against: the in-process one and NATS JetStream at NATS_URL (skipped with the

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
-import { openPGlite, openPostgres, type SqlDatabase } from '../../src/adapters/postgres-database.js';
+import { openPGlite, openPostgres } from '../../src/adapters/postgres-database.js';
 import { migrateToLatest } from '../../src/adapters/postgres-migrations.js';
+import type { SqlDatabase } from '../../src/application/ports/database.js';
 
 /**
  * The databases a suite runs against: the real PostgreSQL named by DATABASE_URL (each suite in a

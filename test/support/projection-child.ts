@@ -6,8 +6,9 @@
  */
 import { openPostgres } from '../../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../../src/adapters/postgres-event-store.js';
+import { PostgresLogReader } from '../../src/adapters/postgres-log-reader.js';
+import { experimentCodec } from '../../src/application/experiment-codec.js';
 import type { ExperimentEvent } from '../../src/domain/experiment.js';
-import { experimentCodec } from '../../src/handlers/experiment-codec.js';
 import { experimentReadModels } from '../../src/projections/experiment-read-models.js';
 import { ProjectionRunner } from '../../src/projections/runner.js';
 
@@ -19,6 +20,7 @@ const store = new PostgresEventStore<ExperimentEvent>(database, { codec: experim
 let batches = 0;
 const runner = new ProjectionRunner<ExperimentEvent>({
   database,
+  log: new PostgresLogReader(store, database, experimentCodec),
   store,
   handler: experimentReadModels(),
   batchSize: 50,

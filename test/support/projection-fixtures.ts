@@ -1,23 +1,26 @@
 import { sql } from 'kysely';
-import type { SqlDatabase } from '../../src/adapters/postgres-database.js';
 import { PostgresEventStore } from '../../src/adapters/postgres-event-store.js';
+import { PostgresLogReader } from '../../src/adapters/postgres-log-reader.js';
+import { experimentCodec } from '../../src/application/experiment-codec.js';
+import type { SqlDatabase } from '../../src/application/ports/database.js';
+import type { Position } from '../../src/application/ports/event-store.js';
 import type { ExperimentEvent } from '../../src/domain/experiment.js';
-import { experimentCodec } from '../../src/handlers/experiment-codec.js';
-import type { Position } from '../../src/handlers/ports/event-store.js';
 import { tableNames } from '../../src/projections/experiment-read-models.js';
 import type { ProjectionRunner } from '../../src/projections/runner.js';
 import type { TestDatabase } from './databases.js';
 
-/** A database of the suite with a codec-equipped store on it; `close()` closes both. */
+/** A database of the suite with a codec-equipped store and its log reader on it; `close()` closes both. */
 export async function openFixture(db: TestDatabase) {
   const database: SqlDatabase = await db.open();
   const store = new PostgresEventStore<ExperimentEvent>(database, {
     codec: experimentCodec,
     idlePollMs: 100,
   });
+  const log = new PostgresLogReader(store, database, experimentCodec);
   return {
     database,
     store,
+    log,
     async close() {
       await store.close();
       await database.close();

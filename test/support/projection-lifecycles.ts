@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import type { EventStore, NewEvent, Position } from '../../src/application/ports/event-store.js';
+import type { ExperimentView, HistoryEntry } from '../../src/application/ports/read-models.js';
 import {
   DomainError,
   decide,
@@ -14,8 +16,6 @@ import {
 import type { ExperimentSpec, Variant } from '../../src/domain/experiment-spec.js';
 import { currentSchemaVersion } from '../../src/domain/upcasters.js';
 import { streamIdOf } from '../../src/handlers/experiment-commands.js';
-import type { EventStore, NewEvent, Position } from '../../src/handlers/ports/event-store.js';
-import type { ExperimentView, HistoryEntry } from '../../src/handlers/ports/read-models.js';
 
 /**
  * Random but valid experiment lifecycles, made by the real decider: at each step a random command

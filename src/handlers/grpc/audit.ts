@@ -1,6 +1,6 @@
 import type { z } from 'zod';
+import type { AuditEntry as AuditView, ReadModels } from '../../application/ports/read-models.js';
 import { auditFilterOf, auditQuerySchema } from '../http/audit.js';
-import type { AuditEntry as AuditView, ReadModels } from '../ports/read-models.js';
 import { type CallDependencies, unary } from './calls.js';
 import { catchUpWith, parse, stateOf, statusOf } from './experiments.js';
 import type { AuditEntry, AuditServiceServer } from './gen/phoenix/v1/audit.js';

@@ -3,14 +3,18 @@ import { z } from 'zod';
 import { IdempotencyKeyReusedError } from '../../application/command-service.js';
 import { ConcurrencyConflictError, VersionMismatchError } from '../../application/experiment-commands.js';
 import {
+  StoreUnavailableError,
+  UnstorableEventError,
+  WrongExpectedVersionError,
+} from '../../application/ports/event-store.js';
+import { InvalidCursorError } from '../../application/ports/read-models.js';
+import {
   DomainError,
   ExperimentAlreadyExistsError,
   ExperimentNotFoundError,
   InvalidTransitionError,
 } from '../../domain/experiment.js';
 import { AuthenticationError } from '../auth.js';
-import { isUnreachableError, UnstorableEventError, WrongExpectedVersionError } from '../ports/event-store.js';
-import { InvalidCursorError } from '../ports/read-models.js';
 import { Any } from './gen/google/protobuf/any.js';
 import { BadRequest, ErrorInfo, RetryInfo } from './gen/google/rpc/error_details.js';
 import { Status } from './gen/google/rpc/status.js';
@@ -172,7 +176,7 @@ function classify(error: unknown): GrpcRefusal | undefined {
     ]);
   }
   if (error instanceof z.ZodError) return invalidArgument(violationsOf(error));
-  if (isUnreachableError(error)) {
+  if (error instanceof StoreUnavailableError) {
     return new GrpcRefusal(
       status.UNAVAILABLE,
       'UNAVAILABLE',

@@ -1,6 +1,13 @@
 import { type handleServerStreamingCall, status } from '@grpc/grpc-js';
 import { z } from 'zod';
 import type { CommandOutcome, CommandService, ServiceCommand } from '../../application/command-service.js';
+import { type EventStore, isPosition, type StoredEvent } from '../../application/ports/event-store.js';
+import type {
+  ExperimentView,
+  HistoryEntry as HistoryView,
+  ReadModels,
+} from '../../application/ports/read-models.js';
+import { dbText } from '../../application/schemas.js';
 import {
   type ExistingExperiment,
   type ExperimentEvent,
@@ -12,9 +19,6 @@ import type { ExperimentSpec as DomainSpec } from '../../domain/experiment-spec.
 import { experimentIdOf, streamIdOf } from '../experiment-commands.js';
 import { eventsUpTo, stateView } from '../experiment-views.js';
 import { createExperimentSchema } from '../http/experiments.js';
-import { type EventStore, isPosition, type StoredEvent } from '../ports/event-store.js';
-import type { ExperimentView, HistoryEntry as HistoryView, ReadModels } from '../ports/read-models.js';
-import { dbText } from '../schemas.js';
 import { type CallContext, type CallDependencies, unary } from './calls.js';
 import { GrpcRefusal, invalidArgument, violationsOf } from './errors.js';
 import {

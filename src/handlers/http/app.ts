@@ -21,6 +21,13 @@ import {
 import type { Logger } from 'pino';
 import { IdempotencyKeyReusedError } from '../../application/command-service.js';
 import {
+  CorruptEventError,
+  StoreUnavailableError,
+  UnstorableEventError,
+  WrongExpectedVersionError,
+} from '../../application/ports/event-store.js';
+import { InvalidCursorError } from '../../application/ports/read-models.js';
+import {
   DomainError,
   ExperimentAlreadyExistsError,
   ExperimentNotFoundError,
@@ -30,13 +37,6 @@ import {
 import { AuthenticationError, type Principal, type Role, roleAtLeast, type TokenService } from '../auth.js';
 import { ConcurrencyConflictError, VersionMismatchError } from '../experiment-commands.js';
 import type { Metrics } from '../metrics.js';
-import {
-  CorruptEventError,
-  isUnreachableError,
-  UnstorableEventError,
-  WrongExpectedVersionError,
-} from '../ports/event-store.js';
-import { InvalidCursorError } from '../ports/read-models.js';
 import { swaggerOptions, swaggerUiOptions } from './openapi.js';
 import { HttpProblem, type Problem, problemType, titleOf } from './problem.js';
 
@@ -296,7 +296,10 @@ export async function buildApp(deps: AppDependencies): Promise<App> {
           return [name, { ok: true }] as const;
         } catch (err) {
           request.log.warn({ err, check: name }, 'readiness check failed');
-          return [name, { ok: false, error: isUnreachableError(err) ? 'unreachable' : 'not ready' }] as const;
+          return [
+            name,
+            { ok: false, error: err instanceof StoreUnavailableError ? 'unreachable' : 'not ready' },
+          ] as const;
         }
       }),
     );
@@ -560,7 +563,7 @@ export function mapKnownError(
       ),
     };
   }
-  if (isUnreachableError(error)) {
+  if (error instanceof StoreUnavailableError) {
     return {
       problem: p(503, 'unavailable', 'a backing service is unavailable; nothing was written'),
       headers: { 'retry-after': '5' },

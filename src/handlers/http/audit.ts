@@ -1,9 +1,9 @@
 import { Readable } from 'node:stream';
 import { z } from 'zod';
+import { isPosition } from '../../application/ports/event-store.js';
+import type { AuditEntry, AuditFilter, ReadModels } from '../../application/ports/read-models.js';
+import { dbText, holdableTime } from '../../application/schemas.js';
 import { STATUSES } from '../../domain/experiment.js';
-import { isPosition } from '../ports/event-store.js';
-import type { AuditEntry, AuditFilter, ReadModels } from '../ports/read-models.js';
-import { dbText, holdableTime } from '../schemas.js';
 import type { TypedApp } from './app.js';
 
 export const AUDIT_COLUMNS = [

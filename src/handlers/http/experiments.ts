@@ -6,16 +6,16 @@ import {
   createCommandService,
   type ServiceCommand,
 } from '../../application/command-service.js';
+import { type EventStore, isPosition } from '../../application/ports/event-store.js';
 import type { IdempotencyStore } from '../../application/ports/idempotency.js';
+import type { ReadModels } from '../../application/ports/read-models.js';
+import { dbText, experimentSpecSchema } from '../../application/schemas.js';
 import { type ExistingExperiment, type ExperimentEvent, fold, STATUSES } from '../../domain/experiment.js';
 import { VARIANTS } from '../../domain/experiment-spec.js';
 import { listTemplates, type RenderVariantInput, renderVariant } from '../../domain/pipelines/index.js';
 import { type KnownStreams, streamIdOf } from '../experiment-commands.js';
 import { eventsUpTo, eventView, stateView } from '../experiment-views.js';
 import { commandMetricsOf, type Metrics } from '../metrics.js';
-import { type EventStore, isPosition } from '../ports/event-store.js';
-import type { ReadModels } from '../ports/read-models.js';
-import { dbText, experimentSpecSchema } from '../schemas.js';
 import type { TypedApp } from './app.js';
 import { HttpProblem } from './problem.js';
 

@@ -1,9 +1,9 @@
 import type { WebSocket } from 'ws';
 import { z } from 'zod';
+import { isPosition, type StoredEvent } from '../../application/ports/event-store.js';
 import type { ExperimentEvent } from '../../domain/experiment.js';
 import { experimentIdOf, STREAM_PREFIX, streamIdOf } from '../experiment-commands.js';
 import type { LiveHub } from '../live-hub.js';
-import { isPosition, type StoredEvent } from '../ports/event-store.js';
 import type { TypedApp } from './app.js';
 import { messageSink, textMessage } from './ws-frames.js';
 

@@ -6,10 +6,10 @@ import type {
 import type { FastifySwaggerUiOptions } from '@fastify/swagger-ui';
 import { jsonSchemaTransform } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { analysisSchema, eventMetadataSchema, experimentSpecSchema } from '../../application/schemas.js';
 import { STATUSES } from '../../domain/experiment.js';
 import { VARIANTS } from '../../domain/experiment-spec.js';
 import type { Role } from '../auth.js';
-import { analysisSchema, eventMetadataSchema, experimentSpecSchema } from '../schemas.js';
 import { CLOSE_TOO_SLOW } from './live.js';
 
 /**
