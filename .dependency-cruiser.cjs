@@ -24,21 +24,9 @@ module.exports = {
     {
       name: 'no-circular',
       severity: 'error',
-      comment: 'An import cycle: modules that cannot be understood, loaded or tested apart.',
+      comment: 'An import cycle, type-only imports included: modules that cannot be understood, loaded or tested apart. No exceptions.',
       from: { path: '^src/' },
-      to: {
-        circular: true,
-        // Known, type-only: http/app.ts → openapi.ts → live.ts ⇢ (import type TypedApp) app.ts. Exempt
-        // only a cycle made of nothing but these three files; the rule below still forbids it at run time.
-        via: { pathNot: '^src/handlers/http/(app|openapi|live)\\.ts$' },
-      },
-    },
-    {
-      name: 'no-runtime-circular',
-      severity: 'error',
-      comment: 'An import cycle that is there at run time (no type-only import in it): no exceptions.',
-      from: { path: '^src/' },
-      to: { circular: true, viaOnly: { dependencyTypesNot: ['type-only'] } },
+      to: { circular: true },
     },
     {
       name: 'domain-imports-only-domain',

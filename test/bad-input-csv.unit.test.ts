@@ -3,9 +3,9 @@ import { describe, it } from 'node:test';
 import pino from 'pino';
 import type { AuditEntry, ReadModels } from '../src/application/ports/read-models.js';
 import { TokenService } from '../src/handlers/auth.js';
-import type { TypedApp } from '../src/handlers/http/app.js';
 import { buildApp } from '../src/handlers/http/app.js';
 import { auditRoutes } from '../src/handlers/http/audit.js';
+import type { TypedApp } from '../src/handlers/http/typed-app.js';
 import { createMetrics } from '../src/handlers/metrics.js';
 
 /**

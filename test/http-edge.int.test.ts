@@ -8,7 +8,8 @@ import pino from 'pino';
 import { z } from 'zod';
 import { StoreUnavailableError } from '../src/application/ports/event-store.js';
 import { TokenService } from '../src/handlers/auth.js';
-import { type App, buildApp, type TypedApp } from '../src/handlers/http/app.js';
+import { buildApp } from '../src/handlers/http/app.js';
+import type { App, TypedApp } from '../src/handlers/http/typed-app.js';
 import { createMetrics } from '../src/handlers/metrics.js';
 import { startTestSystem, TEST_SECRET, tokenFor, validSpec } from './support/system.js';
 

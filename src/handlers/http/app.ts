@@ -5,12 +5,7 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import websocket from '@fastify/websocket';
-import Fastify, {
-  type FastifyError,
-  type FastifyInstance,
-  type FastifyReply,
-  type FastifyRequest,
-} from 'fastify';
+import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
   hasZodFastifySchemaValidationErrors,
   isResponseSerializationError,
@@ -39,6 +34,7 @@ import { ConcurrencyConflictError, VersionMismatchError } from '../experiment-co
 import type { Metrics } from '../metrics.js';
 import { swaggerOptions, swaggerUiOptions } from './openapi.js';
 import { HttpProblem, type Problem, problemType, titleOf } from './problem.js';
+import type { App, TypedApp } from './typed-app.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -51,15 +47,6 @@ declare module 'fastify' {
     queryToken?: boolean;
   }
 }
-
-export type App = FastifyInstance;
-export type TypedApp = FastifyInstance<
-  FastifyInstance['server'],
-  FastifyInstance['server'] extends never ? never : import('node:http').IncomingMessage,
-  import('node:http').ServerResponse,
-  Logger,
-  ZodTypeProvider
->;
 
 export interface AppDependencies {
   readonly logger: Logger;

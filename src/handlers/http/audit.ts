@@ -4,7 +4,7 @@ import { isPosition } from '../../application/ports/event-store.js';
 import type { AuditEntry, AuditFilter, ReadModels } from '../../application/ports/read-models.js';
 import { dbText, holdableTime } from '../../application/schemas.js';
 import { STATUSES } from '../../domain/experiment.js';
-import type { TypedApp } from './app.js';
+import type { TypedApp } from './typed-app.js';
 
 export const AUDIT_COLUMNS = [
   'experimentId',

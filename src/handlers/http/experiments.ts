@@ -16,8 +16,8 @@ import { listTemplates, type RenderVariantInput, renderVariant } from '../../dom
 import { type KnownStreams, streamIdOf } from '../experiment-commands.js';
 import { eventsUpTo, eventView, stateView } from '../experiment-views.js';
 import { commandMetricsOf, type Metrics } from '../metrics.js';
-import type { TypedApp } from './app.js';
 import { HttpProblem } from './problem.js';
+import type { TypedApp } from './typed-app.js';
 
 export interface ExperimentRoutesDependencies {
   readonly store: EventStore<ExperimentEvent>;

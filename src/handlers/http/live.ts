@@ -4,7 +4,7 @@ import { isPosition, type StoredEvent } from '../../application/ports/event-stor
 import type { ExperimentEvent } from '../../domain/experiment.js';
 import { experimentIdOf, STREAM_PREFIX, streamIdOf } from '../experiment-commands.js';
 import type { LiveHub } from '../live-hub.js';
-import type { TypedApp } from './app.js';
+import type { TypedApp } from './typed-app.js';
 import { messageSink, textMessage } from './ws-frames.js';
 
 export interface LiveRoutesDependencies {
