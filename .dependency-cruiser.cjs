@@ -53,6 +53,14 @@ module.exports = {
       to: { path: '^src/', pathNot: '^src/(domain|application)/' },
     },
     {
+      name: 'projections-do-not-import-the-edges',
+      severity: 'error',
+      comment:
+        'src/projections (the read side) uses the application and its ports; the edges (src/handlers) use it, never the other way round.',
+      from: { path: '^src/projections/' },
+      to: { path: '^src/handlers/' },
+    },
+    {
       name: 'grpc-generated-code-is-self-contained',
       severity: 'error',
       comment: 'src/handlers/grpc/gen is generated from proto/ (npm run proto:gen): it imports itself and npm packages only.',

@@ -3,10 +3,10 @@ import { pathToFileURL } from 'node:url';
 import { sql } from 'kysely';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
 import { experimentCodec } from '../src/application/experiment-codec.js';
+import { handleExperimentCommand, KnownStreams } from '../src/application/experiment-commands.js';
 import type { NewEvent } from '../src/application/ports/event-store.js';
 import type { ExperimentCommand, ExperimentEvent } from '../src/domain/experiment.js';
 import type { ExperimentSpec } from '../src/domain/experiment-spec.js';
-import { handleExperimentCommand, KnownStreams } from '../src/handlers/experiment-commands.js';
 import { BENCH_DATABASE_URL, benchDatabase, drive, rounds } from './support.js';
 
 /**

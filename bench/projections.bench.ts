@@ -5,6 +5,7 @@ import { pino } from 'pino';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
 import { PostgresLogReader } from '../src/adapters/postgres-log-reader.js';
 import { experimentCodec } from '../src/application/experiment-codec.js';
+import { streamIdOf } from '../src/application/experiment-commands.js';
 import type { Position } from '../src/application/ports/event-store.js';
 import {
   DomainError,
@@ -17,7 +18,6 @@ import {
 } from '../src/domain/experiment.js';
 import type { Analysis, ExperimentSpec } from '../src/domain/experiment-spec.js';
 import { currentSchemaVersion } from '../src/domain/upcasters.js';
-import { streamIdOf } from '../src/handlers/experiment-commands.js';
 import { READ_MODELS } from '../src/projections/experiment-read-models.js';
 import { createProjections } from '../src/projections/index.js';
 import { rebuildReadModels } from '../src/projections/rebuild.js';

@@ -17,6 +17,7 @@ import { PrometheusAnalyzer } from './adapters/prometheus-analyzer.js';
 import { loadOrCreateSecret } from './adapters/secret-file.js';
 import { createCommandService } from './application/command-service.js';
 import { experimentCodec } from './application/experiment-codec.js';
+import { KnownStreams, STREAM_PREFIX } from './application/experiment-commands.js';
 import type { Analyzer } from './application/ports/analyzer.js';
 import type { Bus } from './application/ports/bus.js';
 import type { SqlDatabase } from './application/ports/database.js';
@@ -29,7 +30,6 @@ import type { ExperimentEvent } from './domain/experiment.js';
 import { TokenService } from './handlers/auth.js';
 import type { CommandDatabase, CommandStorage } from './handlers/cli-replay.js';
 import type { BusOptions, WorkerAdapters, WorkerKinds } from './handlers/cli-workers.js';
-import { KnownStreams, STREAM_PREFIX } from './handlers/experiment-commands.js';
 import { DEFAULT_SAGA_TIMEOUTS, lifecycleSagaHandler, SagaEffects } from './handlers/experiment-saga.js';
 import { createGrpcServer, type GrpcServer } from './handlers/grpc/server.js';
 import { buildApp } from './handlers/http/app.js';
@@ -37,7 +37,7 @@ import { auditRoutes } from './handlers/http/audit.js';
 import { catchUpWith, experimentRoutes } from './handlers/http/experiments.js';
 import { liveRoutes } from './handlers/http/live.js';
 import { LiveHub } from './handlers/live-hub.js';
-import { commandMetricsOf, createMetrics, type Metrics } from './handlers/metrics.js';
+import { commandMetricsOf, createMetrics, type Metrics, readSideMetricsOf } from './handlers/metrics.js';
 import { lockEmbeddedDatabase } from './handlers/serve.js';
 import { startWorkers } from './handlers/workers.js';
 import { createProjections, ProjectionRunner, type Projections } from './projections/index.js';
@@ -283,7 +283,14 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
   const metrics = createMetrics();
   const secret = jwtSecret(config);
   const tokens = new TokenService(secret);
-  const projections = createProjections({ database, log, store, metrics, logger, cursorSecret: secret });
+  const projections = createProjections({
+    database,
+    log,
+    store,
+    metrics: readSideMetricsOf(metrics),
+    logger,
+    cursorSecret: secret,
+  });
   const readModels = projections.readModels;
   const hub = new LiveHub(log, logger);
   const idempotency = new PostgresIdempotencyStore(database.db);

@@ -11,6 +11,7 @@ import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
 import { PostgresLogReader } from '../src/adapters/postgres-log-reader.js';
 import { migrateToLatest } from '../src/adapters/postgres-migrations.js';
 import { experimentCodec } from '../src/application/experiment-codec.js';
+import { streamIdOf } from '../src/application/experiment-commands.js';
 import type { EventStore, StoredEvent } from '../src/application/ports/event-store.js';
 import { loadConfig } from '../src/config.js';
 import {
@@ -23,7 +24,6 @@ import {
   initialState,
 } from '../src/domain/experiment.js';
 import { currentSchemaVersion } from '../src/domain/upcasters.js';
-import { streamIdOf } from '../src/handlers/experiment-commands.js';
 import { buildSystem, type System } from '../src/main.js';
 import { createProjections } from '../src/projections/index.js';
 import { rebuildReadModels } from '../src/projections/rebuild.js';

@@ -3,6 +3,12 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { PostgresEventStore } from '../src/adapters/postgres-event-store.js';
 import { experimentCodec } from '../src/application/experiment-codec.js';
+import {
+  type CommandContext,
+  handleExperimentCommand,
+  KnownStreams,
+  streamIdOf,
+} from '../src/application/experiment-commands.js';
 import type { SqlDatabase } from '../src/application/ports/database.js';
 import type { EventStore, ReadStreamOptions } from '../src/application/ports/event-store.js';
 import {
@@ -11,12 +17,6 @@ import {
   InvalidTransitionError,
 } from '../src/domain/experiment.js';
 import type { ExperimentSpec } from '../src/domain/experiment-spec.js';
-import {
-  type CommandContext,
-  handleExperimentCommand,
-  KnownStreams,
-  streamIdOf,
-} from '../src/handlers/experiment-commands.js';
 import { pgliteTestDatabase, postgresTestDatabase } from './support/databases.js';
 
 /**

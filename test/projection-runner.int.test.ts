@@ -6,10 +6,10 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import { pino } from 'pino';
+import { experimentIdOf, streamIdOf } from '../src/application/experiment-commands.js';
 import { START, type StoredEvent, type SubscriptionMessage } from '../src/application/ports/event-store.js';
 import type { LogReader } from '../src/application/ports/log-reader.js';
 import type { ExperimentEvent } from '../src/domain/experiment.js';
-import { experimentIdOf, streamIdOf } from '../src/handlers/experiment-commands.js';
 import { experimentReadModels, READ_MODELS } from '../src/projections/experiment-read-models.js';
 import { rebuildReadModels } from '../src/projections/rebuild.js';
 import {

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
+import { streamIdOf } from '../src/application/experiment-commands.js';
 import { InvalidCursorError } from '../src/application/ports/read-models.js';
 import { STATUSES } from '../src/domain/experiment.js';
-import { streamIdOf } from '../src/handlers/experiment-commands.js';
-import { createMetrics } from '../src/handlers/metrics.js';
+import { createMetrics, readSideMetricsOf } from '../src/handlers/metrics.js';
 import { experimentReadModels, READ_MODELS } from '../src/projections/experiment-read-models.js';
 import { createProjections, type Projections } from '../src/projections/index.js';
 import { applyBatch } from '../src/projections/runner.js';
@@ -39,7 +39,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()] as TestDatabase[
         database: fx.database,
         log: fx.log,
         store: fx.store,
-        metrics,
+        metrics: readSideMetricsOf(metrics),
         cursorSecret: 'a test secret of at least thirty-two bytes',
         metricsEveryMs: 100,
       });

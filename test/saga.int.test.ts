@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
+import { streamIdOf } from '../src/application/experiment-commands.js';
 import type { SqlDatabase } from '../src/application/ports/database.js';
 import type { StoredEvent } from '../src/application/ports/event-store.js';
 import type { ExperimentEvent } from '../src/domain/experiment.js';
 import type { ExperimentSpec } from '../src/domain/experiment-spec.js';
-import { streamIdOf } from '../src/handlers/experiment-commands.js';
 import { applySagaEvents, DEFAULT_SAGA_TIMEOUTS } from '../src/handlers/experiment-saga.js';
 import { pgliteTestDatabase, postgresTestDatabase } from './support/databases.js';
 

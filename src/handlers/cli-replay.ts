@@ -7,6 +7,7 @@
  */
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
+import { streamIdOf } from '../application/experiment-commands.js';
 import type { EventStore, StoredEvent } from '../application/ports/event-store.js';
 import type { LogReader } from '../application/ports/log-reader.js';
 import type { Config } from '../config.js';
@@ -18,7 +19,6 @@ import {
   rebuildReadModels,
 } from '../projections/rebuild.js';
 import { CliError } from './cli-error.js';
-import { streamIdOf } from './experiment-commands.js';
 import { eventsUpTo, eventView, stateView } from './experiment-views.js';
 
 /** The read-model database, as the projections take it. */

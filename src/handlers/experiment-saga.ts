@@ -6,6 +6,12 @@ import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import { handleMeasuredCommand } from '../application/command-service.js';
 import {
+  experimentIdOf,
+  type KnownStreams,
+  STREAM_PREFIX,
+  streamIdOf,
+} from '../application/experiment-commands.js';
+import {
   type AnalyzeExperiment,
   type Bus,
   type BusCommandInput,
@@ -40,7 +46,6 @@ import {
   type WorkerCommand,
   type WorkerOrder,
 } from '../domain/lifecycle-saga.js';
-import { experimentIdOf, type KnownStreams, STREAM_PREFIX, streamIdOf } from './experiment-commands.js';
 
 // main.ts and the saga's tests take the timeouts from here, with the handler they configure.
 export { DEFAULT_SAGA_TIMEOUTS, type SagaTimeouts } from '../domain/lifecycle-saga.js';

@@ -1,5 +1,5 @@
 import client from 'prom-client';
-import type { CommandMetrics } from '../application/ports/metrics.js';
+import type { CommandMetrics, ReadSideMetrics } from '../application/ports/metrics.js';
 
 /**
  * Every metric Phoenix exports, on a registry of its own (built by the composition root, never a
@@ -64,6 +64,14 @@ export function createMetrics(options: { collectDefaults?: boolean } = {}): Metr
 }
 
 /** The command service's metrics port, recorded on the exported metrics. */
+export const readSideMetricsOf = (metrics: Metrics): ReadSideMetrics => ({
+  experimentsInState: (state, count) => metrics.experimentsByState.set({ state }, count),
+  projectionLag: (projection, events, seconds) => {
+    metrics.projectionLagEvents.set({ projection }, events);
+    metrics.projectionLagSeconds.set({ projection }, seconds);
+  },
+});
+
 export const commandMetricsOf = (metrics: Metrics): CommandMetrics => ({
   transition: (from, to, success, seconds) =>
     metrics.stateTransitionDuration.labels(from, to, String(success)).observe(seconds),

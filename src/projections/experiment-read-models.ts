@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import { LRUCache } from 'lru-cache';
+import { experimentIdOf, STREAM_PREFIX } from '../application/experiment-commands.js';
 import type { Position, StoredEvent } from '../application/ports/event-store.js';
 import {
   type ExistingExperiment,
@@ -12,7 +13,6 @@ import {
   statusAfter,
 } from '../domain/experiment.js';
 import type { ExperimentSpec } from '../domain/experiment-spec.js';
-import { experimentIdOf, STREAM_PREFIX } from '../handlers/experiment-commands.js';
 import type { ApplyContext, Db, MissingEvents, ProjectionHandler, Tx } from './runner.js';
 
 /**

@@ -2,10 +2,10 @@ import type { Logger } from 'pino';
 import type { SqlDatabase } from '../application/ports/database.js';
 import type { EventStore } from '../application/ports/event-store.js';
 import type { LogReader } from '../application/ports/log-reader.js';
+import type { ReadSideMetrics } from '../application/ports/metrics.js';
 import type { ReadModels } from '../application/ports/read-models.js';
 import type { ExperimentEvent } from '../domain/experiment.js';
 import { STATUSES } from '../domain/experiment.js';
-import type { Metrics } from '../handlers/metrics.js';
 import { experimentReadModels, READ_MODELS } from './experiment-read-models.js';
 import { PostgresReadModels } from './read-models.js';
 import { type RebuildOptions, type RebuildReport, rebuildReadModels } from './rebuild.js';
@@ -43,7 +43,7 @@ export interface ProjectionsOptions {
   /** The log the read models follow (and a rebuild reads). */
   readonly log: LogReader<ExperimentEvent>;
   readonly store: Pick<EventStore<ExperimentEvent>, 'readStream'>;
-  readonly metrics?: Metrics | undefined;
+  readonly metrics?: ReadSideMetrics | undefined;
   readonly logger?: Logger | undefined;
   /** Signs pagination cursors (the JWT secret will do); without it cursors are only tamper-evident. */
   readonly cursorSecret?: string | undefined;
@@ -77,13 +77,12 @@ export function createProjections(options: ProjectionsOptions): Projections {
   const refreshCounts = async () => {
     if (!metrics) return;
     const counts = await readModels.countByState();
-    for (const state of STATUSES) metrics.experimentsByState.set({ state }, counts[state]);
+    for (const state of STATUSES) metrics.experimentsInState(state, counts[state]);
   };
   const refreshLag = async () => {
     if (!metrics) return;
     const lag = await runner.lag();
-    metrics.projectionLagEvents.set({ projection: READ_MODELS }, lag.events);
-    metrics.projectionLagSeconds.set({ projection: READ_MODELS }, lag.seconds);
+    metrics.projectionLag(READ_MODELS, lag.events, lag.seconds);
   };
   const refresh = () =>
     Promise.all([refreshCounts(), refreshLag()]).catch((err: unknown) =>

@@ -1,11 +1,11 @@
 import { availableParallelism } from 'node:os';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
+import { streamIdOf } from '../application/experiment-commands.js';
 import type { AdvisoryLock, SqlDatabase } from '../application/ports/database.js';
 import type { EventStore, Position, StoredEvent } from '../application/ports/event-store.js';
 import type { LogReader } from '../application/ports/log-reader.js';
 import type { ExperimentEvent } from '../domain/experiment.js';
-import { streamIdOf } from '../handlers/experiment-commands.js';
 import { BulkLoader } from './bulk-load.js';
 import {
   experimentReadModels,

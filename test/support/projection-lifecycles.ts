@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { streamIdOf } from '../../src/application/experiment-commands.js';
 import type { EventStore, NewEvent, Position } from '../../src/application/ports/event-store.js';
 import type { ExperimentView, HistoryEntry } from '../../src/application/ports/read-models.js';
 import {
@@ -15,7 +16,6 @@ import {
 } from '../../src/domain/experiment.js';
 import type { ExperimentSpec, Variant } from '../../src/domain/experiment-spec.js';
 import { currentSchemaVersion } from '../../src/domain/upcasters.js';
-import { streamIdOf } from '../../src/handlers/experiment-commands.js';
 
 /**
  * Random but valid experiment lifecycles, made by the real decider: at each step a random command

@@ -12,3 +12,14 @@ export interface CommandMetrics {
   /** A command lost a race for a stream of `resource` and was retried (or gave up). */
   conflict(resource: 'experiment'): void;
 }
+
+/**
+ * What the read side reports of itself; an adapter turns it into phoenix_experiments_by_state and
+ * phoenix_projection_lag_events / _seconds.
+ */
+export interface ReadSideMetrics {
+  /** How many experiments the read model holds in `state`. */
+  experimentsInState(state: string, count: number): void;
+  /** How far `projection` is behind the log, in events and in seconds. */
+  projectionLag(projection: string, events: number, seconds: number): void;
+}

@@ -1,6 +1,7 @@
 import { type handleServerStreamingCall, status } from '@grpc/grpc-js';
 import { z } from 'zod';
 import type { CommandOutcome, CommandService, ServiceCommand } from '../../application/command-service.js';
+import { experimentIdOf, streamIdOf } from '../../application/experiment-commands.js';
 import { type EventStore, isPosition, type StoredEvent } from '../../application/ports/event-store.js';
 import type {
   ExperimentView,
@@ -16,7 +17,6 @@ import {
   STATUSES,
 } from '../../domain/experiment.js';
 import type { ExperimentSpec as DomainSpec } from '../../domain/experiment-spec.js';
-import { experimentIdOf, streamIdOf } from '../experiment-commands.js';
 import { eventsUpTo, stateView } from '../experiment-views.js';
 import { createExperimentSchema } from '../http/experiments.js';
 import { type CallContext, type CallDependencies, unary } from './calls.js';

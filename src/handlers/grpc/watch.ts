@@ -1,8 +1,8 @@
 import { type handleServerStreamingCall, type ServerWritableStream, status } from '@grpc/grpc-js';
 import { z } from 'zod';
+import { STREAM_PREFIX, streamIdOf } from '../../application/experiment-commands.js';
 import { isPosition, type StoredEvent } from '../../application/ports/event-store.js';
 import type { ExperimentEvent } from '../../domain/experiment.js';
-import { STREAM_PREFIX, streamIdOf } from '../experiment-commands.js';
 import type { LiveHub } from '../live-hub.js';
 import { type CallDependencies, serverStreaming, statusFor } from './calls.js';
 import { GrpcRefusal } from './errors.js';

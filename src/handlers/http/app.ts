@@ -15,6 +15,7 @@ import {
 } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import { IdempotencyKeyReusedError } from '../../application/command-service.js';
+import { ConcurrencyConflictError, VersionMismatchError } from '../../application/experiment-commands.js';
 import {
   CorruptEventError,
   StoreUnavailableError,
@@ -30,7 +31,6 @@ import {
   RunNotFinishedError,
 } from '../../domain/experiment.js';
 import { AuthenticationError, type Principal, type Role, roleAtLeast, type TokenService } from '../auth.js';
-import { ConcurrencyConflictError, VersionMismatchError } from '../experiment-commands.js';
 import type { Metrics } from '../metrics.js';
 import { swaggerOptions, swaggerUiOptions } from './openapi.js';
 import { HttpProblem, type Problem, problemType, titleOf } from './problem.js';

@@ -6,6 +6,7 @@ import {
   createCommandService,
   type ServiceCommand,
 } from '../../application/command-service.js';
+import { type KnownStreams, streamIdOf } from '../../application/experiment-commands.js';
 import { type EventStore, isPosition } from '../../application/ports/event-store.js';
 import type { IdempotencyStore } from '../../application/ports/idempotency.js';
 import type { ReadModels } from '../../application/ports/read-models.js';
@@ -13,7 +14,6 @@ import { dbText, experimentSpecSchema } from '../../application/schemas.js';
 import { type ExistingExperiment, type ExperimentEvent, fold, STATUSES } from '../../domain/experiment.js';
 import { VARIANTS } from '../../domain/experiment-spec.js';
 import { listTemplates, type RenderVariantInput, renderVariant } from '../../domain/pipelines/index.js';
-import { type KnownStreams, streamIdOf } from '../experiment-commands.js';
 import { eventsUpTo, eventView, stateView } from '../experiment-views.js';
 import { commandMetricsOf, type Metrics } from '../metrics.js';
 import { HttpProblem } from './problem.js';

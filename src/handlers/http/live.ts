@@ -1,8 +1,8 @@
 import type { WebSocket } from 'ws';
 import { z } from 'zod';
+import { experimentIdOf, STREAM_PREFIX, streamIdOf } from '../../application/experiment-commands.js';
 import { isPosition, type StoredEvent } from '../../application/ports/event-store.js';
 import type { ExperimentEvent } from '../../domain/experiment.js';
-import { experimentIdOf, STREAM_PREFIX, streamIdOf } from '../experiment-commands.js';
 import type { LiveHub } from '../live-hub.js';
 import type { TypedApp } from './typed-app.js';
 import { messageSink, textMessage } from './ws-frames.js';
