@@ -13,6 +13,10 @@
  * sent every accepted point once the batch processor's timeout has passed. Where the exporter's scrape
  * exceeds the managed Prometheus's timeout (4 s: 5 s interval, timeout one less) is printed too.
  * The emulator (LocalDataPlane) scrapes the same fleet (same seed) and renders its exposition, timed.
+ * The deployer's config drops the rendered `otlp` exporter (its in-cluster gateway does not exist here),
+ * so the prometheus exporter, which has no sending queue, is the only one: there is no queue to watch.
+ * Growth also stops before a step would overrun the time budget; the last line then says where the
+ * round time, continued linearly, would fill the interval, marked as an extrapolation.
  *
  *   npx tsx bench/otelcol.bench.ts    (or `npm run bench -- otelcol`)
  *   BENCH_OTELCOL_PROCESSES_PER_HOST (100), BENCH_OTELCOL_START_HOSTS (20), BENCH_OTELCOL_MAX_HOSTS (1280),
@@ -321,6 +325,7 @@ export async function run(): Promise<string> {
       ),
     );
     const started = performance.now();
+    const steps: Step[] = [];
     let held: Step | undefined;
     let saturatedAt: Step | undefined;
     let scrapeLimit: Step | undefined;
@@ -351,13 +356,21 @@ export async function run(): Promise<string> {
         break;
       }
       held = step;
+      steps.push(step);
       // The next step is about twice this one: stop before it would overrun the budget.
       if (performance.now() - started + 2.5 * step.stepSeconds * 1000 > BUDGET_MS) {
         console.log(`  (time budget of ${BUDGET_MS / 1000} s: not growing further)`);
         break;
       }
     }
-    const line = `${template}: sustains ${held ? `${held.hosts}×${PER_HOST} (${held.processes} processes, ${held.series} series, ${(held.cpuSecondsPerRound / interval).toFixed(3)} cores, ${Math.round(held.rssMiB)} MiB; ${(held.cpuSecondsPerRound / (held.emulatorMs / 1000)).toFixed(1)}× the emulator's time)` : 'not even the first step'}; ${saturatedAt ? `saturates at ${saturatedAt.processes} processes (${saturatedAt.saturated})` : 'no saturation within the steps run'}; exporter scrape over ${PROMETHEUS_SCRAPE_TIMEOUT_MS / 1000} s ${scrapeLimit ? `from ${scrapeLimit.processes} processes` : 'nowhere'}`;
+    // Not a measurement: where the last two steps' round times, continued linearly, fill the interval.
+    const [a, b] = steps.slice(-2);
+    const slope = a && b ? (b.roundMs - a.roundMs) / (b.processes - a.processes) : 0;
+    const extrapolated =
+      saturatedAt === undefined && a && b && slope > 0
+        ? `; extrapolated, not measured: a round would fill the ${interval} s interval near ${Math.round((b.processes + (interval * 1000 - b.roundMs) / slope) / 1000)}k processes`
+        : '';
+    const line = `${template}: sustains ${held ? `${held.hosts}×${PER_HOST} (${held.processes} processes, ${held.series} series, ${(held.cpuSecondsPerRound / interval).toFixed(3)} cores, ${Math.round(held.rssMiB)} MiB; ${(held.cpuSecondsPerRound / (held.emulatorMs / 1000)).toFixed(1)}× the emulator's time)` : 'not even the first step'}; ${saturatedAt ? `saturates at ${saturatedAt.processes} processes (${saturatedAt.saturated})` : 'no saturation within the steps run'}; exporter scrape over ${PROMETHEUS_SCRAPE_TIMEOUT_MS / 1000} s ${scrapeLimit ? `from ${scrapeLimit.processes} processes` : 'nowhere'}${extrapolated}`;
     console.log(line);
     summary.push(line);
   }
