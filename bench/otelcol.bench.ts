@@ -56,6 +56,10 @@ const PER_HOST = env('BENCH_OTELCOL_PROCESSES_PER_HOST', 100);
 const START_HOSTS = env('BENCH_OTELCOL_START_HOSTS', 20);
 const MAX_HOSTS = env('BENCH_OTELCOL_MAX_HOSTS', 1280);
 const BUDGET_MS = env('BENCH_OTELCOL_BUDGET_SECONDS', 150) * 1000;
+/** The collection interval rendered into both templates; their own default (60 s) unless said. */
+const INTERVAL_SECONDS = process.env.BENCH_OTELCOL_INTERVAL_SECONDS
+  ? env('BENCH_OTELCOL_INTERVAL_SECONDS', 60)
+  : undefined;
 const MEASURED_ROUNDS = 3;
 const SEED = 8;
 const HOSTS_PER_REQUEST = 20;
@@ -111,6 +115,7 @@ const render = (template: TemplateName, tuning = {}) => {
     experimentId: 'bench-otelcol',
     variant: template === 'process-baseline-v1' ? 'baseline' : 'candidate',
     template,
+    params: INTERVAL_SECONDS === undefined ? {} : { collectionIntervalSeconds: INTERVAL_SECONDS },
     criticalProcesses: CRITICAL,
     ...tuning,
   });
@@ -152,15 +157,9 @@ interface Step {
   readonly saturated?: string;
 }
 
-const runStep = async (
-  bin: string,
-  template: TemplateName,
-  hosts: number,
-  intervalOverride: number | undefined,
-): Promise<Step> => {
+const runStep = async (bin: string, template: TemplateName, hosts: number): Promise<Step> => {
   const started = performance.now();
-  const { config, settings: rendered } = configFor(template, hosts);
-  const settings = intervalOverride ? { ...rendered, collectionIntervalSeconds: intervalOverride } : rendered;
+  const { config, settings } = configFor(template, hosts);
   const interval = settings.collectionIntervalSeconds;
   const ports = {
     otlp: await freePort(),
@@ -295,15 +294,12 @@ export async function run(): Promise<string> {
     return `skipped: ${collector.skip}`;
   }
   const bin = collector.bin;
-  const intervalOverride = process.env.BENCH_OTELCOL_INTERVAL_SECONDS
-    ? env('BENCH_OTELCOL_INTERVAL_SECONDS', 60)
-    : undefined;
   console.log(
     `real collector ${bin}: ${PER_HOST} processes per host, hosts doubling from ${START_HOSTS}; per step 1 warm-up + ${MEASURED_ROUNDS} rounds (medians), a fresh collector; emulator on the same fleet`,
   );
   const summary: string[] = [];
   for (const template of TEMPLATES) {
-    const interval = intervalOverride ?? render(template).processScraper.collectionIntervalSeconds;
+    const interval = render(template).processScraper.collectionIntervalSeconds;
     console.log(`\n${template} at a ${interval} s interval`);
     console.log(
       row(
@@ -330,7 +326,7 @@ export async function run(): Promise<string> {
     let saturatedAt: Step | undefined;
     let scrapeLimit: Step | undefined;
     for (let hosts = START_HOSTS; hosts <= MAX_HOSTS; hosts *= 2) {
-      const step = await runStep(bin, template, hosts, intervalOverride);
+      const step = await runStep(bin, template, hosts);
       console.log(
         row(
           [
