@@ -18,6 +18,7 @@ const BENCHES: Record<string, () => Promise<BenchModule>> = {
   projections: () => import('./projections.bench.js'),
   api: () => import('./api.bench.js'),
   lifecycle: () => import('./lifecycle.bench.js'),
+  otelcol: () => import('./otelcol.bench.js'),
 };
 
 const asked = process.argv.slice(2).filter((a) => !a.startsWith('-'));
