@@ -103,7 +103,7 @@ describe('the otelcol deployer: the config it runs', () => {
     assert.deepEqual(outcome, {
       ok: false,
       reason:
-        '401 hosts × 50 processes is 20050 simulated processes, 3 collectors of at most 10000, more than a variant runs here (2): target fewer hosts or lower PHOENIX_OTELCOL_PROCESSES_PER_HOST',
+        '401 hosts × 50 processes is 20050 simulated processes, 3 collectors of at most 10000, more than a variant runs here (2): target fewer hosts, lower PHOENIX_OTELCOL_PROCESSES_PER_HOST or raise PHOENIX_OTELCOL_MAX_SHARDS',
     });
   });
 

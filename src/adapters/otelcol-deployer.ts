@@ -154,7 +154,7 @@ export const shardsFor = (
   if (shards > limits.maxShardsPerVariant)
     return {
       ok: false,
-      reason: `${hosts} hosts × ${processesPerHost} processes is ${hosts * processesPerHost} simulated processes, ${shards} collectors of at most ${limits.maxProcessesPerCollector}, more than a variant runs here (${limits.maxShardsPerVariant}): target fewer hosts or lower PHOENIX_OTELCOL_PROCESSES_PER_HOST`,
+      reason: `${hosts} hosts × ${processesPerHost} processes is ${hosts * processesPerHost} simulated processes, ${shards} collectors of at most ${limits.maxProcessesPerCollector}, more than a variant runs here (${limits.maxShardsPerVariant}): target fewer hosts, lower PHOENIX_OTELCOL_PROCESSES_PER_HOST or raise PHOENIX_OTELCOL_MAX_SHARDS`,
     };
   return { ok: true, shards };
 };
