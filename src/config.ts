@@ -65,6 +65,10 @@ const configSchema = z.object({
   PHOENIX_OTELCOL: z.string().min(1).default('.phoenix-otelcol/phoenix-otelcol'),
   /** Simulated processes per host that PHOENIX_DEPLOYER=otelcol sends to each collector. */
   PHOENIX_OTELCOL_PROCESSES_PER_HOST: z.coerce.number().int().min(1).max(5000).default(50),
+  /** Most simulated processes one PHOENIX_DEPLOYER=otelcol collector is sent; a bigger target runs as shards. */
+  PHOENIX_OTELCOL_MAX_PROCESSES_PER_COLLECTOR: z.coerce.number().int().min(1).max(1_000_000).default(10_000),
+  /** Most collectors (shards) one variant runs as under PHOENIX_DEPLOYER=otelcol; a bigger target is refused. */
+  PHOENIX_OTELCOL_MAX_SHARDS: z.coerce.number().int().min(1).max(64).default(8),
   /** The Prometheus Phoenix starts for PHOENIX_DEPLOYER=otelcol when PROMETHEUS_URL is not set (on PATH unless a path). */
   PHOENIX_PROMETHEUS_BIN: z.string().min(1).default('prometheus'),
   /** Where PHOENIX_DEPLOYER=otelcol writes Prometheus file_sd targets; `<PHOENIX_DATA_DIR>/prometheus/targets` unless set. */

@@ -179,6 +179,8 @@ async function createDeployer(
       stateDir: join(config.PHOENIX_DATA_DIR, 'otelcol'),
       sdDir: prometheusSdDir(config),
       processesPerHost: config.PHOENIX_OTELCOL_PROCESSES_PER_HOST,
+      maxProcessesPerCollector: config.PHOENIX_OTELCOL_MAX_PROCESSES_PER_COLLECTOR,
+      maxShardsPerVariant: config.PHOENIX_OTELCOL_MAX_SHARDS,
       logger,
     });
     await otelcol.recover();

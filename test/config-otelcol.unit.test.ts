@@ -49,10 +49,20 @@ describe('configuration of the otelcol data plane', () => {
     });
     assert.equal(managed.PROMETHEUS_URL, undefined);
     assert.equal(managed.PHOENIX_OTELCOL_PROCESSES_PER_HOST, 50);
+    assert.equal(managed.PHOENIX_OTELCOL_MAX_PROCESSES_PER_COLLECTOR, 10_000);
+    assert.equal(managed.PHOENIX_OTELCOL_MAX_SHARDS, 8);
   });
 
   it('still requires PROMETHEUS_URL for the Prometheus analyzer over another deployer', () => {
     assert.match(problem({ PHOENIX_ANALYZER: 'prometheus' }), /^PROMETHEUS_URL: is required/);
+  });
+
+  it('refuses shard limits that are not positive integers', () => {
+    assert.match(problem({ PHOENIX_OTELCOL_MAX_SHARDS: '0' }), /PHOENIX_OTELCOL_MAX_SHARDS/);
+    assert.match(
+      problem({ PHOENIX_OTELCOL_MAX_PROCESSES_PER_COLLECTOR: 'many' }),
+      /PHOENIX_OTELCOL_MAX_PROCESSES_PER_COLLECTOR/,
+    );
   });
 
   it('does not look for binaries with the default deployer', () => {

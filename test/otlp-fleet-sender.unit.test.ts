@@ -235,6 +235,70 @@ describe('OtlpFleetSender', () => {
     }
   });
 
+  it('sends each route its own hosts, every host once, from one fleet', async () => {
+    received.length = 0;
+    answer = { status: 200, body: new Uint8Array() };
+    const other: number[] = [];
+    const second = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        other.push(Buffer.concat(chunks).length);
+        res.writeHead(200, { 'content-type': 'application/x-protobuf' });
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve) => second.listen(0, '127.0.0.1', resolve));
+    const secondPort = (second.address() as { port: number }).port;
+    try {
+      const fleet = new ProcessFleet({ hosts: 5, processesPerHost: 6, seed: 10 });
+      const sender = new OtlpFleetSender(fleet, {
+        routes: [
+          { endpoint: `127.0.0.1:${port}`, hosts: [0, 1, 2] },
+          { endpoint: `127.0.0.1:${secondPort}`, hosts: [3, 4] },
+        ],
+        settings: DEFAULTS,
+        hostsPerRequest: 2,
+      });
+      const report = await sender.sendOnce();
+      assert.deepEqual(report, { requests: 3, resources: 30, dataPoints: 30 * 7, rejectedDataPoints: 0 });
+      assert.equal(received.length, 2, 'hosts 0-1 and 2');
+      assert.equal(other.length, 1, 'hosts 3-4');
+      // The bytes are those of one encoder of the same fleet, split by host.
+      const whole = new FleetOtlpEncoder(new ProcessFleet({ hosts: 5, processesPerHost: 6, seed: 10 }), {
+        settings: DEFAULTS,
+        epochMs: EPOCH,
+      });
+      assert.equal(other[0], whole.encode([3, 4]).body.length);
+    } finally {
+      second.closeAllConnections();
+      await new Promise((resolve) => second.close(resolve));
+    }
+  });
+
+  it('refuses routes that send a host twice, a host the fleet lacks, or both endpoint and routes', () => {
+    const fleet = new ProcessFleet({ hosts: 2, processesPerHost: 1, seed: 11 });
+    const e = `127.0.0.1:${port}`;
+    for (const routes of [
+      [
+        { endpoint: e, hosts: [0, 1] },
+        { endpoint: e, hosts: [1] },
+      ],
+      [{ endpoint: e, hosts: [2] }],
+    ])
+      assert.throws(() => new OtlpFleetSender(fleet, { routes, settings: DEFAULTS }), RangeError);
+    assert.throws(
+      () =>
+        new OtlpFleetSender(fleet, {
+          endpoint: e,
+          routes: [{ endpoint: e, hosts: [0] }],
+          settings: DEFAULTS,
+        }),
+      RangeError,
+    );
+    assert.throws(() => new OtlpFleetSender(fleet, { settings: DEFAULTS }), RangeError);
+  });
+
   it('runs at the interval, advancing the fleet by the time that passed, until aborted', async () => {
     received.length = 0;
     answer = { status: 200, body: new Uint8Array() };

@@ -10,11 +10,20 @@
  * with `honor_labels: true` puts those labels on the collector's own metrics too (the exporter's
  * series carry their own).
  *
+ * A target with more simulated processes than one collector is sent (`maxProcessesPerCollector`) runs
+ * as several collectors, shards, each sent a disjoint run of whole hosts (every host's series stay in
+ * one collector), each with its own ports, health check, config, record, log and target group, labelled
+ * `shard` besides. One simulator feeds them all from one fleet, so together they get exactly what one
+ * collector would; the Prometheus analyzer sums the shards.
+ *
  * What runs is kept in a state folder, one per variant: `config.yaml`, `collector.json` (pid, ports,
- * the deployed config) and `collector.log`. Collectors are started in their own session and outlive
- * Phoenix; a new deployer on the same folder ({@link OtelcolDeployer.recover}) adopts the ones still
- * healthy (restarting their simulators, which lived in the old process), stops and forgets the others,
- * and kills any collector started from a config under the folder that no record owns.
+ * the deployed config) and `collector.log` of shard 0, and the same three in `shard-<k>/` for each
+ * further shard (so a one-shard variant is laid out as before shards existed, and is adopted as such).
+ * Collectors are started in their own session and outlive Phoenix; a new deployer on the same folder
+ * ({@link OtelcolDeployer.recover}) adopts the variants whose every shard is still healthy (restarting
+ * their simulators, which lived in the old process), stops and forgets the others (a variant short of a
+ * shard would be measured short of its hosts), and kills any collector started from a config under the
+ * folder that no record owns.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -63,6 +72,8 @@ export interface OtelcolDeployerOptions {
    * timeout (reference: otel-collector-verified.md §5): a bigger deploy is refused, not run half-scraped.
    */
   readonly maxProcessesPerCollector?: number;
+  /** Most collectors (shards) one variant runs as; 8 unless said. A bigger target is refused. */
+  readonly maxShardsPerVariant?: number;
   /** How long a collector may take to answer its health check; 60 s unless said. */
   readonly readyTimeoutMs?: number;
   readonly logger?: OtelcolDeployerLogger;
@@ -80,6 +91,9 @@ interface CollectorPorts {
 interface CollectorRecord {
   readonly experimentId: string;
   readonly variant: Variant;
+  /** Which shard of how many (0 of 1 in records written before shards, which lack both). */
+  readonly shard: number;
+  readonly shards: number;
   readonly pid: number;
   readonly ports: CollectorPorts;
   /** sha256 of the deployed (not simulated) config: the same deploy again is a no-op. */
@@ -103,6 +117,65 @@ const seedOf = (experimentId: string): number => {
     h = Math.imul(h, 0x01000193) >>> 0;
   }
   return h || 1;
+};
+
+/**
+ * A fleet's hosts split into `shards` runs of consecutive hosts, as even as can be: shard k's host
+ * indexes. Whole hosts, so each host's series stay in one collector.
+ */
+export const splitHosts = (hosts: number, shards: number): number[][] => {
+  if (!Number.isInteger(hosts) || !Number.isInteger(shards) || shards < 1 || shards > hosts)
+    throw new RangeError(`cannot split ${hosts} hosts into ${shards} shards`);
+  const base = Math.floor(hosts / shards);
+  const bigger = hosts % shards;
+  const out: number[][] = [];
+  let next = 0;
+  for (let k = 0; k < shards; k++) {
+    const n = base + (k < bigger ? 1 : 0);
+    out.push(Array.from({ length: n }, (_, i) => next + i));
+    next += n;
+  }
+  return out;
+};
+
+/** How many collectors a target needs (the fewest that keep each within its share), or why it cannot run. */
+export const shardsFor = (
+  hosts: number,
+  processesPerHost: number,
+  limits: { readonly maxProcessesPerCollector: number; readonly maxShardsPerVariant: number },
+): { readonly ok: true; readonly shards: number } | { readonly ok: false; readonly reason: string } => {
+  const hostsPerCollector = Math.floor(limits.maxProcessesPerCollector / processesPerHost);
+  if (hostsPerCollector < 1)
+    return {
+      ok: false,
+      reason: `one host's ${processesPerHost} simulated processes are more than one collector here is sent (${limits.maxProcessesPerCollector}): lower PHOENIX_OTELCOL_PROCESSES_PER_HOST`,
+    };
+  const shards = Math.max(1, Math.ceil(hosts / hostsPerCollector));
+  if (shards > limits.maxShardsPerVariant)
+    return {
+      ok: false,
+      reason: `${hosts} hosts × ${processesPerHost} processes is ${hosts * processesPerHost} simulated processes, ${shards} collectors of at most ${limits.maxProcessesPerCollector}, more than a variant runs here (${limits.maxShardsPerVariant}): target fewer hosts, lower PHOENIX_OTELCOL_PROCESSES_PER_HOST or raise PHOENIX_OTELCOL_MAX_SHARDS`,
+    };
+  return { ok: true, shards };
+};
+
+/**
+ * Where shard `shard` of a variant lives: shard 0 in the variant's folder (the layout of a variant
+ * before shards), shard k in its `shard-<k>` subfolder; `marker` is the argument its collector runs with.
+ */
+export const shardLayout = (stateDir: string, experimentId: string, variant: Variant, shard: number) => {
+  const dir =
+    shard === 0
+      ? join(stateDir, experimentId, variant)
+      : join(stateDir, experimentId, variant, `shard-${shard}`);
+  const config = join(dir, 'config.yaml');
+  return {
+    dir,
+    config,
+    record: join(dir, 'collector.json'),
+    log: join(dir, 'collector.log'),
+    marker: `--config=${config}`,
+  };
 };
 
 const hashOf = (config: CollectorConfig): string =>
@@ -178,6 +251,7 @@ export class OtelcolDeployer implements Deployer {
     processesPerHost: number;
     readyTimeoutMs: number;
     maxProcessesPerCollector: number;
+    maxShardsPerVariant: number;
   };
   readonly #senders = new Map<string, RunningSender>();
   /** One operation at a time per experiment (a deploy and a teardown of the same one never interleave). */
@@ -189,6 +263,7 @@ export class OtelcolDeployer implements Deployer {
       processesPerHost: options.processesPerHost ?? 50,
       readyTimeoutMs: options.readyTimeoutMs ?? 60_000,
       maxProcessesPerCollector: options.maxProcessesPerCollector ?? 10_000,
+      maxShardsPerVariant: options.maxShardsPerVariant ?? 8,
     };
   }
 
@@ -199,17 +274,13 @@ export class OtelcolDeployer implements Deployer {
       : join(this.#options.stateDir, experimentId, variant);
   }
 
-  #configPath(experimentId: string, variant: Variant): string {
-    return join(this.#dir(experimentId, variant), 'config.yaml');
+  #layout(experimentId: string, variant: Variant, shard: number) {
+    if (!SAFE_ID.test(experimentId)) throw new RangeError(`unsafe experiment id ${experimentId}`);
+    return shardLayout(this.#options.stateDir, experimentId, variant, shard);
   }
 
   #sdFile(experimentId: string, variant: Variant): string {
     return join(this.#options.sdDir, `${experimentId}-${variant}.json`);
-  }
-
-  /** The marker that makes a process ours: the argument it was started with. */
-  #marker(experimentId: string, variant: Variant): string {
-    return `--config=${this.#configPath(experimentId, variant)}`;
   }
 
   #serialized<T>(experimentId: string, work: () => Promise<T>): Promise<T> {
@@ -223,49 +294,107 @@ export class OtelcolDeployer implements Deployer {
     return next;
   }
 
-  async #readRecord(experimentId: string, variant: Variant): Promise<CollectorRecord | undefined> {
+  async #readRecord(
+    experimentId: string,
+    variant: Variant,
+    shard: number,
+  ): Promise<CollectorRecord | undefined> {
     try {
-      const text = await readFile(join(this.#dir(experimentId, variant), 'collector.json'), 'utf8');
-      const record = JSON.parse(text) as CollectorRecord;
-      return record.experimentId === experimentId && record.variant === variant ? record : undefined;
+      const text = await readFile(this.#layout(experimentId, variant, shard).record, 'utf8');
+      const read = JSON.parse(text) as Omit<CollectorRecord, 'shard' | 'shards'> & {
+        shard?: number;
+        shards?: number;
+      };
+      // A record written before shards is shard 0 of 1.
+      const record: CollectorRecord = { ...read, shard: read.shard ?? 0, shards: read.shards ?? 1 };
+      return record.experimentId === experimentId && record.variant === variant && record.shard === shard
+        ? record
+        : undefined;
     } catch {
       return undefined;
     }
   }
 
+  /**
+   * Every record of a variant's shards, shard 0's first; `complete` when shard 0 says how many there are
+   * and each of them has its record.
+   */
+  async #readShards(
+    experimentId: string,
+    variant: Variant,
+  ): Promise<{ readonly records: readonly CollectorRecord[]; readonly complete: boolean }> {
+    const first = await this.#readRecord(experimentId, variant, 0);
+    const entries = await readdir(this.#dir(experimentId, variant)).catch(() => [] as string[]);
+    const others = entries
+      .map((e) => /^shard-([1-9]\d{0,3})$/.exec(e)?.[1])
+      .filter((k): k is string => k !== undefined)
+      .map(Number)
+      .sort((a, b) => a - b);
+    const records = first ? [first] : [];
+    for (const k of others) {
+      const record = await this.#readRecord(experimentId, variant, k);
+      if (record) records.push(record);
+    }
+    const complete =
+      first !== undefined &&
+      records.length === first.shards &&
+      records.every(
+        (r, k) => r.shard === k && r.shards === first.shards && r.configHash === first.configHash,
+      );
+    return { records, complete };
+  }
+
   async #healthy(record: CollectorRecord): Promise<boolean> {
-    if (!(await isOurProcess(record.pid, this.#marker(record.experimentId, record.variant)))) return false;
+    const { marker } = this.#layout(record.experimentId, record.variant, record.shard);
+    if (!(await isOurProcess(record.pid, marker))) return false;
     return fetch(`http://127.0.0.1:${record.ports.health}/`, { signal: AbortSignal.timeout(2_000) }).then(
       (r) => r.ok,
       () => false,
     );
   }
 
-  async #writeTargets(record: CollectorRecord): Promise<void> {
+  async #allHealthy(records: readonly CollectorRecord[]): Promise<boolean> {
+    return (await Promise.all(records.map((r) => this.#healthy(r)))).every(Boolean);
+  }
+
+  /** One target group per shard: the variant's labels, and which shard. */
+  async #writeTargets(records: readonly CollectorRecord[]): Promise<void> {
+    const [first] = records;
+    if (!first) return;
     await mkdir(this.#options.sdDir, { recursive: true });
-    const file = this.#sdFile(record.experimentId, record.variant);
-    const groups = [
-      {
-        targets: [`127.0.0.1:${record.ports.prometheus}`, `127.0.0.1:${record.ports.telemetry}`],
-        labels: { experiment_id: record.experimentId, variant: record.variant, data_plane: 'otelcol' },
+    const file = this.#sdFile(first.experimentId, first.variant);
+    const groups = records.map((record) => ({
+      targets: [`127.0.0.1:${record.ports.prometheus}`, `127.0.0.1:${record.ports.telemetry}`],
+      labels: {
+        experiment_id: record.experimentId,
+        variant: record.variant,
+        data_plane: 'otelcol',
+        shard: String(record.shard),
       },
-    ];
+    }));
     // Prometheus watches the folder: a half-written file must never be there under the final name.
     await writeFile(`${file}.tmp`, JSON.stringify(groups));
     await rename(`${file}.tmp`, file);
   }
 
-  #startSender(record: CollectorRecord): void {
-    const key = `${record.experimentId}/${record.variant}`;
+  /** One simulator per variant: one fleet, advanced once per interval, each shard sent its hosts. */
+  #startSender(records: readonly CollectorRecord[]): void {
+    const [first] = records;
+    if (!first) return;
+    const key = `${first.experimentId}/${first.variant}`;
     if (this.#senders.has(key)) return;
-    const settings = simulatedScraper(record.config);
+    const settings = simulatedScraper(first.config);
     if (settings === undefined) return;
     const fleet = new ProcessFleet({
-      hosts: record.hosts,
-      processesPerHost: record.processesPerHost,
-      seed: record.seed,
+      hosts: first.hosts,
+      processesPerHost: first.processesPerHost,
+      seed: first.seed,
     });
-    const sender = new OtlpFleetSender(fleet, { endpoint: `127.0.0.1:${record.ports.otlp}`, settings });
+    const split = splitHosts(first.hosts, first.shards);
+    const sender = new OtlpFleetSender(fleet, {
+      routes: records.map((r) => ({ endpoint: `127.0.0.1:${r.ports.otlp}`, hosts: split[r.shard] ?? [] })),
+      settings,
+    });
     const stop = new AbortController();
     let failures = 0;
     const done = sender.run(stop.signal, {
@@ -276,7 +405,7 @@ export class OtelcolDeployer implements Deployer {
         // Once per run of failures: a collector that is down fails every interval.
         if (failures++ === 0)
           this.#options.logger?.warn(
-            { experimentId: record.experimentId, variant: record.variant, err: String(err) },
+            { experimentId: first.experimentId, variant: first.variant, err: String(err) },
             'the simulator could not send to the collector',
           );
       },
@@ -293,22 +422,26 @@ export class OtelcolDeployer implements Deployer {
     await running.done;
   }
 
-  /** Stops the variant's simulator and collector and forgets it (its folder and target file). */
+  /**
+   * Stops the variant's simulator and every shard's collector, and forgets it (its folder and target
+   * file). True when a collector of it was running.
+   */
   async #remove(experimentId: string, variant: Variant): Promise<boolean> {
     await this.#stopSender(experimentId, variant);
     await rm(this.#sdFile(experimentId, variant), { force: true });
-    const record = await this.#readRecord(experimentId, variant);
-    let existed = record !== undefined;
-    if (record) {
-      const ended = await stopProcess(record.pid, this.#marker(experimentId, variant));
-      existed = ended !== 'not running';
+    let existed = false;
+    for (const record of (await this.#readShards(experimentId, variant)).records) {
+      const ended = await stopProcess(record.pid, this.#layout(experimentId, variant, record.shard).marker);
+      existed ||= ended !== 'not running';
     }
     // A collector started just before a crash, before its record was written, has no record.
-    for (const { pid } of await processesWithArgument(this.#marker(experimentId, variant))) {
-      await stopProcess(pid, this.#marker(experimentId, variant));
+    const dir = this.#dir(experimentId, variant);
+    for (const { pid, argv } of await processesWithArgument(`--config=${dir}/`)) {
+      const marker = argv.find((a) => a.startsWith(`--config=${dir}/`)) as string;
+      await stopProcess(pid, marker);
       existed = true;
     }
-    await rm(this.#dir(experimentId, variant), { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
     return existed;
   }
 
@@ -325,71 +458,142 @@ export class OtelcolDeployer implements Deployer {
         ok: false,
         reason: 'the config has no hostmetrics process scraper for the simulator to stand in for',
       };
-    const processes = d.hosts * this.#options.processesPerHost;
-    if (processes > this.#options.maxProcessesPerCollector)
-      return {
-        ok: false,
-        reason: `${d.hosts} hosts × ${this.#options.processesPerHost} processes is ${processes} simulated processes, more than one collector here is sent (${this.#options.maxProcessesPerCollector}): target fewer hosts or lower PHOENIX_OTELCOL_PROCESSES_PER_HOST`,
-      };
+    const plan = shardsFor(d.hosts, this.#options.processesPerHost, this.#options);
+    if (!plan.ok) return plan;
     const configHash = hashOf(d.config);
-    const existing = await this.#readRecord(d.experimentId, d.variant);
-    if (existing && existing.configHash === configHash && (await this.#healthy(existing))) {
+    const existing = await this.#readShards(d.experimentId, d.variant);
+    const same = existing.records[0];
+    if (
+      existing.complete &&
+      same?.configHash === configHash &&
+      same.shards === plan.shards &&
+      same.hosts === d.hosts &&
+      same.processesPerHost === this.#options.processesPerHost &&
+      (await this.#allHealthy(existing.records))
+    ) {
       // Deployed already (a redelivered command): make sure it is fed and scraped.
-      this.#startSender(existing);
-      await this.#writeTargets(existing);
-      return { ok: true, detail: this.#detail(existing) };
+      this.#startSender(existing.records);
+      await this.#writeTargets(existing.records);
+      return { ok: true, detail: this.#detail(existing.records) };
     }
-    if (existing) await this.#remove(d.experimentId, d.variant);
+    await this.#remove(d.experimentId, d.variant);
 
-    const dir = this.#dir(d.experimentId, d.variant);
-    await mkdir(dir, { recursive: true });
+    const records: CollectorRecord[] = [];
+    const exits: ({ code: number | null; signal: NodeJS.Signals | null } | undefined)[] = [];
+    for (let shard = 0; shard < plan.shards; shard++) {
+      const started = await this.#start(d, shard, plan.shards, configHash, (exit) => {
+        exits[shard] = exit;
+      });
+      if ('reason' in started) {
+        await this.#remove(d.experimentId, d.variant);
+        return { ok: false, reason: started.reason };
+      }
+      records.push(started.record);
+    }
+
+    // Ready when every health_check answers; a collector that exits refused its config (permanent).
+    const deadline = Date.now() + this.#options.readyTimeoutMs;
+    const which = (shard: number) => (plan.shards > 1 ? `collector of shard ${shard}` : 'collector');
+    try {
+      const pending = new Set(records);
+      for (;;) {
+        options.signal?.throwIfAborted();
+        for (const record of pending) {
+          const exit = exits[record.shard];
+          if (exit !== undefined) {
+            const output = await this.#logTail(record);
+            await this.#remove(d.experimentId, d.variant);
+            return {
+              ok: false,
+              reason: `the ${which(record.shard)} exited (${exit.code ?? exit.signal}) before it was ready: ${output}`,
+            };
+          }
+          if (await this.#healthy(record)) pending.delete(record);
+        }
+        if (pending.size === 0) break;
+        if (Date.now() > deadline) {
+          const late: CollectorRecord | undefined = pending.values().next().value;
+          const output = late ? await this.#logTail(late) : '';
+          await this.#remove(d.experimentId, d.variant);
+          return {
+            ok: false,
+            reason: `the ${which(late?.shard ?? 0)} was not ready within ${Math.round(this.#options.readyTimeoutMs / 1000)} s: ${output}`,
+          };
+        }
+        await sleep(200, undefined, options.signal ? { signal: options.signal } : {});
+      }
+      this.#startSender(records);
+      await this.#writeTargets(records);
+    } catch (err) {
+      // Given up (shutdown) or failed half-way: leave nothing running behind.
+      await this.#remove(d.experimentId, d.variant);
+      throw err;
+    }
+    this.#options.logger?.info(
+      {
+        experimentId: d.experimentId,
+        variant: d.variant,
+        pids: records.map((r) => r.pid),
+        ports: records.map((r) => r.ports),
+      },
+      records.length > 1 ? `${records.length} collectors ready` : 'collector ready',
+    );
+    return { ok: true, detail: this.#detail(records) };
+  }
+
+  /** Writes shard `shard`'s config, starts its collector and writes its record. */
+  async #start(
+    d: VariantDeployment,
+    shard: number,
+    shards: number,
+    configHash: string,
+    onExit: (exit: { code: number | null; signal: NodeJS.Signals | null }) => void,
+  ): Promise<{ readonly record: CollectorRecord } | { readonly reason: string }> {
+    const layout = this.#layout(d.experimentId, d.variant, shard);
+    await mkdir(layout.dir, { recursive: true });
     const ports: CollectorPorts = {
       otlp: await freePort(),
       prometheus: await freePort(),
       telemetry: await freePort(),
       health: await freePort(),
     };
-    const configPath = this.#configPath(d.experimentId, d.variant);
     await writeFile(
-      configPath,
+      layout.config,
       toYaml(
         simulationConfig(d.config, ports),
-        ` Phoenix otelcol deployer: experiment ${d.experimentId}, variant ${d.variant}, rendered for simulation`,
+        ` Phoenix otelcol deployer: experiment ${d.experimentId}, variant ${d.variant}${shards > 1 ? `, shard ${shard} of ${shards}` : ''}, rendered for simulation`,
       ),
     );
-    const log = await open(join(dir, 'collector.log'), 'a');
-    let pid: number | undefined;
-    let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    const log = await open(layout.log, 'a');
+    let pid: number;
     try {
       // Its own session: the collector outlives this process and is adopted by the next one.
-      const child = spawn(this.#options.bin, [`--config=${configPath}`], {
+      const child = spawn(this.#options.bin, [`--config=${layout.config}`], {
         detached: true,
         stdio: ['ignore', log.fd, log.fd],
         env: {
           PATH: process.env.PATH ?? '/usr/bin:/bin',
-          HOME: process.env.HOME ?? dir,
+          HOME: process.env.HOME ?? layout.dir,
           // The collector's own node: every simulated host brings its own k8s.node.name, which wins.
           [NODE_NAME_ENV]: hostname(),
         },
       });
-      child.once('exit', (code, signal) => {
-        exit = { code, signal };
-      });
+      child.once('exit', (code, signal) => onExit({ code, signal }));
       child.unref();
-      const spawned = await new Promise<number>((resolve, reject) => {
+      pid = await new Promise<number>((resolve, reject) => {
         child.once('spawn', () => resolve(child.pid as number));
         child.once('error', reject);
       });
-      pid = spawned;
     } catch (err) {
+      return { reason: `could not start ${this.#options.bin}: ${(err as Error).message}` };
+    } finally {
       await log.close();
-      await rm(dir, { recursive: true, force: true });
-      return { ok: false, reason: `could not start ${this.#options.bin}: ${(err as Error).message}` };
     }
-    await log.close();
     const record: CollectorRecord = {
       experimentId: d.experimentId,
       variant: d.variant,
+      shard,
+      shards,
       pid,
       ports,
       configHash,
@@ -399,63 +603,35 @@ export class OtelcolDeployer implements Deployer {
       seed: seedOf(d.experimentId),
       startedAt: new Date().toISOString(),
     };
-    await writeFile(join(dir, 'collector.json'), JSON.stringify(record, null, 2));
-
-    // Ready when health_check answers; a collector that exits refused its config (permanent).
-    const deadline = Date.now() + this.#options.readyTimeoutMs;
-    try {
-      for (;;) {
-        options.signal?.throwIfAborted();
-        if (exit !== undefined) {
-          const output = await this.#logTail(d.experimentId, d.variant);
-          await this.#remove(d.experimentId, d.variant);
-          return {
-            ok: false,
-            reason: `the collector exited (${exit.code ?? exit.signal}) before it was ready: ${output}`,
-          };
-        }
-        if (await this.#healthy(record)) break;
-        if (Date.now() > deadline) {
-          const output = await this.#logTail(d.experimentId, d.variant);
-          await this.#remove(d.experimentId, d.variant);
-          return {
-            ok: false,
-            reason: `the collector was not ready within ${Math.round(this.#options.readyTimeoutMs / 1000)} s: ${output}`,
-          };
-        }
-        await sleep(200, undefined, options.signal ? { signal: options.signal } : {});
-      }
-      this.#startSender(record);
-      await this.#writeTargets(record);
-    } catch (err) {
-      // Given up (shutdown) or failed half-way: leave nothing running behind.
-      await this.#remove(d.experimentId, d.variant);
-      throw err;
-    }
-    this.#options.logger?.info(
-      { experimentId: d.experimentId, variant: d.variant, pid, ports },
-      'collector ready',
-    );
-    return { ok: true, detail: this.#detail(record) };
+    await writeFile(layout.record, JSON.stringify(record, null, 2));
+    return { record };
   }
 
-  #detail(record: CollectorRecord): Record<string, unknown> {
+  /** Shard 0's pid and endpoints as before shards; every shard's in `shards`. */
+  #detail(records: readonly CollectorRecord[]): Record<string, unknown> {
+    const first = records[0] as CollectorRecord;
+    const endpoints = (r: CollectorRecord) => ({
+      pid: r.pid,
+      endpoint: `http://127.0.0.1:${r.ports.prometheus}/metrics`,
+      telemetryEndpoint: `http://127.0.0.1:${r.ports.telemetry}/metrics`,
+      otlpEndpoint: `127.0.0.1:${r.ports.otlp}`,
+    });
+    const split = splitHosts(first.hosts, first.shards);
     return {
       dataPlane: 'otelcol',
-      pid: record.pid,
-      hosts: record.hosts,
-      processesPerHost: record.processesPerHost,
-      collectionIntervalSeconds: simulatedScraper(record.config)?.collectionIntervalSeconds,
-      endpoint: `http://127.0.0.1:${record.ports.prometheus}/metrics`,
-      telemetryEndpoint: `http://127.0.0.1:${record.ports.telemetry}/metrics`,
-      otlpEndpoint: `127.0.0.1:${record.ports.otlp}`,
+      ...endpoints(first),
+      hosts: first.hosts,
+      processesPerHost: first.processesPerHost,
+      collectionIntervalSeconds: simulatedScraper(first.config)?.collectionIntervalSeconds,
+      shards: records.map((r) => ({ shard: r.shard, hosts: split[r.shard]?.length ?? 0, ...endpoints(r) })),
     };
   }
 
-  async #logTail(experimentId: string, variant: Variant): Promise<string> {
-    const text = await readFile(join(this.#dir(experimentId, variant), 'collector.log'), 'utf8').catch(
-      () => '',
-    );
+  async #logTail(record: CollectorRecord): Promise<string> {
+    const text = await readFile(
+      this.#layout(record.experimentId, record.variant, record.shard).log,
+      'utf8',
+    ).catch(() => '');
     const errors = text.split('\n').filter((l) => /error/i.test(l));
     return (errors.length > 0 ? errors.slice(-3).join('\n') : text.slice(-1000)).trim() || '(no output)';
   }
@@ -471,10 +647,11 @@ export class OtelcolDeployer implements Deployer {
     });
   }
 
+  /** Deployed when every shard of the variant is recorded and answers. */
   async isDeployed(experimentId: string, variant: Variant): Promise<boolean> {
     if (!SAFE_ID.test(experimentId)) return false;
-    const record = await this.#readRecord(experimentId, variant);
-    return record !== undefined && (await this.#healthy(record));
+    const { records, complete } = await this.#readShards(experimentId, variant);
+    return complete && (await this.#allHealthy(records));
   }
 
   async deployedVariants(experimentId: string): Promise<readonly Variant[]> {
@@ -484,32 +661,34 @@ export class OtelcolDeployer implements Deployer {
   }
 
   /**
-   * After a restart of Phoenix: adopts every recorded collector that still answers (restarting its
-   * simulator and its target file), stops and forgets the others, and stops collectors started from a
-   * config under the state folder that no record owns. No orphans, no duplicates.
+   * After a restart of Phoenix: adopts every recorded variant whose every shard still answers
+   * (restarting its simulator and its target file), stops and forgets the others, and stops collectors
+   * started from a config under the state folder that no adopted record owns. No orphans, no duplicates.
    */
   async recover(): Promise<{ readonly adopted: readonly string[]; readonly cleaned: readonly string[] }> {
     const adopted: string[] = [];
     const cleaned: string[] = [];
+    const owned = new Set<string>();
     const experiments = await readdir(this.#options.stateDir).catch(() => [] as string[]);
     for (const experimentId of experiments) {
       if (!SAFE_ID.test(experimentId)) continue;
       await this.#serialized(experimentId, async () => {
         for (const variant of VARIANTS) {
-          const record = await this.#readRecord(experimentId, variant);
-          if (record && (await this.#healthy(record))) {
-            this.#startSender(record);
-            await this.#writeTargets(record);
+          const { records, complete } = await this.#readShards(experimentId, variant);
+          if (complete && (await this.#allHealthy(records))) {
+            this.#startSender(records);
+            await this.#writeTargets(records);
+            for (const r of records) owned.add(this.#layout(experimentId, variant, r.shard).marker);
             adopted.push(`${experimentId}/${variant}`);
-          } else if (
-            record ||
-            (await readdir(this.#dir(experimentId, variant)).then(
-              () => true,
-              () => false,
-            ))
-          ) {
-            await this.#remove(experimentId, variant);
-            cleaned.push(`${experimentId}/${variant}`);
+          } else {
+            const present =
+              records.length > 0 ||
+              (await readdir(this.#dir(experimentId, variant)).then(
+                () => true,
+                () => false,
+              ));
+            if ((await this.#remove(experimentId, variant)) || present)
+              cleaned.push(`${experimentId}/${variant}`);
           }
         }
         if ((await readdir(this.#dir(experimentId)).catch(() => [])).length === 0)
@@ -517,11 +696,9 @@ export class OtelcolDeployer implements Deployer {
       });
     }
     // Collectors of ours that no record owns (their folder removed by hand, say).
-    const owned = new Set(adopted.map((key) => key.split('/')));
     for (const { pid, argv } of await processesWithArgument(`--config=${this.#options.stateDir}/`)) {
       const marker = argv.find((a) => a.startsWith(`--config=${this.#options.stateDir}/`)) as string;
-      const mine = [...owned].some(([e, v]) => marker === this.#marker(e as string, v as Variant));
-      if (!mine) {
+      if (!owned.has(marker)) {
         await stopProcess(pid, marker);
         cleaned.push(`pid ${pid}`);
       }

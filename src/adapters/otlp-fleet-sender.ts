@@ -249,9 +249,22 @@ export class FleetOtlpEncoder {
   }
 }
 
-export interface OtlpFleetSenderOptions extends Omit<FleetOtlpEncoderOptions, 'epochMs'> {
+/** One receiver and the hosts of the fleet it is sent (a collector of a variant run as shards). */
+export interface OtlpRoute {
   /** host:port of the collector's OTLP/HTTP receiver. */
   readonly endpoint: string;
+  /** Indexes of the fleet's hosts this receiver gets, every process of each. */
+  readonly hosts: readonly number[];
+}
+
+export interface OtlpFleetSenderOptions extends Omit<FleetOtlpEncoderOptions, 'epochMs'> {
+  /** host:port of the collector's OTLP/HTTP receiver that gets every host; or give `routes`. */
+  readonly endpoint?: string;
+  /**
+   * Several receivers, each sent its own hosts (disjoint: a host's series stay in one collector); the
+   * fleet still advances once per interval, so the union is exactly what one receiver would get.
+   */
+  readonly routes?: readonly OtlpRoute[];
   /** Hosts per request (each keeps its own resources); 20 unless said. */
   readonly hostsPerRequest?: number;
   /** Requests in flight at once, over the pooled keep-alive connections of `fetch`; 4 unless said. */
@@ -282,14 +295,14 @@ export class OtlpSendError extends Error {
 }
 
 /**
- * Sends a fleet's processes to one OTLP/HTTP receiver, the way a DaemonSet of scrapers would: every
+ * Sends a fleet's processes to one OTLP/HTTP receiver (or each host to its own, with `routes`), the way a DaemonSet of scrapers would: every
  * host at every interval, each with its own identity. {@link sendOnce} sends the current state;
  * {@link run} advances the fleet by the real time elapsed and sends, every `collectionIntervalSeconds`.
  */
 export class OtlpFleetSender {
   readonly encoder: FleetOtlpEncoder;
   readonly #fleet: ProcessFleet;
-  readonly #url: string;
+  readonly #routes: readonly { readonly url: string; readonly hosts: readonly number[] }[];
   readonly #hostsPerRequest: number;
   readonly #concurrency: number;
   readonly #now: () => number;
@@ -297,9 +310,22 @@ export class OtlpFleetSender {
   readonly #intervalMs: number;
 
   constructor(fleet: ProcessFleet, options: OtlpFleetSenderOptions) {
-    if (!/^[^\s/:]+:\d{1,5}$/.test(options.endpoint)) throw new RangeError('endpoint must be host:port');
+    if ((options.endpoint === undefined) === (options.routes === undefined))
+      throw new RangeError('give either endpoint or routes');
+    const routes = options.routes ?? [
+      { endpoint: options.endpoint as string, hosts: Array.from({ length: fleet.hosts }, (_, h) => h) },
+    ];
+    const seen = new Set<number>();
+    for (const route of routes) {
+      if (!/^[^\s/:]+:\d{1,5}$/.test(route.endpoint)) throw new RangeError('endpoint must be host:port');
+      for (const h of route.hosts) {
+        if (!Number.isInteger(h) || h < 0 || h >= fleet.hosts) throw new RangeError(`no host ${h}`);
+        if (seen.has(h)) throw new RangeError(`host ${h} is routed twice`);
+        seen.add(h);
+      }
+    }
     this.#fleet = fleet;
-    this.#url = `http://${options.endpoint}/v1/metrics`;
+    this.#routes = routes.map((r) => ({ url: `http://${r.endpoint}/v1/metrics`, hosts: r.hosts }));
     this.#hostsPerRequest = Math.max(1, options.hostsPerRequest ?? 20);
     this.#concurrency = Math.max(1, options.concurrency ?? 4);
     this.#now = options.now ?? Date.now;
@@ -311,19 +337,19 @@ export class OtlpFleetSender {
 
   /** Sends every host's processes as they are now. Throws {@link OtlpSendError} on a refused request. */
   async sendOnce(signal?: AbortSignal): Promise<SendReport> {
-    const batches: number[][] = [];
-    for (let h = 0; h < this.#fleet.hosts; h += this.#hostsPerRequest) {
-      batches.push(
-        Array.from({ length: Math.min(this.#hostsPerRequest, this.#fleet.hosts - h) }, (_, k) => h + k),
-      );
-    }
+    const batches: { url: string; hosts: readonly number[] }[] = [];
+    for (const { url, hosts } of this.#routes)
+      for (let k = 0; k < hosts.length; k += this.#hostsPerRequest)
+        batches.push({ url, hosts: hosts.slice(k, k + this.#hostsPerRequest) });
     // Encoded up front: the encoder's CPU-utilization state must see one scrape per interval.
-    const requests = batches.map((hosts) => this.encoder.encode(hosts));
+    const requests = batches.map(({ url, hosts }) => ({ url, ...this.encoder.encode(hosts) }));
     const limit = pLimit(this.#concurrency);
-    const rejected = await Promise.all(requests.map(({ body }) => limit(() => this.#post(body, signal))));
+    const rejected = await Promise.all(
+      requests.map(({ url, body }) => limit(() => this.#post(url, body, signal))),
+    );
     return {
       requests: requests.length,
-      resources: this.#fleet.size,
+      resources: batches.reduce((n, b) => n + b.hosts.length, 0) * this.#fleet.perHost,
       dataPoints: requests.reduce((n, r) => n + r.dataPoints, 0),
       rejectedDataPoints: rejected.reduce((n, r) => n + r, 0),
     };
@@ -357,9 +383,9 @@ export class OtlpFleetSender {
     }
   }
 
-  async #post(body: Uint8Array, signal: AbortSignal | undefined): Promise<number> {
+  async #post(url: string, body: Uint8Array, signal: AbortSignal | undefined): Promise<number> {
     const timeout = AbortSignal.timeout(this.#timeoutMs);
-    const response = await fetch(this.#url, {
+    const response = await fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/x-protobuf' },
       body,

@@ -11,10 +11,13 @@ import type { Measurements, VariantMeasurement } from '../domain/verdict.js';
  *
  * - series: distinct process series of the variant seen in the range;
  * - data points per minute: the collector's `otelcol_exporter_sent_metric_points` rate (the busiest
- *   exporter, since every exporter sends the same points);
- * - collector overhead: `otelcol_process_cpu_seconds` rate (cores per collector) and resident memory;
+ *   exporter, since every exporter sends the same points), summed over the variant's collectors;
+ * - collector overhead: `otelcol_process_cpu_seconds` rate (cores) and resident memory, summed over the
+ *   variant's shards (a variant the otelcol deployer runs as several collectors, each target labelled
+ *   `shard`), averaged within a shard (a collector replaced during the range is not counted twice, and
+ *   collectors without the label, as a DaemonSet's, stay one average per collector);
  * - critical processes: (node, executable) pairs matching the experiment's patterns in the baseline,
- *   `unless on (node, executable)` the candidate's.
+ *   `unless on (node, executable)` the candidate's (whichever shard a node's series came through).
  *
  * Every series must carry `experiment_id` and `variant` labels (the rendered configs set them on the
  * process series; a Kubernetes scrape config copies them onto the collector's own metrics from the pod
@@ -31,7 +34,13 @@ export interface PrometheusAnalyzerOptions {
   /** Excluded from the window's start, capped at a quarter of the window; default 60. */
   readonly warmupSeconds?: number;
   readonly timeoutMs?: number;
-  readonly labels?: { readonly experiment?: string; readonly variant?: string; readonly node?: string };
+  readonly labels?: {
+    readonly experiment?: string;
+    readonly variant?: string;
+    readonly node?: string;
+    /** The label that tells a variant's collectors (shards) apart; `shard` unless said. */
+    readonly shard?: string;
+  };
   readonly fetch?: typeof fetch;
   readonly clock?: () => Date;
 }
@@ -66,7 +75,7 @@ export class PrometheusAnalyzer implements Analyzer, UsageSource {
   private readonly base: string;
   private readonly fetchFn: typeof fetch;
   private readonly clock: () => Date;
-  private readonly label: { experiment: string; variant: string; node: string };
+  private readonly label: { experiment: string; variant: string; node: string; shard: string };
 
   constructor(private readonly options: PrometheusAnalyzerOptions) {
     this.base = options.url.replace(/\/+$/, '');
@@ -76,6 +85,7 @@ export class PrometheusAnalyzer implements Analyzer, UsageSource {
       experiment: options.labels?.experiment ?? 'experiment_id',
       variant: options.labels?.variant ?? 'variant',
       node: options.labels?.node ?? 'k8s_node_name',
+      shard: options.labels?.shard ?? 'shard',
     };
   }
 
@@ -120,8 +130,8 @@ export class PrometheusAnalyzer implements Analyzer, UsageSource {
     const queriesFor = (variant: Variant) => ({
       series: `count(last_over_time(${sel(variant, 'process_.+')}${r}))`,
       datapointsPerMinute: `max(sum by (exporter) (rate(${sel(variant, 'otelcol_exporter_sent_metric_points(_total)?')}${r}))) * 60`,
-      collectorCpuCores: `avg(rate(${sel(variant, 'otelcol_process_cpu_seconds(_total)?')}${r}))`,
-      collectorMemoryBytes: `avg(avg_over_time(${sel(variant, 'otelcol_process_memory_rss(_bytes)?')}${r}))`,
+      collectorCpuCores: `sum(avg by (${this.label.shard}) (rate(${sel(variant, 'otelcol_process_cpu_seconds(_total)?')}${r})))`,
+      collectorMemoryBytes: `sum(avg by (${this.label.shard}) (avg_over_time(${sel(variant, 'otelcol_process_memory_rss(_bytes)?')}${r})))`,
     });
     const queries = { baseline: queriesFor('baseline'), candidate: queriesFor('candidate') };
     const scalar = async (query: string): Promise<number | null> => {
