@@ -364,6 +364,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
           hub,
           readiness,
           rateLimitPerMinute: config.PHOENIX_RATE_LIMIT_PER_MINUTE,
+          metrics,
         });
 
   const app = await buildApp({

@@ -71,6 +71,16 @@ for (const target of systemTargets()) {
     const get = (id: string, minPosition?: string) =>
       unaryCall(ex(), ex().getExperiment, { id, minPosition }, viewer);
 
+    it('every call is observed by method and status code (phoenix_grpc_request_duration_seconds)', async () => {
+      await create(validSpec({ name: 'grpc observed' }));
+      await assert.rejects(get(randomUUID()));
+      const counts = (await system.metrics.grpcDuration.get()).values
+        .filter((v) => v.metricName === 'phoenix_grpc_request_duration_seconds_count')
+        .map((v) => `${v.labels.method} ${v.labels.code} ${v.value > 0}`);
+      assert.ok(counts.includes('CreateExperiment OK true'), counts.join(', '));
+      assert.ok(counts.includes('GetExperiment NOT_FOUND true'), counts.join(', '));
+    });
+
     it('create → get → start → cancel → history, events and state at a version and a time', async () => {
       const created = await create(validSpec({ name: 'grpc lifecycle' }));
       const o = created.outcome!;

@@ -13,6 +13,7 @@ export interface Metrics {
   readonly projectionLagEvents: client.Gauge<'projection'>;
   readonly projectionLagSeconds: client.Gauge<'projection'>;
   readonly commandDuration: client.Histogram<'route' | 'method' | 'status'>;
+  readonly grpcDuration: client.Histogram<'method' | 'code'>;
 }
 
 export function createMetrics(options: { collectDefaults?: boolean } = {}): Metrics {
@@ -57,6 +58,13 @@ export function createMetrics(options: { collectDefaults?: boolean } = {}): Metr
       name: 'phoenix_http_request_duration_seconds',
       help: 'HTTP request latency by route, method and status',
       labelNames: ['route', 'method', 'status'],
+      buckets: latencyBuckets,
+      registers: [registry],
+    }),
+    grpcDuration: new client.Histogram({
+      name: 'phoenix_grpc_request_duration_seconds',
+      help: 'gRPC call latency by method and status code (a Watch: how long the stream lasted)',
+      labelNames: ['method', 'code'],
       buckets: latencyBuckets,
       registers: [registry],
     }),

@@ -25,7 +25,26 @@ export interface CallDependencies {
   readonly logger: Logger;
   /** Counts calls per token subject (per client address without a valid token), as HTTP's limit does. */
   readonly rateLimit?: RateLimit;
+  /** Each call's end: its method, status code and duration (phoenix_grpc_request_duration_seconds). */
+  readonly observe?: (method: string, code: status, seconds: number) => void;
 }
+
+/**
+ * A call has ended: observed, and logged as fastify logs an HTTP request (method, code, time, who —
+ * never the token).
+ */
+const ended = (deps: CallDependencies, method: string, code: status, started: number, sub?: string) => {
+  const seconds = (performance.now() - started) / 1000;
+  deps.observe?.(method, code, seconds);
+  deps.logger.info(
+    {
+      grpc: { method, code: status[code] },
+      responseTime: Math.round(seconds * 1000),
+      ...(sub ? { sub } : {}),
+    },
+    'gRPC call completed',
+  );
+};
 
 /**
  * Calls per minute per key, in fixed one-minute windows: HTTP's PHOENIX_RATE_LIMIT_PER_MINUTE, counted
@@ -123,19 +142,25 @@ export function unary<Req, Res>(
   handler: (request: Req, context: CallContext) => Promise<Res>,
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
+    const started = performance.now();
     const controller = new AbortController();
     call.once('cancelled', () => controller.abort());
     void (async () => {
+      let sub: string | undefined;
       try {
         const principal = await authenticate(deps, call.metadata, call.getPeer(), role);
+        sub = principal.sub;
         const response = await handler(call.request, {
           principal,
           signal: controller.signal,
           correlationId: correlationOf(call.metadata),
         });
         callback(null, response);
+        ended(deps, method, status.OK, started, sub);
       } catch (err) {
-        callback(statusFor(deps, err, method));
+        const refusal = statusFor(deps, err, method);
+        callback(refusal);
+        ended(deps, method, refusal.code, started, sub);
       }
     })();
   };
@@ -149,20 +174,26 @@ export function serverStreaming<Req, Res>(
   handler: (call: ServerWritableStream<Req, Res>, context: CallContext) => Promise<void>,
 ): handleServerStreamingCall<Req, Res> {
   return (call) => {
+    const started = performance.now();
     const controller = new AbortController();
     call.once('cancelled', () => controller.abort());
     void (async () => {
+      let sub: string | undefined;
       try {
         const principal = await authenticate(deps, call.metadata, call.getPeer(), role);
+        sub = principal.sub;
         await handler(call, {
           principal,
           signal: controller.signal,
           correlationId: correlationOf(call.metadata),
         });
         if (!controller.signal.aborted && !call.writableEnded) call.end();
+        ended(deps, method, controller.signal.aborted ? status.CANCELLED : status.OK, started, sub);
       } catch (err) {
         controller.abort();
-        if (!call.writableEnded) call.emit('error', statusFor(deps, err, method));
+        const refusal = statusFor(deps, err, method);
+        if (!call.writableEnded) call.emit('error', refusal);
+        ended(deps, method, refusal.code, started, sub);
       }
     })();
   };

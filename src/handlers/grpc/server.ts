@@ -1,6 +1,6 @@
 import { fromJson, type JsonValue, toBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { Server, ServerCredentials, status } from '@grpc/grpc-js';
 import type { PackageDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
@@ -11,6 +11,7 @@ import type { ReadModels } from '../../application/ports/read-models.js';
 import type { ExperimentEvent } from '../../domain/experiment.js';
 import type { TokenService } from '../auth.js';
 import type { LiveHub } from '../live-hub.js';
+import type { Metrics } from '../metrics.js';
 import { auditService } from './audit.js';
 import { RateLimit } from './calls.js';
 import { experimentService } from './experiments.js';
@@ -35,6 +36,8 @@ export interface GrpcServerDependencies {
   readonly rateLimitPerMinute?: number;
   /** How often readiness is checked for the health service; default 5 s. */
   readonly healthIntervalMs?: number;
+  /** Where each call's duration is recorded (phoenix_grpc_request_duration_seconds). */
+  readonly metrics?: Metrics;
 }
 
 /** The services this server implements, by their full names (health answers for each, and for ''). */
@@ -76,6 +79,7 @@ export function createGrpcServer(deps: GrpcServerDependencies): GrpcServer {
     tokens: deps.tokens,
     logger: deps.logger,
     ...(deps.rateLimitPerMinute !== undefined ? { rateLimit: new RateLimit(deps.rateLimitPerMinute) } : {}),
+    ...(deps.metrics ? { observe: observerOf(deps.metrics) } : {}),
   };
   const watcher = new Watcher({ ...calls, hub: deps.hub }, deps.watch);
   server.addService(
@@ -166,3 +170,8 @@ function descriptors(): PackageDefinition {
 }
 
 const statuses = (s: 'SERVING' | 'NOT_SERVING') => Object.fromEntries(SERVICES.map((name) => [name, s]));
+
+const observerOf =
+  (metrics: Metrics) =>
+  (method: string, code: status, seconds: number): void =>
+    metrics.grpcDuration.labels(method, status[code]).observe(seconds);
