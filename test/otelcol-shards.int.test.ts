@@ -58,6 +58,8 @@ describe('the otelcol deployer runs a variant as shards (issue 17 §5)', { skip:
   let dir: string;
   let sdDir: string;
   let prometheus: ManagedPrometheus;
+  // Closed after the test whatever happened: a deployer's simulators keep the process alive otherwise.
+  const deployers: OtelcolDeployer[] = [];
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'phoenix-otelcol-shards-'));
@@ -71,6 +73,7 @@ describe('the otelcol deployer runs a variant as shards (issue 17 §5)', { skip:
   });
 
   after(async () => {
+    for (const deployer of deployers) await deployer.close().catch(() => undefined);
     // Whatever a failed assertion left: no collector of this test outlives it.
     for (const { pid } of await processesWithArgument(`--config=${dir}/`)) {
       try {
@@ -112,6 +115,7 @@ describe('the otelcol deployer runs a variant as shards (issue 17 §5)', { skip:
       processesPerHost: PER_HOST,
       maxProcessesPerCollector: 50,
     });
+    deployers.push(one, two);
     const start = new Date();
     const outcomes = await Promise.all([
       one.deploy(deployment('shards-one', 'baseline', 'process-baseline-v1')),
@@ -165,9 +169,23 @@ describe('the otelcol deployer runs a variant as shards (issue 17 §5)', { skip:
           (f) => f !== null && f > 0,
         ),
       );
-    const [single, sharded] = await waitFor('every figure of both experiments', async () => {
-      const both = await Promise.all([measure('shards-one'), measure('shards-two')]);
-      return both.every(complete) ? both : undefined;
+    // A rate needs two samples of every shard's counter in the range: until the second shard's second
+    // scrape, the shards' points per minute are one shard's. So wait for the figures to settle, and say
+    // what they were if they never do (a query that dropped a shard would stay at half).
+    let last: Measurements[] = [];
+    const pointsAgree = ([one, two]: Measurements[]) =>
+      (['baseline', 'candidate'] as const).every((v) => {
+        const [a, b] = [two![v].datapointsPerMinute ?? 0, one![v].datapointsPerMinute ?? 0];
+        return Math.abs(a - b) <= 0.25 * b;
+      });
+    const [single, sharded] = await waitFor(
+      "every figure of both experiments, the shards' points per minute within 25 % of one collector's",
+      async () => {
+        last = await Promise.all([measure('shards-one'), measure('shards-two')]);
+        return last.every(complete) && pointsAgree(last) ? (last as [Measurements, Measurements]) : undefined;
+      },
+    ).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}; last figures: ${JSON.stringify(last)}`);
     });
     for (const variant of ['baseline', 'candidate'] as const) {
       assert.equal(sharded[variant].series, single[variant].series, `${variant} series`);
@@ -212,6 +230,7 @@ describe('the otelcol deployer runs a variant as shards (issue 17 §5)', { skip:
       processesPerHost: PER_HOST,
       maxProcessesPerCollector: 50,
     });
+    deployers.push(restarted);
     try {
       assert.deepEqual(await restarted.recover(), {
         adopted: ['shards-two/baseline', 'shards-two/candidate'],
