@@ -292,7 +292,12 @@ describe('the lifecycle on real collectors, judged from a real Prometheus (issue
       const done = await until(['completed', 'failed'], (DURATION_SECONDS + 120) * 1000);
       assert.equal(done.state, 'completed', JSON.stringify(done));
       assert.equal(done.analysis.verdict, 'pass', JSON.stringify(done.analysis));
-      assert.equal(done.analysis.baseline.series, 3 * 30 * 7);
+      // Every host's processes once, plus the few the restart adds: the adopting deployer's simulator
+      // builds its fleet from the seed again, so a process that had churned before the restart comes
+      // back under its first pid, a series more (seen: 637 of 630). A second collector or a host fed
+      // twice would double the count.
+      const series = done.analysis.baseline.series as number;
+      assert.ok(series >= 3 * 30 * 7 && series <= 3 * 30 * 7 * 1.05, `baseline series ${series}`);
       // The same two collectors served the whole run, and teardown stopped them.
       const marker = (variant: string) => `--config=${join(dir, 'otelcol', id, variant, 'config.yaml')}`;
       const deadline = Date.now() + 60_000;
