@@ -280,6 +280,16 @@ const TAIL: readonly CatalogEntry[] = Array.from({ length: 2000 }, (_, i) => {
 });
 
 /** Every executable name the simulator can produce, interned: a process's name is an index here. */
+/** FNV-1a of the experiment id: each experiment gets its own reproducible fleet. */
+export const fleetSeedOf = (experimentId: string): number => {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < experimentId.length; i++) {
+    h ^= experimentId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h || 1;
+};
+
 export const CATALOG: readonly CatalogEntry[] = [
   ...SYSTEM.filter((e, i) => SYSTEM.findIndex((o) => o.name === e.name) === i),
   ...POD,

@@ -8,21 +8,12 @@ import type { Variant } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
 import type { ProcessUsageTable } from '../domain/pipelines/index.js';
 import { type LocalDataPlane, LocalDataPlaneError } from './local-dataplane.js';
+import { fleetSeedOf } from './local-dataplane-fleet.js';
 
 export interface LocalDeployerOptions {
   /** Simulated processes per host; the data plane's default (500) when absent. */
   readonly processesPerHost?: number;
 }
-
-/** FNV-1a of the experiment id: each experiment gets its own reproducible fleet. */
-const seedOf = (experimentId: string): number => {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < experimentId.length; i++) {
-    h ^= experimentId.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h || 1;
-};
 
 /**
  * The `local` deployer: starts the variant's emulated collector on the local data plane and reports it
@@ -44,7 +35,7 @@ export class LocalDeployer implements Deployer, UsageSource {
         variant: d.variant,
         config: d.config,
         hosts: d.hosts,
-        seed: seedOf(d.experimentId),
+        seed: fleetSeedOf(d.experimentId),
         criticalProcesses: d.criticalProcesses,
         ...(this.options.processesPerHost ? { processesPerHost: this.options.processesPerHost } : {}),
       });

@@ -49,7 +49,7 @@ import {
   toYaml,
 } from '../domain/pipelines/index.js';
 import { freePort, isOurProcess, processesWithArgument, stopProcess } from './child-processes.js';
-import { ProcessFleet } from './local-dataplane-fleet.js';
+import { fleetSeedOf, ProcessFleet } from './local-dataplane-fleet.js';
 import { OtlpFleetSender } from './otlp-fleet-sender.js';
 
 export interface OtelcolDeployerLogger {
@@ -108,16 +108,6 @@ interface CollectorRecord {
 
 /** Experiment ids become folder and file names: nothing that could leave the folder. */
 const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
-
-/** FNV-1a of the experiment id, as the local deployer: each experiment gets its own reproducible fleet. */
-const seedOf = (experimentId: string): number => {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < experimentId.length; i++) {
-    h ^= experimentId.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h || 1;
-};
 
 /**
  * A fleet's hosts split into `shards` runs of consecutive hosts, as even as can be: shard k's host
@@ -600,7 +590,7 @@ export class OtelcolDeployer implements Deployer {
       config: d.config,
       hosts: d.hosts,
       processesPerHost: this.#options.processesPerHost,
-      seed: seedOf(d.experimentId),
+      seed: fleetSeedOf(d.experimentId),
       startedAt: new Date().toISOString(),
     };
     await writeFile(layout.record, JSON.stringify(record, null, 2));
