@@ -1,4 +1,4 @@
-import type { Analysis, SuccessCriteria } from './experiment-spec.js';
+import type { Analysis, MeasuredFigures, SuccessCriteria, Variant } from './experiment-spec.js';
 
 /**
  * The verdict of an experiment from what the analyzer measured: a pure function of the measurements
@@ -36,8 +36,39 @@ export interface Measurements {
   readonly criticalInBaseline: readonly string[] | null;
   /** Of those, the pairs missing from the candidate, as `node/executable`. */
   readonly missingCriticalProcesses: readonly string[];
-  /** What the figures were measured with (resolved queries, window, source), kept in the evidence. */
+  /**
+   * What the figures were measured with, kept in the evidence: `source`, `window`, and `queries` as
+   * `[{ figure, variant, query, samples }]` (the PromQL or the scrape behind each figure).
+   */
   readonly evidence: Readonly<Record<string, unknown>>;
+  // Added for the paired statistics (an analyzer that cannot give them leaves them out):
+  /** Every host's figures per variant per sample time over the window (warm-up excluded). */
+  readonly samples?: readonly HostSample[] | undefined;
+  /** Series per executable (summed over hosts) at the end of the window. */
+  readonly seriesByExecutable?: Readonly<Record<Variant, Readonly<Record<string, number>>>> | undefined;
+  /** Collector health over the window: restarts and points dropped or failed to export; null = unknown. */
+  readonly collectorHealth?:
+    | Readonly<Record<Variant, { readonly restarts: number | null; readonly droppedPoints: number | null }>>
+    | undefined;
+  /** The spec's compatibility queries, run against each variant over the window. */
+  readonly queryResults?:
+    | readonly {
+        readonly name: string;
+        readonly query: string;
+        readonly baseline: number | null;
+        readonly candidate: number | null;
+        readonly error?: string | undefined;
+      }[]
+    | undefined;
+}
+
+/** One host's figures for one variant at one sample time. */
+export interface HostSample extends MeasuredFigures {
+  readonly at: string;
+  readonly host: string;
+  readonly variant: Variant;
+  /** Points the collector received (its receiver's accepted points) per minute: the parity check's input. */
+  readonly inputPointsPerMinute: number | null;
 }
 
 export interface VerdictInput {
