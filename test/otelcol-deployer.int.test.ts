@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { isOurProcess, processesWithArgument } from '../src/adapters/child-processes.js';
+import { freePort, isOurProcess, processesWithArgument } from '../src/adapters/child-processes.js';
 import { OtelcolDeployer } from '../src/adapters/otelcol-deployer.js';
 import { PrometheusAnalyzer } from '../src/adapters/prometheus-analyzer.js';
 import { ManagedPrometheus } from '../src/adapters/prometheus-server.js';
@@ -343,5 +344,37 @@ describe('the otelcol deployer (issue 17 §5)', { skip: skip || false }, () => {
       await first.stop();
     }
     assert.deepEqual(await processesWithArgument(marker), []);
+  });
+
+  it('starts a collector again on new ports when one of its ports was taken before it bound it', async () => {
+    // The race seen in CI: a port picked free is taken by someone else before the collector binds it.
+    const squatter = createServer();
+    await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
+    const taken = (squatter.address() as AddressInfo).port;
+    let handedOut = 0;
+    const warnings: string[] = [];
+    const racing = new OtelcolDeployer({
+      bin,
+      stateDir: join(dir, 'otelcol-race'),
+      sdDir,
+      processesPerHost: PER_HOST,
+      // The first port handed out is the taken one; every later pick is the kernel's.
+      allocatePort: async () => (handedOut++ === 0 ? taken : freePort()),
+      logger: { info: () => {}, warn: (_obj, msg) => warnings.push(msg) },
+    });
+    const id = 'otelcol-port-race';
+    try {
+      const outcome = await racing.deploy(deployment(id, 'baseline', 'process-baseline-v1'));
+      assert.ok(outcome.ok, JSON.stringify(outcome));
+      assert.notEqual(outcome.detail.otlpEndpoint, `127.0.0.1:${taken}`);
+      assert.equal(warnings.length, 1, JSON.stringify(warnings));
+      assert.match(warnings[0] as string, /port was taken/);
+      const health = await fetch(String(outcome.detail.endpoint));
+      assert.equal(health.status, 200);
+    } finally {
+      await racing.teardown(id);
+      await racing.close();
+      await new Promise((resolve) => squatter.close(resolve));
+    }
   });
 });

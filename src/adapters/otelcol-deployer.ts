@@ -77,7 +77,17 @@ export interface OtelcolDeployerOptions {
   /** How long a collector may take to answer its health check; 60 s unless said. */
   readonly readyTimeoutMs?: number;
   readonly logger?: OtelcolDeployerLogger;
+  /** Picks a free port for a collector to listen on; the kernel's pick unless said (tests). */
+  readonly allocatePort?: () => Promise<number>;
 }
+
+/**
+ * A port picked free can be taken before the collector binds it (the kernel hands the same ephemeral
+ * range to every outgoing connection, and several collectors start at once); the collector then exits
+ * saying so, and the shard is started again on new ports, this many times at most.
+ */
+const PORT_RETRIES = 3;
+const ADDRESS_IN_USE = /address already in use/i;
 
 /** The ports one collector listens on. */
 interface CollectorPorts {
@@ -470,6 +480,7 @@ export class OtelcolDeployer implements Deployer {
 
     const records: CollectorRecord[] = [];
     const exits: ({ code: number | null; signal: NodeJS.Signals | null } | undefined)[] = [];
+    const retries: number[] = [];
     for (let shard = 0; shard < plan.shards; shard++) {
       const started = await this.#start(d, shard, plan.shards, configHash, (exit) => {
         exits[shard] = exit;
@@ -492,6 +503,31 @@ export class OtelcolDeployer implements Deployer {
           const exit = exits[record.shard];
           if (exit !== undefined) {
             const output = await this.#logTail(record);
+            const retried = retries[record.shard] ?? 0;
+            if (ADDRESS_IN_USE.test(output) && retried < PORT_RETRIES) {
+              retries[record.shard] = retried + 1;
+              exits[record.shard] = undefined;
+              this.#options.logger?.warn(
+                {
+                  experimentId: d.experimentId,
+                  variant: d.variant,
+                  shard: record.shard,
+                  ports: record.ports,
+                },
+                'a port was taken before the collector bound it; starting it again on new ports',
+              );
+              const again = await this.#start(d, record.shard, plan.shards, configHash, (e) => {
+                exits[record.shard] = e;
+              });
+              if ('reason' in again) {
+                await this.#remove(d.experimentId, d.variant);
+                return { ok: false, reason: again.reason };
+              }
+              pending.delete(record);
+              pending.add(again.record);
+              records[record.shard] = again.record;
+              continue;
+            }
             await this.#remove(d.experimentId, d.variant);
             return {
               ok: false,
@@ -541,11 +577,12 @@ export class OtelcolDeployer implements Deployer {
   ): Promise<{ readonly record: CollectorRecord } | { readonly reason: string }> {
     const layout = this.#layout(d.experimentId, d.variant, shard);
     await mkdir(layout.dir, { recursive: true });
+    const allocate = this.#options.allocatePort ?? freePort;
     const ports: CollectorPorts = {
-      otlp: await freePort(),
-      prometheus: await freePort(),
-      telemetry: await freePort(),
-      health: await freePort(),
+      otlp: await allocate(),
+      prometheus: await allocate(),
+      telemetry: await allocate(),
+      health: await allocate(),
     };
     await writeFile(
       layout.config,
