@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { parseExposition, type Sample } from './support/exposition.js';
-import { startTestSystem, tokenFor, validSpec } from './support/system.js';
+import { runToAnalysis, startTestSystem, tokenFor, validSpec } from './support/system.js';
 
 /**
  * The verdicts on /metrics, through the app in-process on the embedded default: after an experiment
@@ -47,10 +47,10 @@ describe('experiment verdicts on /metrics', () => {
     throw new Error(`${what} not on /metrics after ${timeoutMs} ms: ${JSON.stringify(samples.slice(0, 20))}`);
   };
 
-  const run = async (name: string, candidate = 'process-minimal-v1') => {
-    const created = await call(
-      'POST',
-      '/api/v1/experiments',
+  const run = (name: string, candidate = 'process-minimal-v1') =>
+    runToAnalysis(
+      system,
+      operator,
       validSpec({
         name,
         candidate: { template: candidate, params: {} },
@@ -64,19 +64,6 @@ describe('experiment verdicts on /metrics', () => {
         },
       }),
     );
-    assert.equal(created.status, 201, created.body);
-    const { id } = created.json();
-    assert.equal((await call('POST', `/api/v1/experiments/${id}/start`)).status, 202);
-    const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline) {
-      const head = await system.store.head();
-      const res = await call('GET', `/api/v1/experiments/${id}?minPosition=${head}`);
-      const view = res.json();
-      if (view.analysis && ['completed', 'failed'].includes(view.state)) return view;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`experiment ${name} did not finish with an analysis`);
-  };
 
   const of = (samples: Sample[], id: string) => samples.filter((s) => s.labels.experiment_id === id);
   const value = (samples: Sample[], name: string, labels: Record<string, string> = {}) => {

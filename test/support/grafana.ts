@@ -55,21 +55,30 @@ const BUILTIN_DURATIONS = ['__rate_interval', '__interval', '__range'];
  * The expression as Grafana sends it: `$__rate_interval` and friends become a duration, a dashboard
  * variable a plain value (valid inside a string or as an identifier). An unknown variable is a problem.
  */
-export const expandVariables = (expr: string, variables: ReadonlySet<string>, problems: string[]): string =>
+export const expandVariables = (
+  expr: string,
+  variables: ReadonlySet<string>,
+  problems: string[],
+  values: Readonly<Record<string, string>> = {},
+): string =>
   expr.replace(/\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]/g, (_m, a?: string, b?: string, c?: string) => {
     const name = (a ?? b ?? c) as string;
     if (BUILTIN_DURATIONS.includes(name)) return '5m';
     if (!variables.has(name)) problems.push(`unknown variable $${name}`);
-    return 'x';
+    return values[name] ?? 'x';
   });
 
 /** The queries of one dashboard: its panels' targets and its query variables. */
-export const queriesOf = (dashboard: Json, problems: string[]): Query[] => {
+export const queriesOf = (
+  dashboard: Json,
+  problems: string[],
+  values: Readonly<Record<string, string>> = {},
+): Query[] => {
   const variables = new Set<string>((dashboard.templating?.list ?? []).map((v: Json) => String(v.name)));
   const out: Query[] = [];
   const add = (where: string, raw: string) => {
     const local: string[] = [];
-    const expr = expandVariables(raw, variables, local);
+    const expr = expandVariables(raw, variables, local, values);
     for (const p of local) problems.push(`${where}: ${p}`);
     out.push({ where, raw, expr });
   };
