@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import client from 'prom-client';
 import type { ExperimentView, Page, ReadModels } from '../src/application/ports/read-models.js';
+import { ConfigError, loadConfig } from '../src/config.js';
 import type { Analysis } from '../src/domain/experiment-spec.js';
 import { experimentLabel, registerExperimentMetrics } from '../src/handlers/experiment-metrics.js';
 import { parseExposition, type Sample } from './support/exposition.js';
@@ -266,5 +267,22 @@ describe('experiment metrics', () => {
     const long = experimentLabel('x'.repeat(200));
     assert.equal([...long].length, 64);
     assert.ok(long.endsWith('…'));
+  });
+});
+
+describe('experiment metrics settings', () => {
+  it('refuses a cap or an age that is not a count, naming the variable', () => {
+    for (const [variable, value] of [
+      ['PHOENIX_METRICS_EXPERIMENTS', '-1'],
+      ['PHOENIX_METRICS_EXPERIMENTS', 'lots'],
+      ['PHOENIX_METRICS_EXPERIMENT_DAYS', '0'],
+    ] as const)
+      assert.throws(
+        () => loadConfig({ [variable]: value }),
+        (err: unknown) => err instanceof ConfigError && err.problems.some((p) => p.variable === variable),
+      );
+    const config = loadConfig({});
+    assert.equal(config.PHOENIX_METRICS_EXPERIMENTS, 100);
+    assert.equal(config.PHOENIX_METRICS_EXPERIMENT_DAYS, 30);
   });
 });
