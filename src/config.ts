@@ -81,6 +81,10 @@ const configSchema = z.object({
     .optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PHOENIX_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(6000),
+  /** Most experiments whose verdicts /metrics exports, the most recently ended first; 0: none. */
+  PHOENIX_METRICS_EXPERIMENTS: z.coerce.number().int().min(0).max(1000).default(100),
+  /** /metrics exports the verdicts of experiments that ended within this many days. */
+  PHOENIX_METRICS_EXPERIMENT_DAYS: z.coerce.number().int().min(1).max(366).default(30),
   /** Browser origins allowed to call the API; none (the default): only pages served from the API's own origin. */
   PHOENIX_CORS_ORIGINS: corsOrigins.default([]),
   /** NATS subject and stream prefix: servers and workers of one installation share it. */

@@ -30,6 +30,7 @@ import type { ExperimentEvent } from './domain/experiment.js';
 import { TokenService } from './handlers/auth.js';
 import type { CommandDatabase, CommandStorage } from './handlers/cli-replay.js';
 import type { BusOptions, WorkerAdapters, WorkerKinds } from './handlers/cli-workers.js';
+import { registerExperimentMetrics } from './handlers/experiment-metrics.js';
 import { DEFAULT_SAGA_TIMEOUTS, lifecycleSagaHandler, SagaEffects } from './handlers/experiment-saga.js';
 import { createGrpcServer, type GrpcServer } from './handlers/grpc/server.js';
 import { buildApp } from './handlers/http/app.js';
@@ -294,6 +295,12 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     cursorSecret: secret,
   });
   const readModels = projections.readModels;
+  registerExperimentMetrics(metrics.registry, {
+    readModels,
+    maxExperiments: config.PHOENIX_METRICS_EXPERIMENTS,
+    maxAgeDays: config.PHOENIX_METRICS_EXPERIMENT_DAYS,
+    onError: (err) => logger.warn({ err }, 'could not read the experiments for /metrics'),
+  });
   const hub = new LiveHub(log, logger);
   const idempotency = new PostgresIdempotencyStore(database.db);
   const catchUp = catchUpWith(readModels);

@@ -64,3 +64,48 @@ export const validSpec = (overrides: Record<string, unknown> = {}) => ({
   },
   ...overrides,
 });
+
+/**
+ * Creates and starts an experiment through the API and waits (up to `timeoutMs`) until it has ended
+ * with an analysis; returns the experiment as GET /api/v1/experiments/{id} shows it.
+ */
+export async function runToAnalysis(
+  system: Pick<System, 'app' | 'store'>,
+  token: string,
+  spec: Record<string, unknown>,
+  timeoutMs = 60_000,
+  // biome-ignore lint/suspicious/noExplicitAny: the API's JSON, as a test reads it
+): Promise<any> {
+  const headers = { authorization: `Bearer ${token}` };
+  const created = await system.app.inject({
+    method: 'POST',
+    url: '/api/v1/experiments',
+    headers,
+    payload: spec,
+  });
+  if (created.statusCode !== 201) throw new Error(`create: ${created.statusCode} ${created.body}`);
+  const { id } = created.json();
+  const started = await system.app.inject({
+    method: 'POST',
+    url: `/api/v1/experiments/${id}/start`,
+    headers,
+  });
+  if (started.statusCode !== 202) throw new Error(`start: ${started.statusCode} ${started.body}`);
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    const head = await system.store.head();
+    const res = await system.app.inject({
+      method: 'GET',
+      url: `/api/v1/experiments/${id}?minPosition=${head}`,
+      headers,
+    });
+    const view = res.json();
+    last = view.state;
+    if (view.analysis && (view.state === 'completed' || view.state === 'failed')) return view;
+    if (['completed', 'failed', 'cancelled'].includes(view.state))
+      throw new Error(`experiment ${id} ended ${view.state} without an analysis: ${view.statusReason}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`experiment ${id} still ${last} after ${timeoutMs} ms`);
+}
