@@ -354,6 +354,15 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
       if (lag.events > READY_MAX_LAG_EVENTS) throw new Error(`read models are ${lag.events} events behind`);
     },
   };
+  // The preview samples the fleet the deployer in use simulates (the otelcol deployer's is smaller).
+  const previews = createPreviewService({
+    sampler: new EmulatorFleetSampler({
+      processesPerHost:
+        config.PHOENIX_DEPLOYER === 'otelcol' ? config.PHOENIX_OTELCOL_PROCESSES_PER_HOST : 500,
+    }),
+  });
+  const pricingProfileNames = config.pricingProfiles.map((p) => p.name);
+
   // The gRPC API: the same command service, read models, live hub, tokens and readiness as HTTP.
   const grpc =
     config.GRPC_PORT === 0
@@ -368,16 +377,9 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
           readiness,
           rateLimitPerMinute: config.PHOENIX_RATE_LIMIT_PER_MINUTE,
           metrics,
+          previews,
+          pricingProfiles: config.pricingProfiles,
         });
-
-  // The preview samples the fleet the deployer in use simulates (the otelcol deployer's is smaller).
-  const previews = createPreviewService({
-    sampler: new EmulatorFleetSampler({
-      processesPerHost:
-        config.PHOENIX_DEPLOYER === 'otelcol' ? config.PHOENIX_OTELCOL_PROCESSES_PER_HOST : 500,
-    }),
-  });
-  const pricingProfileNames = config.pricingProfiles.map((p) => p.name);
 
   const app = await buildApp({
     logger,
