@@ -19,6 +19,7 @@ const BENCHES: Record<string, () => Promise<BenchModule>> = {
   api: () => import('./api.bench.js'),
   lifecycle: () => import('./lifecycle.bench.js'),
   otelcol: () => import('./otelcol.bench.js'),
+  preview: () => import('./preview.bench.js'),
 };
 
 const asked = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -1,6 +1,9 @@
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { pricingFileSchema, resolvePricingProfiles } from './application/pricing.js';
+import type { PricingProfile } from './domain/cost.js';
 
 /**
  * Configuration, from the environment, validated once at start-up. A bad value stops the process
@@ -95,6 +98,13 @@ const configSchema = z.object({
   /** Where the local (simulated) data plane serves its variants' metrics for Prometheus; 0: any free port. */
   PHOENIX_DATAPLANE_HOST: z.string().min(1).default('127.0.0.1'),
   PHOENIX_DATAPLANE_PORT: z.coerce.number().int().min(0).max(65535).default(0),
+  /**
+   * A JSON or YAML file of pricing profiles (`{ profiles: [...] }`, docs/pricing.md) added to the
+   * built-in ones; checked at start-up.
+   */
+  PHOENIX_PRICING_FILE: z.string().min(1).optional(),
+  /** Hosts in the whole fleet, for the fleet-wide saving of every profile that names no fleet size. */
+  PHOENIX_FLEET_HOSTS: z.coerce.number().int().min(1).max(10_000_000).optional(),
   /** Run the deployer and analyzer workers inside the server too (always needed without NATS). */
   PHOENIX_INPROCESS_WORKERS: z
     .enum(['true', 'false'])
@@ -102,7 +112,10 @@ const configSchema = z.object({
     .transform((v) => v === 'true'),
 });
 
-export type Config = z.infer<typeof configSchema>;
+export type Config = z.infer<typeof configSchema> & {
+  /** The pricing profiles in force: the built-in ones and PHOENIX_PRICING_FILE's. */
+  readonly pricingProfiles: readonly PricingProfile[];
+};
 
 export class ConfigError extends Error {
   constructor(readonly problems: readonly { variable: string; message: string }[]) {
@@ -123,7 +136,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       })),
     );
   }
-  const config = parsed.data;
+  const config: Config = {
+    ...parsed.data,
+    pricingProfiles: resolvePricingProfiles(
+      parsed.data.PHOENIX_PRICING_FILE ? readPricingFile(parsed.data.PHOENIX_PRICING_FILE) : [],
+      parsed.data.PHOENIX_FLEET_HOSTS,
+    ),
+  };
   if (!config.PHOENIX_INPROCESS_WORKERS && !config.NATS_URL) {
     throw new ConfigError([
       {
@@ -166,6 +185,33 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ]);
   }
   return config;
+}
+
+/** The profiles of PHOENIX_PRICING_FILE; a file that cannot be read or is not valid stops start-up. */
+function readPricingFile(path: string): PricingProfile[] {
+  const fail = (message: string): never => {
+    throw new ConfigError([{ variable: 'PHOENIX_PRICING_FILE', message: `${path}: ${message}` }]);
+  };
+  let text = '';
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    fail(`cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  let data: unknown;
+  try {
+    // YAML 1.2 is a superset of JSON: one parser reads both.
+    data = parseYaml(text);
+  } catch (err) {
+    fail(`is neither JSON nor YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  const checked = pricingFileSchema.safeParse(data);
+  if (!checked.success) {
+    const issue = checked.error.issues[0];
+    const at = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
+    fail(`${at}${issue?.message ?? 'invalid'}`);
+  }
+  return checked.data!.profiles;
 }
 
 const isExecutable = (path: string): boolean => {

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
+import { EmulatorFleetSampler } from './adapters/emulator-fleet-sampler.js';
 import { EsdbEventStore } from './adapters/esdb-event-store.js';
 import { createInProcessBus } from './adapters/inprocess-bus.js';
 import { LocalAnalyzer } from './adapters/local-analyzer.js';
@@ -25,6 +26,7 @@ import type { Deployer, UsageSource } from './application/ports/deployer.js';
 import type { EventStore } from './application/ports/event-store.js';
 import type { LogReader } from './application/ports/log-reader.js';
 import type { ReadModels } from './application/ports/read-models.js';
+import { createPreviewService } from './application/preview.js';
 import type { Config } from './config.js';
 import type { ExperimentEvent } from './domain/experiment.js';
 import { TokenService } from './handlers/auth.js';
@@ -37,6 +39,7 @@ import { buildApp } from './handlers/http/app.js';
 import { auditRoutes } from './handlers/http/audit.js';
 import { catchUpWith, experimentRoutes } from './handlers/http/experiments.js';
 import { liveRoutes } from './handlers/http/live.js';
+import { previewRoutes } from './handlers/http/preview.js';
 import { LiveHub } from './handlers/live-hub.js';
 import { commandMetricsOf, createMetrics, type Metrics, readSideMetricsOf } from './handlers/metrics.js';
 import { lockEmbeddedDatabase } from './handlers/serve.js';
@@ -358,6 +361,15 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
       if (lag.events > READY_MAX_LAG_EVENTS) throw new Error(`read models are ${lag.events} events behind`);
     },
   };
+  // The preview samples the fleet the deployer in use simulates (the otelcol deployer's is smaller).
+  const previews = createPreviewService({
+    sampler: new EmulatorFleetSampler({
+      processesPerHost:
+        config.PHOENIX_DEPLOYER === 'otelcol' ? config.PHOENIX_OTELCOL_PROCESSES_PER_HOST : 500,
+    }),
+  });
+  const pricingProfileNames = config.pricingProfiles.map((p) => p.name);
+
   // The gRPC API: the same command service, read models, live hub, tokens and readiness as HTTP.
   const grpc =
     config.GRPC_PORT === 0
@@ -372,6 +384,8 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
           readiness,
           rateLimitPerMinute: config.PHOENIX_RATE_LIMIT_PER_MINUTE,
           metrics,
+          previews,
+          pricingProfiles: config.pricingProfiles,
         });
 
   const app = await buildApp({
@@ -383,7 +397,18 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     readiness,
     routes: [
       (scope) =>
-        experimentRoutes(scope, { store, readModels, idempotency, metrics, clock, newId, known, commands }),
+        experimentRoutes(scope, {
+          store,
+          readModels,
+          idempotency,
+          metrics,
+          clock,
+          newId,
+          known,
+          commands,
+          pricingProfiles: pricingProfileNames,
+        }),
+      (scope) => previewRoutes(scope, { store, previews, pricingProfiles: config.pricingProfiles }),
       (scope) => auditRoutes(scope, { readModels, catchUp }),
       (scope) => liveRoutes(scope, { hub }),
     ],
@@ -421,6 +446,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
           analyzer: workerAdapters.analyzer,
           ...(usage ? { usage } : {}),
           logger,
+          pricingProfiles: config.pricingProfiles,
         });
       }
       sagaRunner.start();

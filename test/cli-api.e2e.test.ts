@@ -374,6 +374,26 @@ describe('the CLI against a started server', { timeout: 600_000 }, () => {
     assert.equal(json.items.length, 7);
   });
 
+  it('preview: a spec from a file, or a created experiment; a refusal is one line', async () => {
+    const file = join(elsewhere, 'preview.json');
+    writeFileSync(file, JSON.stringify(passingSpec('to preview')));
+    const run = await cli(['experiments', 'preview', '-f', file], apiEnv());
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^series: [\d,]+ → [\d,]+ \(removes [\d,]+, [\d.]+ %\)$/m);
+    assert.match(run.stdout, /^critical processes dropped: none$/m);
+    const created = await cli(['experiments', 'create', '-f', file, '-q'], apiEnv());
+    assert.equal(created.code, 0, created.stderr);
+    const byId = await cli(['experiments', 'preview', created.stdout.trim(), '--json'], apiEnv());
+    assert.equal(byId.code, 0, byId.stderr);
+    assert.equal(JSON.parse(byId.stdout).hosts, 4);
+    const neither = await cli(['experiments', 'preview'], apiEnv());
+    assert.equal(neither.code, 2);
+    assert.match(neither.stderr, /^phoenix: give an experiment id or -f/);
+    const bad = await cli(['experiments', 'preview', 'not-a-uuid'], apiEnv());
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /^phoenix: 400 [^\n]+\n$/);
+  });
+
   it('migrate refuses while the server holds the embedded database', async () => {
     const run = await cli(['migrate'], { PHOENIX_DATA_DIR: dataDir });
     assert.equal(run.code, 1);

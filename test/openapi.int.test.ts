@@ -86,6 +86,8 @@ describe('OpenAPI document (/docs/json)', () => {
     for (const { op } of operations) assert.ok(op.tags?.length === 1 && tags.has(op.tags[0]), op.operationId);
   });
 
+  const QUERIES_BY_POST = new Set(['/api/v1/experiments/preview', '/api/v1/templates/{name}/render']);
+
   it('documents every status each operation can answer, with problem+json errors and the contract headers', async () => {
     const problems: string[] = [];
     for (const { path, method, op } of operations) {
@@ -117,7 +119,8 @@ describe('OpenAPI document (/docs/json)', () => {
       if (authenticated) assert.ok(op.security.length > 0, `${name}: security`);
 
       const params = (op.parameters ?? []) as Json[];
-      const isCommand = method === 'post';
+      // A POST that only computes (the preview, a template's render) writes nothing: not a command.
+      const isCommand = method === 'post' && !QUERIES_BY_POST.has(path);
       const isLive = path === '/api/v1/live';
       const hasId = path.includes('{id}');
       const takesInput =

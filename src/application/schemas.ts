@@ -160,6 +160,11 @@ export const experimentSpecSchema = z.strictObject({
       maxCriticalProcessLossPct: 0,
       maxCollectorCpuOverheadPct: 10,
     }),
+  /** The pricing profile the analysis's cost is computed with (GET /api/v1/pricing-profiles); `default` when absent. */
+  pricingProfile: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be the name of a pricing profile')
+    .optional(),
 });
 
 export type ExperimentSpecInput = z.infer<typeof experimentSpecSchema>;
@@ -188,6 +193,17 @@ const variant = z.enum(VARIANTS);
 const at = z.iso.datetime({ offset: true });
 const figures = z.object({ series: z.number(), datapointsPerMinute: z.number() });
 
+const costPart = z.object({ saving: z.number(), low: z.number().nullable(), high: z.number().nullable() });
+
+/** analysis.cost: the money (domain/cost.ts). */
+export const costEstimateSchema = z.object({
+  profile: z.string(),
+  currency: z.string(),
+  monthly: z.object({ target: costPart, fleet: costPart }),
+  breakdown: z.record(z.string(), z.number()),
+  assumptions: z.record(z.string(), z.union([z.number(), z.string()])),
+});
+
 export const analysisSchema = z.object({
   verdict: z.enum(['pass', 'fail', 'inconclusive']),
   reasons: z.array(z.string()),
@@ -198,6 +214,7 @@ export const analysisSchema = z.object({
   criticalProcessLossPct: z.number().nullable(),
   missingCriticalProcesses: z.array(z.string()),
   evidence: z.record(z.string(), z.unknown()).optional(),
+  cost: costEstimateSchema.optional(),
 });
 
 const detail = z.record(z.string(), z.unknown()).optional();

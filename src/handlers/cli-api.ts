@@ -179,6 +179,22 @@ interface Analysis {
   datapointReductionPct: number | null;
   criticalProcessLossPct: number | null;
   missingCriticalProcesses: string[];
+  cost?: {
+    profile: string;
+    currency: string;
+    monthly: Record<'target' | 'fleet', { saving: number; low: number | null; high: number | null }>;
+  };
+}
+
+interface Preview {
+  hosts: number;
+  sampledHosts: number;
+  baseline: { series: number; datapointsPerMinute: number };
+  candidate: { series: number; datapointsPerMinute: number };
+  removedSeries: number;
+  removedSeriesPct: number | null;
+  criticalInBaseline: number;
+  droppedCriticalProcesses: string[];
 }
 
 const pct = (v: number | null | undefined) => (v === null || v === undefined ? 'n/a' : `${v.toFixed(1)} %`);
@@ -189,8 +205,29 @@ const analysisLines = (a: Analysis): string[] => [
   `series: ${count(a.baseline.series)} → ${count(a.candidate.series)} (reduction ${pct(a.cardinalityReductionPct)})`,
   `data points/min: ${count(a.baseline.datapointsPerMinute)} → ${count(a.candidate.datapointsPerMinute)} (reduction ${pct(a.datapointReductionPct)})`,
   `critical processes lost: ${pct(a.criticalProcessLossPct)}${a.missingCriticalProcesses.length ? ` (${a.missingCriticalProcesses.join(', ')})` : ''}`,
+  ...(a.cost ? [costLine(a.cost)] : []),
   ...a.reasons.map((r) => `  - ${r}`),
 ];
+
+const money = (v: number, currency: string) =>
+  v.toLocaleString('en-US', { style: 'currency', currency, maximumFractionDigits: 0 });
+
+const costLine = (c: NonNullable<Analysis['cost']>): string => {
+  const part = (p: { saving: number; low: number | null; high: number | null }) =>
+    `${money(p.saving, c.currency)}${p.low !== null && p.high !== null ? ` (${money(p.low, c.currency)} to ${money(p.high, c.currency)})` : ''}`;
+  return `saving per month: ${part(c.monthly.target)} on the target, ${part(c.monthly.fleet)} on the fleet (profile ${c.profile})`;
+};
+
+const previewLines = (p: Preview): string => {
+  const sampled = p.sampledHosts < p.hosts ? ` (${p.sampledHosts} sampled, scaled up)` : '';
+  return [
+    `hosts: ${p.hosts}${sampled}`,
+    `series: ${count(p.baseline.series)} → ${count(p.candidate.series)} (removes ${count(p.removedSeries)}, ${pct(p.removedSeriesPct)})`,
+    `data points/min: ${count(p.baseline.datapointsPerMinute)} → ${count(p.candidate.datapointsPerMinute)}`,
+    `critical processes in the baseline: ${count(p.criticalInBaseline)}`,
+    `critical processes dropped: ${p.droppedCriticalProcesses.length ? p.droppedCriticalProcesses.join(', ') : 'none'}`,
+  ].join('\n');
+};
 
 const experimentDetail = (e: Experiment): string => {
   const variant = (v: { template: string; params?: Record<string, unknown> }) =>
@@ -698,6 +735,44 @@ export function registerApiCommands(program: Command): void {
       ),
     );
   }
+
+  jsonOption(
+    experiments
+      .command('preview')
+      .description(
+        'before a run: one sample of the fleet through both pipelines; the series the candidate removes and the critical processes it drops',
+      )
+      .argument('[id]', 'a created experiment (else give -f)')
+      .option('-f, --file <path>', 'a create body (as in POST /api/v1/experiments), or - for stdin')
+      .option(
+        '--idempotency-key <key>',
+        'the key the create will use: the sample is then the fleet the run gets',
+      )
+      .addHelpText(
+        'after',
+        `\nExamples:\n  phoenix experiments preview -f spec.json\n  phoenix experiments preview <id>\n${EXIT_HELP}`,
+      ),
+  ).action(
+    withConnection(
+      async (
+        conn,
+        id: string | undefined,
+        options: { file?: string; idempotencyKey?: string; json?: boolean },
+      ) => {
+        if ((id === undefined) === (options.file === undefined))
+          throw new CliError('give an experiment id or -f <spec.json>, not both', 2);
+        const { body } =
+          id !== undefined
+            ? await call(conn, 'GET', `${experimentPath(id)}/preview`)
+            : await call(conn, 'POST', 'api/v1/experiments/preview', {
+                body: readBody(options.file as string),
+                ...(options.idempotencyKey ? { headers: { 'idempotency-key': options.idempotencyKey } } : {}),
+              });
+        if (options.json) return json(body);
+        out(previewLines(body as Preview));
+      },
+    ),
+  );
 
   experiments
     .command('watch')

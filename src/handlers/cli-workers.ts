@@ -138,6 +138,7 @@ async function runWorker(kind: WorkerKind, options: WorkerOptions, deps: WorkerC
           bus,
           analyzer: adapters.analyzer,
           logger,
+          pricingProfiles: config.pricingProfiles,
           ...(options.concurrency ? { concurrency: options.concurrency } : {}),
         }),
       );

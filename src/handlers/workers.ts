@@ -14,6 +14,8 @@ import type {
   VerifyDeployment,
 } from '../application/ports/bus.js';
 import type { Deployer, UsageSource } from '../application/ports/deployer.js';
+import { withCost } from '../application/pricing.js';
+import type { PricingProfile } from '../domain/cost.js';
 import type { Variant } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
 import {
@@ -70,6 +72,8 @@ export interface AnalyzerWorkerDeps {
   readonly analyzer: Analyzer;
   readonly logger: WorkerLogger;
   readonly clock?: () => Date;
+  /** The pricing profiles every analysis is priced with (analysis.cost); none: no cost. */
+  readonly pricingProfiles?: readonly PricingProfile[];
   /** Default 2. */
   readonly concurrency?: number;
 }
@@ -301,6 +305,11 @@ export async function startAnalyzerWorker(deps: AnalyzerWorkerDeps): Promise<Con
       analysis = judge({
         criteria: command.spec.successCriteria,
         criticalProcesses: command.spec.criticalProcesses,
+        measurements,
+      });
+      analysis = withCost(analysis, {
+        profiles: deps.pricingProfiles ?? [],
+        spec: command.spec,
         measurements,
       });
     } catch (err) {

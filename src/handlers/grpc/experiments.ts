@@ -1,6 +1,7 @@
 import { type handleServerStreamingCall, status } from '@grpc/grpc-js';
 import { z } from 'zod';
 import type { CommandOutcome, CommandService, ServiceCommand } from '../../application/command-service.js';
+import { commandHash, experimentIdForKey } from '../../application/command-service.js';
 import { experimentIdOf, streamIdOf } from '../../application/experiment-commands.js';
 import { type EventStore, isPosition, type StoredEvent } from '../../application/ports/event-store.js';
 import type {
@@ -8,7 +9,9 @@ import type {
   HistoryEntry as HistoryView,
   ReadModels,
 } from '../../application/ports/read-models.js';
+import { PreviewBusy, PreviewRefused, type PreviewService } from '../../application/preview.js';
 import { dbText } from '../../application/schemas.js';
+import type { PricingProfile } from '../../domain/cost.js';
 import {
   type ExistingExperiment,
   type ExperimentEvent,
@@ -39,6 +42,10 @@ export interface ExperimentServiceDependencies extends CallDependencies {
   readonly readModels: ReadModels;
   /** `Watch`, served by the live feed's Watcher (src/handlers/grpc/watch.ts). */
   readonly watch: handleServerStreamingCall<WatchRequest, WatchResponse>;
+  /** `PreviewExperiment`; without it the call is UNIMPLEMENTED. */
+  readonly previews?: PreviewService;
+  /** The pricing profiles in force: `ListPricingProfiles`, and the names a create may use. */
+  readonly pricingProfiles?: readonly PricingProfile[];
 }
 
 /** How long a read with `min_position` waits for the read models, as over HTTP. */
@@ -123,6 +130,7 @@ export const specInputOf = (spec: ExperimentSpec | undefined): unknown => {
           },
     durationSeconds: spec.durationSeconds,
     criticalProcesses: spec.criticalProcesses,
+    ...(spec.pricingProfile !== undefined ? { pricingProfile: spec.pricingProfile } : {}),
     ...(criteria
       ? {
           successCriteria: {
@@ -154,6 +162,7 @@ const specMessage = (s: DomainSpec): ExperimentSpec => ({
   durationSeconds: s.durationSeconds,
   criticalProcesses: [...s.criticalProcesses],
   successCriteria: { ...s.successCriteria },
+  pricingProfile: s.pricingProfile,
 });
 
 type ExperimentLike = DomainSpec & {
@@ -252,7 +261,9 @@ export const catchUpWith =
  */
 export function experimentService(deps: ExperimentServiceDependencies): ExperimentServiceServer {
   const { commands, store, readModels } = deps;
-  const createSpec = createExperimentSchema();
+  const createSpec = createExperimentSchema(
+    deps.pricingProfiles ? { pricingProfiles: deps.pricingProfiles.map((p) => p.name) } : {},
+  );
   const catchUp = catchUpWith(readModels);
 
   const run = async (
@@ -362,6 +373,72 @@ export function experimentService(deps: ExperimentServiceDependencies): Experime
       const view = stateView(fold(upTo as readonly ExperimentEvent[]) as ExistingExperiment, upTo);
       return { experiment: experimentMessage(view), position: view.position, at: view.at };
     }),
+
+    previewExperiment: unary(deps, 'PreviewExperiment', 'viewer', async (request, ctx) => {
+      const previews = deps.previews;
+      if (previews === undefined)
+        throw new GrpcRefusal(status.UNIMPLEMENTED, 'PREVIEW_UNAVAILABLE', 'previews are not served here');
+      const subject = request.subject;
+      let experimentId: string;
+      let spec: DomainSpec;
+      if (subject?.$case === 'id') {
+        experimentId = parse(uuid, subject.value, 'id');
+        const events = await store.readStream(streamIdOf(experimentId));
+        if (events.length === 0) throw notFound();
+        spec = (fold(events as readonly ExperimentEvent[]) as ExistingExperiment).spec;
+      } else if (subject?.$case === 'spec') {
+        spec = parse(createSpec, specInputOf(subject.value), 'spec');
+        const key =
+          request.idempotencyKey === ''
+            ? undefined
+            : parse(idempotencyKey, request.idempotencyKey, 'idempotency_key');
+        experimentId =
+          key !== undefined
+            ? experimentIdForKey(ctx.principal.sub, key)
+            : experimentIdForKey('preview', commandHash({ type: 'CreateExperiment', spec }, undefined));
+      } else {
+        throw invalidArgument([{ field: 'subject', description: 'give an experiment id or a spec' }]);
+      }
+      try {
+        const p = await previews.preview(experimentId, spec, { signal: ctx.signal });
+        return {
+          hosts: p.hosts,
+          sampledHosts: p.sampledHosts,
+          baseline: p.baseline,
+          candidate: p.candidate,
+          removedSeries: p.removedSeries,
+          ...(p.removedSeriesPct !== null ? { removedSeriesPct: p.removedSeriesPct } : {}),
+          criticalInBaseline: p.criticalInBaseline,
+          droppedCriticalProcesses: [...p.droppedCriticalProcesses],
+          droppedCriticalPairs: [...p.droppedCriticalPairs],
+        };
+      } catch (err) {
+        if (err instanceof PreviewRefused)
+          throw new GrpcRefusal(
+            status.INVALID_ARGUMENT,
+            'PREVIEW_REFUSED',
+            `the spec cannot be previewed: ${err.message}`,
+          );
+        if (err instanceof PreviewBusy)
+          throw new GrpcRefusal(status.UNAVAILABLE, 'PREVIEW_SATURATED', err.message, {
+            retryAfterSeconds: err.retryAfterSeconds,
+          });
+        if (ctx.signal.aborted) throw err;
+        deps.logger.warn({ err }, 'fleet sample failed');
+        throw new GrpcRefusal(
+          status.UNAVAILABLE,
+          'PREVIEW_UNAVAILABLE',
+          'the fleet sample could not be completed; retry later',
+          {
+            retryAfterSeconds: 5,
+          },
+        );
+      }
+    }),
+
+    listPricingProfiles: unary(deps, 'ListPricingProfiles', 'viewer', async () => ({
+      profiles: (deps.pricingProfiles ?? []).map((p) => ({ ...p, sources: [...(p.sources ?? [])] })),
+    })),
 
     watch: deps.watch,
   };

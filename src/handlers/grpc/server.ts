@@ -8,6 +8,8 @@ import type { Logger } from 'pino';
 import type { CommandService } from '../../application/command-service.js';
 import type { EventStore } from '../../application/ports/event-store.js';
 import type { ReadModels } from '../../application/ports/read-models.js';
+import type { PreviewService } from '../../application/preview.js';
+import type { PricingProfile } from '../../domain/cost.js';
 import type { ExperimentEvent } from '../../domain/experiment.js';
 import type { TokenService } from '../auth.js';
 import type { LiveHub } from '../live-hub.js';
@@ -29,6 +31,10 @@ export interface GrpcServerDependencies {
   readonly store: EventStore<ExperimentEvent>;
   readonly readModels: ReadModels;
   readonly hub: LiveHub;
+  /** `PreviewExperiment`: the same preview service as HTTP. */
+  readonly previews?: PreviewService;
+  /** The pricing profiles in force (`ListPricingProfiles`; a create naming another is refused). */
+  readonly pricingProfiles?: readonly PricingProfile[];
   /** The checks HTTP's /readyz runs; the health service reports SERVING while all pass. */
   readonly readiness: Readonly<Record<string, () => Promise<void>>>;
   readonly watch?: WatcherOptions;
@@ -90,6 +96,8 @@ export function createGrpcServer(deps: GrpcServerDependencies): GrpcServer {
       store: deps.store,
       readModels: deps.readModels,
       watch: watcher.handler,
+      ...(deps.previews ? { previews: deps.previews } : {}),
+      ...(deps.pricingProfiles ? { pricingProfiles: deps.pricingProfiles } : {}),
     }),
   );
   server.addService(TemplateServiceService, templateService(calls));

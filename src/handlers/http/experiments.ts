@@ -30,6 +30,8 @@ export interface ExperimentRoutesDependencies {
   readonly known?: KnownStreams;
   /** The command service shared with other transports; built from the dependencies above when absent. */
   readonly commands?: CommandService;
+  /** Names of the configured pricing profiles: a create naming another is refused (400). */
+  readonly pricingProfiles?: readonly string[];
 }
 
 const MIN_POSITION_WAIT_MS = 5_000;
@@ -42,7 +44,7 @@ const minPositionQuery = z.object({ minPosition: position.optional() });
  * The create body, plus what only the pipelines module can check: templates, params, the rendered
  * config. Rendering is memoised per distinct variant input (creates repeat the same specs a lot).
  */
-export function createExperimentSchema() {
+export function createExperimentSchema(options: { readonly pricingProfiles?: readonly string[] } = {}) {
   // Least recently used out first, 1,000 inputs as before; the keys are the clients' params, so their
   // total length is bounded too (8 Mi characters): a few large bodies cannot pin memory.
   const cache = new LRUCache<string, readonly { path: string; message: string }[]>({
@@ -65,7 +67,19 @@ export function createExperimentSchema() {
     cache.set(key, errors);
     return errors;
   };
+  const profiles = options.pricingProfiles;
   return experimentSpecSchema.superRefine((spec, ctx) => {
+    if (
+      profiles !== undefined &&
+      spec.pricingProfile !== undefined &&
+      !profiles.includes(spec.pricingProfile)
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['pricingProfile'],
+        message: `unknown pricing profile '${spec.pricingProfile}' (configured: ${profiles.join(', ')})`,
+      });
+    }
     for (const variant of VARIANTS) {
       for (const e of validateVariant(spec[variant].template, spec[variant].params, spec.criticalProcesses)) {
         // The experiment's own patterns are checked where the user sent them (regexSource, with the
@@ -82,7 +96,9 @@ const startBody = z.strictObject({}).nullish();
 
 export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDependencies): Promise<void> {
   const { store, readModels } = deps;
-  const createBody = createExperimentSchema();
+  const createBody = createExperimentSchema(
+    deps.pricingProfiles ? { pricingProfiles: deps.pricingProfiles } : {},
+  );
 
   const commands =
     deps.commands ??

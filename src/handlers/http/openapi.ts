@@ -141,6 +141,46 @@ const templates = z.object({
   ),
 });
 
+const previewFigures = z.object({ series: z.number().int(), datapointsPerMinute: z.number() });
+const preview = z
+  .object({
+    hosts: z.number().int().describe("The target's hosts."),
+    sampledHosts: z
+      .number()
+      .int()
+      .describe('Hosts actually run (at most 50, the first of the target); counts are scaled to `hosts`.'),
+    baseline: previewFigures,
+    candidate: previewFigures,
+    removedSeries: z.number().int(),
+    removedSeriesPct: z.number().nullable(),
+    criticalInBaseline: z.number().int().describe('Critical (node, executable) pairs in the baseline.'),
+    droppedCriticalProcesses: z
+      .array(z.string())
+      .describe('Critical executables the candidate drops somewhere.'),
+    droppedCriticalPairs: z
+      .array(z.string())
+      .describe('The same as `node/executable` of the sampled hosts (50 at most).'),
+  })
+  .describe('One sample of the fleet through both rendered pipelines.');
+
+const pricingProfiles = z.object({
+  items: z.array(
+    z.object({
+      name: z.string(),
+      description: z.string().optional(),
+      currency: z.string(),
+      perSeriesMonth: z.number(),
+      perMillionDatapoints: z.number(),
+      perGbIngested: z.number(),
+      bytesPerDatapoint: z.number(),
+      cpuCoreHour: z.number(),
+      memoryGbHour: z.number(),
+      fleetHosts: z.number().int().optional(),
+      sources: z.array(z.string()).optional(),
+    }),
+  ),
+});
+
 const auditEntry = historyEntry.extend({
   experimentId: z.uuid(),
   experimentName: z.string(),
@@ -178,6 +218,8 @@ export const RESPONSE_SCHEMAS = {
   EventPage: eventPage,
   ExperimentState: stateAt,
   Templates: templates,
+  Preview: preview,
+  PricingProfiles: pricingProfiles,
   AuditPage: auditPage,
   LiveMessage: liveMessage,
   Health: health,
@@ -215,6 +257,7 @@ export interface OperationDoc {
 const TAGS = {
   experiments: 'Create and drive experiments, and read them back (eventually consistent; see `minPosition`).',
   templates: 'Pipeline templates an experiment variant can use.',
+  pricing: 'The pricing profiles that turn a reduction into money (`analysis.cost`).',
   audit: 'Who moved which experiment when (admin).',
   live: 'The event log, live, over WebSocket.',
   operations: 'Health, readiness and metrics, without authentication.',
@@ -404,6 +447,37 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc | null>> = {
       },
     ],
     errors: [400, 401, 404, 409, 429, 500, 503],
+  },
+  'POST /api/v1/experiments/preview': {
+    operationId: 'previewExperimentSpec',
+    tag: 'experiments',
+    summary: 'Preview an experiment before creating it',
+    description:
+      'The body is a create body, validated as a create is. One sample of the fleet (at most 50 hosts, the first of the target, ' +
+      'scaled up) runs through both rendered pipelines on the local emulator; nothing is written. With the `Idempotency-Key` the ' +
+      'create will use, the sample is the fleet the run will get. 503 when every preview slot is taken.',
+    success: [{ status: 200, description: 'The estimate.', content: { 'application/json': 'Preview' } }],
+    errors: [400, 401, 403, 413, 415, 429, 500, 503],
+  },
+  'GET /api/v1/experiments/{id}/preview': {
+    operationId: 'previewExperiment',
+    tag: 'experiments',
+    summary: 'Preview a created experiment on the fleet its run gets',
+    description:
+      'As `POST /api/v1/experiments/preview`, for the stored spec. 503 when every preview slot is taken.',
+    success: [{ status: 200, description: 'The estimate.', content: { 'application/json': 'Preview' } }],
+    errors: [400, 401, 404, 429, 500, 503],
+  },
+  'GET /api/v1/pricing-profiles': {
+    operationId: 'listPricingProfiles',
+    tag: 'pricing',
+    summary: 'The pricing profiles analyses are priced with',
+    description:
+      'The built-in profiles (public list prices, with their sources) and those of `PHOENIX_PRICING_FILE`. `spec.pricingProfile` names one; `default` otherwise.',
+    success: [
+      { status: 200, description: 'Every profile.', content: { 'application/json': 'PricingProfiles' } },
+    ],
+    errors: [401, 429, 500],
   },
   'GET /api/v1/templates': {
     operationId: 'listTemplates',

@@ -106,7 +106,11 @@ export interface ExperimentSpec {
   /** RE2 patterns of processes that must survive the candidate's filtering. */
   criticalProcesses: string[];
   /** Absent: the defaults (50, 0, 10). */
-  successCriteria?: SuccessCriteria | undefined;
+  successCriteria?:
+    | SuccessCriteria
+    | undefined;
+  /** The pricing profile the analysis's cost is computed with (ListPricingProfiles); absent: default. */
+  pricingProfile?: string | undefined;
 }
 
 export interface VariantSpec {
@@ -323,6 +327,60 @@ export interface WatchResponse {
   kind?: { $case: "event"; value: Event } | { $case: "live"; value: Live } | undefined;
 }
 
+export interface PreviewExperimentRequest {
+  subject?:
+    | //
+    /** A created experiment: the fleet its run gets. */
+    { $case: "id"; value: string }
+    | //
+    /** A spec not yet created, validated as CreateExperiment validates it. */
+    { $case: "spec"; value: ExperimentSpec }
+    | undefined;
+  /** With a spec: the idempotency key the create will use, so the sample is the fleet the run gets. */
+  idempotencyKey: string;
+}
+
+export interface PreviewFigures {
+  series: number;
+  datapointsPerMinute: number;
+}
+
+export interface PreviewExperimentResponse {
+  /** The target's hosts, and those actually run (at most 50); counts are scaled to `hosts`. */
+  hosts: number;
+  sampledHosts: number;
+  baseline?: PreviewFigures | undefined;
+  candidate?: PreviewFigures | undefined;
+  removedSeries: number;
+  removedSeriesPct?: number | undefined;
+  criticalInBaseline: number;
+  /** Critical executables the candidate drops on some host. */
+  droppedCriticalProcesses: string[];
+  /** The same as node/executable on the sampled hosts (50 at most). */
+  droppedCriticalPairs: string[];
+}
+
+export interface ListPricingProfilesRequest {
+}
+
+export interface PricingProfile {
+  name: string;
+  description?: string | undefined;
+  currency: string;
+  perSeriesMonth: number;
+  perMillionDatapoints: number;
+  perGbIngested: number;
+  bytesPerDatapoint: number;
+  cpuCoreHour: number;
+  memoryGbHour: number;
+  fleetHosts?: number | undefined;
+  sources: string[];
+}
+
+export interface ListPricingProfilesResponse {
+  profiles: PricingProfile[];
+}
+
 function createBaseExperimentSpec(): ExperimentSpec {
   return {
     name: "",
@@ -333,6 +391,7 @@ function createBaseExperimentSpec(): ExperimentSpec {
     durationSeconds: 0,
     criticalProcesses: [],
     successCriteria: undefined,
+    pricingProfile: undefined,
   };
 }
 
@@ -361,6 +420,9 @@ export const ExperimentSpec: MessageFns<ExperimentSpec> = {
     }
     if (message.successCriteria !== undefined) {
       SuccessCriteria.encode(message.successCriteria, writer.uint32(66).fork()).join();
+    }
+    if (message.pricingProfile !== undefined) {
+      writer.uint32(74).string(message.pricingProfile);
     }
     return writer;
   },
@@ -442,6 +504,14 @@ export const ExperimentSpec: MessageFns<ExperimentSpec> = {
             message.successCriteria = SuccessCriteria.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.pricingProfile = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -476,6 +546,11 @@ export const ExperimentSpec: MessageFns<ExperimentSpec> = {
         : isSet(object.success_criteria)
         ? SuccessCriteria.fromJSON(object.success_criteria)
         : undefined,
+      pricingProfile: isSet(object.pricingProfile)
+        ? globalThis.String(object.pricingProfile)
+        : isSet(object.pricing_profile)
+        ? globalThis.String(object.pricing_profile)
+        : undefined,
     };
   },
 
@@ -505,6 +580,9 @@ export const ExperimentSpec: MessageFns<ExperimentSpec> = {
     if (message.successCriteria !== undefined) {
       obj.successCriteria = SuccessCriteria.toJSON(message.successCriteria);
     }
+    if (message.pricingProfile !== undefined) {
+      obj.pricingProfile = message.pricingProfile;
+    }
     return obj;
   },
 
@@ -529,6 +607,7 @@ export const ExperimentSpec: MessageFns<ExperimentSpec> = {
     message.successCriteria = (object.successCriteria !== undefined && object.successCriteria !== null)
       ? SuccessCriteria.fromPartial(object.successCriteria)
       : undefined;
+    message.pricingProfile = object.pricingProfile ?? undefined;
     return message;
   },
 };
@@ -3622,6 +3701,845 @@ export const WatchResponse: MessageFns<WatchResponse> = {
   },
 };
 
+function createBasePreviewExperimentRequest(): PreviewExperimentRequest {
+  return { subject: undefined, idempotencyKey: "" };
+}
+
+export const PreviewExperimentRequest: MessageFns<PreviewExperimentRequest> = {
+  encode(message: PreviewExperimentRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.subject?.$case) {
+      case "id":
+        writer.uint32(10).string(message.subject.value);
+        break;
+      case "spec":
+        ExperimentSpec.encode(message.subject.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    if (message.idempotencyKey !== "") {
+      writer.uint32(26).string(message.idempotencyKey);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PreviewExperimentRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePreviewExperimentRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.subject = { $case: "id", value: reader.string() };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.subject = { $case: "spec", value: ExperimentSpec.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.idempotencyKey = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PreviewExperimentRequest {
+    return {
+      subject: isSet(object.id)
+        ? { $case: "id", value: globalThis.String(object.id) }
+        : isSet(object.spec)
+        ? { $case: "spec", value: ExperimentSpec.fromJSON(object.spec) }
+        : undefined,
+      idempotencyKey: isSet(object.idempotencyKey)
+        ? globalThis.String(object.idempotencyKey)
+        : isSet(object.idempotency_key)
+        ? globalThis.String(object.idempotency_key)
+        : "",
+    };
+  },
+
+  toJSON(message: PreviewExperimentRequest): unknown {
+    const obj: any = {};
+    if (message.subject?.$case === "id") {
+      obj.id = message.subject.value;
+    } else if (message.subject?.$case === "spec") {
+      obj.spec = ExperimentSpec.toJSON(message.subject.value);
+    }
+    if (message.idempotencyKey !== "") {
+      obj.idempotencyKey = message.idempotencyKey;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PreviewExperimentRequest>): PreviewExperimentRequest {
+    return PreviewExperimentRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PreviewExperimentRequest>): PreviewExperimentRequest {
+    const message = createBasePreviewExperimentRequest();
+    switch (object.subject?.$case) {
+      case "id": {
+        if (object.subject?.value !== undefined && object.subject?.value !== null) {
+          message.subject = { $case: "id", value: object.subject.value };
+        }
+        break;
+      }
+      case "spec": {
+        if (object.subject?.value !== undefined && object.subject?.value !== null) {
+          message.subject = { $case: "spec", value: ExperimentSpec.fromPartial(object.subject.value) };
+        }
+        break;
+      }
+    }
+    message.idempotencyKey = object.idempotencyKey ?? "";
+    return message;
+  },
+};
+
+function createBasePreviewFigures(): PreviewFigures {
+  return { series: 0, datapointsPerMinute: 0 };
+}
+
+export const PreviewFigures: MessageFns<PreviewFigures> = {
+  encode(message: PreviewFigures, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.series !== 0) {
+      writer.uint32(8).int64(message.series);
+    }
+    if (message.datapointsPerMinute !== 0) {
+      writer.uint32(17).double(message.datapointsPerMinute);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PreviewFigures {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePreviewFigures();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.series = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.datapointsPerMinute = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PreviewFigures {
+    return {
+      series: isSet(object.series) ? globalThis.Number(object.series) : 0,
+      datapointsPerMinute: isSet(object.datapointsPerMinute)
+        ? globalThis.Number(object.datapointsPerMinute)
+        : isSet(object.datapoints_per_minute)
+        ? globalThis.Number(object.datapoints_per_minute)
+        : 0,
+    };
+  },
+
+  toJSON(message: PreviewFigures): unknown {
+    const obj: any = {};
+    if (message.series !== 0) {
+      obj.series = Math.round(message.series);
+    }
+    if (message.datapointsPerMinute !== 0) {
+      obj.datapointsPerMinute = floatToJson(message.datapointsPerMinute);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PreviewFigures>): PreviewFigures {
+    return PreviewFigures.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PreviewFigures>): PreviewFigures {
+    const message = createBasePreviewFigures();
+    message.series = object.series ?? 0;
+    message.datapointsPerMinute = object.datapointsPerMinute ?? 0;
+    return message;
+  },
+};
+
+function createBasePreviewExperimentResponse(): PreviewExperimentResponse {
+  return {
+    hosts: 0,
+    sampledHosts: 0,
+    baseline: undefined,
+    candidate: undefined,
+    removedSeries: 0,
+    removedSeriesPct: undefined,
+    criticalInBaseline: 0,
+    droppedCriticalProcesses: [],
+    droppedCriticalPairs: [],
+  };
+}
+
+export const PreviewExperimentResponse: MessageFns<PreviewExperimentResponse> = {
+  encode(message: PreviewExperimentResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hosts !== 0) {
+      writer.uint32(8).int32(message.hosts);
+    }
+    if (message.sampledHosts !== 0) {
+      writer.uint32(16).int32(message.sampledHosts);
+    }
+    if (message.baseline !== undefined) {
+      PreviewFigures.encode(message.baseline, writer.uint32(26).fork()).join();
+    }
+    if (message.candidate !== undefined) {
+      PreviewFigures.encode(message.candidate, writer.uint32(34).fork()).join();
+    }
+    if (message.removedSeries !== 0) {
+      writer.uint32(40).int64(message.removedSeries);
+    }
+    if (message.removedSeriesPct !== undefined) {
+      writer.uint32(49).double(message.removedSeriesPct);
+    }
+    if (message.criticalInBaseline !== 0) {
+      writer.uint32(56).int64(message.criticalInBaseline);
+    }
+    for (const v of message.droppedCriticalProcesses) {
+      writer.uint32(66).string(v!);
+    }
+    for (const v of message.droppedCriticalPairs) {
+      writer.uint32(74).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PreviewExperimentResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePreviewExperimentResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.hosts = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sampledHosts = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.baseline = PreviewFigures.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.candidate = PreviewFigures.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.removedSeries = longToNumber(reader.int64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.removedSeriesPct = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.criticalInBaseline = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.droppedCriticalProcesses.push(reader.string());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.droppedCriticalPairs.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PreviewExperimentResponse {
+    return {
+      hosts: isSet(object.hosts) ? globalThis.Number(object.hosts) : 0,
+      sampledHosts: isSet(object.sampledHosts)
+        ? globalThis.Number(object.sampledHosts)
+        : isSet(object.sampled_hosts)
+        ? globalThis.Number(object.sampled_hosts)
+        : 0,
+      baseline: isSet(object.baseline) ? PreviewFigures.fromJSON(object.baseline) : undefined,
+      candidate: isSet(object.candidate) ? PreviewFigures.fromJSON(object.candidate) : undefined,
+      removedSeries: isSet(object.removedSeries)
+        ? globalThis.Number(object.removedSeries)
+        : isSet(object.removed_series)
+        ? globalThis.Number(object.removed_series)
+        : 0,
+      removedSeriesPct: isSet(object.removedSeriesPct)
+        ? globalThis.Number(object.removedSeriesPct)
+        : isSet(object.removed_series_pct)
+        ? globalThis.Number(object.removed_series_pct)
+        : undefined,
+      criticalInBaseline: isSet(object.criticalInBaseline)
+        ? globalThis.Number(object.criticalInBaseline)
+        : isSet(object.critical_in_baseline)
+        ? globalThis.Number(object.critical_in_baseline)
+        : 0,
+      droppedCriticalProcesses: globalThis.Array.isArray(object?.droppedCriticalProcesses)
+        ? object.droppedCriticalProcesses.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.dropped_critical_processes)
+        ? object.dropped_critical_processes.map((e: any) => globalThis.String(e))
+        : [],
+      droppedCriticalPairs: globalThis.Array.isArray(object?.droppedCriticalPairs)
+        ? object.droppedCriticalPairs.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.dropped_critical_pairs)
+        ? object.dropped_critical_pairs.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: PreviewExperimentResponse): unknown {
+    const obj: any = {};
+    if (message.hosts !== 0) {
+      obj.hosts = Math.round(message.hosts);
+    }
+    if (message.sampledHosts !== 0) {
+      obj.sampledHosts = Math.round(message.sampledHosts);
+    }
+    if (message.baseline !== undefined) {
+      obj.baseline = PreviewFigures.toJSON(message.baseline);
+    }
+    if (message.candidate !== undefined) {
+      obj.candidate = PreviewFigures.toJSON(message.candidate);
+    }
+    if (message.removedSeries !== 0) {
+      obj.removedSeries = Math.round(message.removedSeries);
+    }
+    if (message.removedSeriesPct !== undefined) {
+      obj.removedSeriesPct = floatToJson(message.removedSeriesPct);
+    }
+    if (message.criticalInBaseline !== 0) {
+      obj.criticalInBaseline = Math.round(message.criticalInBaseline);
+    }
+    if (message.droppedCriticalProcesses?.length) {
+      obj.droppedCriticalProcesses = message.droppedCriticalProcesses;
+    }
+    if (message.droppedCriticalPairs?.length) {
+      obj.droppedCriticalPairs = message.droppedCriticalPairs;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PreviewExperimentResponse>): PreviewExperimentResponse {
+    return PreviewExperimentResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PreviewExperimentResponse>): PreviewExperimentResponse {
+    const message = createBasePreviewExperimentResponse();
+    message.hosts = object.hosts ?? 0;
+    message.sampledHosts = object.sampledHosts ?? 0;
+    message.baseline = (object.baseline !== undefined && object.baseline !== null)
+      ? PreviewFigures.fromPartial(object.baseline)
+      : undefined;
+    message.candidate = (object.candidate !== undefined && object.candidate !== null)
+      ? PreviewFigures.fromPartial(object.candidate)
+      : undefined;
+    message.removedSeries = object.removedSeries ?? 0;
+    message.removedSeriesPct = object.removedSeriesPct ?? undefined;
+    message.criticalInBaseline = object.criticalInBaseline ?? 0;
+    message.droppedCriticalProcesses = object.droppedCriticalProcesses?.map((e) => e) || [];
+    message.droppedCriticalPairs = object.droppedCriticalPairs?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseListPricingProfilesRequest(): ListPricingProfilesRequest {
+  return {};
+}
+
+export const ListPricingProfilesRequest: MessageFns<ListPricingProfilesRequest> = {
+  encode(_: ListPricingProfilesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPricingProfilesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPricingProfilesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListPricingProfilesRequest {
+    return {};
+  },
+
+  toJSON(_: ListPricingProfilesRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListPricingProfilesRequest>): ListPricingProfilesRequest {
+    return ListPricingProfilesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ListPricingProfilesRequest>): ListPricingProfilesRequest {
+    const message = createBaseListPricingProfilesRequest();
+    return message;
+  },
+};
+
+function createBasePricingProfile(): PricingProfile {
+  return {
+    name: "",
+    description: undefined,
+    currency: "",
+    perSeriesMonth: 0,
+    perMillionDatapoints: 0,
+    perGbIngested: 0,
+    bytesPerDatapoint: 0,
+    cpuCoreHour: 0,
+    memoryGbHour: 0,
+    fleetHosts: undefined,
+    sources: [],
+  };
+}
+
+export const PricingProfile: MessageFns<PricingProfile> = {
+  encode(message: PricingProfile, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.description !== undefined) {
+      writer.uint32(18).string(message.description);
+    }
+    if (message.currency !== "") {
+      writer.uint32(26).string(message.currency);
+    }
+    if (message.perSeriesMonth !== 0) {
+      writer.uint32(33).double(message.perSeriesMonth);
+    }
+    if (message.perMillionDatapoints !== 0) {
+      writer.uint32(41).double(message.perMillionDatapoints);
+    }
+    if (message.perGbIngested !== 0) {
+      writer.uint32(49).double(message.perGbIngested);
+    }
+    if (message.bytesPerDatapoint !== 0) {
+      writer.uint32(57).double(message.bytesPerDatapoint);
+    }
+    if (message.cpuCoreHour !== 0) {
+      writer.uint32(65).double(message.cpuCoreHour);
+    }
+    if (message.memoryGbHour !== 0) {
+      writer.uint32(73).double(message.memoryGbHour);
+    }
+    if (message.fleetHosts !== undefined) {
+      writer.uint32(80).int64(message.fleetHosts);
+    }
+    for (const v of message.sources) {
+      writer.uint32(90).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PricingProfile {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePricingProfile();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.currency = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.perSeriesMonth = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.perMillionDatapoints = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.perGbIngested = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.bytesPerDatapoint = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.cpuCoreHour = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 73) {
+              break;
+            }
+
+            message.memoryGbHour = reader.double();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.fleetHosts = longToNumber(reader.int64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.sources.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PricingProfile {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      description: isSet(object.description) ? globalThis.String(object.description) : undefined,
+      currency: isSet(object.currency) ? globalThis.String(object.currency) : "",
+      perSeriesMonth: isSet(object.perSeriesMonth)
+        ? globalThis.Number(object.perSeriesMonth)
+        : isSet(object.per_series_month)
+        ? globalThis.Number(object.per_series_month)
+        : 0,
+      perMillionDatapoints: isSet(object.perMillionDatapoints)
+        ? globalThis.Number(object.perMillionDatapoints)
+        : isSet(object.per_million_datapoints)
+        ? globalThis.Number(object.per_million_datapoints)
+        : 0,
+      perGbIngested: isSet(object.perGbIngested)
+        ? globalThis.Number(object.perGbIngested)
+        : isSet(object.per_gb_ingested)
+        ? globalThis.Number(object.per_gb_ingested)
+        : 0,
+      bytesPerDatapoint: isSet(object.bytesPerDatapoint)
+        ? globalThis.Number(object.bytesPerDatapoint)
+        : isSet(object.bytes_per_datapoint)
+        ? globalThis.Number(object.bytes_per_datapoint)
+        : 0,
+      cpuCoreHour: isSet(object.cpuCoreHour)
+        ? globalThis.Number(object.cpuCoreHour)
+        : isSet(object.cpu_core_hour)
+        ? globalThis.Number(object.cpu_core_hour)
+        : 0,
+      memoryGbHour: isSet(object.memoryGbHour)
+        ? globalThis.Number(object.memoryGbHour)
+        : isSet(object.memory_gb_hour)
+        ? globalThis.Number(object.memory_gb_hour)
+        : 0,
+      fleetHosts: isSet(object.fleetHosts)
+        ? globalThis.Number(object.fleetHosts)
+        : isSet(object.fleet_hosts)
+        ? globalThis.Number(object.fleet_hosts)
+        : undefined,
+      sources: globalThis.Array.isArray(object?.sources)
+        ? object.sources.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: PricingProfile): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.description !== undefined) {
+      obj.description = message.description;
+    }
+    if (message.currency !== "") {
+      obj.currency = message.currency;
+    }
+    if (message.perSeriesMonth !== 0) {
+      obj.perSeriesMonth = floatToJson(message.perSeriesMonth);
+    }
+    if (message.perMillionDatapoints !== 0) {
+      obj.perMillionDatapoints = floatToJson(message.perMillionDatapoints);
+    }
+    if (message.perGbIngested !== 0) {
+      obj.perGbIngested = floatToJson(message.perGbIngested);
+    }
+    if (message.bytesPerDatapoint !== 0) {
+      obj.bytesPerDatapoint = floatToJson(message.bytesPerDatapoint);
+    }
+    if (message.cpuCoreHour !== 0) {
+      obj.cpuCoreHour = floatToJson(message.cpuCoreHour);
+    }
+    if (message.memoryGbHour !== 0) {
+      obj.memoryGbHour = floatToJson(message.memoryGbHour);
+    }
+    if (message.fleetHosts !== undefined) {
+      obj.fleetHosts = Math.round(message.fleetHosts);
+    }
+    if (message.sources?.length) {
+      obj.sources = message.sources;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PricingProfile>): PricingProfile {
+    return PricingProfile.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PricingProfile>): PricingProfile {
+    const message = createBasePricingProfile();
+    message.name = object.name ?? "";
+    message.description = object.description ?? undefined;
+    message.currency = object.currency ?? "";
+    message.perSeriesMonth = object.perSeriesMonth ?? 0;
+    message.perMillionDatapoints = object.perMillionDatapoints ?? 0;
+    message.perGbIngested = object.perGbIngested ?? 0;
+    message.bytesPerDatapoint = object.bytesPerDatapoint ?? 0;
+    message.cpuCoreHour = object.cpuCoreHour ?? 0;
+    message.memoryGbHour = object.memoryGbHour ?? 0;
+    message.fleetHosts = object.fleetHosts ?? undefined;
+    message.sources = object.sources?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseListPricingProfilesResponse(): ListPricingProfilesResponse {
+  return { profiles: [] };
+}
+
+export const ListPricingProfilesResponse: MessageFns<ListPricingProfilesResponse> = {
+  encode(message: ListPricingProfilesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.profiles) {
+      PricingProfile.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPricingProfilesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPricingProfilesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.profiles.push(PricingProfile.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListPricingProfilesResponse {
+    return {
+      profiles: globalThis.Array.isArray(object?.profiles)
+        ? object.profiles.map((e: any) => PricingProfile.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListPricingProfilesResponse): unknown {
+    const obj: any = {};
+    if (message.profiles?.length) {
+      obj.profiles = message.profiles.map((e) => PricingProfile.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListPricingProfilesResponse>): ListPricingProfilesResponse {
+    return ListPricingProfilesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListPricingProfilesResponse>): ListPricingProfilesResponse {
+    const message = createBaseListPricingProfilesResponse();
+    message.profiles = object.profiles?.map((e) => PricingProfile.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /**
  * Experiments over gRPC: the same commands, reads and live feed as the REST API (/api/v1/experiments,
  * /api/v1/live), with the same validation, roles and command service. Every call needs
@@ -3747,6 +4665,34 @@ export const ExperimentServiceService = {
     responseSerialize: (value: WatchResponse): Buffer => Buffer.from(WatchResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WatchResponse => WatchResponse.decode(value),
   },
+  /**
+   * Before a run: one sample of the fleet through both rendered pipelines (POST
+   * /api/v1/experiments/preview with a spec, GET /api/v1/experiments/{id}/preview with an id). Viewer;
+   * nothing is written. UNAVAILABLE (with a retry delay) when every preview slot is taken.
+   */
+  previewExperiment: {
+    path: "/phoenix.v1.ExperimentService/PreviewExperiment" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PreviewExperimentRequest): Buffer =>
+      Buffer.from(PreviewExperimentRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PreviewExperimentRequest => PreviewExperimentRequest.decode(value),
+    responseSerialize: (value: PreviewExperimentResponse): Buffer =>
+      Buffer.from(PreviewExperimentResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PreviewExperimentResponse => PreviewExperimentResponse.decode(value),
+  },
+  /** The pricing profiles analyses are priced with (GET /api/v1/pricing-profiles). Viewer. */
+  listPricingProfiles: {
+    path: "/phoenix.v1.ExperimentService/ListPricingProfiles" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListPricingProfilesRequest): Buffer =>
+      Buffer.from(ListPricingProfilesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListPricingProfilesRequest => ListPricingProfilesRequest.decode(value),
+    responseSerialize: (value: ListPricingProfilesResponse): Buffer =>
+      Buffer.from(ListPricingProfilesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListPricingProfilesResponse => ListPricingProfilesResponse.decode(value),
+  },
 } as const;
 
 export interface ExperimentServiceServer extends UntypedServiceImplementation {
@@ -3778,6 +4724,14 @@ export interface ExperimentServiceServer extends UntypedServiceImplementation {
    * (RESOURCE_EXHAUSTED: reconnect with `from`) or the server shuts down (UNAVAILABLE).
    */
   watch: handleServerStreamingCall<WatchRequest, WatchResponse>;
+  /**
+   * Before a run: one sample of the fleet through both rendered pipelines (POST
+   * /api/v1/experiments/preview with a spec, GET /api/v1/experiments/{id}/preview with an id). Viewer;
+   * nothing is written. UNAVAILABLE (with a retry delay) when every preview slot is taken.
+   */
+  previewExperiment: handleUnaryCall<PreviewExperimentRequest, PreviewExperimentResponse>;
+  /** The pricing profiles analyses are priced with (GET /api/v1/pricing-profiles). Viewer. */
+  listPricingProfiles: handleUnaryCall<ListPricingProfilesRequest, ListPricingProfilesResponse>;
 }
 
 export interface ExperimentServiceClient extends Client {
@@ -3926,6 +4880,42 @@ export interface ExperimentServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<WatchResponse>;
+  /**
+   * Before a run: one sample of the fleet through both rendered pipelines (POST
+   * /api/v1/experiments/preview with a spec, GET /api/v1/experiments/{id}/preview with an id). Viewer;
+   * nothing is written. UNAVAILABLE (with a retry delay) when every preview slot is taken.
+   */
+  previewExperiment(
+    request: PreviewExperimentRequest,
+    callback: (error: ServiceError | null, response: PreviewExperimentResponse) => void,
+  ): ClientUnaryCall;
+  previewExperiment(
+    request: PreviewExperimentRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PreviewExperimentResponse) => void,
+  ): ClientUnaryCall;
+  previewExperiment(
+    request: PreviewExperimentRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PreviewExperimentResponse) => void,
+  ): ClientUnaryCall;
+  /** The pricing profiles analyses are priced with (GET /api/v1/pricing-profiles). Viewer. */
+  listPricingProfiles(
+    request: ListPricingProfilesRequest,
+    callback: (error: ServiceError | null, response: ListPricingProfilesResponse) => void,
+  ): ClientUnaryCall;
+  listPricingProfiles(
+    request: ListPricingProfilesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListPricingProfilesResponse) => void,
+  ): ClientUnaryCall;
+  listPricingProfiles(
+    request: ListPricingProfilesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListPricingProfilesResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const ExperimentServiceClient = makeGenericClientConstructor(
