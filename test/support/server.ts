@@ -82,7 +82,11 @@ export async function startServer(
     output += d;
   });
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in 60 s:\n${output}`)), 60_000);
+    // A server that did not start is killed: left running, it kept the test file (and CI) waiting.
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`server did not start in 60 s:\n${output}`));
+    }, 60_000);
     const check = () => {
       const m = /serving on (http:\/\/\S+)/.exec(output);
       if (m) {
