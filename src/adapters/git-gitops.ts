@@ -269,7 +269,10 @@ export class GitCliRepository implements GitopsRepository {
         timeout: o.timeoutMs ?? 120_000,
         maxBuffer: 16 * 1024 * 1024,
       });
-      child.child.stdin?.end(stdin ?? '');
+      // A git that exits before reading its input (a refusal) closes the pipe: not an error of ours.
+      child.child.stdin?.on('error', () => undefined);
+      if (stdin !== undefined) child.child.stdin?.end(stdin);
+      else child.child.stdin?.end();
       const { stdout } = await child;
       return stdout;
     } catch (err) {
