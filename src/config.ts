@@ -91,6 +91,18 @@ const configSchema = z.object({
   /** Where the local (simulated) data plane serves its variants' metrics for Prometheus; 0: any free port. */
   PHOENIX_DATAPLANE_HOST: z.string().min(1).default('127.0.0.1'),
   PHOENIX_DATAPLANE_PORT: z.coerce.number().int().min(0).max(65535).default(0),
+  /** The Git repository (a path or a URL) promotions commit to; without it, promotion is disabled. */
+  PHOENIX_GITOPS_REPO: z.string().trim().min(1).optional(),
+  PHOENIX_GITOPS_BRANCH: z
+    .string()
+    .regex(/^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,100}$/, 'must be a branch name')
+    .default('main'),
+  /** HTTPS credentials of PHOENIX_GITOPS_REPO: a user name (default x-access-token) and a token, or a file holding it. */
+  PHOENIX_GITOPS_USERNAME: z.string().min(1).optional(),
+  PHOENIX_GITOPS_TOKEN: z.string().min(1).optional(),
+  PHOENIX_GITOPS_TOKEN_FILE: z.string().min(1).optional(),
+  /** The promoter's working clone; `<PHOENIX_DATA_DIR>/gitops` unless set. */
+  PHOENIX_GITOPS_WORKDIR: z.string().min(1).optional(),
   /** Run the deployer and analyzer workers inside the server too (always needed without NATS). */
   PHOENIX_INPROCESS_WORKERS: z
     .enum(['true', 'false'])
