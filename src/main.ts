@@ -1,13 +1,13 @@
-import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { EsdbEventStore } from './adapters/esdb-event-store.js';
+import { GitCliRepository } from './adapters/git-gitops.js';
 import { createInProcessBus } from './adapters/inprocess-bus.js';
 import { LocalAnalyzer } from './adapters/local-analyzer.js';
 import { LocalDataPlane, LocalDataPlaneError } from './adapters/local-dataplane.js';
-import { GitCliRepository } from './adapters/git-gitops.js';
 import { LocalDeployer } from './adapters/local-deployer.js';
 import { NatsBus } from './adapters/nats-bus.js';
 import { openPGlite, openPostgres, pingDatabase } from './adapters/postgres-database.js';
@@ -24,8 +24,8 @@ import type { Analyzer } from './application/ports/analyzer.js';
 import type { Bus } from './application/ports/bus.js';
 import type { SqlDatabase } from './application/ports/database.js';
 import type { Deployer, UsageSource } from './application/ports/deployer.js';
-import type { GitopsRepository } from './application/ports/gitops.js';
 import type { EventStore } from './application/ports/event-store.js';
+import type { GitopsRepository } from './application/ports/gitops.js';
 import type { LogReader } from './application/ports/log-reader.js';
 import type { ReadModels } from './application/ports/read-models.js';
 import type { Config } from './config.js';
@@ -41,8 +41,8 @@ import { catchUpWith, experimentRoutes } from './handlers/http/experiments.js';
 import { liveRoutes } from './handlers/http/live.js';
 import { LiveHub } from './handlers/live-hub.js';
 import { commandMetricsOf, createMetrics, type Metrics, readSideMetricsOf } from './handlers/metrics.js';
-import { lockEmbeddedDatabase } from './handlers/serve.js';
 import { startPromoterWorker } from './handlers/promoter-worker.js';
+import { lockEmbeddedDatabase } from './handlers/serve.js';
 import { startWorkers } from './handlers/workers.js';
 import { createProjections, ProjectionRunner, type Projections } from './projections/index.js';
 
@@ -287,7 +287,9 @@ export function createGitops(config: Config): GitopsRepository | undefined {
   if (!config.PHOENIX_GITOPS_REPO) return undefined;
   const token =
     config.PHOENIX_GITOPS_TOKEN ??
-    (config.PHOENIX_GITOPS_TOKEN_FILE ? readFileSync(config.PHOENIX_GITOPS_TOKEN_FILE, 'utf8').trim() : undefined);
+    (config.PHOENIX_GITOPS_TOKEN_FILE
+      ? readFileSync(config.PHOENIX_GITOPS_TOKEN_FILE, 'utf8').trim()
+      : undefined);
   return new GitCliRepository({
     url: config.PHOENIX_GITOPS_REPO,
     branch: config.PHOENIX_GITOPS_BRANCH,

@@ -116,7 +116,10 @@ describe('GitCliRepository', () => {
         await git(colleague, 'push', '--quiet', 'origin', 'main');
       },
     });
-    await assert.rejects(repo.commitFolder(change('c-3', { 'README.md': '# phoenix\n' })), GitopsRefusedError);
+    await assert.rejects(
+      repo.commitFolder(change('c-3', { 'README.md': '# phoenix\n' })),
+      GitopsRefusedError,
+    );
     assert.equal((await log(bare)).split('\n')[0], 'conflicting');
   });
 
@@ -153,8 +156,14 @@ describe('GitCliRepository', () => {
   it('keeps paths inside the clone, and credentials out of what it shows', async () => {
     const { bare } = await remote();
     const repo = new GitCliRepository({ url: bare, workDir: join(root, `work-${n}`) });
-    await assert.rejects(repo.commitFolder(change('c-7', { 'a.yaml': 'a\n' }, '../escape')), GitopsRefusedError);
-    assert.equal(redactUrl('https://bob:s3cret@git.example.com/fleet.git'), 'https://***@git.example.com/fleet.git');
+    await assert.rejects(
+      repo.commitFolder(change('c-7', { 'a.yaml': 'a\n' }, '../escape')),
+      GitopsRefusedError,
+    );
+    assert.equal(
+      redactUrl('https://bob:s3cret@git.example.com/fleet.git'),
+      'https://***@git.example.com/fleet.git',
+    );
     const withToken = new GitCliRepository({
       url: 'https://bob:s3cret@127.0.0.1:9/fleet.git',
       workDir: join(root, 'work-token'),

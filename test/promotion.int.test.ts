@@ -60,8 +60,23 @@ describe('promotion and rollback on the embedded default, through Git', () => {
     return { status: res.statusCode, body: res.body, json: () => res.json() };
   };
 
+  interface Resource {
+    state: string;
+    statusReason?: string;
+    analysis?: unknown;
+    promotion?: {
+      status: string;
+      requestedBy: string;
+      repository: string;
+      path: string;
+      commit: string;
+      revertCommit?: string;
+      rollout: { dataPlane: string; variant: string };
+    };
+  }
+
   /** Polls the experiment (read model, caught up) until `done` holds. */
-  const waitUntil = async (id: string, done: (e: Record<string, any>) => boolean, what: string) => {
+  const waitUntil = async (id: string, done: (e: Resource) => boolean, what: string): Promise<Resource> => {
     const deadline = Date.now() + 60_000;
     let last: unknown;
     while (Date.now() < deadline) {
@@ -95,8 +110,12 @@ describe('promotion and rollback on the embedded default, through Git', () => {
     // One promotion at a time.
     assert.equal((await call('POST', `/api/v1/experiments/${id}/promote`)).status, 409);
 
-    const promoted = await waitUntil(id, (e) => ['rolled_out', 'failed'].includes(e.promotion?.status), 'rolled out');
-    const p = promoted.promotion;
+    const promoted = await waitUntil(
+      id,
+      (e) => ['rolled_out', 'failed'].includes(e.promotion?.status ?? ''),
+      'rolled out',
+    );
+    const p = promoted.promotion!;
     assert.equal(p.status, 'rolled_out', JSON.stringify(p));
     assert.equal(p.requestedBy, 'olga');
     assert.equal(p.repository, bare);
@@ -120,23 +139,30 @@ describe('promotion and rollback on the embedded default, through Git', () => {
     assert.equal(p.rollout.dataPlane, 'local');
     assert.equal(p.rollout.variant, 'candidate');
 
-    const rolledBack = await call('POST', `/api/v1/experiments/${id}/rollback`, { reason: 'dashboards empty' });
+    const rolledBack = await call('POST', `/api/v1/experiments/${id}/rollback`, {
+      reason: 'dashboards empty',
+    });
     assert.equal(rolledBack.status, 202, rolledBack.body);
     const back = await waitUntil(
       id,
-      (e) => ['rolled_back', 'rollback_failed'].includes(e.promotion?.status),
+      (e) => ['rolled_back', 'rollback_failed'].includes(e.promotion?.status ?? ''),
       'rolled back',
     );
-    assert.equal(back.promotion.status, 'rolled_back', JSON.stringify(back.promotion));
-    assert.equal(back.promotion.rollout.variant, 'baseline');
-    assert.equal(await git(bare, 'rev-parse', 'main'), back.promotion.revertCommit);
+    assert.equal(back.promotion?.status, 'rolled_back', JSON.stringify(back.promotion));
+    assert.equal(back.promotion?.rollout.variant, 'baseline');
+    assert.equal(await git(bare, 'rev-parse', 'main'), back.promotion?.revertCommit);
     assert.match(await git(bare, 'log', '-1', '--format=%B', 'main'), /^Phoenix-Step: rollback$/m);
     await assert.rejects(git(bare, 'show', `main:${p.path}/evidence.json`));
     // Nothing more to roll back; a new promotion may start again.
     assert.equal((await call('POST', `/api/v1/experiments/${id}/rollback`)).status, 409);
 
     const history = (await call('GET', `/api/v1/experiments/${id}/history`)).json().items;
-    const steps = history.slice(5).map((h: { reason: string; actor: string }) => `${h.actor}: ${h.reason.split(' ')[0]} ${h.reason.split(' ')[1]}`);
+    const steps = history
+      .slice(5)
+      .map(
+        (h: { reason: string; actor: string }) =>
+          `${h.actor}: ${h.reason.split(' ')[0]} ${h.reason.split(' ')[1]}`,
+      );
     assert.deepEqual(steps, [
       'olga: promotion requested',
       'phoenix-saga: promotion committed',
@@ -148,14 +174,17 @@ describe('promotion and rollback on the embedded default, through Git', () => {
     const types = (await call('GET', `/api/v1/experiments/${id}/events?limit=1000`))
       .json()
       .items.map((e: { type: string }) => e.type);
-    assert.deepEqual(types.filter((t: string) => /Promotion|Roll/.test(t)), [
-      'PromotionRequested',
-      'PromotionCommitted',
-      'PromotionRolledOut',
-      'RollbackRequested',
-      'RollbackCommitted',
-      'RolledBack',
-    ]);
+    assert.deepEqual(
+      types.filter((t: string) => /Promotion|Roll/.test(t)),
+      [
+        'PromotionRequested',
+        'PromotionCommitted',
+        'PromotionRolledOut',
+        'RollbackRequested',
+        'RollbackCommitted',
+        'RolledBack',
+      ],
+    );
   });
 
   it('refuses to promote what did not pass, or what does not exist', async () => {

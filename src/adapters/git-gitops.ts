@@ -161,7 +161,14 @@ export class GitCliRepository implements GitopsRepository {
     await this.#git(['revert', '--abort']).catch(() => undefined);
     await this.#fetch();
     if (await this.#remoteHasBranch()) {
-      await this.#git(['checkout', '--quiet', '--force', '-B', this.branch, `refs/remotes/origin/${this.branch}`]);
+      await this.#git([
+        'checkout',
+        '--quiet',
+        '--force',
+        '-B',
+        this.branch,
+        `refs/remotes/origin/${this.branch}`,
+      ]);
       await this.#git(['reset', '--quiet', '--hard', `refs/remotes/origin/${this.branch}`]);
     } else {
       // An empty repository: the first commit starts the branch.
@@ -190,7 +197,12 @@ export class GitCliRepository implements GitopsRepository {
   }
 
   async #remoteHasBranch(): Promise<boolean> {
-    return this.#git(['rev-parse', '--verify', '--quiet', `refs/remotes/origin/${this.branch}^{commit}`]).then(
+    return this.#git([
+      'rev-parse',
+      '--verify',
+      '--quiet',
+      `refs/remotes/origin/${this.branch}^{commit}`,
+    ]).then(
       () => true,
       () => false,
     );
@@ -206,7 +218,10 @@ export class GitCliRepository implements GitopsRepository {
       `--grep=${trailerLine}`,
       `refs/remotes/origin/${this.branch}`,
     ]);
-    return out.split('\n').find((l) => l.trim() !== '')?.trim();
+    return out
+      .split('\n')
+      .find((l) => l.trim() !== '')
+      ?.trim();
   }
 
   /** Pushes HEAD to the branch; a refusal because the branch moved is rebased and pushed again. */
@@ -277,7 +292,9 @@ export class GitCliRepository implements GitopsRepository {
       return stdout;
     } catch (err) {
       const e = err as GitFailure;
-      const failure = new Error(`git ${args[0]}: ${redactUrl((e.stderr || e.message || '').trim())}`) as GitFailure;
+      const failure = new Error(
+        `git ${args[0]}: ${redactUrl((e.stderr || e.message || '').trim())}`,
+      ) as GitFailure;
       Object.assign(failure, {
         stderr: redactUrl(e.stderr ?? ''),
         stdout: redactUrl(e.stdout ?? ''),

@@ -96,7 +96,11 @@ export class LocalDeployer implements Deployer, UsageSource {
     const target = targetKeyOf(r.namespace, r.nodeSelector);
     const planeId = `target:${target}`;
     const current = this.#targets.get(target);
-    if (current?.commit === r.commit && current.variant === r.variant && this.plane.isDeployed(planeId, 'baseline'))
+    if (
+      current?.commit === r.commit &&
+      current.variant === r.variant &&
+      this.plane.isDeployed(planeId, 'baseline')
+    )
       return { ok: true, detail: { dataPlane: 'local', target, hosts: current.hosts, unchanged: true } };
     try {
       this.plane.teardown(planeId);
@@ -134,7 +138,10 @@ export class LocalDeployer implements Deployer, UsageSource {
   }
 
   /** What runs over a target since its last rollout (undefined: nothing was rolled out there). */
-  targetRollout(namespace: string, nodeSelector: Readonly<Record<string, string>>): LocalTargetRollout | undefined {
+  targetRollout(
+    namespace: string,
+    nodeSelector: Readonly<Record<string, string>>,
+  ): LocalTargetRollout | undefined {
     return this.#targets.get(targetKeyOf(namespace, nodeSelector));
   }
 }

@@ -120,7 +120,10 @@ export type RecordPromotionFailed = Cmd<
 >;
 export type RequestRollback = Cmd<'RequestRollback', { actor: string; reason?: string | undefined }>;
 export type RecordRollbackCommitted = Cmd<'RecordRollbackCommitted', { commit: string }>;
-export type RecordRolledBack = Cmd<'RecordRolledBack', { detail?: Readonly<Record<string, unknown>> | undefined }>;
+export type RecordRolledBack = Cmd<
+  'RecordRolledBack',
+  { detail?: Readonly<Record<string, unknown>> | undefined }
+>;
 export type RecordRollbackFailed = Cmd<'RecordRollbackFailed', { reason: string }>;
 
 export type ExperimentCommand =
@@ -172,7 +175,10 @@ export type ExperimentFailed = Evt<'ExperimentFailed', { reason: string }>;
 export type ExperimentCancelled = Evt<'ExperimentCancelled', { reason: string }>;
 export type VariantTornDown = Evt<'VariantTornDown', { variant: Variant }>;
 export type PromotionRequested = Evt<'PromotionRequested', { actor: string }>;
-export type PromotionCommitted = Evt<'PromotionCommitted', { repository: string; path: string; commit: string }>;
+export type PromotionCommitted = Evt<
+  'PromotionCommitted',
+  { repository: string; path: string; commit: string }
+>;
 export type PromotionRolledOut = Evt<
   'PromotionRolledOut',
   { detail?: Readonly<Record<string, unknown>> | undefined }

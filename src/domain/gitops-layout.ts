@@ -51,9 +51,11 @@ export const promotionFiles = (d: PromotionDocument): Record<string, string> => 
     analysis,
   };
   const readme = [
-    `# ${spec.target.namespace} ${Object.entries(spec.target.nodeSelector)
-      .map(([k, v]) => `${k}=${v}`)
-      .join(',') || '(all nodes)'}`,
+    `# ${spec.target.namespace} ${
+      Object.entries(spec.target.nodeSelector)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(',') || '(all nodes)'
+    }`,
     '',
     `The process-metrics collector of this target runs \`${spec.candidate.template}\`, promoted by ${d.actor}`,
     `from experiment \`${d.experimentId}\` (“${spec.name}”), which replaced \`${spec.baseline.template}\`.`,

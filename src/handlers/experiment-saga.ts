@@ -325,10 +325,7 @@ export async function experimentsOfSteps(
     [...wanted].map(async ([streamId, steps]) => {
       const stream = await store.readStream(streamId);
       for (const step of steps)
-        found.set(
-          step.metadata.eventId,
-          fold(stream.filter((e) => e.version <= step.version)),
-        );
+        found.set(step.metadata.eventId, fold(stream.filter((e) => e.version <= step.version)));
     }),
   );
   return found;

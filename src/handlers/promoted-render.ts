@@ -25,7 +25,8 @@ export function renderPromoted(
     ...(thresholds ? { thresholds } : {}),
     ...(otlpEndpoint ? { otlpEndpoint } : {}),
   });
-  if (!rendered.ok) return { ok: false, reason: `the ${promoted.variant} config is invalid: ${describe(rendered.errors)}` };
+  if (!rendered.ok)
+    return { ok: false, reason: `the ${promoted.variant} config is invalid: ${describe(rendered.errors)}` };
   if (rendered.pendingTuning)
     return {
       ok: false,

@@ -7,7 +7,11 @@ import type {
   RevertPromotion,
 } from '../application/ports/bus.js';
 import { targetKeyOf } from '../application/ports/deployer.js';
-import { GitopsRefusedError, type GitopsRepository, IDEMPOTENCY_TRAILER } from '../application/ports/gitops.js';
+import {
+  GitopsRefusedError,
+  type GitopsRepository,
+  IDEMPOTENCY_TRAILER,
+} from '../application/ports/gitops.js';
 import type { Analysis, ExperimentSpec } from '../domain/experiment-spec.js';
 import { promotionFiles, targetFolderOf } from '../domain/gitops-layout.js';
 import { buildKubernetesObjects, toYaml } from '../domain/pipelines/index.js';
@@ -123,7 +127,12 @@ export async function startPromoterWorker(deps: PromoterWorkerDeps): Promise<Con
       },
     });
     deps.logger.info(
-      { experimentId: command.experimentId, step: command.step, commit: outcome.commit, reverted: command.commit },
+      {
+        experimentId: command.experimentId,
+        step: command.step,
+        commit: outcome.commit,
+        reverted: command.commit,
+      },
       'promotion reverted',
     );
     await deps.bus.publish({
@@ -149,7 +158,9 @@ export async function startPromoterWorker(deps: PromoterWorkerDeps): Promise<Con
         at: clock().toISOString(),
         step,
         reason,
-        ...(command.type === 'RevertPromotion' && command.cause !== undefined ? { cause: command.cause } : {}),
+        ...(command.type === 'RevertPromotion' && command.cause !== undefined
+          ? { cause: command.cause }
+          : {}),
         ...(command.correlationId ? { correlationId: command.correlationId } : {}),
       });
     try {
@@ -157,12 +168,18 @@ export async function startPromoterWorker(deps: PromoterWorkerDeps): Promise<Con
       else await revert(command);
     } catch (err) {
       if (err instanceof GitopsRefusedError) {
-        deps.logger.warn({ experimentId: command.experimentId, step, reason: err.message }, 'gitops change refused');
+        deps.logger.warn(
+          { experimentId: command.experimentId, step, reason: err.message },
+          'gitops change refused',
+        );
         await fail(err.message);
         return;
       }
       if (!delivery.lastAttempt) throw err;
-      deps.logger.error({ experimentId: command.experimentId, step, err: errorText(err) }, 'gitops change gave up');
+      deps.logger.error(
+        { experimentId: command.experimentId, step, err: errorText(err) },
+        'gitops change gave up',
+      );
       await fail(`gave up after ${delivery.attempt} attempts: ${errorText(err)}`);
     }
   };

@@ -196,7 +196,8 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
       config: { role: 'operator' },
       schema: {
         tags: ['experiments'],
-        summary: "Promote a passing candidate: commit its configs and the evidence to Git, then roll it out over the target",
+        summary:
+          'Promote a passing candidate: commit its configs and the evidence to Git, then roll it out over the target',
         params: uuidParam,
         body: promoteBody,
         headers: commandHeaders,
