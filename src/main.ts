@@ -391,6 +391,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
           readiness,
           rateLimitPerMinute: config.PHOENIX_RATE_LIMIT_PER_MINUTE,
           metrics,
+          promotionEnabled: gitops !== undefined,
         });
 
   const app = await buildApp({

@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { NatsBus } from '../src/adapters/nats-bus.js';
 import { natsSkipReason, natsUrl, uniquePrefix } from './support/bus-fixtures.js';
+import { codeName, grpcClients, unaryCall } from './support/grpc.js';
 import { startTestSystem, tokenFor, validSpec } from './support/system.js';
 
 /**
@@ -206,6 +207,29 @@ for (const bus of buses)
           'RolledBack',
         ],
       );
+    });
+
+    it('over gRPC too: promote, the promotion on GetExperiment, rollback', async () => {
+      const id = await completed('grpc promote');
+      const port = await system.grpc!.listen('127.0.0.1', 0);
+      const clients = grpcClients(`127.0.0.1:${port}`);
+      try {
+        const ex = clients.experiments;
+        const promoted = await unaryCall(ex, ex.promoteExperiment, { id, idempotencyKey: '' }, operator);
+        assert.equal(promoted.outcome?.experimentId, id);
+        const again = await unaryCall(ex, ex.promoteExperiment, { id, idempotencyKey: '' }, operator).catch(
+          (e: { code: number }) => e,
+        );
+        assert.equal(codeName((again as { code: number }).code), 'FAILED_PRECONDITION');
+        await waitUntil(id, (e) => e.promotion?.status === 'rolled_out', 'rolled out');
+        const got = await unaryCall(ex, ex.getExperiment, { id }, viewer);
+        assert.equal((got.experiment?.promotion as { status?: string } | undefined)?.status, 'rolled_out');
+        await unaryCall(ex, ex.rollbackExperiment, { id, idempotencyKey: '', reason: 'over grpc' }, operator);
+        const back = await waitUntil(id, (e) => e.promotion?.status === 'rolled_back', 'rolled back');
+        assert.equal(back.promotion?.rollout.variant, 'baseline');
+      } finally {
+        clients.close();
+      }
     });
 
     it('refuses to promote what did not pass, or what does not exist', async () => {
