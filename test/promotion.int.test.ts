@@ -246,3 +246,25 @@ for (const bus of buses)
       assert.equal((await call('POST', `/api/v1/experiments/${id}/promote`, { force: true })).status, 400);
     });
   });
+
+describe('promotion without PHOENIX_GITOPS_REPO', () => {
+  let system: Awaited<ReturnType<typeof startTestSystem>>;
+  before(async () => {
+    system = await startTestSystem();
+  });
+  after(() => system?.dispose());
+
+  it('promote and rollback answer 409 saying how to enable it', async () => {
+    const token = await tokenFor(system, 'operator', 'olga');
+    for (const action of ['promote', 'rollback']) {
+      const res = await system.app.inject({
+        method: 'POST',
+        url: `/api/v1/experiments/00000000-0000-4000-8000-000000000000/${action}`,
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assert.equal(res.statusCode, 409);
+      assert.match(res.headers['content-type'] ?? '', /problem\+json/);
+      assert.match(res.json().detail, /PHOENIX_GITOPS_REPO/);
+    }
+  });
+});
