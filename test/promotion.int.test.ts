@@ -263,7 +263,7 @@ describe('promotion without PHOENIX_GITOPS_REPO', () => {
         headers: { authorization: `Bearer ${token}` },
       });
       assert.equal(res.statusCode, 409);
-      assert.match(res.headers['content-type'] ?? '', /problem\+json/);
+      assert.match(String(res.headers['content-type']), /problem\+json/);
       assert.match(res.json().detail, /PHOENIX_GITOPS_REPO/);
     }
   });
