@@ -14,6 +14,7 @@ import { serve } from './handlers/serve.js';
 import {
   buildSystem,
   createBus,
+  createGitops,
   createLogger,
   createWorkerAdapters,
   isSimulatorRefusal,
@@ -134,7 +135,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
   registerReplayCommands(program, { config, createLogger, openStorage: openCommandStorage });
   registerAuditCommands(program, { config, createLogger, openDatabase: openCommandDatabase });
   registerPipelineCommands(program, { openSimulator, isSimulatorRefusal });
-  registerWorkerCommands(program, { config, createLogger, createBus, createWorkerAdapters });
+  registerWorkerCommands(program, { config, createLogger, createBus, createWorkerAdapters, createGitops });
   registerApiCommands(program);
   return program;
 }

@@ -105,6 +105,18 @@ const configSchema = z.object({
   PHOENIX_PRICING_FILE: z.string().min(1).optional(),
   /** Hosts in the whole fleet, for the fleet-wide saving of every profile that names no fleet size. */
   PHOENIX_FLEET_HOSTS: z.coerce.number().int().min(1).max(10_000_000).optional(),
+  /** The Git repository (a path or a URL) promotions commit to; without it, promotion is disabled. */
+  PHOENIX_GITOPS_REPO: z.string().trim().min(1).optional(),
+  PHOENIX_GITOPS_BRANCH: z
+    .string()
+    .regex(/^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,100}$/, 'must be a branch name')
+    .default('main'),
+  /** HTTPS credentials of PHOENIX_GITOPS_REPO: a user name (default x-access-token) and a token, or a file holding it. */
+  PHOENIX_GITOPS_USERNAME: z.string().min(1).optional(),
+  PHOENIX_GITOPS_TOKEN: z.string().min(1).optional(),
+  PHOENIX_GITOPS_TOKEN_FILE: z.string().min(1).optional(),
+  /** The promoter's working clone; `<PHOENIX_DATA_DIR>/gitops` unless set. */
+  PHOENIX_GITOPS_WORKDIR: z.string().min(1).optional(),
   /** Run the deployer and analyzer workers inside the server too (always needed without NATS). */
   PHOENIX_INPROCESS_WORKERS: z
     .enum(['true', 'false'])

@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { EmulatorFleetSampler } from './adapters/emulator-fleet-sampler.js';
 import { EsdbEventStore } from './adapters/esdb-event-store.js';
+import { GitCliRepository } from './adapters/git-gitops.js';
 import { createInProcessBus } from './adapters/inprocess-bus.js';
 import { LocalAnalyzer } from './adapters/local-analyzer.js';
 import { LocalDataPlane, LocalDataPlaneError } from './adapters/local-dataplane.js';
@@ -24,6 +26,7 @@ import type { Bus } from './application/ports/bus.js';
 import type { SqlDatabase } from './application/ports/database.js';
 import type { Deployer, UsageSource } from './application/ports/deployer.js';
 import type { EventStore } from './application/ports/event-store.js';
+import type { GitopsRepository } from './application/ports/gitops.js';
 import type { LogReader } from './application/ports/log-reader.js';
 import type { ReadModels } from './application/ports/read-models.js';
 import { createPreviewService } from './application/preview.js';
@@ -42,6 +45,7 @@ import { liveRoutes } from './handlers/http/live.js';
 import { previewRoutes } from './handlers/http/preview.js';
 import { LiveHub } from './handlers/live-hub.js';
 import { commandMetricsOf, createMetrics, type Metrics, readSideMetricsOf } from './handlers/metrics.js';
+import { startPromoterWorker } from './handlers/promoter-worker.js';
 import { lockEmbeddedDatabase } from './handlers/serve.js';
 import { startWorkers } from './handlers/workers.js';
 import { createProjections, ProjectionRunner, type Projections } from './projections/index.js';
@@ -279,6 +283,26 @@ export function jwtSecret(config: Config): string {
   return config.PHOENIX_JWT_SECRET ?? loadOrCreateSecret(config.PHOENIX_DATA_DIR);
 }
 
+/**
+ * The GitOps repository PHOENIX_GITOPS_REPO names (undefined: promotion is disabled). The token comes
+ * from PHOENIX_GITOPS_TOKEN or the file PHOENIX_GITOPS_TOKEN_FILE names; it is never logged.
+ */
+export function createGitops(config: Config): GitopsRepository | undefined {
+  if (!config.PHOENIX_GITOPS_REPO) return undefined;
+  const token =
+    config.PHOENIX_GITOPS_TOKEN ??
+    (config.PHOENIX_GITOPS_TOKEN_FILE
+      ? readFileSync(config.PHOENIX_GITOPS_TOKEN_FILE, 'utf8').trim()
+      : undefined);
+  return new GitCliRepository({
+    url: config.PHOENIX_GITOPS_REPO,
+    branch: config.PHOENIX_GITOPS_BRANCH,
+    workDir: config.PHOENIX_GITOPS_WORKDIR ?? join(config.PHOENIX_DATA_DIR, 'gitops'),
+    username: config.PHOENIX_GITOPS_USERNAME,
+    token,
+  });
+}
+
 /** Read models further behind than this make /readyz fail. */
 const READY_MAX_LAG_EVENTS = 1_000;
 
@@ -338,6 +362,8 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     ? await createWorkerAdapters(config, logger)
     : undefined;
   let workers: { stop(): Promise<void> } | undefined;
+  const gitops = createGitops(config);
+  let promoter: { stop(): Promise<void> } | undefined;
 
   // The one command service every transport calls.
   const clock = () => new Date();
@@ -386,6 +412,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
           metrics,
           previews,
           pricingProfiles: config.pricingProfiles,
+          promotionEnabled: gitops !== undefined,
         });
 
   const app = await buildApp({
@@ -407,6 +434,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
           known,
           commands,
           pricingProfiles: pricingProfileNames,
+          promotionEnabled: gitops !== undefined,
         }),
       (scope) => previewRoutes(scope, { store, previews, pricingProfiles: config.pricingProfiles }),
       (scope) => auditRoutes(scope, { readModels, catchUp }),
@@ -449,6 +477,10 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
           pricingProfiles: config.pricingProfiles,
         });
       }
+      if (gitops && config.PHOENIX_INPROCESS_WORKERS) {
+        promoter = await startPromoterWorker({ bus, repository: gitops, logger });
+        logger.info({ repository: gitops.repository, branch: gitops.branch }, 'promotions commit to Git');
+      }
       sagaRunner.start();
       await sagaEffects.start();
     },
@@ -463,6 +495,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
         ['saga effects', () => sagaEffects.stop()],
         ['saga runner', () => sagaRunner.stop()],
         ['workers', () => workers?.stop()],
+        ['promoter', () => promoter?.stop()],
         ['bus', () => bus.close()],
         ['worker adapters', () => workerAdapters?.close()],
         ['live hub', () => hub.stop()],

@@ -94,6 +94,33 @@ const events: Record<ExperimentEventType, ExperimentEvent> = {
   ExperimentFailed: { type: 'ExperimentFailed', data: { at: at(T), reason: 'node lost' } },
   ExperimentCancelled: { type: 'ExperimentCancelled', data: { at: at(T), reason: 'not needed' } },
   VariantTornDown: { type: 'VariantTornDown', data: { at: at(T), variant: 'baseline' } },
+  PromotionRequested: { type: 'PromotionRequested', data: { at: at(T), actor: 'olga' } },
+  PromotionCommitted: {
+    type: 'PromotionCommitted',
+    data: { at: at(T), repository: '/srv/fleet.git', path: 'targets/ns-a/pool=a', commit: 'abc1234' },
+  },
+  PromotionRolledOut: { type: 'PromotionRolledOut', data: { at: at(T) } },
+  PromotionFailed: { type: 'PromotionFailed', data: { at: at(T), reason: 'rollout failed' } },
+  RollbackRequested: { type: 'RollbackRequested', data: { at: at(T), actor: 'olga' } },
+  RollbackCommitted: { type: 'RollbackCommitted', data: { at: at(T), commit: 'def5678' } },
+  RolledBack: { type: 'RolledBack', data: { at: at(T) } },
+  RollbackFailed: { type: 'RollbackFailed', data: { at: at(T), reason: 'conflict' } },
+};
+
+/** A completed experiment whose promotion is out there (what promotion events are reacted to with). */
+const promotedExperiment: Experiment = {
+  ...(fold([
+    { type: 'ExperimentCreated', data: { at: at(0), experimentId: ID, spec } },
+    { type: 'ExperimentStarted', data: { at: at(1) } },
+    {
+      type: 'VariantDeployed',
+      data: { at: at(2), variant: 'candidate', detail: { keepList: ['postgres', 'nginx'] } },
+    },
+    { type: 'AnalysisRecorded', data: { at: at(3), analysis } },
+    { type: 'ExperimentCompleted', data: { at: at(3), reason: 'met' } },
+    { type: 'PromotionRequested', data: { at: at(4), actor: 'olga' } },
+    events.PromotionCommitted,
+  ]) as Extract<Experiment, { id: string }>),
 };
 
 const EVENT_ID = 'evt-42';
@@ -105,6 +132,7 @@ const whenEvent = (state: SagaState, event: ExperimentEvent, withSpec = true) =>
     eventId: EVENT_ID,
     correlationId: 'corr-1',
     spec: withSpec ? spec : undefined,
+    experiment: promotedExperiment,
   });
 
 /** A reaction in a line each: commands as `Type(variant|purpose)`, timers as `set kind@time` / `clear kind`. */
@@ -187,6 +215,31 @@ const table: Record<ExperimentEventType, Record<SagaStateName, Then>> = {
   ExperimentFailed: ending,
   ExperimentCancelled: ending,
   VariantTornDown: everyState(() => nothing),
+  // A promotion's steps ask the promoter and the deployer, whatever the saga's own record says.
+  PromotionRequested: everyState(() => ({
+    commands: ['CommitPromotion(promote)'],
+    timers: [],
+    state: 'same',
+  })),
+  PromotionCommitted: everyState(() => ({
+    commands: ['RolloutTarget(rollout:promote)'],
+    timers: [],
+    state: 'same',
+  })),
+  PromotionRolledOut: everyState(() => nothing),
+  PromotionFailed: everyState(() => nothing),
+  RollbackRequested: everyState(() => ({
+    commands: ['RevertPromotion(rollback)'],
+    timers: [],
+    state: 'same',
+  })),
+  RollbackCommitted: everyState(() => ({
+    commands: ['RolloutTarget(rollout:rollback)'],
+    timers: [],
+    state: 'same',
+  })),
+  RolledBack: everyState(() => nothing),
+  RollbackFailed: everyState(() => nothing),
 };
 
 describe('Lifecycle saga: every saga state × every event', () => {
@@ -213,6 +266,82 @@ describe('Lifecycle saga: every saga state × every event', () => {
     );
     // A start the saga has recorded keeps the spec it has.
     assert.equal(whenEvent(sagaStates.created, events.ExperimentStarted, false).state?.spec, spec);
+  });
+});
+
+describe('Lifecycle saga: promotion', () => {
+  const result = (r: Record<string, unknown>) =>
+    react(undefined, {
+      type: 'result',
+      result: {
+        commandId: 'cmd-9',
+        experimentId: ID,
+        at: at(T),
+        correlationId: 'corr-1',
+        ...r,
+      } as WorkerResult,
+    }).commands;
+
+  it('commits the candidate as it was deployed (its tuning) with the evidence and the actor', () => {
+    const [c] = whenEvent(undefined, events.PromotionRequested).commands;
+    assert.ok(c?.kind === 'worker' && c.command.type === 'CommitPromotion');
+    assert.equal(c.command.actor, 'olga');
+    assert.deepEqual(c.command.analysis, analysis);
+    assert.deepEqual(c.command.candidate, {
+      variant: 'candidate',
+      template: 'process-topk-v1',
+      params: { k: 20 },
+      tuning: { keepList: ['postgres', 'nginx'] },
+    });
+  });
+
+  it('a failed rollout is compensated: the commit reverted first, the failure recorded with the revert', () => {
+    const [revert] = result({
+      type: 'TargetRolloutFailed',
+      step: 'promote',
+      reason: 'no nodes',
+      commit: 'abc1234',
+    });
+    assert.ok(revert?.kind === 'worker' && revert.command.type === 'RevertPromotion');
+    assert.deepEqual(
+      [revert.command.step, revert.command.commit, revert.command.cause, revert.command.causationId],
+      ['compensate', 'abc1234', 'no nodes', 'cmd-9'],
+    );
+    const [recorded] = result({
+      type: 'PromotionReverted',
+      step: 'compensate',
+      commit: 'fff0000',
+      reverted: 'abc1234',
+      cause: 'no nodes',
+    });
+    assert.ok(recorded?.kind === 'experiment');
+    assert.deepEqual(recorded.command, {
+      type: 'RecordPromotionFailed',
+      reason: 'rollout failed: no nodes',
+      reverted: 'fff0000',
+      at: at(T),
+    });
+    assert.equal(recorded.actor, SAGA_ACTOR);
+  });
+
+  it('Git failures end the step they were for', () => {
+    const types = (['promote', 'compensate', 'rollback'] as const).map((step) => {
+      const [c] = result({ type: 'GitopsFailed', step, reason: 'unreachable', cause: 'no nodes' });
+      return c?.kind === 'experiment' ? c.command.type : undefined;
+    });
+    assert.deepEqual(types, ['RecordPromotionFailed', 'RecordPromotionFailed', 'RecordRollbackFailed']);
+  });
+
+  it('a promotion event without the aggregate is the adapter’s error, not a silent no-op', () => {
+    assert.throws(() =>
+      react(undefined, {
+        type: 'event',
+        experimentId: ID,
+        event: events.PromotionRequested,
+        eventId: EVENT_ID,
+        correlationId: 'c',
+      }),
+    );
   });
 });
 

@@ -6,11 +6,13 @@ import {
   KubernetesObjectApi,
   PatchStrategy,
 } from '@kubernetes/client-node';
-import type {
-  Deployer,
-  DeployOptions,
-  DeployOutcome,
-  VariantDeployment,
+import {
+  type Deployer,
+  type DeployOptions,
+  type DeployOutcome,
+  type TargetRollout,
+  targetKeyOf,
+  type VariantDeployment,
 } from '../application/ports/deployer.js';
 import type { Variant } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
@@ -19,6 +21,8 @@ import {
   collectorName,
   type KubernetesMode,
   LABEL_KEYS,
+  targetCollectorName,
+  targetLabelValue,
 } from '../domain/pipelines/index.js';
 
 /**
@@ -143,6 +147,23 @@ export class KubernetesDeployer implements Deployer {
   }
 
   async deploy(d: VariantDeployment, options: DeployOptions = {}): Promise<DeployOutcome> {
+    return this.apply(d, undefined, options);
+  }
+
+  /**
+   * A promotion's rollout is a deploy of the target's objects (named and selected for the target, see
+   * buildKubernetesObjects' `promotion`): server-side apply replaces a previous promotion's config in
+   * place, and the DaemonSet rolls its pods.
+   */
+  async rollout(r: TargetRollout, options: DeployOptions = {}): Promise<DeployOutcome> {
+    return this.apply(r, { target: targetKeyOf(r.namespace, r.nodeSelector), commit: r.commit }, options);
+  }
+
+  private async apply(
+    d: VariantDeployment | TargetRollout,
+    promotion: { readonly target: string; readonly commit: string } | undefined,
+    options: DeployOptions,
+  ): Promise<DeployOutcome> {
     const mode = await this.mode(d.namespace);
     const built = buildKubernetesObjects({
       experimentId: d.experimentId,
@@ -153,6 +174,7 @@ export class KubernetesDeployer implements Deployer {
       nodeSelector: d.nodeSelector,
       mode,
       ...(this.options.image ? { image: this.options.image } : {}),
+      ...(promotion ? { promotion } : {}),
     });
     if (built.errors.length > 0) {
       return {
@@ -180,9 +202,12 @@ export class KubernetesDeployer implements Deployer {
         throw err;
       }
     }
-    const name = collectorName(d.experimentId, d.variant);
+    const name = promotion ? targetCollectorName(promotion.target) : collectorName(d.experimentId, d.variant);
     const daemonSet = mode === 'operator' ? `${name}-collector` : name;
-    const ready = await this.waitReady(d, daemonSet, options.signal);
+    const pods = promotion
+      ? `${LABEL_KEYS.target}=${targetLabelValue(promotion.target)}`
+      : `${LABEL_KEYS.experimentId}=${d.experimentId},${LABEL_KEYS.variant}=${d.variant}`;
+    const ready = await this.waitReady(d, daemonSet, pods, options.signal);
     if (!ready.ok) return ready;
     return {
       ok: true,
@@ -192,14 +217,16 @@ export class KubernetesDeployer implements Deployer {
         namespace: d.namespace,
         objects: applied,
         daemonSet,
+        ...(promotion ? { target: promotion.target, commit: promotion.commit } : {}),
         ...ready.detail,
       },
     };
   }
 
   private async waitReady(
-    d: VariantDeployment,
+    d: VariantDeployment | TargetRollout,
     name: string,
+    podSelector: string,
     signal: AbortSignal | undefined,
   ): Promise<DeployOutcome> {
     const timeoutMs = this.options.readinessTimeoutMs ?? 300_000;
@@ -249,19 +276,14 @@ export class KubernetesDeployer implements Deployer {
       : 'the DaemonSet was never created';
     return {
       ok: false,
-      reason: `DaemonSet ${d.namespace}/${name} not ready after ${Math.round(timeoutMs / 1000)} s: ${progress}${await this.podTrouble(d)}`,
+      reason: `DaemonSet ${d.namespace}/${name} not ready after ${Math.round(timeoutMs / 1000)} s: ${progress}${await this.podTrouble(d.namespace, podSelector)}`,
     };
   }
 
   /** What the variant's pods are waiting on, for a readiness timeout's reason. */
-  private async podTrouble(d: VariantDeployment): Promise<string> {
+  private async podTrouble(namespace: string, selector: string): Promise<string> {
     try {
-      const pods = await this.listByLabels(
-        'v1',
-        'Pod',
-        d.namespace,
-        `${LABEL_KEYS.experimentId}=${d.experimentId},${LABEL_KEYS.variant}=${d.variant}`,
-      );
+      const pods = await this.listByLabels('v1', 'Pod', namespace, selector);
       const troubles = (pods as PodLike[]).flatMap((p) =>
         (p.status?.containerStatuses ?? []).flatMap((c) =>
           c.state?.waiting?.reason

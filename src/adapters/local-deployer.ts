@@ -1,8 +1,10 @@
-import type {
-  Deployer,
-  DeployOutcome,
-  UsageSource,
-  VariantDeployment,
+import {
+  type Deployer,
+  type DeployOutcome,
+  type TargetRollout,
+  targetKeyOf,
+  type UsageSource,
+  type VariantDeployment,
 } from '../application/ports/deployer.js';
 import type { Variant } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
@@ -22,7 +24,20 @@ export interface LocalDeployerOptions {
  * candidate). Deploying again replaces the variant with the same config: redelivered commands are
  * harmless.
  */
+/** What runs over a target of the local data plane since a promotion's rollout. */
+export interface LocalTargetRollout {
+  readonly target: string;
+  readonly experimentId: string;
+  readonly variant: Variant;
+  readonly template: string;
+  readonly commit: string;
+  readonly hosts: number;
+}
+
 export class LocalDeployer implements Deployer, UsageSource {
+  /** Rollouts by target key: the collector that runs over each target in place of its baseline. */
+  readonly #targets = new Map<string, LocalTargetRollout>();
+
   constructor(
     private readonly plane: LocalDataPlane,
     private readonly options: LocalDeployerOptions = {},
@@ -70,5 +85,63 @@ export class LocalDeployer implements Deployer, UsageSource {
 
   async usage(experimentId: string, variant: Variant): Promise<ProcessUsageTable | undefined> {
     return this.plane.usage(experimentId, variant);
+  }
+
+  /**
+   * The simulated target runs one collector (as a cluster's DaemonSet would), on the data plane under
+   * the target's key: a rollout replaces it (collectors restart with the new config over the same
+   * fleet, whose processes are the target's, not an experiment's).
+   */
+  async rollout(r: TargetRollout): Promise<DeployOutcome> {
+    const target = targetKeyOf(r.namespace, r.nodeSelector);
+    const planeId = `target:${target}`;
+    const current = this.#targets.get(target);
+    if (
+      current?.commit === r.commit &&
+      current.variant === r.variant &&
+      this.plane.isDeployed(planeId, 'baseline')
+    )
+      return { ok: true, detail: { dataPlane: 'local', target, hosts: current.hosts, unchanged: true } };
+    try {
+      this.plane.teardown(planeId);
+      const started = this.plane.startVariant({
+        experimentId: planeId,
+        variant: 'baseline',
+        config: r.config,
+        hosts: r.hosts,
+        seed: fleetSeedOf(planeId),
+        criticalProcesses: r.criticalProcesses,
+        ...(this.options.processesPerHost ? { processesPerHost: this.options.processesPerHost } : {}),
+      });
+      this.#targets.set(target, {
+        target,
+        experimentId: r.experimentId,
+        variant: r.variant,
+        template: r.template,
+        commit: r.commit,
+        hosts: started.hosts,
+      });
+      return {
+        ok: true,
+        detail: {
+          dataPlane: 'local',
+          target,
+          hosts: started.hosts,
+          ...(started.endpoint ? { endpoint: started.endpoint } : {}),
+          ...(current ? { replaced: { experimentId: current.experimentId, variant: current.variant } } : {}),
+        },
+      };
+    } catch (err) {
+      if (err instanceof LocalDataPlaneError) return { ok: false, reason: err.message };
+      throw err;
+    }
+  }
+
+  /** What runs over a target since its last rollout (undefined: nothing was rolled out there). */
+  targetRollout(
+    namespace: string,
+    nodeSelector: Readonly<Record<string, string>>,
+  ): LocalTargetRollout | undefined {
+    return this.#targets.get(targetKeyOf(namespace, nodeSelector));
   }
 }

@@ -31,11 +31,13 @@ import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/p
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type {
-  Deployer,
-  DeployOptions,
-  DeployOutcome,
-  VariantDeployment,
+import {
+  type Deployer,
+  type DeployOptions,
+  type DeployOutcome,
+  type TargetRollout,
+  targetKeyOf,
+  type VariantDeployment,
 } from '../application/ports/deployer.js';
 import type { Variant } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
@@ -679,6 +681,19 @@ export class OtelcolDeployer implements Deployer {
     if (!SAFE_ID.test(experimentId)) return false;
     const { records, complete } = await this.#readShards(experimentId, variant);
     return complete && (await this.#allHealthy(records));
+  }
+
+  /**
+   * Refused: this deployer runs an experiment's collectors on this host for the length of the run
+   * (they are torn down when it ends) and keeps no standing collector per target to put the candidate
+   * in place of. A promotion's rollout needs the kubernetes (or the simulated local) deployer; the
+   * saga then reverts the promotion's commit.
+   */
+  async rollout(r: TargetRollout): Promise<DeployOutcome> {
+    return {
+      ok: false,
+      reason: `the otelcol deployer runs collectors only for an experiment's run, and keeps none over ${targetKeyOf(r.namespace, r.nodeSelector)} to replace; roll promotions out with PHOENIX_DEPLOYER=kubernetes`,
+    };
   }
 
   async deployedVariants(experimentId: string): Promise<readonly Variant[]> {

@@ -239,6 +239,14 @@ export const eventDataSchemas = {
   ExperimentFailed: z.object({ at, reason: z.string() }),
   ExperimentCancelled: z.object({ at, reason: z.string() }),
   VariantTornDown: z.object({ at, variant }),
+  PromotionRequested: z.object({ at, actor: z.string() }),
+  PromotionCommitted: z.object({ at, repository: z.string(), path: z.string(), commit: z.string() }),
+  PromotionRolledOut: z.object({ at, detail }),
+  PromotionFailed: z.object({ at, reason: z.string(), reverted: z.string().optional() }),
+  RollbackRequested: z.object({ at, actor: z.string(), reason: z.string().optional() }),
+  RollbackCommitted: z.object({ at, commit: z.string() }),
+  RolledBack: z.object({ at, detail }),
+  RollbackFailed: z.object({ at, reason: z.string() }),
 } as const;
 
 export const eventMetadataSchema = z.object({

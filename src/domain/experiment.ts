@@ -25,6 +25,38 @@ export interface Deployment {
   readonly detail?: Readonly<Record<string, unknown>> | undefined;
 }
 
+/** Where a promotion of the experiment's candidate stands (issue 20 §4). */
+export const PROMOTION_STATUSES = [
+  'requested',
+  'committed',
+  'rolled_out',
+  'failed',
+  'rollback_requested',
+  'rolled_back',
+  'rollback_failed',
+] as const;
+export type PromotionStatus = (typeof PROMOTION_STATUSES)[number];
+
+export interface Promotion {
+  readonly status: PromotionStatus;
+  /** Who asked for the promotion. */
+  readonly requestedBy: string;
+  readonly requestedAt: string;
+  /** When the promotion last moved. */
+  readonly at: string;
+  /** The Git repository, the folder in it, and the commit that holds the candidate's configs. */
+  readonly repository?: string | undefined;
+  readonly path?: string | undefined;
+  readonly commit?: string | undefined;
+  /** Why it failed (promotion or rollback). */
+  readonly reason?: string | undefined;
+  /** The commit that reverted the promotion: the compensation of a failed rollout, or a rollback. */
+  readonly revertCommit?: string | undefined;
+  readonly rollbackRequestedBy?: string | undefined;
+  /** What the deployer reported of the last rollout (the candidate's, or the baseline's on rollback). */
+  readonly rollout?: Readonly<Record<string, unknown>> | undefined;
+}
+
 export interface ExistingExperiment {
   readonly status: ExperimentStatus;
   readonly id: string;
@@ -40,6 +72,8 @@ export interface ExistingExperiment {
   readonly analysisAttempts: number;
   /** Why the experiment is in its current status (the reason of the last transition). */
   readonly statusReason?: string | undefined;
+  /** The latest promotion of the candidate, once one was requested. */
+  readonly promotion?: Promotion | undefined;
 }
 
 export type Experiment = { readonly status: 'empty' } | ExistingExperiment;
@@ -71,6 +105,26 @@ export type ExtendRuntime = Cmd<'ExtendRuntime', { extraSeconds: number; reason:
 export type CancelExperiment = Cmd<'CancelExperiment', { reason?: string | undefined }>;
 export type FailExperiment = Cmd<'FailExperiment', { reason: string }>;
 export type RecordVariantTornDown = Cmd<'RecordVariantTornDown', { variant: Variant }>;
+export type RequestPromotion = Cmd<'RequestPromotion', { actor: string }>;
+export type RecordPromotionCommitted = Cmd<
+  'RecordPromotionCommitted',
+  { repository: string; path: string; commit: string }
+>;
+export type RecordPromotionRolledOut = Cmd<
+  'RecordPromotionRolledOut',
+  { detail?: Readonly<Record<string, unknown>> | undefined }
+>;
+export type RecordPromotionFailed = Cmd<
+  'RecordPromotionFailed',
+  { reason: string; reverted?: string | undefined }
+>;
+export type RequestRollback = Cmd<'RequestRollback', { actor: string; reason?: string | undefined }>;
+export type RecordRollbackCommitted = Cmd<'RecordRollbackCommitted', { commit: string }>;
+export type RecordRolledBack = Cmd<
+  'RecordRolledBack',
+  { detail?: Readonly<Record<string, unknown>> | undefined }
+>;
+export type RecordRollbackFailed = Cmd<'RecordRollbackFailed', { reason: string }>;
 
 export type ExperimentCommand =
   | CreateExperiment
@@ -84,7 +138,15 @@ export type ExperimentCommand =
   | ExtendRuntime
   | CancelExperiment
   | FailExperiment
-  | RecordVariantTornDown;
+  | RecordVariantTornDown
+  | RequestPromotion
+  | RecordPromotionCommitted
+  | RecordPromotionRolledOut
+  | RecordPromotionFailed
+  | RequestRollback
+  | RecordRollbackCommitted
+  | RecordRolledBack
+  | RecordRollbackFailed;
 
 export type ExperimentCommandType = ExperimentCommand['type'];
 
@@ -112,6 +174,44 @@ export type ExperimentCompleted = Evt<'ExperimentCompleted', { reason: string }>
 export type ExperimentFailed = Evt<'ExperimentFailed', { reason: string }>;
 export type ExperimentCancelled = Evt<'ExperimentCancelled', { reason: string }>;
 export type VariantTornDown = Evt<'VariantTornDown', { variant: Variant }>;
+export type PromotionRequested = Evt<'PromotionRequested', { actor: string }>;
+export type PromotionCommitted = Evt<
+  'PromotionCommitted',
+  { repository: string; path: string; commit: string }
+>;
+export type PromotionRolledOut = Evt<
+  'PromotionRolledOut',
+  { detail?: Readonly<Record<string, unknown>> | undefined }
+>;
+export type PromotionFailed = Evt<'PromotionFailed', { reason: string; reverted?: string | undefined }>;
+export type RollbackRequested = Evt<'RollbackRequested', { actor: string; reason?: string | undefined }>;
+export type RollbackCommitted = Evt<'RollbackCommitted', { commit: string }>;
+export type RolledBack = Evt<'RolledBack', { detail?: Readonly<Record<string, unknown>> | undefined }>;
+export type RollbackFailed = Evt<'RollbackFailed', { reason: string }>;
+
+/** The events of a promotion: steps recorded on a completed experiment, which stays completed. */
+export const PROMOTION_EVENT_TYPES = [
+  'PromotionRequested',
+  'PromotionCommitted',
+  'PromotionRolledOut',
+  'PromotionFailed',
+  'RollbackRequested',
+  'RollbackCommitted',
+  'RolledBack',
+  'RollbackFailed',
+] as const;
+export type PromotionEvent =
+  | PromotionRequested
+  | PromotionCommitted
+  | PromotionRolledOut
+  | PromotionFailed
+  | RollbackRequested
+  | RollbackCommitted
+  | RolledBack
+  | RollbackFailed;
+
+export const isPromotionEvent = (event: { readonly type: string }): event is PromotionEvent =>
+  (PROMOTION_EVENT_TYPES as readonly string[]).includes(event.type);
 
 export type ExperimentEvent =
   | ExperimentCreated
@@ -126,7 +226,8 @@ export type ExperimentEvent =
   | ExperimentCompleted
   | ExperimentFailed
   | ExperimentCancelled
-  | VariantTornDown;
+  | VariantTornDown
+  | PromotionEvent;
 
 export type ExperimentEventType = ExperimentEvent['type'];
 
@@ -170,6 +271,25 @@ export class RunNotFinishedError extends DomainError {
     readonly at: string,
   ) {
     super(`the run ends at ${runEndsAt}; it cannot be completed at ${at}`);
+  }
+}
+
+/**
+ * A promotion command the experiment's verdict or its promotion's progress does not allow: a
+ * promotion of anything but a pass, a second promotion while one is in flight or rolled out, a
+ * rollback of nothing.
+ */
+export class PromotionNotAllowedError extends DomainError {
+  readonly code = 'promotion_not_allowed';
+  constructor(
+    readonly command: ExperimentCommandType,
+    /** What the command needs (a verdict, or promotion statuses). */
+    readonly expected: readonly string[],
+    /** What it found. */
+    readonly actual: string,
+    detail: string,
+  ) {
+    super(`${command}: ${detail}`);
   }
 }
 
@@ -324,12 +444,110 @@ export const decide = (command: ExperimentCommand, state: Experiment): Experimen
       return [{ type: 'VariantTornDown', data: { at, variant: command.variant } }];
     }
 
+    case 'RequestPromotion':
+    case 'RecordPromotionCommitted':
+    case 'RecordPromotionRolledOut':
+    case 'RecordPromotionFailed':
+    case 'RequestRollback':
+    case 'RecordRollbackCommitted':
+    case 'RecordRolledBack':
+    case 'RecordRollbackFailed':
+      ensureStatus(state, command, ['completed']);
+      return decidePromotion(command, state);
+
     default: {
       const _never: never = command;
       return _never;
     }
   }
 };
+
+type PromotionCommand = Extract<ExperimentCommand, { type: PromotionCommandType }>;
+type PromotionCommandType =
+  | 'RequestPromotion'
+  | 'RecordPromotionCommitted'
+  | 'RecordPromotionRolledOut'
+  | 'RecordPromotionFailed'
+  | 'RequestRollback'
+  | 'RecordRollbackCommitted'
+  | 'RecordRolledBack'
+  | 'RecordRollbackFailed';
+
+/** A new promotion may start when none is in flight or out there: never one, or the last one is undone. */
+const PROMOTABLE_FROM: readonly (PromotionStatus | 'none')[] = ['none', 'failed', 'rolled_back'];
+const ROLLBACK_FROM: readonly PromotionStatus[] = ['committed', 'rolled_out', 'rollback_failed'];
+
+/**
+ * The promotion's steps, on a completed experiment. The recording commands come from the saga: a
+ * repeat of a step already recorded (a redelivered answer) changes nothing; a step the promotion has
+ * moved past is refused, and the saga drops it.
+ */
+function decidePromotion(command: PromotionCommand, state: ExistingExperiment): ExperimentEvent[] {
+  const at = command.at;
+  const p = state.promotion;
+  const status: PromotionStatus | 'none' = p?.status ?? 'none';
+  const refuse = (expected: readonly string[], detail: string): never => {
+    throw new PromotionNotAllowedError(command.type, expected, status, detail);
+  };
+  const need = (expected: readonly (PromotionStatus | 'none')[]): void => {
+    if (!expected.includes(status))
+      refuse(expected, `the promotion is ${status}; allowed when it is ${expected.join(', ')}`);
+  };
+  switch (command.type) {
+    case 'RequestPromotion': {
+      const verdict = state.analysis?.verdict ?? 'none';
+      if (verdict !== 'pass')
+        throw new PromotionNotAllowedError(
+          command.type,
+          ['pass'],
+          verdict,
+          `only a candidate whose verdict is pass can be promoted; the verdict is ${verdict}`,
+        );
+      need(PROMOTABLE_FROM);
+      return [{ type: 'PromotionRequested', data: { at, actor: command.actor } }];
+    }
+    case 'RecordPromotionCommitted':
+      if (p?.commit === command.commit && status !== 'requested') return [];
+      need(['requested']);
+      return [
+        {
+          type: 'PromotionCommitted',
+          data: { at, repository: command.repository, path: command.path, commit: command.commit },
+        },
+      ];
+    case 'RecordPromotionRolledOut':
+      if (status === 'rolled_out') return [];
+      need(['committed']);
+      return [{ type: 'PromotionRolledOut', data: { at, detail: command.detail } }];
+    case 'RecordPromotionFailed':
+      if (status === 'failed') return [];
+      need(['requested', 'committed']);
+      return [{ type: 'PromotionFailed', data: { at, reason: command.reason, reverted: command.reverted } }];
+    case 'RequestRollback':
+      need(ROLLBACK_FROM);
+      return [{ type: 'RollbackRequested', data: { at, actor: command.actor, reason: command.reason } }];
+    case 'RecordRollbackCommitted':
+      if (status === 'rollback_requested' && p?.revertCommit === command.commit) return [];
+      if (status === 'rolled_back' && p?.revertCommit === command.commit) return [];
+      need(['rollback_requested']);
+      if (p?.revertCommit !== undefined) refuse(['rollback_requested'], 'the rollback is committed already');
+      return [{ type: 'RollbackCommitted', data: { at, commit: command.commit } }];
+    case 'RecordRolledBack':
+      if (status === 'rolled_back') return [];
+      need(['rollback_requested']);
+      if (p?.revertCommit === undefined)
+        refuse(['rollback_requested'], 'the rollback has no revert commit yet');
+      return [{ type: 'RolledBack', data: { at, detail: command.detail } }];
+    case 'RecordRollbackFailed':
+      if (status === 'rollback_failed') return [];
+      need(['rollback_requested']);
+      return [{ type: 'RollbackFailed', data: { at, reason: command.reason } }];
+    default: {
+      const _never: never = command;
+      return _never;
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // evolve
@@ -358,6 +576,14 @@ export const statusAfter = (event: ExperimentEvent, before: Experiment): Experim
     case 'AnalysisRecorded':
     case 'AnalysisRetried':
     case 'VariantTornDown':
+    case 'PromotionRequested':
+    case 'PromotionCommitted':
+    case 'PromotionRolledOut':
+    case 'PromotionFailed':
+    case 'RollbackRequested':
+    case 'RollbackCommitted':
+    case 'RolledBack':
+    case 'RollbackFailed':
       return undefined;
     default: {
       const _never: never = event;
@@ -434,6 +660,57 @@ export const evolve = (state: Experiment, event: ExperimentEvent): Experiment =>
       return moved;
     case 'ExperimentRunCompleted':
       return moved;
+    case 'PromotionRequested':
+    case 'PromotionCommitted':
+    case 'PromotionRolledOut':
+    case 'PromotionFailed':
+    case 'RollbackRequested':
+    case 'RollbackCommitted':
+    case 'RolledBack':
+    case 'RollbackFailed':
+      moved.promotion = evolvePromotion(state.promotion, event);
+      return moved;
+    default: {
+      const _never: never = event;
+      return _never;
+    }
+  }
+};
+
+const evolvePromotion = (p: Promotion | undefined, event: PromotionEvent): Promotion | undefined => {
+  const at = event.data.at;
+  if (event.type === 'PromotionRequested')
+    return { status: 'requested', requestedBy: event.data.actor, requestedAt: at, at };
+  if (p === undefined) return p; // a step of no promotion: the decider never writes one
+  switch (event.type) {
+    case 'PromotionCommitted':
+      return {
+        ...p,
+        status: 'committed',
+        at,
+        repository: event.data.repository,
+        path: event.data.path,
+        commit: event.data.commit,
+      };
+    case 'PromotionRolledOut':
+      return { ...p, status: 'rolled_out', at, rollout: event.data.detail };
+    case 'PromotionFailed':
+      return { ...p, status: 'failed', at, reason: event.data.reason, revertCommit: event.data.reverted };
+    case 'RollbackRequested':
+      return {
+        ...p,
+        status: 'rollback_requested',
+        at,
+        rollbackRequestedBy: event.data.actor,
+        reason: event.data.reason,
+        revertCommit: undefined,
+      };
+    case 'RollbackCommitted':
+      return { ...p, at, revertCommit: event.data.commit };
+    case 'RolledBack':
+      return { ...p, status: 'rolled_back', at, rollout: event.data.detail };
+    case 'RollbackFailed':
+      return { ...p, status: 'rollback_failed', at, reason: event.data.reason };
     default: {
       const _never: never = event;
       return _never;
@@ -465,6 +742,22 @@ export const reasonOf = (event: ExperimentEvent): string => {
       return `analysis ${event.data.analysis.verdict}`;
     case 'VariantTornDown':
       return `${event.data.variant} torn down`;
+    case 'PromotionRequested':
+      return `promotion requested by ${event.data.actor}`;
+    case 'PromotionCommitted':
+      return `promotion committed ${event.data.commit.slice(0, 12)} to ${event.data.repository} (${event.data.path})`;
+    case 'PromotionRolledOut':
+      return 'promotion rolled out over the target';
+    case 'PromotionFailed':
+      return `promotion failed: ${event.data.reason}${event.data.reverted ? `; reverted by ${event.data.reverted.slice(0, 12)}` : ''}`;
+    case 'RollbackRequested':
+      return `rollback requested by ${event.data.actor}${event.data.reason ? `: ${event.data.reason}` : ''}`;
+    case 'RollbackCommitted':
+      return `rollback committed ${event.data.commit.slice(0, 12)}`;
+    case 'RolledBack':
+      return 'rolled back: the baseline runs over the target again';
+    case 'RollbackFailed':
+      return `rollback failed: ${event.data.reason}`;
     default: {
       const _never: never = event;
       return _never;

@@ -1,4 +1,10 @@
-import type { ExistingExperiment, Experiment, ExperimentCommand, ExperimentEvent } from './experiment.js';
+import type {
+  ExistingExperiment,
+  Experiment,
+  ExperimentCommand,
+  ExperimentEvent,
+  PromotionEvent,
+} from './experiment.js';
 import { type Analysis, type ExperimentSpec, VARIANTS, type Variant } from './experiment-spec.js';
 
 /**
@@ -77,13 +83,44 @@ export type DeploymentVerifiedAnswer = Answer<
 export type AnalysisCompletedAnswer = Answer<'AnalysisCompleted', { analysis: Analysis }>;
 export type AnalysisFailedAnswer = Answer<'AnalysisFailed', { reason: string }>;
 
+/** Which part of a promotion a Git or rollout answer is for. */
+export type PromotionStep = 'promote' | 'compensate' | 'rollback';
+
+export type PromotionCommittedAnswer = Answer<
+  'PromotionCommitted',
+  { repository: string; path: string; commit: string }
+>;
+/** A promotion's commit was reverted (and pushed): `commit` is the revert, `reverted` the promotion's. */
+export type PromotionRevertedAnswer = Answer<
+  'PromotionReverted',
+  { step: 'compensate' | 'rollback'; commit: string; reverted: string; cause?: string | undefined }
+>;
+/** The Git repository refused or could not be reached, for good (the worker gave up). */
+export type GitopsFailedAnswer = Answer<
+  'GitopsFailed',
+  { step: PromotionStep; reason: string; cause?: string | undefined }
+>;
+export type TargetRolledOutAnswer = Answer<
+  'TargetRolledOut',
+  { step: 'promote' | 'rollback'; detail: Readonly<Record<string, unknown>> }
+>;
+export type TargetRolloutFailedAnswer = Answer<
+  'TargetRolloutFailed',
+  { step: 'promote' | 'rollback'; reason: string; commit: string }
+>;
+
 /** A worker's result other than reconciliation's answer (that one needs the experiment's state). */
 export type WorkerResult =
   | VariantDeployedAnswer
   | VariantDeployFailedAnswer
   | ExperimentTornDownAnswer
   | AnalysisCompletedAnswer
-  | AnalysisFailedAnswer;
+  | AnalysisFailedAnswer
+  | PromotionCommittedAnswer
+  | PromotionRevertedAnswer
+  | GitopsFailedAnswer
+  | TargetRolledOutAnswer
+  | TargetRolloutFailedAnswer;
 
 export type SagaInput =
   /** An event of an experiment's stream, with the ids of the stored event. */
@@ -98,6 +135,12 @@ export type SagaInput =
        * creation event (the adapter reads it). Not needed for any other event.
        */
       readonly spec?: ExperimentSpec | undefined;
+      /**
+       * The aggregate as it stands after this event: what a promotion's steps need (the verdict, the
+       * candidate as it was deployed, the promotion's commit). The adapter folds it for promotion
+       * events only; no other event needs it.
+       */
+      readonly experiment?: Experiment | undefined;
     }
   /** A deadline the saga set has come. `experiment` is the aggregate's state as its events say now. */
   | {
@@ -128,7 +171,16 @@ interface WorkerCommandIds {
   readonly correlationId: string;
 }
 
-/** The commands the saga sends the workers (the deployer and the analyzer). */
+/** The candidate (or baseline) exactly as it ran: its template, params and the tuning it was deployed with. */
+export interface PromotedVariant {
+  readonly variant: Variant;
+  readonly template: string;
+  readonly params: Readonly<Record<string, unknown>>;
+  /** keepList / thresholds the deployer tuned the variant with (from its VariantDeployed detail). */
+  readonly tuning?: Readonly<Record<string, unknown>> | undefined;
+}
+
+/** The commands the saga sends the workers (the deployer, the analyzer and the promoter). */
 export type WorkerCommand =
   | (WorkerCommandIds & {
       readonly type: 'DeployVariant';
@@ -145,6 +197,37 @@ export type WorkerCommand =
       readonly type: 'AnalyzeExperiment';
       readonly spec: ExperimentSpec;
       readonly window: { readonly start: string; readonly end: string };
+    })
+  /** Commit the candidate's configs and the evidence to the GitOps repository. */
+  | (WorkerCommandIds & {
+      readonly type: 'CommitPromotion';
+      /** Who asked for the promotion (the commit says so). */
+      readonly actor: string;
+      readonly spec: ExperimentSpec;
+      readonly analysis: Analysis;
+      readonly candidate: PromotedVariant;
+      readonly requestedAt: string;
+    })
+  /** Revert a promotion's commit (and push the revert). */
+  | (WorkerCommandIds & {
+      readonly type: 'RevertPromotion';
+      readonly step: 'compensate' | 'rollback';
+      readonly commit: string;
+      readonly actor: string;
+      /** Why (a failed rollout's reason, or the rollback's). */
+      readonly cause?: string | undefined;
+    })
+  /** Run a variant over the whole target in place of what runs there (promote: the candidate; rollback: the baseline). */
+  | (WorkerCommandIds & {
+      readonly type: 'RolloutTarget';
+      readonly step: 'promote' | 'rollback';
+      readonly rollout: PromotedVariant;
+      readonly criticalProcesses: readonly string[];
+      readonly hosts: number;
+      readonly namespace: string;
+      readonly nodeSelector: Readonly<Record<string, string>>;
+      /** The commit the rollout carries out (the promotion's, or the rollback's revert). */
+      readonly commit: string;
     });
 
 /** A command for an experiment, run for the saga (or the reconciler) by the command handler. */
@@ -180,6 +263,17 @@ export interface Reaction<C extends SagaCommand = SagaCommand> {
   readonly why?: string;
 }
 
+/** A promotion event given without the aggregate it needs: the adapter must fold it. */
+export class SagaExperimentMissingError extends Error {
+  constructor(
+    readonly experimentId: string,
+    readonly eventType: string,
+  ) {
+    super(`experiment ${experimentId}: ${eventType} needs the experiment's state, and none was given`);
+    this.name = 'SagaExperimentMissingError';
+  }
+}
+
 /** A start whose stream has no creation before it: not a stream the saga can act on. */
 export class SagaSpecMissingError extends Error {
   constructor(readonly experimentId: string) {
@@ -195,7 +289,34 @@ const plus = (iso: string, ms: number) => new Date(Date.parse(iso) + ms).toISOSt
 
 /** The events the saga does nothing with: a batch of only these just moves its checkpoint. */
 export const sagaIgnoresEvent = (type: ExperimentEvent['type']): boolean =>
-  type === 'ExperimentCreated' || type === 'VariantDeploymentFailed' || type === 'VariantTornDown';
+  type === 'ExperimentCreated' ||
+  type === 'VariantDeploymentFailed' ||
+  type === 'VariantTornDown' ||
+  type === 'PromotionRolledOut' ||
+  type === 'PromotionFailed' ||
+  type === 'RolledBack' ||
+  type === 'RollbackFailed';
+
+/** The events whose reaction needs the aggregate (SagaInput's `experiment`). */
+export const sagaNeedsExperiment = (type: ExperimentEvent['type']): boolean =>
+  type === 'PromotionRequested' ||
+  type === 'PromotionCommitted' ||
+  type === 'RollbackRequested' ||
+  type === 'RollbackCommitted';
+
+/** A variant as it was deployed in the experiment: its spec, and the tuning its deployment reported. */
+export const promotedVariantOf = (experiment: ExistingExperiment, variant: Variant): PromotedVariant => {
+  const detail = experiment.deployments[variant]?.detail ?? {};
+  const tuning: Record<string, unknown> = {};
+  if (detail.keepList !== undefined) tuning.keepList = detail.keepList;
+  if (detail.thresholds !== undefined) tuning.thresholds = detail.thresholds;
+  return {
+    variant,
+    template: experiment.spec[variant].template,
+    params: { ...experiment.spec[variant].params },
+    ...(Object.keys(tuning).length > 0 ? { tuning } : {}),
+  };
+};
 
 /** The command that deploys one variant of an experiment, as its spec describes it. */
 export const deployCommand = (
@@ -375,6 +496,88 @@ function onEvent(state: SagaState, input: EventInput, timeouts: SagaTimeouts): R
     case 'VariantDeploymentFailed':
     case 'VariantTornDown':
       return unchanged(state);
+    case 'PromotionRequested':
+    case 'PromotionCommitted':
+    case 'PromotionRolledOut':
+    case 'PromotionFailed':
+    case 'RollbackRequested':
+    case 'RollbackCommitted':
+    case 'RolledBack':
+    case 'RollbackFailed':
+      return { commands: onPromotionEvent(input, event), timers: [], state };
+    default: {
+      const _never: never = event;
+      return _never;
+    }
+  }
+}
+
+/**
+ * A promotion moves in steps, each an event, each answered by one worker: the promoter commits, the
+ * deployer rolls the candidate out; a rollback has the promoter revert and the deployer roll the
+ * baseline back. Compensation (a failed rollout) is decided on the deployer's answer (onResult).
+ */
+function onPromotionEvent(input: EventInput, event: PromotionEvent): WorkerOrder[] {
+  const { experimentId, eventId, correlationId } = input;
+  if (
+    event.type === 'PromotionRolledOut' ||
+    event.type === 'PromotionFailed' ||
+    event.type === 'RolledBack' ||
+    event.type === 'RollbackFailed'
+  )
+    return [];
+  const experiment = input.experiment;
+  if (!experiment || experiment.status === 'empty')
+    throw new SagaExperimentMissingError(experimentId, event.type);
+  const s = experiment as ExistingExperiment;
+  const ids = { experimentId, causationId: eventId, correlationId };
+  const rollout = (step: 'promote' | 'rollback', variant: Variant, commit: string): WorkerOrder =>
+    worker({
+      type: 'RolloutTarget',
+      ...ids,
+      purpose: `rollout:${step}`,
+      step,
+      rollout: promotedVariantOf(s, variant),
+      criticalProcesses: [...s.spec.criticalProcesses],
+      hosts: s.spec.target.hosts,
+      namespace: s.spec.target.namespace,
+      nodeSelector: { ...s.spec.target.nodeSelector },
+      commit,
+    });
+  switch (event.type) {
+    case 'PromotionRequested':
+      if (!s.analysis) return []; // the decider never accepts one without a verdict
+      return [
+        worker({
+          type: 'CommitPromotion',
+          ...ids,
+          purpose: 'promote',
+          actor: event.data.actor,
+          spec: s.spec,
+          analysis: s.analysis,
+          candidate: promotedVariantOf(s, 'candidate'),
+          requestedAt: event.data.at,
+        }),
+      ];
+    case 'PromotionCommitted':
+      return [rollout('promote', 'candidate', event.data.commit)];
+    case 'RollbackRequested': {
+      const commit = s.promotion?.commit;
+      if (commit === undefined) return [];
+      return [
+        worker({
+          type: 'RevertPromotion',
+          ...ids,
+          purpose: 'rollback',
+          step: 'rollback',
+          commit,
+          actor: event.data.actor,
+          cause: event.data.reason,
+        }),
+      ];
+    }
+    case 'RollbackCommitted':
+      return [rollout('rollback', 'baseline', event.data.commit)];
     default: {
       const _never: never = event;
       return _never;
@@ -435,7 +638,11 @@ function onTimer(
   };
 }
 
-/** A worker's answer becomes the command that records it; its id derives from the answered command's. */
+/**
+ * A worker's answer becomes the command that records it; its id derives from the answered command's.
+ * One answer asks a worker instead: a failed rollout of a promotion has its commit reverted first
+ * (the compensation), and the failure is recorded with the revert's answer.
+ */
 function onResult(result: WorkerResult): SagaCommand[] {
   const run = (command: ExperimentCommand, commandId = `result:${result.commandId}`): SagaCommand => ({
     kind: 'experiment',
@@ -471,6 +678,80 @@ function onResult(result: WorkerResult): SagaCommand[] {
       return [run({ type: 'RecordAnalysis', analysis: result.analysis, at: result.at })];
     case 'AnalysisFailed':
       return [run({ type: 'FailExperiment', reason: `analysis failed: ${result.reason}`, at: result.at })];
+    case 'PromotionCommitted':
+      return [
+        run({
+          type: 'RecordPromotionCommitted',
+          repository: result.repository,
+          path: result.path,
+          commit: result.commit,
+          at: result.at,
+        }),
+      ];
+    case 'PromotionReverted':
+      return [
+        result.step === 'rollback'
+          ? run({ type: 'RecordRollbackCommitted', commit: result.commit, at: result.at })
+          : run({
+              type: 'RecordPromotionFailed',
+              reason: `rollout failed: ${result.cause ?? 'no reason given'}`,
+              reverted: result.commit,
+              at: result.at,
+            }),
+      ];
+    case 'GitopsFailed': {
+      const reason = `the Git repository: ${result.reason}`;
+      const step = result.step;
+      switch (step) {
+        case 'promote':
+          return [run({ type: 'RecordPromotionFailed', reason, at: result.at })];
+        case 'compensate':
+          return [
+            run({
+              type: 'RecordPromotionFailed',
+              reason: `rollout failed: ${result.cause ?? 'no reason given'}; reverting the commit failed too (${reason})`,
+              at: result.at,
+            }),
+          ];
+        case 'rollback':
+          return [run({ type: 'RecordRollbackFailed', reason, at: result.at })];
+        default: {
+          const _never: never = step;
+          return _never;
+        }
+      }
+    }
+    case 'TargetRolledOut':
+      return [
+        result.step === 'promote'
+          ? run({ type: 'RecordPromotionRolledOut', detail: result.detail, at: result.at })
+          : run({ type: 'RecordRolledBack', detail: result.detail, at: result.at }),
+      ];
+    case 'TargetRolloutFailed':
+      if (result.step === 'rollback')
+        return [
+          run({
+            type: 'RecordRollbackFailed',
+            reason: `the revert ${result.commit.slice(0, 12)} is pushed, but rolling the baseline out failed: ${result.reason}`,
+            at: result.at,
+          }),
+        ];
+      return [
+        {
+          kind: 'worker',
+          command: {
+            type: 'RevertPromotion',
+            experimentId: result.experimentId,
+            causationId: result.commandId,
+            purpose: 'compensate',
+            correlationId: result.correlationId ?? result.commandId,
+            step: 'compensate',
+            commit: result.commit,
+            actor: SAGA_ACTOR,
+            cause: result.reason,
+          },
+        },
+      ];
     default: {
       const _never: never = result;
       return _never;

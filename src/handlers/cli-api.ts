@@ -1,5 +1,5 @@
 /**
- * `phoenix experiments list|get|history|create|start|cancel|watch` and `phoenix templates`: the API at
+ * `phoenix experiments list|get|history|create|start|cancel|promote|rollback|watch` and `phoenix templates`: the API at
  * PHOENIX_URL, driven with PHOENIX_TOKEN, for people (tables) and scripts (`--json`, exit codes).
  * The CLI is a client like any other: it only speaks the public contract (shared/api.md).
  */
@@ -588,7 +588,9 @@ const withConnection =
 export function registerApiCommands(program: Command): void {
   const experiments = program
     .command('experiments')
-    .description('drive the API at PHOENIX_URL: list, get, history, create, start, cancel, watch')
+    .description(
+      'drive the API at PHOENIX_URL: list, get, history, create, start, cancel, promote, rollback, watch',
+    )
     .addHelpText('after', EXIT_HELP);
 
   jsonOption(
@@ -710,6 +712,12 @@ export function registerApiCommands(program: Command): void {
   for (const [name, description, hasReason] of [
     ['start', 'start a pending experiment (state initializing; the sagas take it from there)', false],
     ['cancel', 'cancel an experiment that has not ended', true],
+    [
+      'promote',
+      'promote a passing candidate: its configs and evidence committed to Git, then rolled out over the target',
+      false,
+    ],
+    ['rollback', 'roll a promotion back: its commit reverted, the baseline rolled out again', true],
   ] as const) {
     const command = experiments
       .command(name)

@@ -12,8 +12,10 @@ import type { Logger } from 'pino';
 import type { Analyzer } from '../application/ports/analyzer.js';
 import type { Bus, Consumer } from '../application/ports/bus.js';
 import type { Deployer, UsageSource } from '../application/ports/deployer.js';
+import type { GitopsRepository } from '../application/ports/gitops.js';
 import type { Config } from '../config.js';
 import { CliError } from './cli-error.js';
+import { startPromoterWorker } from './promoter-worker.js';
 import { startAnalyzerWorker, startDeployerWorker } from './workers.js';
 
 export interface BusOptions {
@@ -53,6 +55,8 @@ export interface WorkerCommandDeps {
     logger: Logger,
     kinds: WorkerKinds,
   ) => Promise<WorkerAdapters>;
+  /** The GitOps repository of PHOENIX_GITOPS_REPO (the promoter's), undefined when unset. */
+  readonly createGitops?: (config: Config) => GitopsRepository | undefined;
 }
 
 interface WorkerOptions {
@@ -67,7 +71,7 @@ const positiveInt = (value: string): number => {
   return n;
 };
 
-const WORKER_KINDS = ['deployer', 'analyzer', 'all'] as const;
+const WORKER_KINDS = ['deployer', 'analyzer', 'promoter', 'all'] as const;
 type WorkerKind = (typeof WORKER_KINDS)[number];
 
 /** Adds `worker deployer|analyzer|all` to the CLI program. */
@@ -76,7 +80,10 @@ export function registerWorkerCommands(program: Command, deps: WorkerCommandDeps
     .command('worker')
     .description('run one saga worker on its own, for scale-out over NATS (needs NATS_URL)')
     .addArgument(
-      new Argument('<kind>', 'which worker (all: both, sharing one local data plane)').choices(WORKER_KINDS),
+      new Argument(
+        '<kind>',
+        'which worker (all: every one, sharing one local data plane; promoter: needs PHOENIX_GITOPS_REPO)',
+      ).choices(WORKER_KINDS),
     )
     .option(
       '--concurrency <n>',
@@ -104,6 +111,12 @@ async function runWorker(kind: WorkerKind, options: WorkerOptions, deps: WorkerC
   const prefix = options.subjectPrefix ?? config.PHOENIX_NATS_PREFIX;
   const deploys = kind === 'deployer' || kind === 'all';
   const analyzes = kind === 'analyzer' || kind === 'all';
+  const gitops = kind === 'promoter' || kind === 'all' ? deps.createGitops?.(config) : undefined;
+  if (kind === 'promoter' && gitops === undefined)
+    throw new CliError(
+      'PHOENIX_GITOPS_REPO is required for a promoter worker (the repository it commits to)',
+      2,
+    );
   const logger = deps.createLogger(config, { worker: kind, pid: process.pid });
   const bus = await deps.createBus(config, logger, {
     prefix,
@@ -143,6 +156,7 @@ async function runWorker(kind: WorkerKind, options: WorkerOptions, deps: WorkerC
         }),
       );
     }
+    if (gitops) consumers.push(await startPromoterWorker({ bus, repository: gitops, logger }));
   } catch (err) {
     await Promise.all(consumers.map((c) => c.stop()));
     await bus.close({ graceMs: 0 });

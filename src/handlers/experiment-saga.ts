@@ -16,6 +16,7 @@ import {
   type Bus,
   type BusCommandInput,
   type BusResult,
+  type CommitPromotion,
   type Consumer,
   type DeploymentVerifiedResult,
   deriveCommandId,
@@ -25,6 +26,7 @@ import type { EventStore, StoredEvent } from '../application/ports/event-store.j
 import type { CommandMetrics } from '../application/ports/metrics.js';
 import {
   DomainError,
+  type Experiment,
   type ExperimentCommand,
   type ExperimentEvent,
   fold,
@@ -41,6 +43,7 @@ import {
   type SagaExperiment,
   type SagaTimeouts,
   sagaIgnoresEvent,
+  sagaNeedsExperiment,
   type TimerChange,
   type TimerKind,
   type WorkerCommand,
@@ -103,6 +106,40 @@ const busCommandOf = (c: WorkerCommand): OutboxCommand => {
         ...ids,
         spec: c.spec as unknown as AnalyzeExperiment['spec'],
         window: { ...c.window },
+        ...trace,
+      };
+    case 'CommitPromotion':
+      return {
+        type: c.type,
+        ...ids,
+        actor: c.actor,
+        spec: c.spec as unknown as AnalyzeExperiment['spec'],
+        analysis: c.analysis as unknown as CommitPromotion['analysis'],
+        candidate: { ...c.candidate },
+        requestedAt: c.requestedAt,
+        ...trace,
+      };
+    case 'RevertPromotion':
+      return {
+        type: c.type,
+        ...ids,
+        step: c.step,
+        commit: c.commit,
+        actor: c.actor,
+        ...(c.cause !== undefined ? { cause: c.cause } : {}),
+        ...trace,
+      };
+    case 'RolloutTarget':
+      return {
+        type: c.type,
+        ...ids,
+        step: c.step,
+        rollout: { ...c.rollout },
+        criticalProcesses: [...c.criticalProcesses],
+        hosts: c.hosts,
+        namespace: c.namespace,
+        nodeSelector: { ...c.nodeSelector },
+        commit: c.commit,
         ...trace,
       };
     default: {
@@ -268,6 +305,33 @@ export async function specsOfStarts(
 }
 
 /**
+ * The aggregate after each event of `events` whose reaction needs it (the promotion's steps), by
+ * event id: each experiment's stream is read once and folded up to each such event's version. Read
+ * before the batch's transaction opens, as the specs are.
+ */
+export async function experimentsOfSteps(
+  events: readonly StoredEvent<ExperimentEvent>[],
+  store: EventStore<ExperimentEvent>,
+): Promise<Map<string, Experiment>> {
+  const wanted = new Map<string, StoredEvent<ExperimentEvent>[]>();
+  for (const e of events) {
+    if (!sagaNeedsExperiment(e.type)) continue;
+    const list = wanted.get(e.streamId) ?? [];
+    list.push(e);
+    wanted.set(e.streamId, list);
+  }
+  const found = new Map<string, Experiment>();
+  await Promise.all(
+    [...wanted].map(async ([streamId, steps]) => {
+      const stream = await store.readStream(streamId);
+      for (const step of steps)
+        found.set(step.metadata.eventId, fold(stream.filter((e) => e.version <= step.version)));
+    }),
+  );
+  return found;
+}
+
+/**
  * The saga as a projection runner's handler. Before each batch's transaction it reads the specs its
  * starts need from the event store: inside the transaction that read could wait for a connection the
  * transaction holds (the embedded database has one).
@@ -275,6 +339,7 @@ export async function specsOfStarts(
 export function lifecycleSagaHandler(store: EventStore<ExperimentEvent>, timeouts = DEFAULT_SAGA_TIMEOUTS) {
   const specOf = specFromStore(store);
   let specs = new Map<string, ExperimentSpec>();
+  let experiments = new Map<string, Experiment>();
   return {
     name: 'lifecycle-saga',
     sideEffects: true,
@@ -282,9 +347,10 @@ export function lifecycleSagaHandler(store: EventStore<ExperimentEvent>, timeout
     ignores: sagaIgnores,
     async prepare(events: readonly StoredEvent<ExperimentEvent>[]): Promise<void> {
       specs = await specsOfStarts(events, specOf);
+      experiments = await experimentsOfSteps(events, store);
     },
     apply: (tx: Tx, events: readonly StoredEvent<ExperimentEvent>[]) =>
-      applySagaEvents(tx, events, { timeouts, specs }),
+      applySagaEvents(tx, events, { timeouts, specs, experiments }),
   };
 }
 
@@ -302,7 +368,12 @@ export const sagaIgnores = (event: StoredEvent<ExperimentEvent>): boolean => sag
 export async function applySagaEvents(
   tx: Tx,
   events: readonly StoredEvent<ExperimentEvent>[],
-  options: { readonly timeouts?: SagaTimeouts; readonly specs: ReadonlyMap<string, ExperimentSpec> },
+  options: {
+    readonly timeouts?: SagaTimeouts;
+    readonly specs: ReadonlyMap<string, ExperimentSpec>;
+    /** The aggregate after each promotion step, by event id (experimentsOfSteps). */
+    readonly experiments?: ReadonlyMap<string, Experiment>;
+  },
 ): Promise<void> {
   const timeouts = options.timeouts ?? DEFAULT_SAGA_TIMEOUTS;
   const batch = new SagaBatch(tx);
@@ -330,6 +401,7 @@ export async function applySagaEvents(
           event.type === 'ExperimentStarted'
             ? (createdHere.get(experimentId) ?? options.specs.get(experimentId))
             : undefined,
+        experiment: options.experiments?.get(stored.metadata.eventId),
       },
       timeouts,
     );

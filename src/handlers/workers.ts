@@ -10,6 +10,7 @@ import type {
   Consumer,
   Delivery,
   DeployVariant,
+  RolloutTarget,
   TeardownExperiment,
   VerifyDeployment,
 } from '../application/ports/bus.js';
@@ -27,6 +28,7 @@ import {
   type ValidationIssue,
 } from '../domain/pipelines/index.js';
 import { judge } from '../domain/verdict.js';
+import { renderPromoted } from './promoted-render.js';
 
 /**
  * The saga's workers. Each takes commands from its queue on the bus, does the work through a port and
@@ -258,6 +260,69 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
     });
   };
 
+  /** A promotion's rollout (or a rollback's): the variant over the whole target, in place of what runs there. */
+  const rollout = async (command: RolloutTarget, delivery: Delivery): Promise<void> => {
+    const base = {
+      commandId: command.commandId,
+      experimentId: command.experimentId,
+      step: command.step,
+      ...(command.correlationId ? { correlationId: command.correlationId } : {}),
+    };
+    const fail = (reason: string) =>
+      deps.bus.publish({
+        type: 'TargetRolloutFailed',
+        ...base,
+        at: clock().toISOString(),
+        reason,
+        commit: command.commit,
+      });
+    const rendered = renderPromoted(
+      command.experimentId,
+      command.rollout,
+      command.criticalProcesses,
+      deps.otlpEndpoint,
+    );
+    if (!rendered.ok) {
+      await fail(rendered.reason);
+      return;
+    }
+    try {
+      const outcome = await slots(() =>
+        deps.deployer.rollout(
+          {
+            experimentId: command.experimentId,
+            variant: command.rollout.variant,
+            template: rendered.rendered.template,
+            params: rendered.rendered.params as Readonly<Record<string, unknown>>,
+            config: rendered.rendered.config,
+            namespace: command.namespace,
+            nodeSelector: command.nodeSelector,
+            hosts: command.hosts,
+            criticalProcesses: command.criticalProcesses,
+            commit: command.commit,
+          },
+          { signal: stopping.signal },
+        ),
+      );
+      if (!outcome.ok) {
+        deps.logger.warn({ ...base, reason: outcome.reason }, 'rollout failed');
+        await fail(outcome.reason);
+        return;
+      }
+      deps.logger.info({ ...base, variant: command.rollout.variant }, 'rolled out over the target');
+      await deps.bus.publish({
+        type: 'TargetRolledOut',
+        ...base,
+        at: clock().toISOString(),
+        detail: { ...outcome.detail, variant: command.rollout.variant, commit: command.commit },
+      });
+    } catch (err) {
+      if (!delivery.lastAttempt || stopping.signal.aborted) throw err;
+      deps.logger.error({ ...base, err: errorText(err) }, 'rollout failed on its last attempt');
+      await fail(`gave up after ${delivery.attempt} attempts: ${errorText(err)}`);
+    }
+  };
+
   const consumer = await deps.bus.handleCommands(
     'deployer',
     async (command: BusCommand, delivery) => {
@@ -268,8 +333,12 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
           return teardown(command);
         case 'VerifyDeployment':
           return verify(command);
+        case 'RolloutTarget':
+          return rollout(command, delivery);
         case 'AnalyzeExperiment':
-          throw new Error('AnalyzeExperiment is not a deployer command');
+        case 'CommitPromotion':
+        case 'RevertPromotion':
+          throw new Error(`${command.type} is not a deployer command`);
         default: {
           const _never: never = command;
           return _never;

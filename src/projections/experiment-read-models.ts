@@ -9,6 +9,7 @@ import {
   type ExperimentStatus,
   evolve,
   initialState,
+  isPromotionEvent,
   reasonOf,
   statusAfter,
 } from '../domain/experiment.js';
@@ -88,6 +89,8 @@ export interface ExperimentRowIn {
   analysis_attempts: number;
   state_entered_at: string;
   position: string;
+  /** Only once there is one (migrations/060 writes it for the rows that carry it). */
+  promotion?: ExistingExperiment['promotion'];
 }
 
 export interface TransitionRowIn {
@@ -126,6 +129,7 @@ export interface ExperimentRow {
   analysis_attempts: number;
   state_entered_at: Date;
   position: string;
+  promotion?: ExistingExperiment['promotion'] | null;
 }
 
 /** Every timestamp in the read models is the event's, normalised to UTC milliseconds. */
@@ -153,6 +157,7 @@ export const experimentOfRow = (row: ExperimentRow): ExistingExperiment => ({
   analysis: row.analysis ?? undefined,
   analysisAttempts: row.analysis_attempts,
   statusReason: row.status_reason ?? undefined,
+  ...(row.promotion ? { promotion: row.promotion } : {}),
 });
 
 const monthOf = (isoAt: string): string => isoAt.slice(0, 7);
@@ -209,7 +214,10 @@ export function foldEvents(
     if (e.version !== entry.version + 1) throw new VersionGapError(e.streamId, e.version, entry.version);
     const event: ExperimentEvent = e;
     const before = entry.state;
-    const to = statusAfter(event, before);
+    // A promotion's step leaves the experiment completed, and is a row of its history all the same
+    // (from completed to completed): history and audit show every step with its actor.
+    const step = isPromotionEvent(event) && before.status !== 'empty';
+    const to = statusAfter(event, before) ?? (step ? (before as ExistingExperiment).status : undefined);
     const after = evolve(before, event);
     if (after.status === 'empty') {
       throw new Error(`${e.streamId} version ${e.version}: ${e.type} before the experiment was created`);
@@ -228,7 +236,7 @@ export function foldEvents(
         to_state: to,
         actor: e.metadata.actor,
         reason: reasonOf(event),
-        duration_ms: from !== null && enteredAt !== undefined ? atMs - enteredMs : null,
+        duration_ms: from !== null && enteredAt !== undefined && !step ? atMs - enteredMs : null,
         correlation_id: e.metadata.correlationId,
         causation_id: e.metadata.causationId,
         event_id: e.metadata.eventId,
@@ -236,10 +244,12 @@ export function foldEvents(
         position: e.position,
         created_at: at,
       });
-      if (from !== null) deltas.set(from, (deltas.get(from) ?? 0) - 1);
-      deltas.set(to, (deltas.get(to) ?? 0) + 1);
-      enteredAt = at;
-      enteredMs = atMs;
+      if (!step) {
+        if (from !== null) deltas.set(from, (deltas.get(from) ?? 0) - 1);
+        deltas.set(to, (deltas.get(to) ?? 0) + 1);
+        enteredAt = at;
+        enteredMs = atMs;
+      }
     }
     entries.set(stream, {
       state: after,
@@ -276,6 +286,7 @@ export function experimentRowOf(stream: string, entry: Entry, withSpec: boolean)
     analysis_attempts: s.analysisAttempts,
     state_entered_at: entry.enteredAt!,
     position: entry.position,
+    ...(s.promotion ? { promotion: s.promotion } : {}),
   };
 }
 

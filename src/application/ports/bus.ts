@@ -76,11 +76,65 @@ export const analyzeExperimentSchema = z.object({
   correlationId: z.string().optional(),
 });
 
+/** A variant as it ran in the experiment, with the tuning its deployment reported (keepList, thresholds). */
+const promotedVariantSchema = z.object({
+  variant,
+  template: z.string().min(1),
+  params: z.record(z.string(), z.unknown()).default({}),
+  tuning: z.record(z.string(), z.unknown()).optional(),
+});
+
+/** The promoter: commit the candidate's configs and the evidence to the GitOps repository, and push. */
+export const commitPromotionSchema = z.object({
+  type: z.literal('CommitPromotion'),
+  commandId: id,
+  experimentId,
+  actor: z.string().min(1),
+  spec: storedSpecSchema,
+  analysis: analysisSchema,
+  candidate: promotedVariantSchema,
+  requestedAt: z.iso.datetime({ offset: true }),
+  causationId: z.string().optional(),
+  correlationId: z.string().optional(),
+});
+
+/** The promoter: revert a promotion's commit and push the revert (compensation, or a rollback). */
+export const revertPromotionSchema = z.object({
+  type: z.literal('RevertPromotion'),
+  commandId: id,
+  experimentId,
+  step: z.enum(['compensate', 'rollback']),
+  commit: z.string().regex(/^[0-9a-f]{7,64}$/),
+  actor: z.string().min(1),
+  cause: z.string().optional(),
+  causationId: z.string().optional(),
+  correlationId: z.string().optional(),
+});
+
+/** The deployer: run one variant over the whole target in place of what runs there. */
+export const rolloutTargetSchema = z.object({
+  type: z.literal('RolloutTarget'),
+  commandId: id,
+  experimentId,
+  step: z.enum(['promote', 'rollback']),
+  rollout: promotedVariantSchema,
+  criticalProcesses: z.array(z.string()).default([]),
+  hosts: z.number().int().min(1),
+  namespace: z.string().min(1),
+  nodeSelector: z.record(z.string(), z.string()).default({}),
+  commit: z.string().min(1),
+  causationId: z.string().optional(),
+  correlationId: z.string().optional(),
+});
+
 export const busCommandSchema = z.discriminatedUnion('type', [
   deployVariantSchema,
   teardownExperimentSchema,
   analyzeExperimentSchema,
   verifyDeploymentSchema,
+  commitPromotionSchema,
+  revertPromotionSchema,
+  rolloutTargetSchema,
 ]);
 
 const resultBase = {
@@ -135,6 +189,48 @@ export const analysisFailedSchema = z.object({
   reason: z.string(),
 });
 
+export const promotionCommittedSchema = z.object({
+  type: z.literal('PromotionCommitted'),
+  ...resultBase,
+  repository: z.string(),
+  path: z.string(),
+  commit: z.string(),
+});
+
+export const promotionRevertedSchema = z.object({
+  type: z.literal('PromotionReverted'),
+  ...resultBase,
+  step: z.enum(['compensate', 'rollback']),
+  /** The revert commit. */
+  commit: z.string(),
+  /** The promotion's commit it reverts. */
+  reverted: z.string(),
+  cause: z.string().optional(),
+});
+
+export const gitopsFailedSchema = z.object({
+  type: z.literal('GitopsFailed'),
+  ...resultBase,
+  step: z.enum(['promote', 'compensate', 'rollback']),
+  reason: z.string(),
+  cause: z.string().optional(),
+});
+
+export const targetRolledOutSchema = z.object({
+  type: z.literal('TargetRolledOut'),
+  ...resultBase,
+  step: z.enum(['promote', 'rollback']),
+  detail: z.record(z.string(), z.unknown()).default({}),
+});
+
+export const targetRolloutFailedSchema = z.object({
+  type: z.literal('TargetRolloutFailed'),
+  ...resultBase,
+  step: z.enum(['promote', 'rollback']),
+  reason: z.string(),
+  commit: z.string(),
+});
+
 export const busResultSchema = z.discriminatedUnion('type', [
   variantDeployedSchema,
   variantDeployFailedSchema,
@@ -142,12 +238,20 @@ export const busResultSchema = z.discriminatedUnion('type', [
   deploymentVerifiedSchema,
   analysisCompletedSchema,
   analysisFailedSchema,
+  promotionCommittedSchema,
+  promotionRevertedSchema,
+  gitopsFailedSchema,
+  targetRolledOutSchema,
+  targetRolloutFailedSchema,
 ]);
 
 export type DeployVariant = z.infer<typeof deployVariantSchema>;
 export type TeardownExperiment = z.infer<typeof teardownExperimentSchema>;
 export type AnalyzeExperiment = z.infer<typeof analyzeExperimentSchema>;
 export type VerifyDeployment = z.infer<typeof verifyDeploymentSchema>;
+export type CommitPromotion = z.infer<typeof commitPromotionSchema>;
+export type RevertPromotion = z.infer<typeof revertPromotionSchema>;
+export type RolloutTarget = z.infer<typeof rolloutTargetSchema>;
 export type AnalysisWindow = z.infer<typeof analysisWindowSchema>;
 export type BusCommand = z.infer<typeof busCommandSchema>;
 /** What a sender writes: defaults (empty params, no critical processes…) may be left out. */
@@ -162,14 +266,18 @@ export type BusResult = z.infer<typeof busResultSchema>;
 export type BusResultInput = z.input<typeof busResultSchema>;
 
 /** The workers a command is for; each kind has its own queue. */
-export type CommandQueue = 'deployer' | 'analyzer';
+export type CommandQueue = 'deployer' | 'analyzer' | 'promoter';
 
 export const queueOf = (type: BusCommand['type']): CommandQueue => {
   switch (type) {
     case 'DeployVariant':
     case 'TeardownExperiment':
     case 'VerifyDeployment':
+    case 'RolloutTarget':
       return 'deployer';
+    case 'CommitPromotion':
+    case 'RevertPromotion':
+      return 'promoter';
     case 'AnalyzeExperiment':
       return 'analyzer';
     default: {

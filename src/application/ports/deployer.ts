@@ -34,6 +34,37 @@ export interface DeployOptions {
   readonly signal?: AbortSignal;
 }
 
+/**
+ * A promotion's rollout: one variant of a finished experiment, run over the whole target (its
+ * namespace and node selector) in place of whatever collector runs there. What runs is the target's,
+ * not the experiment's: objects are named and labelled for the target, and a later rollout (another
+ * promotion, or a rollback) replaces them.
+ */
+export interface TargetRollout {
+  /** The experiment the config comes from (recorded on the objects, never part of their names). */
+  readonly experimentId: string;
+  readonly variant: Variant;
+  readonly template: TemplateName;
+  readonly params: Readonly<Record<string, unknown>>;
+  /** The rendered collector config, exactly what the promotion committed. */
+  readonly config: CollectorConfig;
+  readonly namespace: string;
+  readonly nodeSelector: Readonly<Record<string, string>>;
+  readonly hosts: number;
+  readonly criticalProcesses: readonly string[];
+  /** The GitOps commit this rollout carries out. */
+  readonly commit: string;
+}
+
+/** The key of a target: its namespace and node selector, in a stable order. */
+export const targetKeyOf = (namespace: string, nodeSelector: Readonly<Record<string, string>>): string => {
+  const selector = Object.keys(nodeSelector)
+    .sort()
+    .map((k) => `${k}=${nodeSelector[k]}`)
+    .join(',');
+  return selector === '' ? namespace : `${namespace}/${selector}`;
+};
+
 export interface Deployer {
   /**
    * Applies the variant and waits until it is ready. Idempotent: deploying the same variant again
@@ -51,6 +82,13 @@ export interface Deployer {
    * does), a cluster keeps it.
    */
   deployedVariants(experimentId: string, namespace: string): Promise<readonly Variant[]>;
+  /**
+   * Runs the rollout's variant over its whole target in place of what runs there, and waits until it
+   * is ready. Idempotent: rolling the same config out again converges on the same objects. Throws on
+   * transient trouble; a permanent refusal (a deployer that cannot roll out, an invalid object) is
+   * an outcome.
+   */
+  rollout(rollout: TargetRollout, options?: DeployOptions): Promise<DeployOutcome>;
 }
 
 /**

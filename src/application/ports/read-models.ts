@@ -1,4 +1,4 @@
-import type { ExperimentStatus } from '../../domain/experiment.js';
+import type { ExperimentStatus, Promotion } from '../../domain/experiment.js';
 import type { Analysis, ExperimentSpec, Variant } from '../../domain/experiment-spec.js';
 import type { Position } from './event-store.js';
 
@@ -27,6 +27,7 @@ export interface ExperimentView extends ExperimentSpec {
   readonly statusReason?: string;
   readonly deployments?: Readonly<Partial<Record<Variant, DeploymentView>>>;
   readonly analysis?: Analysis;
+  readonly promotion?: Promotion;
 }
 
 export interface HistoryEntry {

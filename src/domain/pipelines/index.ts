@@ -17,6 +17,8 @@ export {
   DEFAULT_COLLECTOR_IMAGE,
   DEFAULT_NAMESPACE,
   LABEL_KEYS,
+  targetCollectorName,
+  targetLabelValue,
 } from './kubernetes.js';
 export * from './ottl.js';
 export type {

@@ -18,6 +18,12 @@ export interface BuildKubernetesInput {
   readonly nodeSelector?: Readonly<Record<string, string>>;
   readonly mode?: KubernetesMode;
   readonly image?: string;
+  /**
+   * A promotion: the objects are the target's (named and selected by `target`, a label-safe key of
+   * the namespace and node selector), replacing whatever collector a previous promotion put there;
+   * the experiment and the commit are recorded, but are not part of the names.
+   */
+  readonly promotion?: { readonly target: string; readonly commit?: string | undefined };
 }
 
 export interface KubernetesObjects {
@@ -39,7 +45,28 @@ export const LABEL_KEYS = {
   experimentId: 'phoenix.io/experiment-id',
   variant: 'phoenix.io/variant',
   template: 'phoenix.io/template',
+  /** On a promotion's objects, instead of the experiment id: the target they run over. */
+  target: 'phoenix.io/target',
+  /** On a promotion's objects: the experiment whose variant they run. */
+  promotedFrom: 'phoenix.io/promoted-from',
 } as const;
+
+/** The object name of a target's promoted collector: stable for the target, whatever is promoted. */
+export const targetCollectorName = (target: string): string => {
+  const slug = target
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '');
+  const name = `phx-target-${slug}`;
+  if (name.length <= 53 && slug !== '') return name;
+  return `phx-target-${slug.slice(0, 53 - 'phx-target--'.length - 7).replace(/-+$/, '')}-${shortHash(target)}`;
+};
+
+/** A target key as a label value (63 characters at most, alphanumeric at both ends). */
+export const targetLabelValue = (target: string): string => {
+  const slug = target.replace(/[^A-Za-z0-9_.-]+/g, '_').replace(/^[^A-Za-z0-9]+|[^A-Za-z0-9]+$/g, '');
+  return slug.length <= 63 ? slug : `${slug.slice(0, 55).replace(/[^A-Za-z0-9]+$/, '')}-${shortHash(target)}`;
+};
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$/;
@@ -76,7 +103,12 @@ const labelsFor = (input: BuildKubernetesInput, name: string): Record<string, st
   'app.kubernetes.io/instance': name,
   'app.kubernetes.io/component': 'process-metrics',
   'app.kubernetes.io/managed-by': 'phoenix',
-  [LABEL_KEYS.experimentId]: input.experimentId,
+  ...(input.promotion
+    ? {
+        [LABEL_KEYS.target]: targetLabelValue(input.promotion.target),
+        [LABEL_KEYS.promotedFrom]: input.experimentId,
+      }
+    : { [LABEL_KEYS.experimentId]: input.experimentId }),
   [LABEL_KEYS.variant]: input.variant,
   [LABEL_KEYS.template]: input.template,
 });
@@ -157,7 +189,9 @@ const schemaErrors = (kind: string, model: { validate(): void }): ValidationIssu
  * validated by validateCollectorConfig, because the operator does not validate it.
  */
 export const buildKubernetesObjects = (input: BuildKubernetesInput): KubernetesObjects => {
-  const name = collectorName(input.experimentId, input.variant);
+  const name = input.promotion
+    ? targetCollectorName(input.promotion.target)
+    : collectorName(input.experimentId, input.variant);
   const namespace = input.namespace ?? DEFAULT_NAMESPACE;
   const labels = labelsFor(input, name);
   const image = input.image ?? DEFAULT_COLLECTOR_IMAGE;
@@ -166,7 +200,12 @@ export const buildKubernetesObjects = (input: BuildKubernetesInput): KubernetesO
     ...checkMeta(input, labels, namespace),
     ...validateCollectorConfig(input.config).map((e) => ({ path: `config.${e.path}`, message: e.message })),
   ];
-  const metadata = { name, namespace, labels };
+  const metadata = {
+    name,
+    namespace,
+    labels,
+    ...(input.promotion?.commit ? { annotations: { 'phoenix.io/commit': input.promotion.commit } } : {}),
+  };
   let objects: Record<string, unknown>[];
   if ((input.mode ?? 'operator') === 'operator') {
     objects = [
@@ -192,10 +231,12 @@ export const buildKubernetesObjects = (input: BuildKubernetesInput): KubernetesO
     ];
   } else {
     const configMap = new ConfigMap({
-      metadata: { name: `${name}-config`, namespace, labels },
+      metadata: { ...metadata, name: `${name}-config` },
       data: { 'collector.yaml': toYaml(input.config) },
     });
-    const selector = { [LABEL_KEYS.experimentId]: input.experimentId, [LABEL_KEYS.variant]: input.variant };
+    const selector: Record<string, string> = input.promotion
+      ? { [LABEL_KEYS.target]: targetLabelValue(input.promotion.target) }
+      : { [LABEL_KEYS.experimentId]: input.experimentId, [LABEL_KEYS.variant]: input.variant };
     const daemonSet = new DaemonSet({
       metadata,
       spec: {

@@ -21,7 +21,7 @@ import {
 } from '../../domain/experiment.js';
 import type { ExperimentSpec as DomainSpec } from '../../domain/experiment-spec.js';
 import { eventsUpTo, stateView } from '../experiment-views.js';
-import { createExperimentSchema } from '../http/experiments.js';
+import { createExperimentSchema, PROMOTION_DISABLED } from '../http/experiments.js';
 import { type CallContext, type CallDependencies, unary } from './calls.js';
 import { GrpcRefusal, invalidArgument, violationsOf } from './errors.js';
 import {
@@ -46,6 +46,8 @@ export interface ExperimentServiceDependencies extends CallDependencies {
   readonly previews?: PreviewService;
   /** The pricing profiles in force: `ListPricingProfiles`, and the names a create may use. */
   readonly pricingProfiles?: readonly PricingProfile[];
+  /** Whether a GitOps repository is configured: without one, promote and rollback are refused. */
+  readonly promotionEnabled?: boolean;
 }
 
 /** How long a read with `min_position` waits for the read models, as over HTTP. */
@@ -178,6 +180,7 @@ type ExperimentLike = DomainSpec & {
   statusReason?: string | undefined;
   deployments?: unknown;
   analysis?: unknown;
+  promotion?: unknown;
 };
 
 export const experimentMessage = (e: ExperimentLike): Experiment => ({
@@ -194,6 +197,7 @@ export const experimentMessage = (e: ExperimentLike): Experiment => ({
   statusReason: e.statusReason,
   deployments: jsonObject(e.deployments),
   analysis: jsonObject(e.analysis),
+  promotion: jsonObject(e.promotion),
 });
 
 /** A value as a Struct holds it: JSON's (no undefined, no Date). */
@@ -266,6 +270,10 @@ export function experimentService(deps: ExperimentServiceDependencies): Experime
   );
   const catchUp = catchUpWith(readModels);
 
+  const promotionEnabled = () => {
+    if (!deps.promotionEnabled)
+      throw new GrpcRefusal(status.FAILED_PRECONDITION, 'PROMOTION_DISABLED', PROMOTION_DISABLED);
+  };
   const run = async (
     command: ServiceCommand,
     conditions: ReturnType<typeof conditionsOf>,
@@ -299,6 +307,31 @@ export function experimentService(deps: ExperimentServiceDependencies): Experime
       const conditions = conditionsOf(request);
       return {
         outcome: await run({ type: 'CancelExperiment', experimentId, reason: why }, conditions, ctx),
+      };
+    }),
+
+    promoteExperiment: unary(deps, 'PromoteExperiment', 'operator', async (request, ctx) => {
+      const experimentId = parse(uuid, request.id, 'id');
+      promotionEnabled();
+      return {
+        outcome: await run(
+          { type: 'RequestPromotion', experimentId, actor: ctx.principal.sub },
+          conditionsOf(request),
+          ctx,
+        ),
+      };
+    }),
+
+    rollbackExperiment: unary(deps, 'RollbackExperiment', 'operator', async (request, ctx) => {
+      const experimentId = parse(uuid, request.id, 'id');
+      const why = request.reason === undefined ? undefined : parse(reason, request.reason, 'reason');
+      promotionEnabled();
+      return {
+        outcome: await run(
+          { type: 'RequestRollback', experimentId, actor: ctx.principal.sub, reason: why },
+          conditionsOf(request),
+          ctx,
+        ),
       };
     }),
 

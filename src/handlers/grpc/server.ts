@@ -44,6 +44,8 @@ export interface GrpcServerDependencies {
   readonly healthIntervalMs?: number;
   /** Where each call's duration is recorded (phoenix_grpc_request_duration_seconds). */
   readonly metrics?: Metrics;
+  /** Whether promote and rollback are served (a GitOps repository is configured). */
+  readonly promotionEnabled?: boolean;
 }
 
 /** The services this server implements, by their full names (health answers for each, and for ''). */
@@ -98,6 +100,7 @@ export function createGrpcServer(deps: GrpcServerDependencies): GrpcServer {
       watch: watcher.handler,
       ...(deps.previews ? { previews: deps.previews } : {}),
       ...(deps.pricingProfiles ? { pricingProfiles: deps.pricingProfiles } : {}),
+      ...(deps.promotionEnabled !== undefined ? { promotionEnabled: deps.promotionEnabled } : {}),
     }),
   );
   server.addService(TemplateServiceService, templateService(calls));

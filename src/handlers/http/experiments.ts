@@ -32,7 +32,13 @@ export interface ExperimentRoutesDependencies {
   readonly commands?: CommandService;
   /** Names of the configured pricing profiles: a create naming another is refused (400). */
   readonly pricingProfiles?: readonly string[];
+  /** Whether a GitOps repository is configured (PHOENIX_GITOPS_REPO): without one, promote and rollback are 409. */
+  readonly promotionEnabled?: boolean;
 }
+
+/** What promote and rollback answer while no GitOps repository is configured. */
+export const PROMOTION_DISABLED =
+  'promotion is disabled: set PHOENIX_GITOPS_REPO to the Git repository (a path or a URL) that promotions commit to';
 
 const MIN_POSITION_WAIT_MS = 5_000;
 
@@ -93,6 +99,8 @@ export function createExperimentSchema(options: { readonly pricingProfiles?: rea
 
 const cancelBody = z.strictObject({ reason: dbText().trim().min(1).max(1000).optional() }).nullish();
 const startBody = z.strictObject({}).nullish();
+const promoteBody = z.strictObject({}).nullish();
+const rollbackBody = z.strictObject({ reason: dbText().trim().min(1).max(1000).optional() }).nullish();
 
 export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDependencies): Promise<void> {
   const { store, readModels } = deps;
@@ -192,6 +200,62 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
         { type: 'CancelExperiment', experimentId: request.params.id, reason: request.body?.reason },
         { successStatus: 202 },
       ),
+  );
+
+  const promotionEnabled = () => {
+    if (!deps.promotionEnabled) throw new HttpProblem(409, 'promotion-disabled', PROMOTION_DISABLED);
+  };
+
+  app.post(
+    '/api/v1/experiments/:id/promote',
+    {
+      config: { role: 'operator' },
+      schema: {
+        tags: ['experiments'],
+        summary:
+          'Promote a passing candidate: commit its configs and the evidence to Git, then roll it out over the target',
+        params: uuidParam,
+        body: promoteBody,
+        headers: commandHeaders,
+      },
+    },
+    async (request, reply) => {
+      promotionEnabled();
+      return runCommand(
+        request,
+        reply,
+        { type: 'RequestPromotion', experimentId: request.params.id, actor: request.principal!.sub },
+        { successStatus: 202 },
+      );
+    },
+  );
+
+  app.post(
+    '/api/v1/experiments/:id/rollback',
+    {
+      config: { role: 'operator' },
+      schema: {
+        tags: ['experiments'],
+        summary: 'Roll a promotion back: revert its commit and roll the baseline out again',
+        params: uuidParam,
+        body: rollbackBody,
+        headers: commandHeaders,
+      },
+    },
+    async (request, reply) => {
+      promotionEnabled();
+      return runCommand(
+        request,
+        reply,
+        {
+          type: 'RequestRollback',
+          experimentId: request.params.id,
+          actor: request.principal!.sub,
+          reason: request.body?.reason,
+        },
+        { successStatus: 202 },
+      );
+    },
   );
 
   const catchUp = catchUpWith(readModels);

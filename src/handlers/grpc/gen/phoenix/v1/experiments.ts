@@ -159,7 +159,11 @@ export interface Experiment {
     | { [key: string]: any }
     | undefined;
   /** The analysis once recorded (verdict, reasons, figures), as the REST API shows it. */
-  analysis?: { [key: string]: any } | undefined;
+  analysis?:
+    | { [key: string]: any }
+    | undefined;
+  /** The latest promotion (status, requestedBy, repository, path, commit…), as the REST API shows it. */
+  promotion?: { [key: string]: any } | undefined;
 }
 
 /** What a command did. */
@@ -205,6 +209,27 @@ export interface CancelExperimentRequest {
 }
 
 export interface CancelExperimentResponse {
+  outcome?: CommandOutcome | undefined;
+}
+
+export interface PromoteExperimentRequest {
+  id: string;
+  idempotencyKey: string;
+  expectedVersion?: number | undefined;
+}
+
+export interface PromoteExperimentResponse {
+  outcome?: CommandOutcome | undefined;
+}
+
+export interface RollbackExperimentRequest {
+  id: string;
+  idempotencyKey: string;
+  expectedVersion?: number | undefined;
+  reason?: string | undefined;
+}
+
+export interface RollbackExperimentResponse {
   outcome?: CommandOutcome | undefined;
 }
 
@@ -1058,6 +1083,7 @@ function createBaseExperiment(): Experiment {
     statusReason: undefined,
     deployments: undefined,
     analysis: undefined,
+    promotion: undefined,
   };
 }
 
@@ -1101,6 +1127,9 @@ export const Experiment: MessageFns<Experiment> = {
     }
     if (message.analysis !== undefined) {
       Struct.encode(Struct.wrap(message.analysis), writer.uint32(106).fork()).join();
+    }
+    if (message.promotion !== undefined) {
+      Struct.encode(Struct.wrap(message.promotion), writer.uint32(162).fork()).join();
     }
     return writer;
   },
@@ -1222,6 +1251,14 @@ export const Experiment: MessageFns<Experiment> = {
             message.analysis = Struct.unwrap(Struct.decode(reader, reader.uint32()));
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.promotion = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1277,6 +1314,7 @@ export const Experiment: MessageFns<Experiment> = {
         : undefined,
       deployments: isObject(object.deployments) ? object.deployments : undefined,
       analysis: isObject(object.analysis) ? object.analysis : undefined,
+      promotion: isObject(object.promotion) ? object.promotion : undefined,
     };
   },
 
@@ -1321,6 +1359,9 @@ export const Experiment: MessageFns<Experiment> = {
     if (message.analysis !== undefined) {
       obj.analysis = message.analysis;
     }
+    if (message.promotion !== undefined) {
+      obj.promotion = message.promotion;
+    }
     return obj;
   },
 
@@ -1344,6 +1385,7 @@ export const Experiment: MessageFns<Experiment> = {
     message.statusReason = object.statusReason ?? undefined;
     message.deployments = object.deployments ?? undefined;
     message.analysis = object.analysis ?? undefined;
+    message.promotion = object.promotion ?? undefined;
     return message;
   },
 };
@@ -2030,6 +2072,378 @@ export const CancelExperimentResponse: MessageFns<CancelExperimentResponse> = {
   },
   fromPartial(object: DeepPartial<CancelExperimentResponse>): CancelExperimentResponse {
     const message = createBaseCancelExperimentResponse();
+    message.outcome = (object.outcome !== undefined && object.outcome !== null)
+      ? CommandOutcome.fromPartial(object.outcome)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePromoteExperimentRequest(): PromoteExperimentRequest {
+  return { id: "", idempotencyKey: "", expectedVersion: undefined };
+}
+
+export const PromoteExperimentRequest: MessageFns<PromoteExperimentRequest> = {
+  encode(message: PromoteExperimentRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.idempotencyKey !== "") {
+      writer.uint32(18).string(message.idempotencyKey);
+    }
+    if (message.expectedVersion !== undefined) {
+      writer.uint32(24).int64(message.expectedVersion);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PromoteExperimentRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePromoteExperimentRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.idempotencyKey = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.expectedVersion = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PromoteExperimentRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      idempotencyKey: isSet(object.idempotencyKey)
+        ? globalThis.String(object.idempotencyKey)
+        : isSet(object.idempotency_key)
+        ? globalThis.String(object.idempotency_key)
+        : "",
+      expectedVersion: isSet(object.expectedVersion)
+        ? globalThis.Number(object.expectedVersion)
+        : isSet(object.expected_version)
+        ? globalThis.Number(object.expected_version)
+        : undefined,
+    };
+  },
+
+  toJSON(message: PromoteExperimentRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.idempotencyKey !== "") {
+      obj.idempotencyKey = message.idempotencyKey;
+    }
+    if (message.expectedVersion !== undefined) {
+      obj.expectedVersion = Math.round(message.expectedVersion);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PromoteExperimentRequest>): PromoteExperimentRequest {
+    return PromoteExperimentRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PromoteExperimentRequest>): PromoteExperimentRequest {
+    const message = createBasePromoteExperimentRequest();
+    message.id = object.id ?? "";
+    message.idempotencyKey = object.idempotencyKey ?? "";
+    message.expectedVersion = object.expectedVersion ?? undefined;
+    return message;
+  },
+};
+
+function createBasePromoteExperimentResponse(): PromoteExperimentResponse {
+  return { outcome: undefined };
+}
+
+export const PromoteExperimentResponse: MessageFns<PromoteExperimentResponse> = {
+  encode(message: PromoteExperimentResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.outcome !== undefined) {
+      CommandOutcome.encode(message.outcome, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PromoteExperimentResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePromoteExperimentResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.outcome = CommandOutcome.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PromoteExperimentResponse {
+    return { outcome: isSet(object.outcome) ? CommandOutcome.fromJSON(object.outcome) : undefined };
+  },
+
+  toJSON(message: PromoteExperimentResponse): unknown {
+    const obj: any = {};
+    if (message.outcome !== undefined) {
+      obj.outcome = CommandOutcome.toJSON(message.outcome);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PromoteExperimentResponse>): PromoteExperimentResponse {
+    return PromoteExperimentResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PromoteExperimentResponse>): PromoteExperimentResponse {
+    const message = createBasePromoteExperimentResponse();
+    message.outcome = (object.outcome !== undefined && object.outcome !== null)
+      ? CommandOutcome.fromPartial(object.outcome)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRollbackExperimentRequest(): RollbackExperimentRequest {
+  return { id: "", idempotencyKey: "", expectedVersion: undefined, reason: undefined };
+}
+
+export const RollbackExperimentRequest: MessageFns<RollbackExperimentRequest> = {
+  encode(message: RollbackExperimentRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.idempotencyKey !== "") {
+      writer.uint32(18).string(message.idempotencyKey);
+    }
+    if (message.expectedVersion !== undefined) {
+      writer.uint32(24).int64(message.expectedVersion);
+    }
+    if (message.reason !== undefined) {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RollbackExperimentRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRollbackExperimentRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.idempotencyKey = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.expectedVersion = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RollbackExperimentRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      idempotencyKey: isSet(object.idempotencyKey)
+        ? globalThis.String(object.idempotencyKey)
+        : isSet(object.idempotency_key)
+        ? globalThis.String(object.idempotency_key)
+        : "",
+      expectedVersion: isSet(object.expectedVersion)
+        ? globalThis.Number(object.expectedVersion)
+        : isSet(object.expected_version)
+        ? globalThis.Number(object.expected_version)
+        : undefined,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : undefined,
+    };
+  },
+
+  toJSON(message: RollbackExperimentRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.idempotencyKey !== "") {
+      obj.idempotencyKey = message.idempotencyKey;
+    }
+    if (message.expectedVersion !== undefined) {
+      obj.expectedVersion = Math.round(message.expectedVersion);
+    }
+    if (message.reason !== undefined) {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RollbackExperimentRequest>): RollbackExperimentRequest {
+    return RollbackExperimentRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RollbackExperimentRequest>): RollbackExperimentRequest {
+    const message = createBaseRollbackExperimentRequest();
+    message.id = object.id ?? "";
+    message.idempotencyKey = object.idempotencyKey ?? "";
+    message.expectedVersion = object.expectedVersion ?? undefined;
+    message.reason = object.reason ?? undefined;
+    return message;
+  },
+};
+
+function createBaseRollbackExperimentResponse(): RollbackExperimentResponse {
+  return { outcome: undefined };
+}
+
+export const RollbackExperimentResponse: MessageFns<RollbackExperimentResponse> = {
+  encode(message: RollbackExperimentResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.outcome !== undefined) {
+      CommandOutcome.encode(message.outcome, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RollbackExperimentResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRollbackExperimentResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.outcome = CommandOutcome.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RollbackExperimentResponse {
+    return { outcome: isSet(object.outcome) ? CommandOutcome.fromJSON(object.outcome) : undefined };
+  },
+
+  toJSON(message: RollbackExperimentResponse): unknown {
+    const obj: any = {};
+    if (message.outcome !== undefined) {
+      obj.outcome = CommandOutcome.toJSON(message.outcome);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RollbackExperimentResponse>): RollbackExperimentResponse {
+    return RollbackExperimentResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RollbackExperimentResponse>): RollbackExperimentResponse {
+    const message = createBaseRollbackExperimentResponse();
     message.outcome = (object.outcome !== undefined && object.outcome !== null)
       ? CommandOutcome.fromPartial(object.outcome)
       : undefined;
@@ -4589,6 +5003,34 @@ export const ExperimentServiceService = {
       Buffer.from(CancelExperimentResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CancelExperimentResponse => CancelExperimentResponse.decode(value),
   },
+  /**
+   * Promotes a completed experiment whose verdict is pass: its candidate's configs and evidence are
+   * committed to the GitOps repository, then rolled out over the target (FAILED_PRECONDITION when the
+   * verdict or state does not allow it, or no repository is configured).
+   */
+  promoteExperiment: {
+    path: "/phoenix.v1.ExperimentService/PromoteExperiment" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PromoteExperimentRequest): Buffer =>
+      Buffer.from(PromoteExperimentRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PromoteExperimentRequest => PromoteExperimentRequest.decode(value),
+    responseSerialize: (value: PromoteExperimentResponse): Buffer =>
+      Buffer.from(PromoteExperimentResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PromoteExperimentResponse => PromoteExperimentResponse.decode(value),
+  },
+  /** Rolls a promotion back: its commit reverted, the baseline rolled out again. */
+  rollbackExperiment: {
+    path: "/phoenix.v1.ExperimentService/RollbackExperiment" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RollbackExperimentRequest): Buffer =>
+      Buffer.from(RollbackExperimentRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RollbackExperimentRequest => RollbackExperimentRequest.decode(value),
+    responseSerialize: (value: RollbackExperimentResponse): Buffer =>
+      Buffer.from(RollbackExperimentResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RollbackExperimentResponse => RollbackExperimentResponse.decode(value),
+  },
   /** One experiment, from the read models. */
   getExperiment: {
     path: "/phoenix.v1.ExperimentService/GetExperiment" as const,
@@ -4705,6 +5147,14 @@ export interface ExperimentServiceServer extends UntypedServiceImplementation {
   startExperiment: handleUnaryCall<StartExperimentRequest, StartExperimentResponse>;
   /** Cancels an experiment that has not ended. */
   cancelExperiment: handleUnaryCall<CancelExperimentRequest, CancelExperimentResponse>;
+  /**
+   * Promotes a completed experiment whose verdict is pass: its candidate's configs and evidence are
+   * committed to the GitOps repository, then rolled out over the target (FAILED_PRECONDITION when the
+   * verdict or state does not allow it, or no repository is configured).
+   */
+  promoteExperiment: handleUnaryCall<PromoteExperimentRequest, PromoteExperimentResponse>;
+  /** Rolls a promotion back: its commit reverted, the baseline rolled out again. */
+  rollbackExperiment: handleUnaryCall<RollbackExperimentRequest, RollbackExperimentResponse>;
   /** One experiment, from the read models. */
   getExperiment: handleUnaryCall<GetExperimentRequest, GetExperimentResponse>;
   /** Experiments, newest first, a page at a time. */
@@ -4785,6 +5235,42 @@ export interface ExperimentServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CancelExperimentResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Promotes a completed experiment whose verdict is pass: its candidate's configs and evidence are
+   * committed to the GitOps repository, then rolled out over the target (FAILED_PRECONDITION when the
+   * verdict or state does not allow it, or no repository is configured).
+   */
+  promoteExperiment(
+    request: PromoteExperimentRequest,
+    callback: (error: ServiceError | null, response: PromoteExperimentResponse) => void,
+  ): ClientUnaryCall;
+  promoteExperiment(
+    request: PromoteExperimentRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PromoteExperimentResponse) => void,
+  ): ClientUnaryCall;
+  promoteExperiment(
+    request: PromoteExperimentRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PromoteExperimentResponse) => void,
+  ): ClientUnaryCall;
+  /** Rolls a promotion back: its commit reverted, the baseline rolled out again. */
+  rollbackExperiment(
+    request: RollbackExperimentRequest,
+    callback: (error: ServiceError | null, response: RollbackExperimentResponse) => void,
+  ): ClientUnaryCall;
+  rollbackExperiment(
+    request: RollbackExperimentRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RollbackExperimentResponse) => void,
+  ): ClientUnaryCall;
+  rollbackExperiment(
+    request: RollbackExperimentRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RollbackExperimentResponse) => void,
   ): ClientUnaryCall;
   /** One experiment, from the read models. */
   getExperiment(
