@@ -94,6 +94,10 @@ const events: Record<ExperimentEventType, ExperimentEvent> = {
   ExperimentFailed: { type: 'ExperimentFailed', data: { at: at(T), reason: 'node lost' } },
   ExperimentCancelled: { type: 'ExperimentCancelled', data: { at: at(T), reason: 'not needed' } },
   VariantTornDown: { type: 'VariantTornDown', data: { at: at(T), variant: 'baseline' } },
+  AnalysisRejudged: {
+    type: 'AnalysisRejudged',
+    data: { at: at(T), actor: 'alice', criteria: spec.successCriteria, analysis },
+  },
 };
 
 const EVENT_ID = 'evt-42';
@@ -187,6 +191,7 @@ const table: Record<ExperimentEventType, Record<SagaStateName, Then>> = {
   ExperimentFailed: ending,
   ExperimentCancelled: ending,
   VariantTornDown: everyState(() => nothing),
+  AnalysisRejudged: everyState(() => nothing),
 };
 
 describe('Lifecycle saga: every saga state × every event', () => {

@@ -1,4 +1,5 @@
-import type { Analysis, ExperimentSpec, Variant } from './experiment-spec.js';
+import type { Analysis, ExperimentSpec, SuccessCriteria, Variant } from './experiment-spec.js';
+import { evidenceOf, rejudge } from './verdict.js';
 
 /**
  * The Experiment aggregate as a decider: `decide(command, state)` returns the events a command
@@ -40,6 +41,16 @@ export interface ExistingExperiment {
   readonly analysisAttempts: number;
   /** Why the experiment is in its current status (the reason of the last transition). */
   readonly statusReason?: string | undefined;
+  /** Other criteria applied to the stored evidence after the fact, oldest first; `analysis` stays the verdict. */
+  readonly rejudgements?: readonly Rejudgement[] | undefined;
+}
+
+/** Other criteria applied to a finished experiment's stored evidence (issue 20 §3). */
+export interface Rejudgement {
+  readonly at: string;
+  readonly actor: string;
+  readonly criteria: SuccessCriteria;
+  readonly analysis: Analysis;
 }
 
 export type Experiment = { readonly status: 'empty' } | ExistingExperiment;
@@ -71,6 +82,8 @@ export type ExtendRuntime = Cmd<'ExtendRuntime', { extraSeconds: number; reason:
 export type CancelExperiment = Cmd<'CancelExperiment', { reason?: string | undefined }>;
 export type FailExperiment = Cmd<'FailExperiment', { reason: string }>;
 export type RecordVariantTornDown = Cmd<'RecordVariantTornDown', { variant: Variant }>;
+/** Applies other success criteria to the stored evidence of a finished experiment, without measuring. */
+export type RejudgeAnalysis = Cmd<'RejudgeAnalysis', { actor: string; criteria: SuccessCriteria }>;
 
 export type ExperimentCommand =
   | CreateExperiment
@@ -84,7 +97,8 @@ export type ExperimentCommand =
   | ExtendRuntime
   | CancelExperiment
   | FailExperiment
-  | RecordVariantTornDown;
+  | RecordVariantTornDown
+  | RejudgeAnalysis;
 
 export type ExperimentCommandType = ExperimentCommand['type'];
 
@@ -112,6 +126,10 @@ export type ExperimentCompleted = Evt<'ExperimentCompleted', { reason: string }>
 export type ExperimentFailed = Evt<'ExperimentFailed', { reason: string }>;
 export type ExperimentCancelled = Evt<'ExperimentCancelled', { reason: string }>;
 export type VariantTornDown = Evt<'VariantTornDown', { variant: Variant }>;
+export type AnalysisRejudged = Evt<
+  'AnalysisRejudged',
+  { actor: string; criteria: SuccessCriteria; analysis: Analysis }
+>;
 
 export type ExperimentEvent =
   | ExperimentCreated
@@ -126,7 +144,8 @@ export type ExperimentEvent =
   | ExperimentCompleted
   | ExperimentFailed
   | ExperimentCancelled
-  | VariantTornDown;
+  | VariantTornDown
+  | AnalysisRejudged;
 
 export type ExperimentEventType = ExperimentEvent['type'];
 
@@ -170,6 +189,14 @@ export class RunNotFinishedError extends DomainError {
     readonly at: string,
   ) {
     super(`the run ends at ${runEndsAt}; it cannot be completed at ${at}`);
+  }
+}
+
+/** Re-judging needs an analysis that kept its evidence (one recorded before it was kept has none). */
+export class NoEvidenceError extends DomainError {
+  readonly code = 'no_evidence';
+  constructor(readonly command: ExperimentCommandType) {
+    super(`${command}: the experiment has no stored analysis evidence to judge again`);
   }
 }
 
@@ -324,6 +351,26 @@ export const decide = (command: ExperimentCommand, state: Experiment): Experimen
       return [{ type: 'VariantTornDown', data: { at, variant: command.variant } }];
     }
 
+    case 'RejudgeAnalysis': {
+      ensureStatus(state, command, ['completed', 'failed']);
+      const analysis =
+        state.analysis && evidenceOf(state.analysis)
+          ? rejudge(
+              state.analysis,
+              command.criteria,
+              state.spec.criticalProcesses,
+              state.spec.compatibilityQueries,
+            )
+          : undefined;
+      if (!analysis) throw new NoEvidenceError(command.type);
+      return [
+        {
+          type: 'AnalysisRejudged',
+          data: { at, actor: command.actor, criteria: command.criteria, analysis },
+        },
+      ];
+    }
+
     default: {
       const _never: never = command;
       return _never;
@@ -358,6 +405,7 @@ export const statusAfter = (event: ExperimentEvent, before: Experiment): Experim
     case 'AnalysisRecorded':
     case 'AnalysisRetried':
     case 'VariantTornDown':
+    case 'AnalysisRejudged':
       return undefined;
     default: {
       const _never: never = event;
@@ -434,6 +482,12 @@ export const evolve = (state: Experiment, event: ExperimentEvent): Experiment =>
       return moved;
     case 'ExperimentRunCompleted':
       return moved;
+    case 'AnalysisRejudged':
+      moved.rejudgements = [
+        ...(state.rejudgements ?? []),
+        { at, actor: event.data.actor, criteria: event.data.criteria, analysis: event.data.analysis },
+      ];
+      return moved;
     default: {
       const _never: never = event;
       return _never;
@@ -465,6 +519,8 @@ export const reasonOf = (event: ExperimentEvent): string => {
       return `analysis ${event.data.analysis.verdict}`;
     case 'VariantTornDown':
       return `${event.data.variant} torn down`;
+    case 'AnalysisRejudged':
+      return `re-judged by ${event.data.actor}: ${event.data.analysis.verdict}`;
     default: {
       const _never: never = event;
       return _never;

@@ -374,6 +374,7 @@ function onEvent(state: SagaState, input: EventInput, timeouts: SagaTimeouts): R
       };
     case 'VariantDeploymentFailed':
     case 'VariantTornDown':
+    case 'AnalysisRejudged': // a finished experiment judged again: nothing to run
       return unchanged(state);
     default: {
       const _never: never = event;

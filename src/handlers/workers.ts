@@ -301,6 +301,7 @@ export async function startAnalyzerWorker(deps: AnalyzerWorkerDeps): Promise<Con
       analysis = judge({
         criteria: command.spec.successCriteria,
         criticalProcesses: command.spec.criticalProcesses,
+        compatibilityQueries: command.spec.compatibilityQueries,
         measurements,
       });
     } catch (err) {
