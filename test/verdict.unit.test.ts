@@ -547,7 +547,10 @@ describe('rejudge: other criteria on the stored evidence', () => {
     assert.equal(again?.verdict, 'pass', again?.reasons.join(' | '));
     assert.deepEqual(again?.statistics, original.statistics);
     assert.deepEqual(again?.timeline, original.timeline);
-    assert.equal((again?.evidence as { criteria: SuccessCriteria }).criteria.minCardinalityReductionPct, 30);
+    assert.equal(
+      (again?.evidence as { criteria?: SuccessCriteria } | undefined)?.criteria?.minCardinalityReductionPct,
+      30,
+    );
   });
 
   it('minSamplesPerHost and minHosts apply to the stored per-host counts', () => {
