@@ -144,10 +144,7 @@ const criterionName = z.union([
  * optional, and the verdict applies their documented defaults (domain/verdict.ts) when absent, so a
  * stored spec means what it meant when it was written.
  */
-export const successCriteriaSchema = z.strictObject({
-  minCardinalityReductionPct: z.number().min(0).max(100).default(50),
-  maxCriticalProcessLossPct: z.number().min(0).max(100).default(0),
-  maxCollectorCpuOverheadPct: z.number().min(0).max(1000).default(10),
+const criteriaFields = {
   dryRun: z
     .array(criterionName)
     .max(CRITERION_NAMES.length + MAX_COMPATIBILITY_QUERIES)
@@ -163,6 +160,27 @@ export const successCriteriaSchema = z.strictObject({
     .min(0)
     .max(7 * 24 * 3600)
     .optional(),
+};
+const reductionPct = z.number().min(0).max(100);
+const lossPct = z.number().min(0).max(100);
+const overheadPct = z.number().min(0).max(1000);
+
+export const successCriteriaSchema = z.strictObject({
+  minCardinalityReductionPct: reductionPct.default(50),
+  maxCriticalProcessLossPct: lossPct.default(0),
+  maxCollectorCpuOverheadPct: overheadPct.default(10),
+  ...criteriaFields,
+});
+
+/**
+ * A re-judge's criteria: each field given replaces the experiment's own, the others stay as they were
+ * (no defaults here, or leaving a field out would reset it).
+ */
+export const rejudgeCriteriaSchema = z.strictObject({
+  minCardinalityReductionPct: reductionPct.optional(),
+  maxCriticalProcessLossPct: lossPct.optional(),
+  maxCollectorCpuOverheadPct: overheadPct.optional(),
+  ...criteriaFields,
 });
 
 export const compatibilityQuerySchema = z.strictObject({

@@ -82,8 +82,11 @@ export type ExtendRuntime = Cmd<'ExtendRuntime', { extraSeconds: number; reason:
 export type CancelExperiment = Cmd<'CancelExperiment', { reason?: string | undefined }>;
 export type FailExperiment = Cmd<'FailExperiment', { reason: string }>;
 export type RecordVariantTornDown = Cmd<'RecordVariantTornDown', { variant: Variant }>;
-/** Applies other success criteria to the stored evidence of a finished experiment, without measuring. */
-export type RejudgeAnalysis = Cmd<'RejudgeAnalysis', { actor: string; criteria: SuccessCriteria }>;
+/**
+ * Applies other success criteria to the stored evidence of a finished experiment, without measuring:
+ * each field given replaces the experiment's own criterion, the rest stay as they were.
+ */
+export type RejudgeAnalysis = Cmd<'RejudgeAnalysis', { actor: string; criteria: Partial<SuccessCriteria> }>;
 
 export type ExperimentCommand =
   | CreateExperiment
@@ -208,6 +211,10 @@ const addSeconds = (iso: string, seconds: number): string =>
 
 /** Deployer answers may arrive late (after a cancel or a recovery): they are recorded, not refused. */
 const AFTER_START: readonly ExperimentStatus[] = STATUSES.filter((s) => s !== 'pending');
+
+/** The fields that are set: an explicit `undefined` must not erase the experiment's own criterion. */
+const definedOf = <T extends object>(o: T): Partial<T> =>
+  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 
 const otherVariant = (v: Variant): Variant => (v === 'baseline' ? 'candidate' : 'baseline');
 
@@ -353,22 +360,13 @@ export const decide = (command: ExperimentCommand, state: Experiment): Experimen
 
     case 'RejudgeAnalysis': {
       ensureStatus(state, command, ['completed', 'failed']);
+      const criteria = { ...state.spec.successCriteria, ...definedOf(command.criteria) };
       const analysis =
         state.analysis && evidenceOf(state.analysis)
-          ? rejudge(
-              state.analysis,
-              command.criteria,
-              state.spec.criticalProcesses,
-              state.spec.compatibilityQueries,
-            )
+          ? rejudge(state.analysis, criteria, state.spec.criticalProcesses, state.spec.compatibilityQueries)
           : undefined;
       if (!analysis) throw new NoEvidenceError(command.type);
-      return [
-        {
-          type: 'AnalysisRejudged',
-          data: { at, actor: command.actor, criteria: command.criteria, analysis },
-        },
-      ];
+      return [{ type: 'AnalysisRejudged', data: { at, actor: command.actor, criteria, analysis } }];
     }
 
     default: {

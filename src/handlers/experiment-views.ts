@@ -29,6 +29,7 @@ export const stateView = (s: ExistingExperiment, upTo: readonly StoredEvent<Expe
     ...(s.statusReason ? { statusReason: s.statusReason } : {}),
     deployments: s.deployments,
     ...(s.analysis ? { analysis: s.analysis } : {}),
+    ...(s.rejudgements ? { rejudgements: s.rejudgements } : {}),
     version: upTo.length,
     position: last.position,
     at: last.metadata.occurredAt,

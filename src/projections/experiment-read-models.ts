@@ -88,6 +88,8 @@ export interface ExperimentRowIn {
   analysis_attempts: number;
   state_entered_at: string;
   position: string;
+  /** Null when there are none (migrations/054). */
+  rejudgements: unknown;
 }
 
 export interface TransitionRowIn {
@@ -126,6 +128,7 @@ export interface ExperimentRow {
   analysis_attempts: number;
   state_entered_at: Date;
   position: string;
+  rejudgements: ExistingExperiment['rejudgements'] | null;
 }
 
 /** Every timestamp in the read models is the event's, normalised to UTC milliseconds. */
@@ -153,6 +156,7 @@ export const experimentOfRow = (row: ExperimentRow): ExistingExperiment => ({
   analysis: row.analysis ?? undefined,
   analysisAttempts: row.analysis_attempts,
   statusReason: row.status_reason ?? undefined,
+  ...(row.rejudgements ? { rejudgements: row.rejudgements } : {}),
 });
 
 const monthOf = (isoAt: string): string => isoAt.slice(0, 7);
@@ -276,6 +280,7 @@ export function experimentRowOf(stream: string, entry: Entry, withSpec: boolean)
     analysis_attempts: s.analysisAttempts,
     state_entered_at: entry.enteredAt!,
     position: entry.position,
+    rejudgements: s.rejudgements ?? null,
   };
 }
 

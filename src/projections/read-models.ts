@@ -94,6 +94,7 @@ export const experimentView = (row: ExperimentRow): ExperimentView => {
       ? { deployments: deployments as ExperimentView['deployments'] }
       : {}),
     ...(row.analysis ? { analysis: row.analysis as Analysis } : {}),
+    ...(row.rejudgements && row.rejudgements.length > 0 ? { rejudgements: row.rejudgements } : {}),
   };
 };
 

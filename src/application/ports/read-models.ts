@@ -1,4 +1,4 @@
-import type { ExperimentStatus } from '../../domain/experiment.js';
+import type { ExperimentStatus, Rejudgement } from '../../domain/experiment.js';
 import type { Analysis, ExperimentSpec, Variant } from '../../domain/experiment-spec.js';
 import type { Position } from './event-store.js';
 
@@ -27,6 +27,8 @@ export interface ExperimentView extends ExperimentSpec {
   readonly statusReason?: string;
   readonly deployments?: Readonly<Partial<Record<Variant, DeploymentView>>>;
   readonly analysis?: Analysis;
+  /** Other criteria applied to the stored evidence, oldest first (issue 20 §3); `analysis` stays the verdict. */
+  readonly rejudgements?: readonly Rejudgement[];
 }
 
 export interface HistoryEntry {
