@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { codeName, failureOf, grpcClients, unaryCall } from './support/grpc.js';
 import { startTestSystem, tokenFor, validSpec } from './support/system.js';
 
 /**
@@ -60,7 +61,11 @@ describe('POST /api/v1/experiments/{id}/rejudge on the embedded default', () => 
     assert.equal((await call('POST', `/api/v1/experiments/${finished}/start`)).status, 202);
     await waitFor(finished, (e) => e.state === 'completed' || e.state === 'failed');
   });
-  after(() => system?.dispose());
+  after(async () => {
+    clients?.close();
+    await system?.dispose();
+  });
+  let clients: ReturnType<typeof grpcClients> | undefined;
 
   it('records the new verdict beside the original, merging the criteria given into the experiment’s own', async () => {
     const before = (await call('GET', `/api/v1/experiments/${finished}`)).json();
@@ -131,5 +136,50 @@ describe('POST /api/v1/experiments/{id}/rejudge on the embedded default', () => 
       successCriteria: {},
     });
     assert.equal(unknown.status, 404, unknown.body);
+  });
+
+  it('gRPC RejudgeExperiment does the same; bad criteria are INVALID_ARGUMENT, a pending experiment FAILED_PRECONDITION', async () => {
+    const port = await system.grpc!.listen('127.0.0.1', 0);
+    clients = grpcClients(`127.0.0.1:${port}`);
+    const ex = clients.experiments;
+    const answer = await unaryCall(
+      ex,
+      ex.rejudgeExperiment,
+      {
+        id: finished,
+        idempotencyKey: '',
+        successCriteria: { minCardinalityReductionPct: 0, dryRun: ['sampleSize'], confidence: 0.9 },
+      },
+      operator,
+    );
+    assert.ok(answer.outcome && answer.outcome.version > 0);
+    const after = await waitFor(
+      finished,
+      (e) => Array.isArray(e.rejudgements) && e.rejudgements.length === 2,
+    );
+    const last = after.rejudgements[1];
+    assert.equal(last.criteria.minCardinalityReductionPct, 0);
+    assert.equal(last.criteria.confidence, 0.9);
+    assert.equal(last.actor, 'olga');
+
+    const bad = await failureOf(
+      unaryCall(
+        ex,
+        ex.rejudgeExperiment,
+        { id: finished, idempotencyKey: '', successCriteria: { dryRun: [], confidence: 2 } },
+        operator,
+      ),
+    );
+    assert.equal(codeName(bad.code), 'INVALID_ARGUMENT', bad.message);
+    const created = await call('POST', '/api/v1/experiments', validSpec({ name: 'not finished (gRPC)' }));
+    const refused = await failureOf(
+      unaryCall(
+        ex,
+        ex.rejudgeExperiment,
+        { id: created.json().id, idempotencyKey: '', successCriteria: { dryRun: [] } },
+        operator,
+      ),
+    );
+    assert.equal(codeName(refused.code), 'FAILED_PRECONDITION', refused.message);
   });
 });
