@@ -16,7 +16,15 @@
 const ENTRIES_IMPORTING_ADAPTERS = ['^src/projections/parallel-load-worker\\.ts$'];
 
 /** The npm packages the domain may use: pure libraries, no I/O. */
-const DOMAIN_LIBRARIES = ['zod', 'yaml', 're2js', 'kubernetes-models', 'lru-cache'];
+const DOMAIN_LIBRARIES = [
+  'zod',
+  'yaml',
+  're2js',
+  'kubernetes-models',
+  'lru-cache',
+  '@stdlib/stats-wilcoxon',
+  '@stdlib/random-base-mt19937',
+];
 
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {

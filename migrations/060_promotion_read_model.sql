@@ -1,14 +1,14 @@
 -- Issue 20 §4: the experiment resource shows its promotion (`promotion` on the experiments row, the
--- Promotion the aggregate folds). Added around the functions of 002 and 050 rather than by copying
+-- Promotion the aggregate folds). Added around the functions as 054 left them rather than by copying
 -- them: the new phoenix_create_read_models adds the column to the tables the old one creates, and the
 -- new phoenix_apply_read_models writes `promotion` of the rows that carry one after the old one wrote
 -- the rest, in the same statement (so in the same transaction, and only when the checkpoint moved).
-ALTER FUNCTION phoenix_create_read_models(text) RENAME TO phoenix_create_read_models_002;
+ALTER FUNCTION phoenix_create_read_models(text) RENAME TO phoenix_create_read_models_054;
 
 CREATE FUNCTION phoenix_create_read_models(p_suffix text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM phoenix_create_read_models_002(p_suffix);
+  PERFORM phoenix_create_read_models_054(p_suffix);
   EXECUTE format('ALTER TABLE %I ADD COLUMN promotion jsonb', 'experiments' || p_suffix);
 END;
 $$;
@@ -24,7 +24,7 @@ $$;
 
 ALTER FUNCTION phoenix_apply_read_models(text, text, text, text, jsonb, jsonb, uuid[], int[], text[], text[],
   text[], text[], text[], bigint[], text[], text[], text[], text[], text[], timestamptz[], jsonb, timestamptz,
-  timestamptz) RENAME TO phoenix_apply_read_models_050;
+  timestamptz) RENAME TO phoenix_apply_read_models_054;
 
 CREATE FUNCTION phoenix_apply_read_models(
   p_suffix text,
@@ -55,7 +55,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
   v_stored text;
 BEGIN
-  v_stored := phoenix_apply_read_models_050(p_suffix, p_checkpoint, p_expected, p_position, p_created,
+  v_stored := phoenix_apply_read_models_054(p_suffix, p_checkpoint, p_expected, p_position, p_created,
     p_changed, p_t_experiment_id, p_t_version, p_t_experiment_name, p_t_from_state, p_t_to_state, p_t_actor,
     p_t_reason, p_t_duration_ms, p_t_correlation_id, p_t_causation_id, p_t_event_id, p_t_event_type,
     p_t_position, p_t_created_at, p_counts, p_partitions_from, p_partitions_to);

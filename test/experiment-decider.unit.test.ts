@@ -11,6 +11,7 @@ import {
   type ExperimentStatus,
   fold,
   InvalidTransitionError,
+  NoEvidenceError,
   RunNotFinishedError,
   STATUSES,
 } from '../src/domain/experiment.js';
@@ -43,6 +44,19 @@ const analysis = (verdict: Analysis['verdict']): Analysis => ({
   datapointReductionPct: 12,
   criticalProcessLossPct: 0,
   missingCriticalProcesses: [],
+  // What judge stores and a re-judge reads back (domain/verdict.ts evidenceOf).
+  evidence: {
+    figures: {
+      baseline: {
+        series: 1000,
+        datapointsPerMinute: 1000,
+        collectorCpuCores: 0.1,
+        collectorMemoryBytes: 6e7,
+      },
+      candidate: { series: 880, datapointsPerMinute: 880, collectorCpuCores: 0.1, collectorMemoryBytes: 6e7 },
+    },
+    criticalInBaseline: 4,
+  },
 });
 
 const created: ExperimentEvent = { type: 'ExperimentCreated', data: { experimentId: ID, spec, at: at(0) } };
@@ -78,7 +92,9 @@ const histories: Record<ExperimentStatus | 'empty', ExperimentEvent[]> = {
     baselineUp,
     candidateUp,
     runStarted,
-    { type: 'ExperimentFailed', data: { at: at(10), reason: 'node lost' } },
+    runCompleted,
+    { type: 'AnalysisRecorded', data: { at: at(604), analysis: analysis('fail') } },
+    { type: 'ExperimentFailed', data: { at: at(604), reason: 'analysis fail' } },
   ],
   cancelled: [created, { type: 'ExperimentCancelled', data: { at: at(1), reason: 'not needed' } }],
 };
@@ -161,6 +177,15 @@ const rows: Row[] = [
       running: ['ExperimentFailed'],
       analyzing: ['ExperimentFailed'],
     },
+  },
+  {
+    command: {
+      type: 'RejudgeAnalysis',
+      actor: 'alice',
+      criteria: { ...spec.successCriteria, minCardinalityReductionPct: 10 },
+      at: T,
+    },
+    outcomes: { completed: ['AnalysisRejudged'], failed: ['AnalysisRejudged'] },
   },
   {
     command: { type: 'RecordVariantTornDown', variant: 'baseline', at: T },
@@ -274,5 +299,68 @@ describe('Experiment decider: the rules behind the transitions', () => {
     assert.deepEqual(decide(cmd, state), decide(cmd, state));
     fold(decide(cmd, state), state);
     assert.deepEqual(state, snapshot);
+  });
+});
+
+describe('Experiment decider: re-judging a finished experiment (issue 20 §3)', () => {
+  const rejudge = (minCardinalityReductionPct: number): ExperimentCommand => ({
+    type: 'RejudgeAnalysis',
+    actor: 'alice',
+    criteria: { ...spec.successCriteria, minCardinalityReductionPct },
+    at: T,
+  });
+
+  it('given a failed verdict, when judged with a lower bar, then the new verdict is recorded beside the original', () => {
+    const given = histories.failed;
+    const events = decide(rejudge(10), fold(given));
+    assert.equal(events.length, 1);
+    const [event] = events;
+    assert.equal(event?.type, 'AnalysisRejudged');
+    if (event?.type !== 'AnalysisRejudged') return;
+    assert.equal(event.data.actor, 'alice');
+    assert.equal(event.data.analysis.verdict, 'pass', event.data.analysis.reasons.join(' | '));
+    assert.equal(event.data.criteria.minCardinalityReductionPct, 10);
+
+    const after = fold([...given, ...events]);
+    assert.ok(after.status === 'failed', 'a re-judge changes no state');
+    assert.equal(after.analysis?.verdict, 'fail', 'the original verdict stays');
+    assert.deepEqual(
+      after.rejudgements?.map((r) => [r.actor, r.at, r.analysis.verdict]),
+      [['alice', T, 'pass']],
+    );
+  });
+
+  it('re-judgements accumulate, oldest first', () => {
+    const first = decide(rejudge(10), fold(histories.completed));
+    const second = decide(rejudge(90), fold([...histories.completed, ...first]));
+    const after = fold([...histories.completed, ...first, ...second]);
+    assert.ok(after.status !== 'empty');
+    assert.deepEqual(
+      after.rejudgements?.map((r) => r.analysis.verdict),
+      ['pass', 'fail'],
+    );
+    assert.equal(after.analysis?.verdict, 'pass');
+  });
+
+  it('an experiment that failed before any analysis has nothing to re-judge: NoEvidenceError', () => {
+    const failedEarly = fold([
+      created,
+      started,
+      { type: 'ExperimentFailed', data: { at: at(10), reason: 'node lost' } },
+    ]);
+    assert.throws(
+      () => decide(rejudge(10), failedEarly),
+      (err: unknown) => err instanceof NoEvidenceError && err.code === 'no_evidence',
+    );
+  });
+
+  it('an analysis recorded without evidence (before it was kept) cannot be re-judged', () => {
+    const { evidence: _none, ...bare } = analysis('pass');
+    const state = fold([
+      ...histories.analyzing,
+      { type: 'AnalysisRecorded', data: { at: at(604), analysis: bare } },
+      { type: 'ExperimentCompleted', data: { at: at(604), reason: 'success criteria met' } },
+    ]);
+    assert.throws(() => decide(rejudge(10), state), NoEvidenceError);
   });
 });

@@ -105,6 +105,10 @@ const events: Record<ExperimentEventType, ExperimentEvent> = {
   RollbackCommitted: { type: 'RollbackCommitted', data: { at: at(T), commit: 'def5678' } },
   RolledBack: { type: 'RolledBack', data: { at: at(T) } },
   RollbackFailed: { type: 'RollbackFailed', data: { at: at(T), reason: 'conflict' } },
+  AnalysisRejudged: {
+    type: 'AnalysisRejudged',
+    data: { at: at(T), actor: 'alice', criteria: spec.successCriteria, analysis },
+  },
 };
 
 /** A completed experiment whose promotion is out there (what promotion events are reacted to with). */
@@ -240,6 +244,7 @@ const table: Record<ExperimentEventType, Record<SagaStateName, Then>> = {
   })),
   RolledBack: everyState(() => nothing),
   RollbackFailed: everyState(() => nothing),
+  AnalysisRejudged: everyState(() => nothing),
 };
 
 describe('Lifecycle saga: every saga state × every event', () => {

@@ -1,7 +1,8 @@
 import { z } from 'zod';
-import type { ExperimentSpec } from '../domain/experiment-spec.js';
+import type { Analysis, ExperimentSpec } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
 import { compileCollectorRegex } from '../domain/pipelines/index.js';
+import { CRITERION_NAMES } from '../domain/verdict.js';
 
 /**
  * zod schemas for what crosses the boundary: request bodies and stored event payloads. Types are
@@ -130,42 +131,120 @@ export const variantSpecSchema = z.strictObject({
   params: z.record(z.string().max(100), z.unknown()).superRefine(holdableJson).default({}),
 });
 
-export const experimentSpecSchema = z.strictObject({
-  name: dbText().trim().min(1).max(200),
-  description: dbText().max(2000).optional(),
-  baseline: variantSpecSchema,
-  candidate: variantSpecSchema,
-  target: z.strictObject({
-    namespace: dbText()
-      .max(63)
-      .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a Kubernetes namespace name')
-      .default('phoenix-experiments'),
-    nodeSelector: z.record(labelKey, labelValue).default({}),
-    hosts: z.number().int().min(1).max(1000),
-  }),
-  durationSeconds: z
+export const MAX_COMPATIBILITY_QUERIES = 20;
+
+/** A criterion a dry-run list may name: one of the verdict's checks, or `query:<name>`. */
+const criterionName = z.union([
+  z.enum(CRITERION_NAMES),
+  z.string().regex(/^query:[A-Za-z0-9][-A-Za-z0-9_.]{0,63}$/, 'must be a criterion name or query:<name>'),
+]);
+
+/**
+ * The success criteria. The first three have defaults written into the stored spec; the rest are
+ * optional, and the verdict applies their documented defaults (domain/verdict.ts) when absent, so a
+ * stored spec means what it meant when it was written.
+ */
+const criteriaFields = {
+  dryRun: z
+    .array(criterionName)
+    .max(CRITERION_NAMES.length + MAX_COMPATIBILITY_QUERIES)
+    .refine((names) => new Set(names).size === names.length, 'must not name a criterion twice')
+    .optional(),
+  minHosts: z.number().int().min(1).max(1000).optional(),
+  minSamplesPerHost: z.number().int().min(1).max(100_000).optional(),
+  confidence: z.number().gt(0.5).lt(1).optional(),
+  maxInputMismatchPct: z.number().min(0).max(100).optional(),
+  criticalGraceSeconds: z
     .number()
     .int()
-    .min(1)
-    .max(7 * 24 * 3600),
-  criticalProcesses: z.array(regexSource).max(100).default([]),
-  successCriteria: z
-    .strictObject({
-      minCardinalityReductionPct: z.number().min(0).max(100).default(50),
-      maxCriticalProcessLossPct: z.number().min(0).max(100).default(0),
-      maxCollectorCpuOverheadPct: z.number().min(0).max(1000).default(10),
-    })
-    .default({
+    .min(0)
+    .max(7 * 24 * 3600)
+    .optional(),
+};
+const reductionPct = z.number().min(0).max(100);
+const lossPct = z.number().min(0).max(100);
+const overheadPct = z.number().min(0).max(1000);
+
+export const successCriteriaSchema = z.strictObject({
+  minCardinalityReductionPct: reductionPct.default(50),
+  maxCriticalProcessLossPct: lossPct.default(0),
+  maxCollectorCpuOverheadPct: overheadPct.default(10),
+  ...criteriaFields,
+});
+
+/**
+ * A re-judge's criteria: each field given replaces the experiment's own, the others stay as they were
+ * (no defaults here, or leaving a field out would reset it).
+ */
+export const rejudgeCriteriaSchema = z.strictObject({
+  minCardinalityReductionPct: reductionPct.optional(),
+  maxCriticalProcessLossPct: lossPct.optional(),
+  maxCollectorCpuOverheadPct: overheadPct.optional(),
+  ...criteriaFields,
+});
+
+export const compatibilityQuerySchema = z.strictObject({
+  name: dbText().regex(/^[A-Za-z0-9][-A-Za-z0-9_.]{0,63}$/, 'must be 1-64 letters, digits, -, _ or .'),
+  query: dbText().min(1).max(4096),
+  maxDivergencePct: z.number().min(0).max(1000).optional(),
+});
+
+export const experimentSpecSchema = z
+  .strictObject({
+    name: dbText().trim().min(1).max(200),
+    description: dbText().max(2000).optional(),
+    baseline: variantSpecSchema,
+    candidate: variantSpecSchema,
+    target: z.strictObject({
+      namespace: dbText()
+        .max(63)
+        .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a Kubernetes namespace name')
+        .default('phoenix-experiments'),
+      nodeSelector: z.record(labelKey, labelValue).default({}),
+      hosts: z.number().int().min(1).max(1000),
+    }),
+    durationSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(7 * 24 * 3600),
+    criticalProcesses: z.array(regexSource).max(100).default([]),
+    successCriteria: successCriteriaSchema.default({
       minCardinalityReductionPct: 50,
       maxCriticalProcessLossPct: 0,
       maxCollectorCpuOverheadPct: 10,
     }),
-  /** The pricing profile the analysis's cost is computed with (GET /api/v1/pricing-profiles); `default` when absent. */
-  pricingProfile: z
-    .string()
-    .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be the name of a pricing profile')
-    .optional(),
-});
+    /** The pricing profile the analysis's cost is computed with (GET /api/v1/pricing-profiles); `default` when absent. */
+    pricingProfile: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be the name of a pricing profile')
+      .optional(),
+    compatibilityQueries: z
+      .array(compatibilityQuerySchema)
+      .max(MAX_COMPATIBILITY_QUERIES)
+      .superRefine((queries, ctx) => {
+        const seen = new Set<string>();
+        queries.forEach((q, i) => {
+          if (seen.has(q.name))
+            ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate query name ${q.name}` });
+          seen.add(q.name);
+        });
+      })
+      .optional(),
+  })
+  .superRefine((spec, ctx) => {
+    // A dry-run `query:<name>` must name one of the experiment's compatibility queries.
+    const names = new Set((spec.compatibilityQueries ?? []).map((q) => q.name));
+    (spec.successCriteria.dryRun ?? []).forEach((criterion, i) => {
+      if (criterion.startsWith('query:') && !names.has(criterion.slice('query:'.length))) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['successCriteria', 'dryRun', i],
+          message: `names no compatibility query of this experiment: ${criterion}`,
+        });
+      }
+    });
+  });
 
 export type ExperimentSpecInput = z.infer<typeof experimentSpecSchema>;
 
@@ -180,7 +259,7 @@ function storedVariantSchema() {
  * The spec as stored events hold it: the same shape, without re-running the checks that only matter
  * when a user submits it (compiling every critical-process pattern again on each read of a stream).
  */
-export const storedSpecSchema = experimentSpecSchema.extend({
+export const storedSpecSchema = experimentSpecSchema.safeExtend({
   criticalProcesses: z.array(z.string().max(256)).max(100).default([]),
   baseline: storedVariantSchema(),
   candidate: storedVariantSchema(),
@@ -204,6 +283,43 @@ export const costEstimateSchema = z.object({
   assumptions: z.record(z.string(), z.union([z.number(), z.string()])),
 });
 
+const n = z.number().nullable();
+const measuredFigures = z.object({
+  series: n,
+  datapointsPerMinute: n,
+  collectorCpuCores: n,
+  collectorMemoryBytes: n,
+});
+const hostFigures = measuredFigures.extend({ inputPointsPerMinute: n.optional() });
+const interval = z.object({ low: z.number(), high: z.number(), confidence: z.number() });
+const criterionCheck = z.object({
+  criterion: z.string(),
+  threshold: n,
+  value: n,
+  outcome: z.enum(['pass', 'fail', 'no_data']),
+  reason: z.string(),
+  dryRun: z.boolean(),
+  interval: interval.optional(),
+  test: z.string().optional(),
+});
+const pairedComparison = z.object({
+  hosts: z.number(),
+  samples: z.number(),
+  baselineMean: z.number(),
+  candidateMean: z.number(),
+  relativeChangePct: z.number(),
+  interval: interval.nullable(),
+  test: z
+    .object({
+      name: z.string(),
+      statistic: z.number(),
+      pValue: n,
+      effectSize: z.object({ name: z.string(), value: z.number() }).nullable(),
+    })
+    .nullable(),
+});
+
+/** The analysis as events and the API carry it; the extras of issue 20 are optional (older analyses). */
 export const analysisSchema = z.object({
   verdict: z.enum(['pass', 'fail', 'inconclusive']),
   reasons: z.array(z.string()),
@@ -214,8 +330,50 @@ export const analysisSchema = z.object({
   criticalProcessLossPct: z.number().nullable(),
   missingCriticalProcesses: z.array(z.string()),
   evidence: z.record(z.string(), z.unknown()).optional(),
+  checks: z.array(criterionCheck).readonly().optional(),
+  statistics: z
+    .object({
+      series: pairedComparison.optional(),
+      datapointsPerMinute: pairedComparison.optional(),
+      collectorCpuCores: pairedComparison.optional(),
+      collectorMemoryBytes: pairedComparison.optional(),
+    })
+    .optional(),
+  timeline: z
+    .array(z.object({ at: z.string(), baseline: measuredFigures, candidate: measuredFigures }))
+    .readonly()
+    .optional(),
+  hosts: z
+    .array(
+      z.object({
+        host: z.string(),
+        samples: z.number(),
+        baseline: hostFigures,
+        candidate: hostFigures,
+        seriesReductionPct: n,
+      }),
+    )
+    .readonly()
+    .optional(),
+  topExecutables: z
+    .array(z.object({ executable: z.string(), baselineSeries: z.number(), candidateSeries: z.number() }))
+    .readonly()
+    .optional(),
+  parity: z
+    .object({
+      ok: z.boolean().nullable(),
+      baselineInputPointsPerMinute: n,
+      candidateInputPointsPerMinute: n,
+      mismatchPct: n,
+      maxMismatchPct: z.number(),
+      reason: z.string(),
+    })
+    .optional(),
   cost: costEstimateSchema.optional(),
 });
+type AnalysisSchemaFitsDomain = Assignable<z.infer<typeof analysisSchema>, Analysis>;
+
+export type { AnalysisSchemaFitsDomain };
 
 const detail = z.record(z.string(), z.unknown()).optional();
 
@@ -228,6 +386,12 @@ export const eventDataSchemas = {
   ExperimentRunStarted: z.object({ at, runEndsAt: at, reason: z.string() }),
   ExperimentRunCompleted: z.object({ at }),
   AnalysisRecorded: z.object({ at, analysis: analysisSchema }),
+  AnalysisRejudged: z.object({
+    at,
+    actor: z.string(),
+    criteria: successCriteriaSchema,
+    analysis: analysisSchema,
+  }),
   AnalysisRetried: z.object({ at, attempt: z.number().int().min(1), reason: z.string() }),
   ExperimentRuntimeExtended: z.object({
     at,

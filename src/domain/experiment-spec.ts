@@ -76,6 +76,21 @@ export interface MeasuredFigures {
   readonly collectorMemoryBytes: number | null;
 }
 
+/** A host's means for one variant; `inputPointsPerMinute` is the parity check's input (added by issue 20). */
+export interface HostFigures extends MeasuredFigures {
+  readonly inputPointsPerMinute?: number | null | undefined;
+}
+
+/** One host of the analysis: means over its paired samples (sample times both variants have). */
+export interface HostSummary {
+  readonly host: string;
+  /** Paired sample times. */
+  readonly samples: number;
+  readonly baseline: HostFigures;
+  readonly candidate: HostFigures;
+  readonly seriesReductionPct: number | null;
+}
+
 export type CheckOutcome = 'pass' | 'fail' | 'no_data';
 
 /** A confidence interval. */
@@ -161,16 +176,11 @@ export interface Analysis {
         readonly candidate: MeasuredFigures;
       }[]
     | undefined;
-  /** Per host: means over its samples, and the reduction of its series. */
-  readonly hosts?:
-    | readonly {
-        readonly host: string;
-        readonly samples: number;
-        readonly baseline: MeasuredFigures;
-        readonly candidate: MeasuredFigures;
-        readonly seriesReductionPct: number | null;
-      }[]
-    | undefined;
+  /**
+   * Per host: means over its paired samples, and the reduction of its series. Also the stored evidence
+   * the statistics are re-computed from when the experiment is re-judged.
+   */
+  readonly hosts?: readonly HostSummary[] | undefined;
   /** The executables contributing the most baseline series, with their candidate series. */
   readonly topExecutables?:
     | readonly {

@@ -1,4 +1,5 @@
-import type { Analysis, ExperimentSpec, Variant } from './experiment-spec.js';
+import type { Analysis, ExperimentSpec, SuccessCriteria, Variant } from './experiment-spec.js';
+import { evidenceOf, rejudge } from './verdict.js';
 
 /**
  * The Experiment aggregate as a decider: `decide(command, state)` returns the events a command
@@ -74,6 +75,16 @@ export interface ExistingExperiment {
   readonly statusReason?: string | undefined;
   /** The latest promotion of the candidate, once one was requested. */
   readonly promotion?: Promotion | undefined;
+  /** Other criteria applied to the stored evidence after the fact, oldest first; `analysis` stays the verdict. */
+  readonly rejudgements?: readonly Rejudgement[] | undefined;
+}
+
+/** Other criteria applied to a finished experiment's stored evidence (issue 20 §3). */
+export interface Rejudgement {
+  readonly at: string;
+  readonly actor: string;
+  readonly criteria: SuccessCriteria;
+  readonly analysis: Analysis;
 }
 
 export type Experiment = { readonly status: 'empty' } | ExistingExperiment;
@@ -125,6 +136,11 @@ export type RecordRolledBack = Cmd<
   { detail?: Readonly<Record<string, unknown>> | undefined }
 >;
 export type RecordRollbackFailed = Cmd<'RecordRollbackFailed', { reason: string }>;
+/**
+ * Applies other success criteria to the stored evidence of a finished experiment, without measuring:
+ * each field given replaces the experiment's own criterion, the rest stay as they were.
+ */
+export type RejudgeAnalysis = Cmd<'RejudgeAnalysis', { actor: string; criteria: Partial<SuccessCriteria> }>;
 
 export type ExperimentCommand =
   | CreateExperiment
@@ -146,7 +162,8 @@ export type ExperimentCommand =
   | RequestRollback
   | RecordRollbackCommitted
   | RecordRolledBack
-  | RecordRollbackFailed;
+  | RecordRollbackFailed
+  | RejudgeAnalysis;
 
 export type ExperimentCommandType = ExperimentCommand['type'];
 
@@ -212,6 +229,10 @@ export type PromotionEvent =
 
 export const isPromotionEvent = (event: { readonly type: string }): event is PromotionEvent =>
   (PROMOTION_EVENT_TYPES as readonly string[]).includes(event.type);
+export type AnalysisRejudged = Evt<
+  'AnalysisRejudged',
+  { actor: string; criteria: SuccessCriteria; analysis: Analysis }
+>;
 
 export type ExperimentEvent =
   | ExperimentCreated
@@ -227,7 +248,8 @@ export type ExperimentEvent =
   | ExperimentFailed
   | ExperimentCancelled
   | VariantTornDown
-  | PromotionEvent;
+  | PromotionEvent
+  | AnalysisRejudged;
 
 export type ExperimentEventType = ExperimentEvent['type'];
 
@@ -293,6 +315,14 @@ export class PromotionNotAllowedError extends DomainError {
   }
 }
 
+/** Re-judging needs an analysis that kept its evidence (one recorded before it was kept has none). */
+export class NoEvidenceError extends DomainError {
+  readonly code = 'no_evidence';
+  constructor(readonly command: ExperimentCommandType) {
+    super(`${command}: the experiment has no stored analysis evidence to judge again`);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // decide
 
@@ -301,6 +331,10 @@ const addSeconds = (iso: string, seconds: number): string =>
 
 /** Deployer answers may arrive late (after a cancel or a recovery): they are recorded, not refused. */
 const AFTER_START: readonly ExperimentStatus[] = STATUSES.filter((s) => s !== 'pending');
+
+/** The fields that are set: an explicit `undefined` must not erase the experiment's own criterion. */
+const definedOf = <T extends object>(o: T): Partial<T> =>
+  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 
 const otherVariant = (v: Variant): Variant => (v === 'baseline' ? 'candidate' : 'baseline');
 
@@ -454,6 +488,16 @@ export const decide = (command: ExperimentCommand, state: Experiment): Experimen
     case 'RecordRollbackFailed':
       ensureStatus(state, command, ['completed']);
       return decidePromotion(command, state);
+    case 'RejudgeAnalysis': {
+      ensureStatus(state, command, ['completed', 'failed']);
+      const criteria = { ...state.spec.successCriteria, ...definedOf(command.criteria) };
+      const analysis =
+        state.analysis && evidenceOf(state.analysis)
+          ? rejudge(state.analysis, criteria, state.spec.criticalProcesses, state.spec.compatibilityQueries)
+          : undefined;
+      if (!analysis) throw new NoEvidenceError(command.type);
+      return [{ type: 'AnalysisRejudged', data: { at, actor: command.actor, criteria, analysis } }];
+    }
 
     default: {
       const _never: never = command;
@@ -584,6 +628,7 @@ export const statusAfter = (event: ExperimentEvent, before: Experiment): Experim
     case 'RollbackCommitted':
     case 'RolledBack':
     case 'RollbackFailed':
+    case 'AnalysisRejudged':
       return undefined;
     default: {
       const _never: never = event;
@@ -659,6 +704,12 @@ export const evolve = (state: Experiment, event: ExperimentEvent): Experiment =>
       moved.endedAt = at;
       return moved;
     case 'ExperimentRunCompleted':
+      return moved;
+    case 'AnalysisRejudged':
+      moved.rejudgements = [
+        ...(state.rejudgements ?? []),
+        { at, actor: event.data.actor, criteria: event.data.criteria, analysis: event.data.analysis },
+      ];
       return moved;
     case 'PromotionRequested':
     case 'PromotionCommitted':
@@ -758,6 +809,8 @@ export const reasonOf = (event: ExperimentEvent): string => {
       return 'rolled back: the baseline runs over the target again';
     case 'RollbackFailed':
       return `rollback failed: ${event.data.reason}`;
+    case 'AnalysisRejudged':
+      return `re-judged by ${event.data.actor}: ${event.data.analysis.verdict}`;
     default: {
       const _never: never = event;
       return _never;

@@ -495,6 +495,7 @@ function onEvent(state: SagaState, input: EventInput, timeouts: SagaTimeouts): R
       };
     case 'VariantDeploymentFailed':
     case 'VariantTornDown':
+    case 'AnalysisRejudged': // a finished experiment judged again: nothing to run
       return unchanged(state);
     case 'PromotionRequested':
     case 'PromotionCommitted':

@@ -1,5 +1,5 @@
 /**
- * `phoenix experiments list|get|history|create|start|cancel|promote|rollback|watch` and `phoenix templates`: the API at
+ * `phoenix experiments list|get|history|create|start|cancel|promote|rollback|rejudge|watch` and `phoenix templates`: the API at
  * PHOENIX_URL, driven with PHOENIX_TOKEN, for people (tables) and scripts (`--json`, exit codes).
  * The CLI is a client like any other: it only speaks the public contract (shared/api.md).
  */
@@ -352,6 +352,38 @@ export const createBody = (options: CreateOptions): Json => {
   return body;
 };
 
+interface RejudgeOptions {
+  minReduction?: number;
+  maxCriticalLoss?: number;
+  maxCpuOverhead?: number;
+  minHosts?: number;
+  minSamplesPerHost?: number;
+  confidence?: number;
+  maxInputMismatch?: number;
+  dryRun?: string[];
+  ifMatch?: number;
+  idempotencyKey?: string;
+  json?: boolean;
+}
+
+/** The re-judge body's criteria: only the flags given (the server keeps the experiment's own for the rest). */
+const rejudgeCriteria = (o: RejudgeOptions): Record<string, unknown> => {
+  const fields: [string, unknown][] = [
+    ['minCardinalityReductionPct', o.minReduction],
+    ['maxCriticalProcessLossPct', o.maxCriticalLoss],
+    ['maxCollectorCpuOverheadPct', o.maxCpuOverhead],
+    ['minHosts', o.minHosts],
+    ['minSamplesPerHost', o.minSamplesPerHost],
+    ['confidence', o.confidence],
+    ['maxInputMismatchPct', o.maxInputMismatch],
+    ['dryRun', o.dryRun],
+  ];
+  const criteria = Object.fromEntries(fields.filter(([, v]) => v !== undefined));
+  if (Object.keys(criteria).length === 0)
+    throw new CliError('rejudge: give at least one criterion, e.g. --min-reduction 40', 2);
+  return criteria;
+};
+
 interface CommandAnswer {
   id: string;
   state: string;
@@ -589,7 +621,7 @@ export function registerApiCommands(program: Command): void {
   const experiments = program
     .command('experiments')
     .description(
-      'drive the API at PHOENIX_URL: list, get, history, create, start, cancel, promote, rollback, watch',
+      'drive the API at PHOENIX_URL: list, get, history, create, start, cancel, promote, rollback, rejudge, watch',
     )
     .addHelpText('after', EXIT_HELP);
 
@@ -780,6 +812,41 @@ export function registerApiCommands(program: Command): void {
         out(previewLines(body as Preview));
       },
     ),
+  );
+
+  jsonOption(
+    experiments
+      .command('rejudge')
+      .description(
+        'judge a finished experiment again under other success criteria, from its stored evidence (nothing is measured again; the original verdict stays)',
+      )
+      .argument('<id>', 'experiment id')
+      .option('--min-reduction <pct>', 'successCriteria.minCardinalityReductionPct', percent)
+      .option('--max-critical-loss <pct>', 'successCriteria.maxCriticalProcessLossPct', percent)
+      .option('--max-cpu-overhead <pct>', 'successCriteria.maxCollectorCpuOverheadPct', percent)
+      .option('--min-hosts <n>', 'successCriteria.minHosts', positiveInt)
+      .option('--min-samples-per-host <n>', 'successCriteria.minSamplesPerHost', positiveInt)
+      .option('--confidence <c>', 'successCriteria.confidence, between 0.5 and 1 (e.g. 0.9)', percent)
+      .option('--max-input-mismatch <pct>', 'successCriteria.maxInputMismatchPct', percent)
+      .option(
+        '--dry-run <criterion>',
+        'successCriteria.dryRun entry, e.g. inputParity or query:<name> (repeatable)',
+        collect,
+      )
+      .option('--if-match <version>', 'only if the experiment is at this version (else 412)', positiveInt)
+      .option('--idempotency-key <key>', 'a retry with the same key does nothing new')
+      .addHelpText(
+        'after',
+        `\nCriteria not given stay as the experiment has them. The result is under rejudgements in\n\`phoenix experiments get <id>\`. Example:\n  phoenix experiments rejudge <id> --min-reduction 40 --dry-run inputParity\n${EXIT_HELP}`,
+      ),
+  ).action(
+    withConnection(async (conn, id: string, options: RejudgeOptions) => {
+      const { body } = await call(conn, 'POST', `${experimentPath(id)}/rejudge`, {
+        body: { successCriteria: rejudgeCriteria(options) },
+        headers: commandHeaders(options),
+      });
+      printCommandAnswer(body as CommandAnswer, options);
+    }),
   );
 
   experiments

@@ -30,6 +30,7 @@ export const stateView = (s: ExistingExperiment, upTo: readonly StoredEvent<Expe
     deployments: s.deployments,
     ...(s.analysis ? { analysis: s.analysis } : {}),
     ...(s.promotion ? { promotion: s.promotion } : {}),
+    ...(s.rejudgements ? { rejudgements: s.rejudgements } : {}),
     version: upTo.length,
     position: last.position,
     at: last.metadata.occurredAt,

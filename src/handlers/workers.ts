@@ -374,6 +374,7 @@ export async function startAnalyzerWorker(deps: AnalyzerWorkerDeps): Promise<Con
       analysis = judge({
         criteria: command.spec.successCriteria,
         criticalProcesses: command.spec.criticalProcesses,
+        compatibilityQueries: command.spec.compatibilityQueries,
         measurements,
       });
       analysis = withCost(analysis, {

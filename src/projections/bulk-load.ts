@@ -62,13 +62,14 @@ const EXPERIMENT_COLUMNS = [
   'state_entered_at',
   'position',
   'promotion',
+  'rejudgements',
 ] as const;
 
 /** New `experiments` rows as COPY text (the columns of EXPERIMENT_COLUMNS). */
 export function experimentsCopyText(rows: readonly ExperimentRowIn[]): string {
   let out = '';
   for (const r of rows) {
-    out += `${copyText(r.id)}\t${copyText(r.name)}\t${r.state}\t${r.version}\t${copyJson(r.spec)}\t${r.created_at}\t${r.updated_at}\t${copyText(r.started_at)}\t${copyText(r.run_started_at)}\t${copyText(r.run_ends_at)}\t${copyText(r.ended_at)}\t${copyText(r.status_reason)}\t${copyJson(r.deployments)}\t${copyJson(r.analysis)}\t${r.analysis_attempts}\t${r.state_entered_at}\t${r.position}\t${copyJson(r.promotion)}\n`;
+    out += `${copyText(r.id)}\t${copyText(r.name)}\t${r.state}\t${r.version}\t${copyJson(r.spec)}\t${r.created_at}\t${r.updated_at}\t${copyText(r.started_at)}\t${copyText(r.run_started_at)}\t${copyText(r.run_ends_at)}\t${copyText(r.ended_at)}\t${copyText(r.status_reason)}\t${copyJson(r.deployments)}\t${copyJson(r.analysis)}\t${r.analysis_attempts}\t${r.state_entered_at}\t${r.position}\t${copyJson(r.promotion)}\t${copyJson(r.rejudgements)}\n`;
   }
   return out;
 }

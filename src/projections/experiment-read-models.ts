@@ -91,6 +91,8 @@ export interface ExperimentRowIn {
   position: string;
   /** Only once there is one (migrations/060 writes it for the rows that carry it). */
   promotion?: ExistingExperiment['promotion'];
+  /** Null when there are none (migrations/054). */
+  rejudgements: unknown;
 }
 
 export interface TransitionRowIn {
@@ -130,6 +132,7 @@ export interface ExperimentRow {
   state_entered_at: Date;
   position: string;
   promotion?: ExistingExperiment['promotion'] | null;
+  rejudgements: ExistingExperiment['rejudgements'] | null;
 }
 
 /** Every timestamp in the read models is the event's, normalised to UTC milliseconds. */
@@ -158,6 +161,7 @@ export const experimentOfRow = (row: ExperimentRow): ExistingExperiment => ({
   analysisAttempts: row.analysis_attempts,
   statusReason: row.status_reason ?? undefined,
   ...(row.promotion ? { promotion: row.promotion } : {}),
+  ...(row.rejudgements ? { rejudgements: row.rejudgements } : {}),
 });
 
 const monthOf = (isoAt: string): string => isoAt.slice(0, 7);
@@ -287,6 +291,7 @@ export function experimentRowOf(stream: string, entry: Entry, withSpec: boolean)
     state_entered_at: entry.enteredAt!,
     position: entry.position,
     ...(s.promotion ? { promotion: s.promotion } : {}),
+    rejudgements: s.rejudgements ?? null,
   };
 }
 

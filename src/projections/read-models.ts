@@ -95,6 +95,7 @@ export const experimentView = (row: ExperimentRow): ExperimentView => {
       : {}),
     ...(row.analysis ? { analysis: row.analysis as Analysis } : {}),
     ...(row.promotion ? { promotion: row.promotion } : {}),
+    ...(row.rejudgements && row.rejudgements.length > 0 ? { rejudgements: row.rejudgements } : {}),
   };
 };
 

@@ -110,7 +110,7 @@ export const protoSpec = (body: ReturnType<typeof import('./system.js').validSpe
     target: b.target,
     durationSeconds: b.durationSeconds,
     criticalProcesses: b.criticalProcesses,
-    successCriteria: b.successCriteria,
+    successCriteria: b.successCriteria && { ...b.successCriteria, dryRun: [] },
   };
 };
 

@@ -68,11 +68,30 @@ export const randomSpec = (rng: Rng, n: number): ExperimentSpec => ({
 
 const analysis = (rng: Rng) => {
   const verdict = pick(rng, ['pass', 'pass', 'fail', 'inconclusive'] as const);
+  const candidateSeries = 300 + Math.floor(rng() * 700);
   return {
+    // what judge stores, so that a finished experiment can be re-judged (RejudgeAnalysis)
+    evidence: {
+      figures: {
+        baseline: {
+          series: 1000,
+          datapointsPerMinute: 60_000,
+          collectorCpuCores: 0.1,
+          collectorMemoryBytes: 6e7,
+        },
+        candidate: {
+          series: candidateSeries,
+          datapointsPerMinute: 20_000,
+          collectorCpuCores: 0.1,
+          collectorMemoryBytes: 6e7,
+        },
+      },
+      criticalInBaseline: 2,
+    },
     verdict,
     reasons: verdict === 'pass' ? [] : ['cardinality reduction 12% < 50%'],
     baseline: { series: 1000, datapointsPerMinute: 60_000 },
-    candidate: { series: 300 + Math.floor(rng() * 700), datapointsPerMinute: 20_000 },
+    candidate: { series: candidateSeries, datapointsPerMinute: 20_000 },
     cardinalityReductionPct: Math.round(rng() * 100),
     datapointReductionPct: Math.round(rng() * 100),
     criticalProcessLossPct: 0,
@@ -160,6 +179,16 @@ export function lifecycle(rng: Rng, n: number, startMs: number): Step[] {
     const options = candidates(rng, state, new Date(t).toISOString());
     if (options.length === 0) break;
     if (state.status !== 'empty' && ['completed', 'failed', 'cancelled'].includes(state.status)) {
+      if (rng() < 0.15) {
+        const minCardinalityReductionPct = Math.round(rng() * 100);
+        run({
+          type: 'RejudgeAnalysis',
+          at: new Date(t).toISOString(),
+          actor: pick(rng, ACTORS),
+          criteria: { minCardinalityReductionPct },
+        });
+        continue;
+      }
       const up = Object.entries(state.deployments).filter(([, d]) => d && d.status !== 'torn_down');
       if (up.length === 0 || rng() < 0.1) break;
       run({ type: 'RecordVariantTornDown', at: new Date(t).toISOString(), variant: up[0]![0] as Variant });
@@ -247,6 +276,7 @@ export function expectedView(steps: readonly Step[]): ExperimentView {
       ...(s.statusReason !== undefined ? { statusReason: s.statusReason } : {}),
       ...(Object.keys(deployments).length > 0 ? { deployments } : {}),
       ...(s.analysis ? { analysis: s.analysis } : {}),
+      ...(s.rejudgements ? { rejudgements: s.rejudgements } : {}),
     }),
   );
 }

@@ -1,4 +1,4 @@
-import type { ExperimentStatus, Promotion } from '../../domain/experiment.js';
+import type { ExperimentStatus, Promotion, Rejudgement } from '../../domain/experiment.js';
 import type { Analysis, ExperimentSpec, Variant } from '../../domain/experiment-spec.js';
 import type { Position } from './event-store.js';
 
@@ -28,6 +28,8 @@ export interface ExperimentView extends ExperimentSpec {
   readonly deployments?: Readonly<Partial<Record<Variant, DeploymentView>>>;
   readonly analysis?: Analysis;
   readonly promotion?: Promotion;
+  /** Other criteria applied to the stored evidence, oldest first (issue 20 §3); `analysis` stays the verdict. */
+  readonly rejudgements?: readonly Rejudgement[];
 }
 
 export interface HistoryEntry {

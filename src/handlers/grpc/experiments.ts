@@ -10,7 +10,7 @@ import type {
   ReadModels,
 } from '../../application/ports/read-models.js';
 import { PreviewBusy, PreviewRefused, type PreviewService } from '../../application/preview.js';
-import { dbText } from '../../application/schemas.js';
+import { dbText, rejudgeCriteriaSchema } from '../../application/schemas.js';
 import type { PricingProfile } from '../../domain/cost.js';
 import {
   type ExistingExperiment,
@@ -145,6 +145,15 @@ export const specInputOf = (spec: ExperimentSpec | undefined): unknown => {
             ...(criteria.maxCollectorCpuOverheadPct !== undefined
               ? { maxCollectorCpuOverheadPct: criteria.maxCollectorCpuOverheadPct }
               : {}),
+            ...(criteria.dryRun.length > 0 ? { dryRun: criteria.dryRun } : {}),
+            ...(criteria.minHosts !== undefined ? { minHosts: criteria.minHosts } : {}),
+            ...(criteria.minSamplesPerHost !== undefined
+              ? { minSamplesPerHost: criteria.minSamplesPerHost }
+              : {}),
+            ...(criteria.confidence !== undefined ? { confidence: criteria.confidence } : {}),
+            ...(criteria.maxInputMismatchPct !== undefined
+              ? { maxInputMismatchPct: criteria.maxInputMismatchPct }
+              : {}),
           },
         }
       : {}),
@@ -163,7 +172,7 @@ const specMessage = (s: DomainSpec): ExperimentSpec => ({
   },
   durationSeconds: s.durationSeconds,
   criticalProcesses: [...s.criticalProcesses],
-  successCriteria: { ...s.successCriteria },
+  successCriteria: { ...s.successCriteria, dryRun: [...(s.successCriteria.dryRun ?? [])] },
   pricingProfile: s.pricingProfile,
 });
 
@@ -330,6 +339,34 @@ export function experimentService(deps: ExperimentServiceDependencies): Experime
         outcome: await run(
           { type: 'RequestRollback', experimentId, actor: ctx.principal.sub, reason: why },
           conditionsOf(request),
+          ctx,
+        ),
+      };
+    }),
+
+    rejudgeExperiment: unary(deps, 'RejudgeExperiment', 'operator', async (request, ctx) => {
+      const experimentId = parse(uuid, request.id, 'id');
+      const c = request.successCriteria;
+      const given: Record<string, unknown> = {
+        minCardinalityReductionPct: c?.minCardinalityReductionPct,
+        maxCriticalProcessLossPct: c?.maxCriticalProcessLossPct,
+        maxCollectorCpuOverheadPct: c?.maxCollectorCpuOverheadPct,
+        dryRun: c && c.dryRun.length > 0 ? c.dryRun : undefined,
+        minHosts: c?.minHosts,
+        minSamplesPerHost: c?.minSamplesPerHost,
+        confidence: c?.confidence,
+        maxInputMismatchPct: c?.maxInputMismatchPct,
+      };
+      const criteria = parse(
+        rejudgeCriteriaSchema,
+        Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)),
+        'success_criteria',
+      );
+      const conditions = conditionsOf(request);
+      return {
+        outcome: await run(
+          { type: 'RejudgeAnalysis', experimentId, actor: ctx.principal.sub, criteria },
+          conditions,
           ctx,
         ),
       };

@@ -10,7 +10,7 @@ import { type KnownStreams, streamIdOf } from '../../application/experiment-comm
 import { type EventStore, isPosition } from '../../application/ports/event-store.js';
 import type { IdempotencyStore } from '../../application/ports/idempotency.js';
 import type { ReadModels } from '../../application/ports/read-models.js';
-import { dbText, experimentSpecSchema } from '../../application/schemas.js';
+import { dbText, experimentSpecSchema, rejudgeCriteriaSchema } from '../../application/schemas.js';
 import { type ExistingExperiment, type ExperimentEvent, fold, STATUSES } from '../../domain/experiment.js';
 import { VARIANTS } from '../../domain/experiment-spec.js';
 import { listTemplates, type RenderVariantInput, renderVariant } from '../../domain/pipelines/index.js';
@@ -101,6 +101,7 @@ const cancelBody = z.strictObject({ reason: dbText().trim().min(1).max(1000).opt
 const startBody = z.strictObject({}).nullish();
 const promoteBody = z.strictObject({}).nullish();
 const rollbackBody = z.strictObject({ reason: dbText().trim().min(1).max(1000).optional() }).nullish();
+const rejudgeBody = z.strictObject({ successCriteria: rejudgeCriteriaSchema });
 
 export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDependencies): Promise<void> {
   const { store, readModels } = deps;
@@ -256,6 +257,32 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
         { successStatus: 202 },
       );
     },
+  );
+
+  app.post(
+    '/api/v1/experiments/:id/rejudge',
+    {
+      config: { role: 'operator' },
+      schema: {
+        tags: ['experiments'],
+        summary: 'Judge a finished experiment again under other success criteria, from its stored evidence',
+        params: uuidParam,
+        body: rejudgeBody,
+        headers: commandHeaders,
+      },
+    },
+    async (request, reply) =>
+      runCommand(
+        request,
+        reply,
+        {
+          type: 'RejudgeAnalysis',
+          experimentId: request.params.id,
+          actor: request.principal!.sub,
+          criteria: request.body.successCriteria,
+        },
+        { successStatus: 202 },
+      ),
   );
 
   const catchUp = catchUpWith(readModels);

@@ -6,7 +6,12 @@ import type {
 import type { FastifySwaggerUiOptions } from '@fastify/swagger-ui';
 import { jsonSchemaTransform } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { analysisSchema, eventMetadataSchema, experimentSpecSchema } from '../../application/schemas.js';
+import {
+  analysisSchema,
+  eventMetadataSchema,
+  experimentSpecSchema,
+  successCriteriaSchema,
+} from '../../application/schemas.js';
 import { STATUSES } from '../../domain/experiment.js';
 import { VARIANTS } from '../../domain/experiment-spec.js';
 import type { Role } from '../auth.js';
@@ -79,6 +84,19 @@ const experimentFields = {
   endedAt: isoTime.optional(),
   statusReason: z.string().optional().describe('Why the experiment is in its current state.'),
   analysis: analysisSchema.optional(),
+  rejudgements: z
+    .array(
+      z.object({
+        at: isoTime,
+        actor: z.string(),
+        criteria: successCriteriaSchema,
+        analysis: analysisSchema,
+      }),
+    )
+    .optional()
+    .describe(
+      'Re-judgements of the stored evidence under other criteria, oldest first; `analysis` stays the verdict.',
+    ),
 };
 
 const experiment = experimentSpecSchema
@@ -388,6 +406,21 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc | null>> = {
     success: [commandSuccess(202, 'Accepted, state `completed`; the saga reverts and rolls back.', ['ETag'])],
     errors: COMMAND_ERRORS,
     optionalBody: true,
+  },
+  'POST /api/v1/experiments/{id}/rejudge': {
+    operationId: 'rejudgeExperiment',
+    tag: 'experiments',
+    summary: 'Judge a finished experiment again under other success criteria',
+    description:
+      'Body `{ "successCriteria": { … } }`: each criterion given replaces the experiment’s own, the rest stay. ' +
+      'Nothing is measured again: the stored evidence (per-host means, figures, collector health, query ' +
+      'results) is judged anew and the result appended to the experiment’s `rejudgements`; its `analysis` ' +
+      'stays the verdict. 409 unless the experiment is `completed` or `failed` with a stored analysis that ' +
+      `kept its evidence. ${COMMAND_DESCRIPTION}`,
+    success: [
+      commandSuccess(202, 'Accepted: an `AnalysisRejudged` event; the state does not change.', ['ETag']),
+    ],
+    errors: COMMAND_ERRORS,
   },
   'GET /api/v1/experiments': {
     operationId: 'listExperiments',

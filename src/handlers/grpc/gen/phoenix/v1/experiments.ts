@@ -135,7 +135,25 @@ export interface Target_NodeSelectorEntry {
 export interface SuccessCriteria {
   minCardinalityReductionPct?: number | undefined;
   maxCriticalProcessLossPct?: number | undefined;
-  maxCollectorCpuOverheadPct?: number | undefined;
+  maxCollectorCpuOverheadPct?:
+    | number
+    | undefined;
+  /** Criteria evaluated and reported but never deciding: a criterion name or `query:<name>`. */
+  dryRun: string[];
+  /** Below this many hosts with enough paired samples the verdict is inconclusive (default 3). */
+  minHosts?:
+    | number
+    | undefined;
+  /** Paired samples a host needs to count (default 3). */
+  minSamplesPerHost?:
+    | number
+    | undefined;
+  /** Confidence of the intervals, in (0.5, 1) (default 0.95). */
+  confidence?:
+    | number
+    | undefined;
+  /** Input parity: the most the collectors' received points may differ, in % (default 5). */
+  maxInputMismatchPct?: number | undefined;
 }
 
 /** An experiment: its spec plus its state. */
@@ -230,6 +248,20 @@ export interface RollbackExperimentRequest {
 }
 
 export interface RollbackExperimentResponse {
+  outcome?: CommandOutcome | undefined;
+}
+
+export interface RejudgeExperimentRequest {
+  id: string;
+  idempotencyKey: string;
+  expectedVersion?:
+    | number
+    | undefined;
+  /** Each criterion set replaces the experiment's own; the others stay as they were. */
+  successCriteria?: SuccessCriteria | undefined;
+}
+
+export interface RejudgeExperimentResponse {
   outcome?: CommandOutcome | undefined;
 }
 
@@ -956,6 +988,11 @@ function createBaseSuccessCriteria(): SuccessCriteria {
     minCardinalityReductionPct: undefined,
     maxCriticalProcessLossPct: undefined,
     maxCollectorCpuOverheadPct: undefined,
+    dryRun: [],
+    minHosts: undefined,
+    minSamplesPerHost: undefined,
+    confidence: undefined,
+    maxInputMismatchPct: undefined,
   };
 }
 
@@ -969,6 +1006,21 @@ export const SuccessCriteria: MessageFns<SuccessCriteria> = {
     }
     if (message.maxCollectorCpuOverheadPct !== undefined) {
       writer.uint32(25).double(message.maxCollectorCpuOverheadPct);
+    }
+    for (const v of message.dryRun) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.minHosts !== undefined) {
+      writer.uint32(40).int32(message.minHosts);
+    }
+    if (message.minSamplesPerHost !== undefined) {
+      writer.uint32(48).int32(message.minSamplesPerHost);
+    }
+    if (message.confidence !== undefined) {
+      writer.uint32(57).double(message.confidence);
+    }
+    if (message.maxInputMismatchPct !== undefined) {
+      writer.uint32(65).double(message.maxInputMismatchPct);
     }
     return writer;
   },
@@ -1010,6 +1062,46 @@ export const SuccessCriteria: MessageFns<SuccessCriteria> = {
             message.maxCollectorCpuOverheadPct = reader.double();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.dryRun.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.minHosts = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.minSamplesPerHost = reader.int32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.confidence = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.maxInputMismatchPct = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1039,6 +1131,27 @@ export const SuccessCriteria: MessageFns<SuccessCriteria> = {
         : isSet(object.max_collector_cpu_overhead_pct)
         ? globalThis.Number(object.max_collector_cpu_overhead_pct)
         : undefined,
+      dryRun: globalThis.Array.isArray(object?.dryRun)
+        ? object.dryRun.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.dry_run)
+        ? object.dry_run.map((e: any) => globalThis.String(e))
+        : [],
+      minHosts: isSet(object.minHosts)
+        ? globalThis.Number(object.minHosts)
+        : isSet(object.min_hosts)
+        ? globalThis.Number(object.min_hosts)
+        : undefined,
+      minSamplesPerHost: isSet(object.minSamplesPerHost)
+        ? globalThis.Number(object.minSamplesPerHost)
+        : isSet(object.min_samples_per_host)
+        ? globalThis.Number(object.min_samples_per_host)
+        : undefined,
+      confidence: isSet(object.confidence) ? globalThis.Number(object.confidence) : undefined,
+      maxInputMismatchPct: isSet(object.maxInputMismatchPct)
+        ? globalThis.Number(object.maxInputMismatchPct)
+        : isSet(object.max_input_mismatch_pct)
+        ? globalThis.Number(object.max_input_mismatch_pct)
+        : undefined,
     };
   },
 
@@ -1053,6 +1166,21 @@ export const SuccessCriteria: MessageFns<SuccessCriteria> = {
     if (message.maxCollectorCpuOverheadPct !== undefined) {
       obj.maxCollectorCpuOverheadPct = floatToJson(message.maxCollectorCpuOverheadPct);
     }
+    if (message.dryRun?.length) {
+      obj.dryRun = message.dryRun;
+    }
+    if (message.minHosts !== undefined) {
+      obj.minHosts = Math.round(message.minHosts);
+    }
+    if (message.minSamplesPerHost !== undefined) {
+      obj.minSamplesPerHost = Math.round(message.minSamplesPerHost);
+    }
+    if (message.confidence !== undefined) {
+      obj.confidence = floatToJson(message.confidence);
+    }
+    if (message.maxInputMismatchPct !== undefined) {
+      obj.maxInputMismatchPct = floatToJson(message.maxInputMismatchPct);
+    }
     return obj;
   },
 
@@ -1064,6 +1192,11 @@ export const SuccessCriteria: MessageFns<SuccessCriteria> = {
     message.minCardinalityReductionPct = object.minCardinalityReductionPct ?? undefined;
     message.maxCriticalProcessLossPct = object.maxCriticalProcessLossPct ?? undefined;
     message.maxCollectorCpuOverheadPct = object.maxCollectorCpuOverheadPct ?? undefined;
+    message.dryRun = object.dryRun?.map((e) => e) || [];
+    message.minHosts = object.minHosts ?? undefined;
+    message.minSamplesPerHost = object.minSamplesPerHost ?? undefined;
+    message.confidence = object.confidence ?? undefined;
+    message.maxInputMismatchPct = object.maxInputMismatchPct ?? undefined;
     return message;
   },
 };
@@ -2444,6 +2577,206 @@ export const RollbackExperimentResponse: MessageFns<RollbackExperimentResponse> 
   },
   fromPartial(object: DeepPartial<RollbackExperimentResponse>): RollbackExperimentResponse {
     const message = createBaseRollbackExperimentResponse();
+    message.outcome = (object.outcome !== undefined && object.outcome !== null)
+      ? CommandOutcome.fromPartial(object.outcome)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRejudgeExperimentRequest(): RejudgeExperimentRequest {
+  return { id: "", idempotencyKey: "", expectedVersion: undefined, successCriteria: undefined };
+}
+
+export const RejudgeExperimentRequest: MessageFns<RejudgeExperimentRequest> = {
+  encode(message: RejudgeExperimentRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.idempotencyKey !== "") {
+      writer.uint32(18).string(message.idempotencyKey);
+    }
+    if (message.expectedVersion !== undefined) {
+      writer.uint32(24).int64(message.expectedVersion);
+    }
+    if (message.successCriteria !== undefined) {
+      SuccessCriteria.encode(message.successCriteria, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RejudgeExperimentRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRejudgeExperimentRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.idempotencyKey = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.expectedVersion = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.successCriteria = SuccessCriteria.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RejudgeExperimentRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      idempotencyKey: isSet(object.idempotencyKey)
+        ? globalThis.String(object.idempotencyKey)
+        : isSet(object.idempotency_key)
+        ? globalThis.String(object.idempotency_key)
+        : "",
+      expectedVersion: isSet(object.expectedVersion)
+        ? globalThis.Number(object.expectedVersion)
+        : isSet(object.expected_version)
+        ? globalThis.Number(object.expected_version)
+        : undefined,
+      successCriteria: isSet(object.successCriteria)
+        ? SuccessCriteria.fromJSON(object.successCriteria)
+        : isSet(object.success_criteria)
+        ? SuccessCriteria.fromJSON(object.success_criteria)
+        : undefined,
+    };
+  },
+
+  toJSON(message: RejudgeExperimentRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.idempotencyKey !== "") {
+      obj.idempotencyKey = message.idempotencyKey;
+    }
+    if (message.expectedVersion !== undefined) {
+      obj.expectedVersion = Math.round(message.expectedVersion);
+    }
+    if (message.successCriteria !== undefined) {
+      obj.successCriteria = SuccessCriteria.toJSON(message.successCriteria);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RejudgeExperimentRequest>): RejudgeExperimentRequest {
+    return RejudgeExperimentRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RejudgeExperimentRequest>): RejudgeExperimentRequest {
+    const message = createBaseRejudgeExperimentRequest();
+    message.id = object.id ?? "";
+    message.idempotencyKey = object.idempotencyKey ?? "";
+    message.expectedVersion = object.expectedVersion ?? undefined;
+    message.successCriteria = (object.successCriteria !== undefined && object.successCriteria !== null)
+      ? SuccessCriteria.fromPartial(object.successCriteria)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRejudgeExperimentResponse(): RejudgeExperimentResponse {
+  return { outcome: undefined };
+}
+
+export const RejudgeExperimentResponse: MessageFns<RejudgeExperimentResponse> = {
+  encode(message: RejudgeExperimentResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.outcome !== undefined) {
+      CommandOutcome.encode(message.outcome, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RejudgeExperimentResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRejudgeExperimentResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.outcome = CommandOutcome.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RejudgeExperimentResponse {
+    return { outcome: isSet(object.outcome) ? CommandOutcome.fromJSON(object.outcome) : undefined };
+  },
+
+  toJSON(message: RejudgeExperimentResponse): unknown {
+    const obj: any = {};
+    if (message.outcome !== undefined) {
+      obj.outcome = CommandOutcome.toJSON(message.outcome);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RejudgeExperimentResponse>): RejudgeExperimentResponse {
+    return RejudgeExperimentResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RejudgeExperimentResponse>): RejudgeExperimentResponse {
+    const message = createBaseRejudgeExperimentResponse();
     message.outcome = (object.outcome !== undefined && object.outcome !== null)
       ? CommandOutcome.fromPartial(object.outcome)
       : undefined;
@@ -5031,6 +5364,21 @@ export const ExperimentServiceService = {
       Buffer.from(RollbackExperimentResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RollbackExperimentResponse => RollbackExperimentResponse.decode(value),
   },
+  /**
+   * Judges a completed or failed experiment again under other success criteria, from its stored
+   * evidence (nothing is measured again); the original verdict stays. FAILED_PRECONDITION otherwise.
+   */
+  rejudgeExperiment: {
+    path: "/phoenix.v1.ExperimentService/RejudgeExperiment" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RejudgeExperimentRequest): Buffer =>
+      Buffer.from(RejudgeExperimentRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RejudgeExperimentRequest => RejudgeExperimentRequest.decode(value),
+    responseSerialize: (value: RejudgeExperimentResponse): Buffer =>
+      Buffer.from(RejudgeExperimentResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RejudgeExperimentResponse => RejudgeExperimentResponse.decode(value),
+  },
   /** One experiment, from the read models. */
   getExperiment: {
     path: "/phoenix.v1.ExperimentService/GetExperiment" as const,
@@ -5155,6 +5503,11 @@ export interface ExperimentServiceServer extends UntypedServiceImplementation {
   promoteExperiment: handleUnaryCall<PromoteExperimentRequest, PromoteExperimentResponse>;
   /** Rolls a promotion back: its commit reverted, the baseline rolled out again. */
   rollbackExperiment: handleUnaryCall<RollbackExperimentRequest, RollbackExperimentResponse>;
+  /**
+   * Judges a completed or failed experiment again under other success criteria, from its stored
+   * evidence (nothing is measured again); the original verdict stays. FAILED_PRECONDITION otherwise.
+   */
+  rejudgeExperiment: handleUnaryCall<RejudgeExperimentRequest, RejudgeExperimentResponse>;
   /** One experiment, from the read models. */
   getExperiment: handleUnaryCall<GetExperimentRequest, GetExperimentResponse>;
   /** Experiments, newest first, a page at a time. */
@@ -5271,6 +5624,25 @@ export interface ExperimentServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RollbackExperimentResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Judges a completed or failed experiment again under other success criteria, from its stored
+   * evidence (nothing is measured again); the original verdict stays. FAILED_PRECONDITION otherwise.
+   */
+  rejudgeExperiment(
+    request: RejudgeExperimentRequest,
+    callback: (error: ServiceError | null, response: RejudgeExperimentResponse) => void,
+  ): ClientUnaryCall;
+  rejudgeExperiment(
+    request: RejudgeExperimentRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RejudgeExperimentResponse) => void,
+  ): ClientUnaryCall;
+  rejudgeExperiment(
+    request: RejudgeExperimentRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RejudgeExperimentResponse) => void,
   ): ClientUnaryCall;
   /** One experiment, from the read models. */
   getExperiment(
