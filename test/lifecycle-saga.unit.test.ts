@@ -94,6 +94,10 @@ const events: Record<ExperimentEventType, ExperimentEvent> = {
   ExperimentFailed: { type: 'ExperimentFailed', data: { at: at(T), reason: 'node lost' } },
   ExperimentCancelled: { type: 'ExperimentCancelled', data: { at: at(T), reason: 'not needed' } },
   VariantTornDown: { type: 'VariantTornDown', data: { at: at(T), variant: 'baseline' } },
+  ExperimentProbed: {
+    type: 'ExperimentProbed',
+    data: { at: at(T), missing: [{ process: 'node-0001/sshd', since: at(T - 30) }] },
+  },
 };
 
 const EVENT_ID = 'evt-42';
@@ -187,6 +191,7 @@ const table: Record<ExperimentEventType, Record<SagaStateName, Then>> = {
   ExperimentFailed: ending,
   ExperimentCancelled: ending,
   VariantTornDown: everyState(() => nothing),
+  ExperimentProbed: everyState(() => nothing),
 };
 
 describe('Lifecycle saga: every saga state × every event', () => {

@@ -17,7 +17,10 @@ describe('PromQL compatibility queries', () => {
       ['a / on(job) b offset 5m', `a{${S}} / on(job) b{${S}} offset 5m`],
       ['max_over_time(rate(x[1m])[10m:1m])', `max_over_time(rate(x{${S}}[1m])[10m:1m])`],
       // A string literal that looks like a selector is left alone.
-      ['label_replace(up, "dst", "x{y}", "src", "(.*)")', `label_replace(up{${S}}, "dst", "x{y}", "src", "(.*)")`],
+      [
+        'label_replace(up, "dst", "x{y}", "src", "(.*)")',
+        `label_replace(up{${S}}, "dst", "x{y}", "src", "(.*)")`,
+      ],
     ];
     for (const [query, expected] of cases) assert.equal(withLabelMatchers(query, scope), expected, query);
   });

@@ -92,10 +92,7 @@ export class ScrapeHistory {
   }
 
   /** The kept samples whose wall time is within [fromMs, toMs], oldest first. */
-  *between(
-    fromMs: number,
-    toMs: number,
-  ): Generator<HistorySample> {
+  *between(fromMs: number, toMs: number): Generator<HistorySample> {
     for (let i = 0; i < this.count; i++) {
       const wallMs = this.wall[i] as number;
       if (wallMs < fromMs || wallMs > toMs) continue;

@@ -534,7 +534,10 @@ export class LocalDataPlane {
       case 'drop':
         for (let h = 0; h < state.failedPoints.length; h++)
           state.failedPoints[h] = (state.failedPoints[h] as number) + fault.pointsPerHost;
-        pushBounded(record.dropsAt, { at: this.now(), points: fault.pointsPerHost * state.failedPoints.length });
+        pushBounded(record.dropsAt, {
+          at: this.now(),
+          points: fault.pointsPerHost * state.failedPoints.length,
+        });
         return true;
       default: {
         const _never: never = fault;

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { ExperimentSpec } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
 import { compileCollectorRegex } from '../domain/pipelines/index.js';
+import { checkPromQL } from './promql.js';
 
 /**
  * zod schemas for what crosses the boundary: request bodies and stored event payloads. Types are
@@ -125,6 +126,51 @@ export const regexSource = dbText()
     if (!check.ok) ctx.addIssue({ code: 'custom', message: check.message });
   });
 
+/** Most compatibility queries per experiment, and the longest query. */
+export const MAX_COMPATIBILITY_QUERIES = 20;
+export const MAX_PROMQL_LENGTH = 2000;
+
+/** A compatibility query as a user submits it: named (unique), parsed by Prometheus's grammar. */
+export const compatibilityQuerySchema = z.strictObject({
+  name: dbText()
+    .min(1)
+    .max(63)
+    .regex(
+      /^[A-Za-z0-9][-A-Za-z0-9_.]*$/,
+      'must be letters, digits, -, _ or . (starting with a letter or digit)',
+    ),
+  query: dbText()
+    .min(1)
+    .max(MAX_PROMQL_LENGTH)
+    .superRefine((query, ctx) => {
+      const check = checkPromQL(query);
+      if (!check.ok) ctx.addIssue({ code: 'custom', message: check.message });
+      else if (check.selectors === 0)
+        ctx.addIssue({
+          code: 'custom',
+          message: 'selects no series: it would give the same answer for both variants',
+        });
+    }),
+  /** The most the candidate's value may differ from the baseline's, in %; default: the judge's. */
+  maxDivergencePct: z.number().min(0).max(1000).optional(),
+});
+
+const uniqueQueryNames = (
+  queries: readonly { readonly name: string }[],
+  ctx: z.core.$RefinementCtx<readonly { readonly name: string }[]>,
+): void => {
+  const seen = new Set<string>();
+  queries.forEach((q, i) => {
+    if (seen.has(q.name))
+      ctx.addIssue({
+        code: 'custom',
+        path: [i, 'name'],
+        message: `duplicate query name ${JSON.stringify(q.name)}`,
+      });
+    seen.add(q.name);
+  });
+};
+
 export const variantSpecSchema = z.strictObject({
   template: dbText().min(1).max(100),
   params: z.record(z.string().max(100), z.unknown()).superRefine(holdableJson).default({}),
@@ -154,12 +200,24 @@ export const experimentSpecSchema = z.strictObject({
       minCardinalityReductionPct: z.number().min(0).max(100).default(50),
       maxCriticalProcessLossPct: z.number().min(0).max(100).default(0),
       maxCollectorCpuOverheadPct: z.number().min(0).max(1000).default(10),
+      /** Early abort: how long a critical process may be missing from the candidate while it runs. */
+      criticalGraceSeconds: z
+        .number()
+        .int()
+        .min(0)
+        .max(7 * 24 * 3600)
+        .optional(),
     })
     .default({
       minCardinalityReductionPct: 50,
       maxCriticalProcessLossPct: 0,
       maxCollectorCpuOverheadPct: 10,
     }),
+  compatibilityQueries: z
+    .array(compatibilityQuerySchema)
+    .max(MAX_COMPATIBILITY_QUERIES)
+    .superRefine(uniqueQueryNames)
+    .optional(),
 });
 
 export type ExperimentSpecInput = z.infer<typeof experimentSpecSchema>;
@@ -177,6 +235,15 @@ function storedVariantSchema() {
  */
 export const storedSpecSchema = experimentSpecSchema.extend({
   criticalProcesses: z.array(z.string().max(256)).max(100).default([]),
+  compatibilityQueries: z
+    .array(
+      z.strictObject({
+        name: z.string(),
+        query: z.string(),
+        maxDivergencePct: z.number().optional(),
+      }),
+    )
+    .optional(),
   baseline: storedVariantSchema(),
   candidate: storedVariantSchema(),
 });
@@ -219,7 +286,16 @@ export const eventDataSchemas = {
     reason: z.string(),
   }),
   ExperimentCompleted: z.object({ at, reason: z.string() }),
-  ExperimentFailed: z.object({ at, reason: z.string() }),
+  ExperimentFailed: z.object({
+    at,
+    reason: z.string(),
+    // The early abort's evidence (domain/early-abort.ts AbortEvidence), kept as recorded.
+    abort: z.record(z.string(), z.unknown()).optional(),
+  }),
+  ExperimentProbed: z.object({
+    at,
+    missing: z.array(z.object({ process: z.string(), since: at })),
+  }),
   ExperimentCancelled: z.object({ at, reason: z.string() }),
   VariantTornDown: z.object({ at, variant }),
 } as const;

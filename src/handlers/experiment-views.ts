@@ -29,6 +29,8 @@ export const stateView = (s: ExistingExperiment, upTo: readonly StoredEvent<Expe
     ...(s.statusReason ? { statusReason: s.statusReason } : {}),
     deployments: s.deployments,
     ...(s.analysis ? { analysis: s.analysis } : {}),
+    ...(s.abort ? { abort: s.abort } : {}),
+    ...(s.probeMissing && s.probeMissing.length > 0 ? { probeMissing: s.probeMissing } : {}),
     version: upTo.length,
     position: last.position,
     at: last.metadata.occurredAt,

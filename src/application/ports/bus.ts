@@ -76,11 +76,23 @@ export const analyzeExperimentSchema = z.object({
   correlationId: z.string().optional(),
 });
 
+/** A look at a running experiment for early abort: the answer is a ProbeCompleted result. */
+export const probeExperimentSchema = z.object({
+  type: z.literal('ProbeExperiment'),
+  commandId: id,
+  experimentId,
+  spec: storedSpecSchema,
+  runStartedAt: z.iso.datetime({ offset: true }),
+  causationId: z.string().optional(),
+  correlationId: z.string().optional(),
+});
+
 export const busCommandSchema = z.discriminatedUnion('type', [
   deployVariantSchema,
   teardownExperimentSchema,
   analyzeExperimentSchema,
   verifyDeploymentSchema,
+  probeExperimentSchema,
 ]);
 
 const resultBase = {
@@ -135,7 +147,27 @@ export const analysisFailedSchema = z.object({
   reason: z.string(),
 });
 
+const collectorHealthSchema = z.object({
+  restarts: z.number().nullable(),
+  droppedPoints: z.number().nullable(),
+});
+
+/** What a probe found (domain/early-abort.ts ProbeFindings). */
+export const probeFindingsSchema = z.object({
+  at: z.iso.datetime({ offset: true }),
+  missingCriticalProcesses: z.array(z.string()).nullable(),
+  collectorHealth: z.object({ baseline: collectorHealthSchema, candidate: collectorHealthSchema }),
+  detail: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const probeCompletedSchema = z.object({
+  type: z.literal('ProbeCompleted'),
+  ...resultBase,
+  findings: probeFindingsSchema,
+});
+
 export const busResultSchema = z.discriminatedUnion('type', [
+  probeCompletedSchema,
   variantDeployedSchema,
   variantDeployFailedSchema,
   experimentTornDownSchema,
@@ -148,6 +180,8 @@ export type DeployVariant = z.infer<typeof deployVariantSchema>;
 export type TeardownExperiment = z.infer<typeof teardownExperimentSchema>;
 export type AnalyzeExperiment = z.infer<typeof analyzeExperimentSchema>;
 export type VerifyDeployment = z.infer<typeof verifyDeploymentSchema>;
+export type ProbeExperiment = z.infer<typeof probeExperimentSchema>;
+export type ProbeCompletedResult = z.infer<typeof probeCompletedSchema>;
 export type AnalysisWindow = z.infer<typeof analysisWindowSchema>;
 export type BusCommand = z.infer<typeof busCommandSchema>;
 /** What a sender writes: defaults (empty params, no critical processes…) may be left out. */
@@ -171,6 +205,7 @@ export const queueOf = (type: BusCommand['type']): CommandQueue => {
     case 'VerifyDeployment':
       return 'deployer';
     case 'AnalyzeExperiment':
+    case 'ProbeExperiment':
       return 'analyzer';
     default: {
       const _never: never = type;
