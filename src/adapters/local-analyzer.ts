@@ -104,6 +104,7 @@ export class LocalAnalyzer implements Analyzer {
             collectorCpuCores: f.collectorCpuCores,
             collectorMemoryBytes: f.collectorMemoryBytes,
             inputPointsPerMinute: f.inputPointsPerMinute,
+            inputProcesses: f.inputProcesses,
           });
           count++;
         });

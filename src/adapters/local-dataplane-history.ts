@@ -1,10 +1,10 @@
 /**
  * A bounded record of one variant's scrapes over a run: per host, the figures the paired statistics
- * compare (series, data points per minute, collector CPU and memory, points received per minute).
+ * compare (series, data points per minute, collector CPU and memory, points received per minute, processes the scraper saw).
  *
- * Memory is fixed when the variant deploys: `capacity` samples × hosts × 5 figures, as float32
- * (20 bytes per host and sample) plus two float64 times per sample. At the default 120 samples a
- * 1,000-host variant holds 2.4 MB, an experiment (two variants) 4.8 MB, whatever the run's length:
+ * Memory is fixed when the variant deploys: `capacity` samples × hosts × 6 figures, as float32
+ * (24 bytes per host and sample) plus two float64 times per sample. At the default 120 samples a
+ * 1,000-host variant holds 2.9 MB, an experiment (two variants) 5.8 MB, whatever the run's length:
  * when the record is full, every other sample is dropped and from then on only every second scrape is
  * kept (the stride doubles), so the samples stay evenly spaced over the whole run instead of losing
  * its beginning as a ring buffer would.
@@ -15,6 +15,8 @@ export interface HostFigures {
   readonly collectorCpuCores: number;
   readonly collectorMemoryBytes: number;
   readonly inputPointsPerMinute: number;
+  /** Processes the scraper saw. */
+  readonly inputProcesses: number;
 }
 
 /** One kept sample: its times and every host's figures. */
@@ -26,7 +28,7 @@ export interface HistorySample {
 
 export const DEFAULT_HISTORY_CAPACITY = 120;
 
-const FIGURES = 5;
+const FIGURES = 6;
 
 export class ScrapeHistory {
   /** Wall-clock milliseconds of each kept sample. */
@@ -38,7 +40,7 @@ export class ScrapeHistory {
   private count = 0;
   private stride = 1;
   /** Scrapes offered since the last kept one. */
-  private skipped = 0;
+  private sinceKept = 0;
 
   constructor(
     readonly hosts: number,
@@ -61,9 +63,10 @@ export class ScrapeHistory {
 
   /** Offers one scrape; `figure(h)` is read only when the scrape is kept. */
   record(wallMs: number, simulatedSeconds: number, figure: (host: number) => HostFigures): void {
-    if (++this.skipped < this.stride && this.count > 0) return;
-    this.skipped = 0;
+    this.sinceKept++;
     if (this.count === this.capacity) this.halve();
+    if (this.count > 0 && this.sinceKept < this.stride) return;
+    this.sinceKept = 0;
     const i = this.count++;
     this.wall[i] = wallMs;
     this.simulated[i] = simulatedSeconds;
@@ -75,14 +78,19 @@ export class ScrapeHistory {
       this.values[o + 2] = f.collectorCpuCores;
       this.values[o + 3] = f.collectorMemoryBytes;
       this.values[o + 4] = f.inputPointsPerMinute;
+      this.values[o + 5] = f.inputProcesses;
     }
   }
 
-  /** Keeps samples 1, 3, 5, … (the later of each pair) and doubles the stride. */
+  /**
+   * Keeps every other sample counted back from the newest (which stays, so the next kept scrape is a
+   * new stride after it) and doubles the stride.
+   */
   private halve(): void {
     const perSample = this.hosts * FIGURES;
+    const first = (this.count - 1) % 2;
     let kept = 0;
-    for (let i = 1; i < this.count; i += 2, kept++) {
+    for (let i = first; i < this.count; i += 2, kept++) {
       this.wall[kept] = this.wall[i] as number;
       this.simulated[kept] = this.simulated[i] as number;
       this.values.copyWithin(kept * perSample, i * perSample, (i + 1) * perSample);
@@ -109,6 +117,7 @@ export class ScrapeHistory {
             collectorCpuCores: values[o + 2] as number,
             collectorMemoryBytes: values[o + 3] as number,
             inputPointsPerMinute: values[o + 4] as number,
+            inputProcesses: values[o + 5] as number,
           };
         },
       };

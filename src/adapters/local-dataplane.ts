@@ -106,7 +106,7 @@ export interface LocalDataPlaneOptions {
   readonly defaultProcessesPerHost?: number;
   /**
    * Samples kept per variant and host over a run (see ScrapeHistory): fixed memory of
-   * 20 bytes × hosts × this per variant; default 120.
+   * 24 bytes × hosts × this per variant; default 120.
    */
   readonly historyCapacity?: number;
   /** Wall-clock milliseconds, stamped on each kept sample (the run's window is wall-clock time). */
@@ -663,6 +663,7 @@ export class LocalDataPlane {
       collectorCpuCores: (last.hostCpuSeconds[h] as number) / state.pipeline.intervalSeconds,
       collectorMemoryBytes: state.rss[h] as number,
       inputPointsPerMinute: (last.hostReceived[h] as number) * perMinute,
+      inputProcesses: last.hostScraped[h] as number,
     }));
   }
 

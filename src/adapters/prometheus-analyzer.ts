@@ -91,7 +91,8 @@ interface RangeSeries {
   readonly values: readonly (readonly [number, number])[];
 }
 
-type HostFigure = Exclude<keyof HostSample, 'at' | 'host' | 'variant'>;
+// inputProcesses: a collector's telemetry does not say how many processes its scraper saw.
+type HostFigure = Exclude<keyof HostSample, 'at' | 'host' | 'variant' | 'inputProcesses'>;
 
 // Collector v0.165 exports its own metrics without unit or `_total` suffixes; older ones with them.
 const SENT = 'otelcol_exporter_sent_metric_points(_total)?';
