@@ -762,11 +762,11 @@ export class LocalDataPlane {
           'Number of metric points in failed attempts to send to destination.',
           'counter',
         ).lines.push(function* () {
+          // The failed points are the first exporter's (the fault is per host, not per exporter).
+          const e = last.exporters[0];
           let buf = '';
-          for (let h = 0; h < fleet.hosts; h++) {
-            for (const e of last.exporters)
-              buf += `otelcol_exporter_send_failed_metric_points_total{${self(h, `,exporter="${e.id}"`)}} ${state.failedPoints[h]}\n`;
-          }
+          for (let h = 0; h < fleet.hosts && e; h++)
+            buf += `otelcol_exporter_send_failed_metric_points_total{${self(h, `,exporter="${e.id}"`)}} ${state.failedPoints[h]}\n`;
           yield buf;
         });
       family(

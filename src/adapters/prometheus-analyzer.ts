@@ -54,6 +54,11 @@ export interface PrometheusAnalyzerOptions {
   readonly maxSamplesPerHost?: number;
   /** Smallest window of the per-host rates (at least two steps); default 60. */
   readonly rateWindowSeconds?: number;
+  /**
+   * Collector health looks this much further back than the run's start, so that a restart right after
+   * it is seen (a reset shows between two samples); about one scrape interval, default 15.
+   */
+  readonly healthLookbackSeconds?: number;
   /** How far back a probe looks for the variants' process series; default 120. */
   readonly probeLookbackSeconds?: number;
   readonly fetch?: typeof fetch;
@@ -426,7 +431,10 @@ export class PrometheusAnalyzer implements Analyzer, UsageSource {
     to: Date,
     evidence: QueryEvidence[],
   ): Promise<CollectorHealth> {
-    const r = `[${Math.max(1, Math.floor((to.getTime() - from.getTime()) / 1000))}s]`;
+    // Back by one scrape: a reset is seen between two samples, and the one before the first restart
+    // inside the window lies before it.
+    const lookback = this.options.healthLookbackSeconds ?? 15;
+    const r = `[${Math.max(1, Math.floor((to.getTime() - from.getTime()) / 1000) + lookback)}s]`;
     const sel = (name: string) => this.selector(experimentId, variant, name);
     const seenQuery = `count(last_over_time(${sel(UPTIME)}${r}))`;
     const restartsQuery = `sum(resets(${sel(UPTIME)}${r}))`;
