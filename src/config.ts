@@ -91,6 +91,8 @@ const configSchema = z.object({
   /** Where the local (simulated) data plane serves its variants' metrics for Prometheus; 0: any free port. */
   PHOENIX_DATAPLANE_HOST: z.string().min(1).default('127.0.0.1'),
   PHOENIX_DATAPLANE_PORT: z.coerce.number().int().min(0).max(65535).default(0),
+  /** How often the saga probes each running experiment for early abort (seconds, fractions allowed); 0: never. */
+  PHOENIX_PROBE_INTERVAL_SECONDS: z.coerce.number().min(0).max(3600).default(30),
   /** Run the deployer and analyzer workers inside the server too (always needed without NATS). */
   PHOENIX_INPROCESS_WORKERS: z
     .enum(['true', 'false'])
