@@ -123,6 +123,15 @@ export const specInputOf = (spec: ExperimentSpec | undefined): unknown => {
           },
     durationSeconds: spec.durationSeconds,
     criticalProcesses: spec.criticalProcesses,
+    ...(spec.compatibilityQueries.length > 0
+      ? {
+          compatibilityQueries: spec.compatibilityQueries.map((q) => ({
+            name: q.name,
+            query: q.query,
+            ...(q.maxDivergencePct !== undefined ? { maxDivergencePct: q.maxDivergencePct } : {}),
+          })),
+        }
+      : {}),
     ...(criteria
       ? {
           successCriteria: {
@@ -154,6 +163,11 @@ const specMessage = (s: DomainSpec): ExperimentSpec => ({
   durationSeconds: s.durationSeconds,
   criticalProcesses: [...s.criticalProcesses],
   successCriteria: { ...s.successCriteria },
+  compatibilityQueries: (s.compatibilityQueries ?? []).map((q) => ({
+    name: q.name,
+    query: q.query,
+    maxDivergencePct: q.maxDivergencePct,
+  })),
 });
 
 type ExperimentLike = DomainSpec & {
