@@ -55,7 +55,7 @@ describe('compatibility queries at the API', () => {
     ] as const) {
       const res = await create(validSpec({ compatibilityQueries: queries }));
       assert.equal(res.statusCode, 400, res.body);
-      assert.match(res.headers['content-type'] ?? '', /application\/problem\+json/);
+      assert.match(String(res.headers['content-type']), /application\/problem\+json/);
       const errors = JSON.stringify(res.json());
       assert.ok(errors.includes(field), `${field} in ${errors}`);
       assert.match(errors, message);
