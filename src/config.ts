@@ -117,6 +117,8 @@ const configSchema = z.object({
   PHOENIX_GITOPS_TOKEN_FILE: z.string().min(1).optional(),
   /** The promoter's working clone; `<PHOENIX_DATA_DIR>/gitops` unless set. */
   PHOENIX_GITOPS_WORKDIR: z.string().min(1).optional(),
+  /** How often the saga probes each running experiment for early abort (seconds, fractions allowed); 0: never. */
+  PHOENIX_PROBE_INTERVAL_SECONDS: z.coerce.number().min(0).max(3600).default(30),
   /** Run the deployer and analyzer workers inside the server too (always needed without NATS). */
   PHOENIX_INPROCESS_WORKERS: z
     .enum(['true', 'false'])

@@ -71,6 +71,8 @@ export interface System {
   readonly app: FastifyInstance;
   /** The gRPC API, built without listening (serve listens on GRPC_PORT); undefined when GRPC_PORT=0. */
   readonly grpc: GrpcServer | undefined;
+  /** The local data plane of the in-process workers, when they run one (chaos: collector faults). */
+  readonly dataPlane: LocalDataPlane | undefined;
   /** Starts the background parts (projections, sagas). */
   start(): Promise<void>;
   /** Stops everything, in reverse order, and closes connections. */
@@ -234,7 +236,7 @@ export async function createWorkerAdapters(
   config: Config,
   logger: Logger,
   kinds: WorkerKinds = { deployer: true, analyzer: true },
-): Promise<WorkerAdapters> {
+): Promise<WorkerAdapters & { readonly dataPlane?: LocalDataPlane }> {
   const needsPlane =
     (kinds.deployer && config.PHOENIX_DEPLOYER === 'local') ||
     (kinds.analyzer && config.PHOENIX_ANALYZER === 'local');
@@ -265,6 +267,7 @@ export async function createWorkerAdapters(
     return {
       ...(deployer ? { deployer: { deployer: deployer.deployer, usage: deployer.usage } } : {}),
       ...(kinds.analyzer ? { analyzer: createAnalyzer(config, deps) } : {}),
+      ...(dataPlane ? { dataPlane } : {}),
       close,
     };
   } catch (err) {
@@ -345,6 +348,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     logger,
     metrics: commandMetrics,
     known,
+    probeIntervalMs: config.PHOENIX_PROBE_INTERVAL_SECONDS * 1000,
   });
   const sagaRunner = new ProjectionRunner<ExperimentEvent>({
     database,
@@ -463,6 +467,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     bus,
     app,
     grpc,
+    dataPlane: workerAdapters?.dataPlane,
     async start() {
       await projections.start();
       await hub.start();

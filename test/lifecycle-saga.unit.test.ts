@@ -109,6 +109,10 @@ const events: Record<ExperimentEventType, ExperimentEvent> = {
     type: 'AnalysisRejudged',
     data: { at: at(T), actor: 'alice', criteria: spec.successCriteria, analysis },
   },
+  ExperimentProbed: {
+    type: 'ExperimentProbed',
+    data: { at: at(T), missing: [{ process: 'node-0001/sshd', since: at(T - 30) }] },
+  },
 };
 
 /** A completed experiment whose promotion is out there (what promotion events are reacted to with). */
@@ -245,6 +249,7 @@ const table: Record<ExperimentEventType, Record<SagaStateName, Then>> = {
   RolledBack: everyState(() => nothing),
   RollbackFailed: everyState(() => nothing),
   AnalysisRejudged: everyState(() => nothing),
+  ExperimentProbed: everyState(() => nothing),
 };
 
 describe('Lifecycle saga: every saga state × every event', () => {

@@ -189,8 +189,15 @@ describe('the otelcol deployer (issue 17 §5)', { skip: skip || false }, () => {
       'node-0003/kubelet',
     ]);
     assert.deepEqual(measured.missingCriticalProcesses, []);
-    const queries = (measured.evidence as { queries: { baseline: Record<string, string> } }).queries;
-    assert.match(queries.baseline.collectorCpuCores ?? '', /otelcol_process_cpu_seconds/);
+    const queries = (measured.evidence as { queries: { figure: string; variant: string; query: string }[] })
+      .queries;
+    const queryOf = (figure: string) =>
+      queries.find((q) => q.figure === figure && q.variant === 'baseline')?.query ?? '';
+    assert.match(queryOf('collectorCpuCores'), /otelcol_process_cpu_seconds/);
+    // Per host: the process series carry the node, the sharded collectors' own telemetry does not.
+    const sampledHosts = new Set((measured.samples ?? []).map((s) => s.host));
+    assert.deepEqual([...sampledHosts].sort(), ['node-0001', 'node-0002', 'node-0003']);
+    assert.ok((measured.samples ?? []).every((s) => s.collectorCpuCores === null));
 
     // Teardown: no process, no folder, no target left.
     const pids = [pidOf(baseline.detail), pidOf(candidate.detail)];

@@ -189,13 +189,17 @@ describe('the lifecycle on real collectors, judged from a real Prometheus (issue
     const events = (await api('GET', `/api/v1/experiments/${ids[0]}/events?limit=1000`)).body.items as {
       type: string;
       data: {
-        analysis?: { evidence?: { source?: string; queries?: { baseline?: Record<string, string> } } };
+        analysis?: {
+          evidence?: { source?: string; queries?: { figure: string; variant: string; query: string }[] };
+        };
       };
     }[];
     const evidence = events.find((e) => e.type === 'AnalysisRecorded')?.data.analysis?.evidence;
     assert.equal(evidence?.source, 'prometheus');
-    assert.match(evidence?.queries?.baseline?.collectorCpuCores ?? '', /otelcol_process_cpu_seconds/);
-    assert.match(evidence?.queries?.baseline?.collectorMemoryBytes ?? '', /otelcol_process_memory_rss/);
+    const query = (figure: string) =>
+      evidence?.queries?.find((q) => q.figure === figure && q.variant === 'baseline')?.query ?? '';
+    assert.match(query('collectorCpuCores'), /otelcol_process_cpu_seconds/);
+    assert.match(query('collectorMemoryBytes'), /otelcol_process_memory_rss/);
 
     // Completed experiments are torn down: no collector left.
     const deadline = Date.now() + 60_000;

@@ -156,19 +156,143 @@ describe('Prometheus analyzer against a real Prometheus', { skip }, () => {
     assert.equal(local.criticalProcessLossPct, verdict.criticalProcessLossPct);
 
     const evidence = fromPrometheus.evidence as {
-      queries: { baseline: { series: string }; criticalProcesses: { missing: string } };
+      queries: { figure: string; variant: Variant | null; query: string; samples: number }[];
       window: { warmupSeconds: number; measured: { start: string } };
     };
-    assert.equal(
-      evidence.queries.baseline.series,
-      `count(last_over_time({__name__=~"process_.+",experiment_id="${experimentId}",variant="baseline"}[${(fromPrometheus.evidence.window as { rangeSeconds: number }).rangeSeconds}s]))`,
-    );
+    const queryOf = (figure: string, variant: Variant) =>
+      evidence.queries.find((q) => q.figure === figure && q.variant === variant);
+    assert.deepEqual(queryOf('series', 'baseline'), {
+      figure: 'series',
+      variant: 'baseline',
+      query: `count(last_over_time({__name__=~"process_.+",experiment_id="${experimentId}",variant="baseline"}[${(fromPrometheus.evidence.window as { rangeSeconds: number }).rangeSeconds}s]))`,
+      samples: 1,
+    });
     assert.match(
-      evidence.queries.criticalProcesses.missing,
+      queryOf('missingCriticalProcesses', 'candidate')?.query ?? '',
       / unless on \(k8s_node_name, process_executable_name\) /,
     );
+    assert.equal(queryOf('missingCriticalProcesses', 'candidate')?.samples, HOSTS);
     assert.equal(evidence.window.warmupSeconds, 2);
     assert.equal(Date.parse(evidence.window.measured.start), windowStart.getTime() + 2000);
+  });
+
+  it('returns every host’s samples of both variants over the window, from range queries', async () => {
+    const analyzer = new PrometheusAnalyzer({
+      url: prometheus.url,
+      warmupSeconds: 2,
+      stepSeconds: 1,
+      rateWindowSeconds: 4,
+    });
+    const window = { start: windowStart, end: new Date() };
+    const m = await analyzer.measure({
+      experimentId,
+      spec: {
+        ...spec,
+        compatibilityQueries: [
+          { name: 'cpu', query: 'sum(rate(process_cpu_time_seconds_total[4s]))' },
+          // The minimal template keeps no per-process CPU time: nothing on the candidate.
+          { name: 'sshd-memory', query: 'sum(process_memory_usage_bytes{process_executable_name="sshd"})' },
+          {
+            name: 'kubelet',
+            query:
+              'count(count by (k8s_node_name) (process_memory_usage_bytes{process_executable_name="kubelet"}))',
+          },
+        ],
+      },
+      window,
+    });
+    const samples = m.samples ?? [];
+    const rangeSeconds = (window.end.getTime() - windowStart.getTime()) / 1000 - 2;
+    for (const v of ['baseline', 'candidate'] as const) {
+      const mine = samples.filter((s) => s.variant === v);
+      assert.equal(new Set(mine.map((s) => s.host)).size, HOSTS, `${v}: every host`);
+      const perHost = mine.length / HOSTS;
+      assert.ok(
+        perHost >= rangeSeconds - 2 && perHost <= rangeSeconds + 2,
+        `${v}: ${perHost} samples per host over ${rangeSeconds} s`,
+      );
+      for (const s of mine) {
+        assert.ok((s.series ?? 0) > 0, `${v} ${s.host} ${s.at}: series ${s.series}`);
+        assert.ok((s.collectorMemoryBytes ?? 0) > 40e6, `${v} memory ${s.collectorMemoryBytes}`);
+      }
+      // Rates need two scrapes in their window: the later samples all have them.
+      const late = mine.filter((s) => Date.parse(s.at) > windowStart.getTime() + 6000);
+      assert.ok(late.length > 0);
+      for (const s of late) {
+        assert.ok(
+          (s.datapointsPerMinute ?? 0) > 0 && (s.collectorCpuCores ?? 0) > 0,
+          `${v} rates at ${s.at}`,
+        );
+        assert.ok((s.inputPointsPerMinute ?? 0) > 0, `${v} input at ${s.at}`);
+      }
+    }
+    // Per host, the fleet figure is the sum of the hosts' (the data plane's figures are per node).
+    const lastAt = (v: Variant) => samples.filter((s) => s.variant === v).at(-1)?.at;
+    const fleetSeries = samples
+      .filter((s) => s.variant === 'candidate' && s.at === lastAt('candidate'))
+      .reduce((n, s) => n + (s.series ?? 0), 0);
+    near(fleetSeries, m.candidate.series!, 0.1, 'candidate series summed over hosts');
+    assert.ok((m.seriesByExecutable?.baseline.kubelet ?? 0) > 0);
+    assert.equal(m.seriesByExecutable?.candidate.kubelet, undefined);
+    assert.deepEqual(m.collectorHealth, {
+      baseline: { restarts: 0, droppedPoints: 0 },
+      candidate: { restarts: 0, droppedPoints: 0 },
+    });
+    const result = (name: string) => m.queryResults?.find((q) => q.name === name);
+    assert.ok((result('cpu')?.baseline ?? 0) > 0, `cpu: ${JSON.stringify(result('cpu'))}`);
+    assert.equal(result('cpu')?.candidate, null);
+    assert.equal(result('cpu')?.error, undefined);
+    assert.ok((result('sshd-memory')?.baseline ?? 0) > 0 && (result('sshd-memory')?.candidate ?? 0) > 0);
+    near(result('kubelet')?.baseline ?? null, HOSTS, 0.01, 'kubelet processes in the baseline');
+    assert.equal(result('kubelet')?.candidate, null);
+    const evidence = (
+      m.evidence as { queries: { figure: string; variant: string; query: string; samples: number }[] }
+    ).queries;
+    const scoped = evidence.find((q) => q.figure === 'query:cpu' && q.variant === 'candidate');
+    assert.equal(
+      scoped?.query,
+      `sum(rate(process_cpu_time_seconds_total{experiment_id="${experimentId}",variant="candidate"}[4s]))`,
+    );
+    assert.equal(scoped?.samples, 0);
+    assert.ok(
+      (evidence.find((q) => q.figure === 'host:series' && q.variant === 'baseline')?.samples ?? 0) > HOSTS,
+    );
+  });
+
+  it('a compatibility query Prometheus refuses gets its error; the others still run', async () => {
+    const analyzer = new PrometheusAnalyzer({ url: prometheus.url, warmupSeconds: 2, stepSeconds: 1 });
+    const m = await analyzer.measure({
+      experimentId,
+      spec: {
+        ...spec,
+        // Parses (the grammar does not type-check), but Prometheus refuses it: a string where a number goes.
+        compatibilityQueries: [{ name: 'bad', query: 'histogram_quantile("x", up)' }],
+      },
+      window: { start: windowStart, end: new Date() },
+    });
+    const bad = m.queryResults?.[0];
+    assert.equal(bad?.baseline, null);
+    assert.match(bad?.error ?? '', /bad_data/);
+  });
+
+  it('probes the running experiment: the critical processes the candidate lacks now', async () => {
+    const analyzer = new PrometheusAnalyzer({ url: prometheus.url, probeLookbackSeconds: 5 });
+    const findings = await analyzer.probe({ experimentId, spec, runStartedAt: windowStart });
+    assert.deepEqual(
+      findings.missingCriticalProcesses?.map((m) => m.split('/')[1]),
+      Array(HOSTS).fill('kubelet'),
+    );
+    assert.deepEqual(findings.collectorHealth, {
+      baseline: { restarts: 0, droppedPoints: 0 },
+      candidate: { restarts: 0, droppedPoints: 0 },
+    });
+    const nobody = await analyzer.probe({
+      experimentId: 'exp-nobody-deployed',
+      spec,
+      runStartedAt: windowStart,
+    });
+    assert.equal(nobody.missingCriticalProcesses, null);
+    assert.deepEqual(nobody.collectorHealth.candidate, { restarts: null, droppedPoints: null });
   });
 
   it('reports no data for an experiment Prometheus has never seen, which the verdict makes inconclusive', async () => {
@@ -199,6 +323,29 @@ describe('Prometheus analyzer against a real Prometheus', { skip }, () => {
     assert.ok(names(fromPrometheus).has('sshd') && names(fromPrometheus).has('kubelet'));
     assert.ok(Array.from(fromPrometheus.memory).every((m) => m > 0));
     assert.equal(await analyzer.usage('exp-nobody-deployed', 'baseline'), undefined);
+  });
+
+  // Last: the faults stay in the data plane's counters.
+  it('sees a collector restart and failed exports as Prometheus scraped them', async () => {
+    // Prometheus scrapes every second here: one second back finds the sample before the restart.
+    const analyzer = new PrometheusAnalyzer({ url: prometheus.url, healthLookbackSeconds: 2 });
+    const from = new Date();
+    assert.ok(plane.injectFault(experimentId, 'candidate', { kind: 'restart' }));
+    assert.ok(plane.injectFault(experimentId, 'baseline', { kind: 'drop', pointsPerHost: 25 }));
+    const deadline = Date.now() + 60_000;
+    let findings = await analyzer.probe({ experimentId, spec, runStartedAt: from });
+    while (
+      (findings.collectorHealth.candidate.restarts !== 1 ||
+        findings.collectorHealth.baseline.droppedPoints === 0) &&
+      Date.now() < deadline
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      findings = await analyzer.probe({ experimentId, spec, runStartedAt: from });
+    }
+    // The DaemonSet's collector restarted on every node.
+    assert.equal(findings.collectorHealth.candidate.restarts, HOSTS);
+    assert.equal(findings.collectorHealth.baseline.droppedPoints, 25 * HOSTS);
+    assert.equal(findings.collectorHealth.baseline.restarts, 0);
   });
 });
 

@@ -242,6 +242,9 @@ function suite(fixture: BusFixture): void {
             calls++;
             throw new Error('prometheus unreachable');
           },
+          probe: async () => {
+            throw new Error('prometheus unreachable');
+          },
         }),
       },
       { maxDeliveries: 2 },

@@ -1,6 +1,13 @@
-import type { AnalysisRequest, Analyzer } from '../application/ports/analyzer.js';
+import {
+  type AnalysisRequest,
+  type Analyzer,
+  measuredRange,
+  type ProbeRequest,
+} from '../application/ports/analyzer.js';
+import type { CollectorHealth, ProbeFindings } from '../domain/early-abort.js';
+import { VARIANTS, type Variant } from '../domain/experiment-spec.js';
 import { compileCollectorRegex } from '../domain/pipelines/index.js';
-import type { Measurements, VariantMeasurement } from '../domain/verdict.js';
+import type { HostSample, Measurements, VariantMeasurement } from '../domain/verdict.js';
 import type { LocalDataPlane, VariantSnapshot } from './local-dataplane.js';
 
 const NO_DATA: VariantMeasurement = {
@@ -20,23 +27,46 @@ const figures = (s: VariantSnapshot | undefined): VariantMeasurement =>
         collectorMemoryBytes: s.collector.memoryRssBytesPerNode,
       };
 
+/** Why a compatibility query has no result here (the judge makes it no_data). */
+export const LOCAL_CANNOT_RUN_PROMQL =
+  'the local analyzer cannot run PromQL: run the experiment with PHOENIX_ANALYZER=prometheus to check compatibility queries';
+
+export interface LocalAnalyzerOptions {
+  /** Excluded from the window's start, capped at a quarter of the window; default 60 (as the Prometheus analyzer). */
+  readonly warmupSeconds?: number;
+  readonly clock?: () => Date;
+}
+
 /**
  * The `local` analyzer: the same measurements as the Prometheus analyzer, read from the local data
- * plane's output for both variants at one instant of the shared simulated fleet (the data plane keeps
- * no history, so the window is recorded but the figures are those of the last scrape of each variant).
- * Critical processes are matched with the experiment's patterns against the executables each variant
- * exported per node.
+ * plane directly.
+ *
+ * - `samples`: every host's figures per variant at each scrape the data plane kept over the window
+ *   (warm-up excluded; the data plane keeps at most its history capacity per host, evenly spaced);
+ * - the fleet figures (`baseline`, `candidate`) are those of each variant's last scrape, as before
+ *   the history existed;
+ * - critical processes are matched with the experiment's patterns against the executables each
+ *   variant exported per node at its last scrape;
+ * - collector health: restarts (redeploys and injected restarts) and failed exports the data plane
+ *   recorded within the window. The emulator itself never restarts a collector nor fails an export,
+ *   so these are non-zero only when a fault was injected or a variant redeployed: what it knows, exactly;
+ * - compatibility queries cannot run (there is no PromQL engine here): each gets an `error`.
  */
 export class LocalAnalyzer implements Analyzer {
-  constructor(private readonly plane: LocalDataPlane) {}
+  private readonly clock: () => Date;
+
+  constructor(
+    private readonly plane: LocalDataPlane,
+    private readonly options: LocalAnalyzerOptions = {},
+  ) {
+    this.clock = options.clock ?? (() => new Date());
+  }
 
   async measure(request: AnalysisRequest): Promise<Measurements> {
-    const baseline = this.plane.snapshot(request.experimentId, 'baseline');
-    const candidate = this.plane.snapshot(request.experimentId, 'candidate');
-    const patterns = request.spec.criticalProcesses.flatMap((p) => {
-      const check = compileCollectorRegex(p);
-      return check.ok ? [check.regex] : [];
-    });
+    const id = request.experimentId;
+    const baseline = this.plane.snapshot(id, 'baseline');
+    const candidate = this.plane.snapshot(id, 'candidate');
+    const patterns = this.patterns(request.spec.criticalProcesses);
     let criticalInBaseline: string[] | null = null;
     const missing: string[] = [];
     if (baseline !== undefined) {
@@ -50,14 +80,69 @@ export class LocalAnalyzer implements Analyzer {
         }
       }
     }
+    const range = measuredRange(request.window, this.options.warmupSeconds ?? 60, this.clock());
+    const samples: HostSample[] = [];
+    const queries: { figure: string; variant: Variant; query: string; samples: number }[] = [];
+    const seriesByExecutable = {} as Record<Variant, Record<string, number>>;
+    const collectorHealth = {} as Record<Variant, CollectorHealth>;
+    for (const variant of VARIANTS) {
+      const kept =
+        range === null
+          ? undefined
+          : this.plane.samples(id, variant, range.start.getTime(), range.end.getTime());
+      let count = 0;
+      for (const sample of kept?.samples ?? []) {
+        const at = new Date(sample.wallMs).toISOString();
+        kept?.hostNames.forEach((host, h) => {
+          const f = sample.host(h);
+          samples.push({
+            at,
+            host,
+            variant,
+            series: f.series,
+            datapointsPerMinute: f.datapointsPerMinute,
+            collectorCpuCores: f.collectorCpuCores,
+            collectorMemoryBytes: f.collectorMemoryBytes,
+            inputPointsPerMinute: f.inputPointsPerMinute,
+            inputProcesses: f.inputProcesses,
+          });
+          count++;
+        });
+      }
+      const endpoint = this.plane.endpointUrl(id, variant) ?? `local data plane ${id}/${variant}`;
+      for (const figure of ['series', 'datapointsPerMinute', 'collectorCpuCores', 'collectorMemoryBytes'])
+        queries.push({ figure, variant, query: `scrape history of ${endpoint}`, samples: count });
+      seriesByExecutable[variant] = this.plane.seriesByExecutable(id, variant) ?? {};
+      collectorHealth[variant] = this.health(id, variant, request.window.start, request.window.end);
+    }
     return {
       baseline: figures(baseline),
       candidate: figures(candidate),
       criticalInBaseline,
       missingCriticalProcesses: missing,
+      samples,
+      seriesByExecutable,
+      collectorHealth,
+      queryResults: (request.spec.compatibilityQueries ?? []).map((q) => ({
+        name: q.name,
+        query: q.query,
+        baseline: null,
+        candidate: null,
+        error: LOCAL_CANNOT_RUN_PROMQL,
+      })),
       evidence: {
         source: 'local data plane',
-        window: { start: request.window.start.toISOString(), end: request.window.end.toISOString() },
+        window: {
+          start: request.window.start.toISOString(),
+          end: request.window.end.toISOString(),
+          ...(range
+            ? {
+                measured: { start: range.start.toISOString(), end: range.end.toISOString() },
+                warmupSeconds: range.warmupSeconds,
+              }
+            : { note: 'the window is too short once the warm-up is excluded' }),
+        },
+        queries,
         measuredAt: {
           baseline: baseline && {
             scrapes: baseline.scrapes,
@@ -70,6 +155,47 @@ export class LocalAnalyzer implements Analyzer {
         },
         endpoints: { baseline: baseline?.endpoint ?? null, candidate: candidate?.endpoint ?? null },
       },
+    };
+  }
+
+  async probe(request: ProbeRequest): Promise<ProbeFindings> {
+    const id = request.experimentId;
+    const now = this.clock();
+    const patterns = this.patterns(request.spec.criticalProcesses);
+    let missing: string[] | null = [];
+    if (patterns.length > 0) {
+      const inBaseline = this.plane.presentMatching(id, 'baseline', patterns);
+      const inCandidate = this.plane.presentMatching(id, 'candidate', patterns);
+      missing =
+        inBaseline === undefined || inCandidate === undefined
+          ? null
+          : [...inBaseline].filter((p) => !inCandidate.has(p)).sort();
+    }
+    return {
+      at: now.toISOString(),
+      missingCriticalProcesses: missing,
+      collectorHealth: {
+        baseline: this.health(id, 'baseline', request.runStartedAt, now),
+        candidate: this.health(id, 'candidate', request.runStartedAt, now),
+      },
+      detail: { source: 'local data plane' },
+    };
+  }
+
+  private patterns(criticalProcesses: readonly string[]) {
+    return criticalProcesses.flatMap((p) => {
+      const check = compileCollectorRegex(p);
+      return check.ok ? [check.regex] : [];
+    });
+  }
+
+  private health(id: string, variant: Variant, from: Date, to: Date): CollectorHealth {
+    const record = this.plane.health(id, variant);
+    if (record === undefined) return { restarts: null, droppedPoints: null };
+    const within = (at: number) => at > from.getTime() && at <= to.getTime();
+    return {
+      restarts: record.restartsAt.filter(within).length,
+      droppedPoints: record.dropsAt.filter((d) => within(d.at)).reduce((n, d) => n + d.points, 0),
     };
   }
 }

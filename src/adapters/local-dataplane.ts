@@ -31,6 +31,7 @@ import {
   type ScrapeResult,
 } from './local-dataplane-emulator.js';
 import { catalogEntry, commandLineOf, ProcessFleet } from './local-dataplane-fleet.js';
+import { DEFAULT_HISTORY_CAPACITY, type HistorySample, ScrapeHistory } from './local-dataplane-history.js';
 
 export { EmulationError } from './local-dataplane-emulator.js';
 
@@ -103,9 +104,32 @@ export interface LocalDataPlaneOptions {
   /** Simulated seconds that pass per tick; each variant scrapes on its own collection interval. */
   readonly simulatedSecondsPerTick?: number;
   readonly defaultProcessesPerHost?: number;
+  /**
+   * Samples kept per variant and host over a run (see ScrapeHistory): fixed memory of
+   * 24 bytes × hosts × this per variant; default 120.
+   */
+  readonly historyCapacity?: number;
+  /** Wall-clock milliseconds, stamped on each kept sample (the run's window is wall-clock time). */
+  readonly clock?: () => number;
+}
+
+/** A collector fault the simulation cannot produce by itself, injected (chaos testing, demos). */
+export type CollectorFault =
+  /** The collector restarts: its counters and uptime start again from zero. */
+  | { readonly kind: 'restart' }
+  /** The collector fails to export this many points on every host (its send_failed counter grows). */
+  | { readonly kind: 'drop'; readonly pointsPerHost: number };
+
+/** What the data plane knows of a variant's collector health since it was first deployed. */
+export interface CollectorHealthRecord {
+  /** Wall-clock ms of every restart (a redeploy or an injected restart), oldest first. */
+  readonly restartsAt: readonly number[];
+  /** Points that failed to export, summed over hosts, with the wall-clock ms they were counted at. */
+  readonly dropsAt: readonly { readonly at: number; readonly points: number }[];
 }
 
 interface VariantState {
+  readonly variant: Variant;
   readonly pipeline: CompiledPipeline;
   readonly critical: readonly CollectorRegex[];
   /** The last scrape; undefined until the first (see scraped()). */
@@ -116,12 +140,29 @@ interface VariantState {
   readonly receivedPoints: Float64Array;
   readonly cpuSeconds: Float64Array;
   readonly rss: Float64Array;
-  readonly deployedAt: number;
+  deployedAt: number;
   /** The scraper's pid of each fleet slot at the last scrape (see emulateScrape). */
   readonly seenPids: Int32Array;
   /** Series the prometheus exporter still shows though the last scrape no longer has them (see retire). */
   stale: StaleRow[];
+  /** Points each host's collector failed to export (only injected faults: the emulator never drops). */
+  readonly failedPoints: Float64Array;
 }
+
+/** What outlives a redeploy of a variant: the run's samples and what is known of its collector's health. */
+interface VariantRecord {
+  readonly history: ScrapeHistory;
+  readonly restartsAt: number[];
+  readonly dropsAt: { at: number; points: number }[];
+}
+
+/** Restarts and drops remembered per variant; older ones are forgotten (a run that sees more has failed long ago). */
+const MAX_HEALTH_EVENTS = 64;
+
+const pushBounded = <T>(list: T[], item: T): void => {
+  list.push(item);
+  if (list.length > MAX_HEALTH_EVENTS) list.shift();
+};
 
 /**
  * Data points of an earlier scrape's row that later scrapes no longer export: the exporter keeps showing
@@ -140,6 +181,7 @@ interface ExperimentState {
   readonly variants: Map<Variant, VariantState>;
   /** Simulated time not yet applied to the fleet (advanced lazily, only when a variant scrapes). */
   pending: number;
+  readonly records: Map<Variant, VariantRecord>;
 }
 
 const MIB = 1024 * 1024;
@@ -164,7 +206,8 @@ export class LocalDataPlane {
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
   private owedSeconds = 0;
-  private readonly options: Required<LocalDataPlaneOptions>;
+  private readonly options: Required<Omit<LocalDataPlaneOptions, 'clock'>>;
+  private readonly now: () => number;
 
   constructor(options: LocalDataPlaneOptions = {}) {
     this.options = {
@@ -173,7 +216,9 @@ export class LocalDataPlane {
       tickMs: options.tickMs ?? 1000,
       simulatedSecondsPerTick: options.simulatedSecondsPerTick ?? 15,
       defaultProcessesPerHost: options.defaultProcessesPerHost ?? 500,
+      historyCapacity: options.historyCapacity ?? DEFAULT_HISTORY_CAPACITY,
     };
+    this.now = options.clock ?? Date.now;
   }
 
   /** Creates a data plane and starts its HTTP endpoint. */
@@ -263,6 +308,7 @@ export class LocalDataPlane {
           fleet: new ProcessFleet({ hosts: input.hosts, processesPerHost: perHost, seed }),
           variants: new Map(),
           pending: 0,
+          records: new Map(),
         };
       } catch (err) {
         throw new LocalDataPlaneError((err as Error).message);
@@ -285,6 +331,7 @@ export class LocalDataPlane {
     this.catchUp(experiment);
     const hosts = fleet.hosts;
     const state: VariantState = {
+      variant: input.variant,
       pipeline,
       critical,
       last: undefined,
@@ -297,7 +344,16 @@ export class LocalDataPlane {
       deployedAt: fleet.time,
       seenPids: new Int32Array(fleet.size).fill(-1),
       stale: [],
+      failedPoints: new Float64Array(hosts),
     };
+    const record = experiment.records.get(input.variant);
+    if (record === undefined)
+      experiment.records.set(input.variant, {
+        history: new ScrapeHistory(hosts, this.options.historyCapacity),
+        restartsAt: [],
+        dropsAt: [],
+      });
+    else pushBounded(record.restartsAt, this.now());
     experiment.variants.set(input.variant, state);
     this.ensureTimer();
     return {
@@ -316,7 +372,7 @@ export class LocalDataPlane {
     const last = emulateScrape(experiment.fleet, state.pipeline, state.seenPids);
     state.last = last;
     state.dueIn = state.pipeline.intervalSeconds;
-    this.account(state, last);
+    this.account(experiment, state, last);
     return last;
   }
 
@@ -382,6 +438,112 @@ export class LocalDataPlane {
       },
       endpoint: this.endpointUrl(experimentId, variant),
     };
+  }
+
+  /**
+   * Every host's kept samples of a variant with wall time in [from, to] (ms), oldest first; undefined
+   * when the variant was never deployed in this experiment.
+   */
+  samples(
+    experimentId: string,
+    variant: Variant,
+    fromMs = 0,
+    toMs = Number.POSITIVE_INFINITY,
+  ):
+    | {
+        readonly hostNames: readonly string[];
+        readonly samples: readonly HistorySample[];
+      }
+    | undefined {
+    const experiment = this.experiments.get(experimentId);
+    const record = experiment?.records.get(variant);
+    if (experiment === undefined || record === undefined) return undefined;
+    return { hostNames: experiment.fleet.hostNames, samples: [...record.history.between(fromMs, toMs)] };
+  }
+
+  /** Restarts and failed exports of a variant's collector since it was first deployed. */
+  health(experimentId: string, variant: Variant): CollectorHealthRecord | undefined {
+    const record = this.experiments.get(experimentId)?.records.get(variant);
+    return record && { restartsAt: [...record.restartsAt], dropsAt: record.dropsAt.map((d) => ({ ...d })) };
+  }
+
+  /** Series per executable (summed over hosts) at the variant's last scrape; `''` for rows without a name. */
+  seriesByExecutable(experimentId: string, variant: Variant): Record<string, number> | undefined {
+    const experiment = this.experiments.get(experimentId);
+    const state = experiment?.variants.get(variant);
+    if (experiment === undefined || state === undefined) return undefined;
+    const last = this.scraped(experiment, state);
+    const byName = new Float64Array(last.names.length + 1);
+    for (let o = 0; o < last.rows; o++) {
+      const id = last.rowName[o] as number;
+      byName[id + 1] = (byName[id + 1] as number) + popcount(last.rowMask[o] as number);
+    }
+    const out: Record<string, number> = {};
+    byName.forEach((n, i) => {
+      if (n > 0) {
+        const name = i === 0 ? '' : (last.names[i - 1] as string);
+        out[name] = (out[name] ?? 0) + n;
+      }
+    });
+    return out;
+  }
+
+  /**
+   * The (node, executable) pairs of a variant's last scrape whose executable matches one of `patterns`,
+   * as `node/executable`; undefined when the variant is not deployed. Only names are tested against
+   * the patterns (a scrape has a few hundred distinct names), so this is cheap enough for a probe.
+   */
+  presentMatching(
+    experimentId: string,
+    variant: Variant,
+    patterns: readonly CollectorRegex[],
+  ): Set<string> | undefined {
+    const experiment = this.experiments.get(experimentId);
+    const state = experiment?.variants.get(variant);
+    if (experiment === undefined || state === undefined) return undefined;
+    const last = this.scraped(experiment, state);
+    const matches = last.names.map((name) => patterns.some((re) => re.test(name)));
+    const out = new Set<string>();
+    for (let o = 0; o < last.rows; o++) {
+      const id = last.rowName[o] as number;
+      if (id >= 0 && matches[id])
+        out.add(`${experiment.fleet.hostNames[last.rowHost[o] as number]}/${last.names[id]}`);
+    }
+    return out;
+  }
+
+  /**
+   * Injects a collector fault into a running variant (the emulator never restarts or fails to export by
+   * itself); false when the variant is not deployed.
+   */
+  injectFault(experimentId: string, variant: Variant, fault: CollectorFault): boolean {
+    const experiment = this.experiments.get(experimentId);
+    const state = experiment?.variants.get(variant);
+    const record = experiment?.records.get(variant);
+    if (experiment === undefined || state === undefined || record === undefined) return false;
+    switch (fault.kind) {
+      case 'restart':
+        this.catchUp(experiment);
+        state.sentPoints.fill(0);
+        state.receivedPoints.fill(0);
+        state.cpuSeconds.fill(0);
+        state.failedPoints.fill(0);
+        state.deployedAt = experiment.fleet.time;
+        pushBounded(record.restartsAt, this.now());
+        return true;
+      case 'drop':
+        for (let h = 0; h < state.failedPoints.length; h++)
+          state.failedPoints[h] = (state.failedPoints[h] as number) + fault.pointsPerHost;
+        pushBounded(record.dropsAt, {
+          at: this.now(),
+          points: fault.pointsPerHost * state.failedPoints.length,
+        });
+        return true;
+      default: {
+        const _never: never = fault;
+        return _never;
+      }
+    }
   }
 
   /**
@@ -454,7 +616,7 @@ export class LocalDataPlane {
       state.dueIn +=
         state.pipeline.intervalSeconds *
         Math.max(1, Math.ceil(-state.dueIn / state.pipeline.intervalSeconds));
-      this.account(state, last);
+      this.account(experiment, state, last);
     }
   }
 
@@ -479,7 +641,7 @@ export class LocalDataPlane {
     experiment.pending = 0;
   }
 
-  private account(state: VariantState, last: ScrapeResult): void {
+  private account(experiment: ExperimentState, state: VariantState, last: ScrapeResult): void {
     state.scrapes++;
     const exporters = Math.max(1, last.exporters.length);
     for (let h = 0; h < state.sentPoints.length; h++) {
@@ -494,6 +656,15 @@ export class LocalDataPlane {
     for (let h = 0; h < state.receivedPoints.length; h++) {
       state.receivedPoints[h] = (state.receivedPoints[h] as number) + (last.hostReceived[h] as number);
     }
+    const perMinute = 60 / state.pipeline.intervalSeconds;
+    experiment.records.get(state.variant)?.history.record(this.now(), last.time, (h) => ({
+      series: last.hostSeries[h] as number,
+      datapointsPerMinute: (last.hostPoints[h] as number) * perMinute,
+      collectorCpuCores: (last.hostCpuSeconds[h] as number) / state.pipeline.intervalSeconds,
+      collectorMemoryBytes: state.rss[h] as number,
+      inputPointsPerMinute: (last.hostReceived[h] as number) * perMinute,
+      inputProcesses: last.hostScraped[h] as number,
+    }));
   }
 
   private ensureTimer(): void {
@@ -585,6 +756,19 @@ export class LocalDataPlane {
         }
         yield buf;
       });
+      if (state.failedPoints.some((n) => n > 0))
+        family(
+          'otelcol_exporter_send_failed_metric_points_total',
+          'Number of metric points in failed attempts to send to destination.',
+          'counter',
+        ).lines.push(function* () {
+          // The failed points are the first exporter's (the fault is per host, not per exporter).
+          const e = last.exporters[0];
+          let buf = '';
+          for (let h = 0; h < fleet.hosts && e; h++)
+            buf += `otelcol_exporter_send_failed_metric_points_total{${self(h, `,exporter="${e.id}"`)}} ${state.failedPoints[h]}\n`;
+          yield buf;
+        });
       family(
         'otelcol_receiver_accepted_metric_points_total',
         'Number of metric points successfully pushed into the pipeline.',

@@ -3,6 +3,7 @@ import type { Analysis, ExperimentSpec } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
 import { compileCollectorRegex } from '../domain/pipelines/index.js';
 import { CRITERION_NAMES } from '../domain/verdict.js';
+import { checkPromQL } from './promql.js';
 
 /**
  * zod schemas for what crosses the boundary: request bodies and stored event payloads. Types are
@@ -132,6 +133,7 @@ export const variantSpecSchema = z.strictObject({
 });
 
 export const MAX_COMPATIBILITY_QUERIES = 20;
+export const MAX_PROMQL_LENGTH = 2000;
 
 /** A criterion a dry-run list may name: one of the verdict's checks, or `query:<name>`. */
 const criterionName = z.union([
@@ -183,9 +185,28 @@ export const rejudgeCriteriaSchema = z.strictObject({
   ...criteriaFields,
 });
 
+/** A compatibility query as a user submits it: named (unique), parsed by Prometheus's grammar. */
 export const compatibilityQuerySchema = z.strictObject({
-  name: dbText().regex(/^[A-Za-z0-9][-A-Za-z0-9_.]{0,63}$/, 'must be 1-64 letters, digits, -, _ or .'),
-  query: dbText().min(1).max(4096),
+  name: dbText()
+    .min(1)
+    .max(63)
+    .regex(
+      /^[A-Za-z0-9][-A-Za-z0-9_.]*$/,
+      'must be letters, digits, -, _ or . (starting with a letter or digit)',
+    ),
+  query: dbText()
+    .min(1)
+    .max(MAX_PROMQL_LENGTH)
+    .superRefine((query, ctx) => {
+      const check = checkPromQL(query);
+      if (!check.ok) ctx.addIssue({ code: 'custom', message: check.message });
+      else if (check.selectors === 0)
+        ctx.addIssue({
+          code: 'custom',
+          message: 'selects no series: it would give the same answer for both variants',
+        });
+    }),
+  /** The most the candidate's value may differ from the baseline's, in %; default: the judge's. */
   maxDivergencePct: z.number().min(0).max(1000).optional(),
 });
 
@@ -226,7 +247,11 @@ export const experimentSpecSchema = z
         const seen = new Set<string>();
         queries.forEach((q, i) => {
           if (seen.has(q.name))
-            ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate query name ${q.name}` });
+            ctx.addIssue({
+              code: 'custom',
+              path: [i, 'name'],
+              message: `duplicate query name ${JSON.stringify(q.name)}`,
+            });
           seen.add(q.name);
         });
       })
@@ -263,6 +288,16 @@ export const storedSpecSchema = experimentSpecSchema.safeExtend({
   criticalProcesses: z.array(z.string().max(256)).max(100).default([]),
   baseline: storedVariantSchema(),
   candidate: storedVariantSchema(),
+  // Stored as accepted: a stricter PromQL check later must not make a recorded event unreadable.
+  compatibilityQueries: z
+    .array(
+      z.strictObject({
+        name: z.string(),
+        query: z.string(),
+        maxDivergencePct: z.number().optional(),
+      }),
+    )
+    .optional(),
 });
 type Assignable<T extends U, U> = T;
 /** Compile-time check: what the schema accepts is an ExperimentSpec. */
@@ -400,7 +435,16 @@ export const eventDataSchemas = {
     reason: z.string(),
   }),
   ExperimentCompleted: z.object({ at, reason: z.string() }),
-  ExperimentFailed: z.object({ at, reason: z.string() }),
+  ExperimentFailed: z.object({
+    at,
+    reason: z.string(),
+    // The early abort's evidence (domain/early-abort.ts AbortEvidence), kept as recorded.
+    abort: z.record(z.string(), z.unknown()).optional(),
+  }),
+  ExperimentProbed: z.object({
+    at,
+    missing: z.array(z.object({ process: z.string(), since: at })),
+  }),
   ExperimentCancelled: z.object({ at, reason: z.string() }),
   VariantTornDown: z.object({ at, variant }),
   PromotionRequested: z.object({ at, actor: z.string() }),

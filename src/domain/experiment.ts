@@ -1,3 +1,4 @@
+import type { AbortEvidence, MissingSince } from './early-abort.js';
 import type { Analysis, ExperimentSpec, SuccessCriteria, Variant } from './experiment-spec.js';
 import { evidenceOf, rejudge } from './verdict.js';
 
@@ -73,6 +74,10 @@ export interface ExistingExperiment {
   readonly analysisAttempts: number;
   /** Why the experiment is in its current status (the reason of the last transition). */
   readonly statusReason?: string | undefined;
+  /** Critical processes the run's probes find missing from the candidate, since when (early abort). */
+  readonly probeMissing?: readonly MissingSince[] | undefined;
+  /** The evidence of an early abort, when the run was failed by one. */
+  readonly abort?: AbortEvidence | undefined;
   /** The latest promotion of the candidate, once one was requested. */
   readonly promotion?: Promotion | undefined;
   /** Other criteria applied to the stored evidence after the fact, oldest first; `analysis` stays the verdict. */
@@ -114,7 +119,9 @@ export type RecordAnalysis = Cmd<'RecordAnalysis', { analysis: Analysis }>;
 export type RetryAnalysis = Cmd<'RetryAnalysis', { reason: string }>;
 export type ExtendRuntime = Cmd<'ExtendRuntime', { extraSeconds: number; reason: string }>;
 export type CancelExperiment = Cmd<'CancelExperiment', { reason?: string | undefined }>;
-export type FailExperiment = Cmd<'FailExperiment', { reason: string }>;
+export type FailExperiment = Cmd<'FailExperiment', { reason: string; abort?: AbortEvidence | undefined }>;
+/** A probe of the running experiment changed the set of critical processes missing from the candidate. */
+export type RecordProbe = Cmd<'RecordProbe', { missing: readonly MissingSince[] }>;
 export type RecordVariantTornDown = Cmd<'RecordVariantTornDown', { variant: Variant }>;
 export type RequestPromotion = Cmd<'RequestPromotion', { actor: string }>;
 export type RecordPromotionCommitted = Cmd<
@@ -163,7 +170,8 @@ export type ExperimentCommand =
   | RecordRollbackCommitted
   | RecordRolledBack
   | RecordRollbackFailed
-  | RejudgeAnalysis;
+  | RejudgeAnalysis
+  | RecordProbe;
 
 export type ExperimentCommandType = ExperimentCommand['type'];
 
@@ -188,7 +196,8 @@ export type ExperimentRuntimeExtended = Evt<
   { extraSeconds: number; runEndsAt: string; reason: string }
 >;
 export type ExperimentCompleted = Evt<'ExperimentCompleted', { reason: string }>;
-export type ExperimentFailed = Evt<'ExperimentFailed', { reason: string }>;
+export type ExperimentFailed = Evt<'ExperimentFailed', { reason: string; abort?: AbortEvidence | undefined }>;
+export type ExperimentProbed = Evt<'ExperimentProbed', { missing: readonly MissingSince[] }>;
 export type ExperimentCancelled = Evt<'ExperimentCancelled', { reason: string }>;
 export type VariantTornDown = Evt<'VariantTornDown', { variant: Variant }>;
 export type PromotionRequested = Evt<'PromotionRequested', { actor: string }>;
@@ -249,7 +258,8 @@ export type ExperimentEvent =
   | ExperimentCancelled
   | VariantTornDown
   | PromotionEvent
-  | AnalysisRejudged;
+  | AnalysisRejudged
+  | ExperimentProbed;
 
 export type ExperimentEventType = ExperimentEvent['type'];
 
@@ -469,7 +479,18 @@ export const decide = (command: ExperimentCommand, state: Experiment): Experimen
 
     case 'FailExperiment':
       ensureStatus(state, command, ['initializing', 'running', 'analyzing']);
-      return [{ type: 'ExperimentFailed', data: { at, reason: command.reason } }];
+      return [
+        {
+          type: 'ExperimentFailed',
+          data: command.abort
+            ? { at, reason: command.reason, abort: command.abort }
+            : { at, reason: command.reason },
+        },
+      ];
+
+    case 'RecordProbe':
+      ensureStatus(state, command, ['running']);
+      return [{ type: 'ExperimentProbed', data: { at, missing: command.missing } }];
 
     case 'RecordVariantTornDown': {
       const deployment = state.deployments[command.variant];
@@ -619,6 +640,7 @@ export const statusAfter = (event: ExperimentEvent, before: Experiment): Experim
     case 'VariantDeploymentFailed':
     case 'AnalysisRecorded':
     case 'AnalysisRetried':
+    case 'ExperimentProbed':
     case 'VariantTornDown':
     case 'PromotionRequested':
     case 'PromotionCommitted':
@@ -698,10 +720,16 @@ export const evolve = (state: Experiment, event: ExperimentEvent): Experiment =>
     case 'AnalysisRetried':
       moved.analysisAttempts = event.data.attempt;
       return moved;
-    case 'ExperimentCompleted':
     case 'ExperimentFailed':
+      moved.endedAt = at;
+      if (event.data.abort) moved.abort = event.data.abort;
+      return moved;
+    case 'ExperimentCompleted':
     case 'ExperimentCancelled':
       moved.endedAt = at;
+      return moved;
+    case 'ExperimentProbed':
+      moved.probeMissing = event.data.missing;
       return moved;
     case 'ExperimentRunCompleted':
       return moved;
@@ -791,6 +819,10 @@ export const reasonOf = (event: ExperimentEvent): string => {
       return `${event.data.variant} deployment failed: ${event.data.reason}`;
     case 'AnalysisRecorded':
       return `analysis ${event.data.analysis.verdict}`;
+    case 'ExperimentProbed':
+      return event.data.missing.length === 0
+        ? 'probe: no critical process missing'
+        : `probe: ${event.data.missing.length} critical process${event.data.missing.length === 1 ? '' : 'es'} missing from the candidate`;
     case 'VariantTornDown':
       return `${event.data.variant} torn down`;
     case 'PromotionRequested':

@@ -1,3 +1,4 @@
+import { assessProbe, DEFAULT_CRITICAL_GRACE_SECONDS, type ProbeFindings } from './early-abort.js';
 import type {
   ExistingExperiment,
   Experiment,
@@ -82,6 +83,8 @@ export type DeploymentVerifiedAnswer = Answer<
 >;
 export type AnalysisCompletedAnswer = Answer<'AnalysisCompleted', { analysis: Analysis }>;
 export type AnalysisFailedAnswer = Answer<'AnalysisFailed', { reason: string }>;
+/** The analyzer's probe of a running experiment (early abort). */
+export type ProbeCompletedAnswer = Answer<'ProbeCompleted', { findings: ProbeFindings }>;
 
 /** Which part of a promotion a Git or rollout answer is for. */
 export type PromotionStep = 'promote' | 'compensate' | 'rollback';
@@ -158,7 +161,20 @@ export type SagaInput =
       readonly type: 'reconciliation';
       readonly result: DeploymentVerifiedAnswer;
       readonly experiment: Experiment;
-    };
+    }
+  /**
+   * A probe is due (the adapter asks every `probe interval` about each experiment it knows as running).
+   * `slot` numbers the interval; with the experiment it derives the probe's command id, so any number
+   * of saga processes asking in the same interval send one probe.
+   */
+  | {
+      readonly type: 'probe-due';
+      readonly experimentId: string;
+      readonly state: SagaState;
+      readonly slot: number;
+    }
+  /** The analyzer's probe, with the experiment's state now (its probe history is in its events). */
+  | { readonly type: 'probe'; readonly result: ProbeCompletedAnswer; readonly experiment: Experiment };
 
 // ---------------------------------------------------------------------------------------------
 // Outputs
@@ -228,6 +244,11 @@ export type WorkerCommand =
       readonly nodeSelector: Readonly<Record<string, string>>;
       /** The commit the rollout carries out (the promotion's, or the rollback's revert). */
       readonly commit: string;
+    })
+  | (WorkerCommandIds & {
+      readonly type: 'ProbeExperiment';
+      readonly spec: ExperimentSpec;
+      readonly runStartedAt: string;
     });
 
 /** A command for an experiment, run for the saga (or the reconciler) by the command handler. */
@@ -295,7 +316,8 @@ export const sagaIgnoresEvent = (type: ExperimentEvent['type']): boolean =>
   type === 'PromotionRolledOut' ||
   type === 'PromotionFailed' ||
   type === 'RolledBack' ||
-  type === 'RollbackFailed';
+  type === 'RollbackFailed' ||
+  type === 'ExperimentProbed';
 
 /** The events whose reaction needs the aggregate (SagaInput's `experiment`). */
 export const sagaNeedsExperiment = (type: ExperimentEvent['type']): boolean =>
@@ -365,6 +387,10 @@ export function react(
       return { commands: onResult(input.result), timers: [], state };
     case 'reconciliation':
       return { ...onReconciliation(input.result, input.experiment), state };
+    case 'probe-due':
+      return { commands: onProbeDue(input), timers: [], state };
+    case 'probe':
+      return { ...onProbe(input.result, input.experiment), state };
     default: {
       const _never: never = input;
       return _never;
@@ -496,6 +522,7 @@ function onEvent(state: SagaState, input: EventInput, timeouts: SagaTimeouts): R
     case 'VariantDeploymentFailed':
     case 'VariantTornDown':
     case 'AnalysisRejudged': // a finished experiment judged again: nothing to run
+    case 'ExperimentProbed':
       return unchanged(state);
     case 'PromotionRequested':
     case 'PromotionCommitted':
@@ -755,6 +782,70 @@ function onResult(result: WorkerResult): SagaCommand[] {
       ];
     default: {
       const _never: never = result;
+      return _never;
+    }
+  }
+}
+
+/** A probe is due: ask the analyzer about an experiment whose run has started and not ended. */
+function onProbeDue(input: Extract<SagaInput, { type: 'probe-due' }>): SagaCommand[] {
+  const s = input.state;
+  if (!s?.started || s.ended || s.runStartedAt === null) return [];
+  return [
+    worker({
+      type: 'ProbeExperiment',
+      experimentId: input.experimentId,
+      spec: s.spec,
+      runStartedAt: s.runStartedAt,
+      causationId: `probe:${input.experimentId}:${input.slot}`,
+      purpose: 'probe',
+      correlationId: input.experimentId,
+    }),
+  ];
+}
+
+/**
+ * A probe's findings, judged against the probes before it (assessProbe, domain/early-abort.ts): the
+ * run fails with the evidence, or the change in what is missing is recorded, or nothing happens. Only
+ * a running experiment is judged: a probe that comes back after the run ended is too late to matter.
+ */
+function onProbe(result: ProbeCompletedAnswer, experiment: Experiment): Omit<Reaction, 'state'> {
+  if (experiment.status !== 'running') return { commands: [], timers: [] };
+  const s = experiment as ExistingExperiment;
+  const grace = s.spec.successCriteria.criticalGraceSeconds ?? DEFAULT_CRITICAL_GRACE_SECONDS;
+  const assessment = assessProbe(s.probeMissing ?? [], result.findings, grace);
+  const run = (command: ExperimentCommand): SagaCommand => ({
+    kind: 'experiment',
+    experimentId: result.experimentId,
+    command,
+    commandId: `result:${result.commandId}`,
+    causationId: result.commandId,
+    correlationId: result.correlationId ?? result.commandId,
+    actor: SAGA_ACTOR,
+  });
+  switch (assessment.action) {
+    case 'none':
+      return { commands: [], timers: [] };
+    case 'record':
+      return {
+        commands: [run({ type: 'RecordProbe', missing: assessment.missing, at: result.at })],
+        timers: [],
+      };
+    case 'abort':
+      return {
+        commands: [
+          run({
+            type: 'FailExperiment',
+            reason: assessment.reason,
+            abort: assessment.evidence,
+            at: result.at,
+          }),
+        ],
+        timers: [],
+        why: assessment.reason,
+      };
+    default: {
+      const _never: never = assessment;
       return _never;
     }
   }

@@ -116,6 +116,13 @@ export interface HostSample extends MeasuredFigures {
   readonly variant: Variant;
   /** Points the collector received (its receiver's accepted points) per minute: the parity check's input. */
   readonly inputPointsPerMinute: number | null;
+  /**
+   * Processes the collector's process scraper saw on the host (scraper-based collectors only; absent
+   * otherwise). Where the collector scrapes the host itself, its receiver's accepted points depend on
+   * the config's own metric selection and interval (a candidate that disables metrics in the scraper
+   * accepts fewer points by design), so input parity is then a matter of the processes seen.
+   */
+  readonly inputProcesses?: number | null | undefined;
 }
 
 export interface VerdictInput {

@@ -289,6 +289,8 @@ interface CreateOptions {
   minReduction?: number;
   maxCriticalLoss?: number;
   maxCpuOverhead?: number;
+  compatQuery: string[];
+  criticalGrace?: number;
   idempotencyKey?: string;
   quiet?: boolean;
   json?: boolean;
@@ -349,6 +351,15 @@ export const createBody = (options: CreateOptions): Json => {
     section('successCriteria').maxCriticalProcessLossPct = options.maxCriticalLoss;
   if (options.maxCpuOverhead !== undefined)
     section('successCriteria').maxCollectorCpuOverheadPct = options.maxCpuOverhead;
+  if (options.criticalGrace !== undefined)
+    section('successCriteria').criticalGraceSeconds = options.criticalGrace;
+  if (options.compatQuery.length > 0)
+    // The server checks the PromQL and the names; here only the flag's shape.
+    body.compatibilityQueries = options.compatQuery.map((flag) => {
+      const eq = flag.indexOf('=');
+      if (eq <= 0) throw new CliError(`--compat-query expects name=promql, got "${flag}"`, 2);
+      return { name: flag.slice(0, eq), query: flag.slice(eq + 1) };
+    });
   return body;
 };
 
@@ -725,6 +736,17 @@ export function registerApiCommands(program: Command): void {
       .option('--min-reduction <pct>', 'successCriteria.minCardinalityReductionPct', percent)
       .option('--max-critical-loss <pct>', 'successCriteria.maxCriticalProcessLossPct', percent)
       .option('--max-cpu-overhead <pct>', 'successCriteria.maxCollectorCpuOverheadPct', percent)
+      .option(
+        '--critical-grace <duration>',
+        'successCriteria.criticalGraceSeconds: how long a critical process may be missing while it runs',
+        seconds,
+      )
+      .option(
+        '--compat-query <name=promql>',
+        'compatibilityQueries entry, checked on both variants by the Prometheus analyzer (repeatable)',
+        collect,
+        [],
+      )
       .option('--idempotency-key <key>', 'a retry with the same key and body creates nothing new')
       .option('-q, --quiet', 'print only the id')
       .addHelpText(

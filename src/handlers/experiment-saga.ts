@@ -142,6 +142,14 @@ const busCommandOf = (c: WorkerCommand): OutboxCommand => {
         commit: c.commit,
         ...trace,
       };
+    case 'ProbeExperiment':
+      return {
+        type: c.type,
+        ...ids,
+        spec: c.spec as unknown as AnalyzeExperiment['spec'],
+        runStartedAt: c.runStartedAt,
+        ...trace,
+      };
     default: {
       const _never: never = c;
       return _never;
@@ -431,6 +439,11 @@ export interface SagaEffectsDependencies {
    * outbox run anyway (a deployer that is not up yet must not hold the saga back); default 30 s.
    */
   readonly reconcileWaitMs?: number;
+  /**
+   * How often each running experiment is probed for early abort (analyzer's `probe`); default 30 s,
+   * 0 turns probing off.
+   */
+  readonly probeIntervalMs?: number;
 }
 
 /**
@@ -471,6 +484,7 @@ export class SagaEffects {
         Promise.all([
           this.#loop('outbox', () => this.#relayOutbox()),
           this.#loop('timers', () => this.#fireTimers()),
+          ...((this.#deps.probeIntervalMs ?? 30_000) > 0 ? [this.#loop('probes', () => this.#probe())] : []),
         ]).then(() => undefined),
       ),
     ];
@@ -666,6 +680,48 @@ export class SagaEffects {
     return due ? due.getTime() - this.#clock().getTime() : undefined;
   }
 
+  /**
+   * Asks for a probe of every experiment whose run has started and not ended, once per probe interval;
+   * returns the milliseconds to the next interval. The probe's id derives from the experiment and the
+   * interval's number, so saga processes probing side by side send one probe (the bus drops the copy).
+   */
+  async #probe(): Promise<number> {
+    const interval = this.#deps.probeIntervalMs ?? 30_000;
+    const now = this.#clock().getTime();
+    const slot = Math.floor(now / interval);
+    if (slot !== this.#probedSlot) {
+      const { rows } = await sql<SagaExperimentRow>`
+        select experiment_id, spec, started, run_started_at, ended
+        from phoenix_saga_experiments where started and not ended and run_started_at is not null`.execute(
+        this.#deps.db,
+      );
+      const commands = rows.flatMap(
+        (row) =>
+          react(
+            undefined,
+            {
+              type: 'probe-due',
+              experimentId: row.experiment_id,
+              slot,
+              state: {
+                spec: row.spec,
+                started: row.started,
+                runStartedAt: row.run_started_at === null ? null : new Date(row.run_started_at).toISOString(),
+                ended: row.ended,
+              },
+            },
+            this.#timeouts,
+          ).commands,
+      );
+      const limit = pLimit(16);
+      await Promise.all(commands.map((c) => limit(() => this.#carryOut([c]))));
+      this.#probedSlot = slot;
+    }
+    return (slot + 1) * interval - this.#clock().getTime();
+  }
+
+  #probedSlot = -1;
+
   async #fire(experimentId: string, kind: TimerKind, causeId: string): Promise<void> {
     const experiment = fold(await this.#deps.store.readStream(streamIdOf(experimentId)));
     const reaction = react(
@@ -683,6 +739,13 @@ export class SagaEffects {
       } finally {
         this.#verifying.get(result.commandId)?.();
       }
+    }
+    if (result.type === 'ProbeCompleted') {
+      const experiment = fold(await this.#deps.store.readStream(streamIdOf(result.experimentId)));
+      const reaction = react(undefined, { type: 'probe', result, experiment }, this.#timeouts);
+      if (reaction.why)
+        this.#deps.logger.warn({ experimentId: result.experimentId, reason: reaction.why }, 'early abort');
+      return this.#carryOut(reaction.commands);
     }
     await this.#carryOut(react(undefined, { type: 'result', result }, this.#timeouts).commands);
   }

@@ -31,6 +31,8 @@ export const stateView = (s: ExistingExperiment, upTo: readonly StoredEvent<Expe
     ...(s.analysis ? { analysis: s.analysis } : {}),
     ...(s.promotion ? { promotion: s.promotion } : {}),
     ...(s.rejudgements ? { rejudgements: s.rejudgements } : {}),
+    ...(s.abort ? { abort: s.abort } : {}),
+    ...(s.probeMissing && s.probeMissing.length > 0 ? { probeMissing: s.probeMissing } : {}),
     version: upTo.length,
     position: last.position,
     at: last.metadata.occurredAt,

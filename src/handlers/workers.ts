@@ -10,6 +10,7 @@ import type {
   Consumer,
   Delivery,
   DeployVariant,
+  ProbeExperiment,
   RolloutTarget,
   TeardownExperiment,
   VerifyDeployment,
@@ -17,6 +18,7 @@ import type {
 import type { Deployer, UsageSource } from '../application/ports/deployer.js';
 import { withCost } from '../application/pricing.js';
 import type { PricingProfile } from '../domain/cost.js';
+import type { ProbeFindings } from '../domain/early-abort.js';
 import type { Variant } from '../domain/experiment-spec.js';
 import { VARIANTS } from '../domain/experiment-spec.js';
 import {
@@ -338,6 +340,7 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
         case 'AnalyzeExperiment':
         case 'CommitPromotion':
         case 'RevertPromotion':
+        case 'ProbeExperiment':
           throw new Error(`${command.type} is not a deployer command`);
         default: {
           const _never: never = command;
@@ -405,9 +408,43 @@ export async function startAnalyzerWorker(deps: AnalyzerWorkerDeps): Promise<Con
       },
     });
   };
+  /**
+   * A probe is cheap and comes again next interval: one that cannot be made is logged and dropped, not
+   * retried (a retry would only answer with stale findings).
+   */
+  const probe = async (command: ProbeExperiment): Promise<void> => {
+    const base = {
+      commandId: command.commandId,
+      experimentId: command.experimentId,
+      ...(command.correlationId ? { correlationId: command.correlationId } : {}),
+    };
+    let findings: ProbeFindings;
+    try {
+      findings = await deps.analyzer.probe({
+        experimentId: command.experimentId,
+        spec: command.spec,
+        runStartedAt: new Date(command.runStartedAt),
+      });
+    } catch (err) {
+      deps.logger.warn({ ...base, err: errorText(err) }, 'probe failed; the next one will look again');
+      return;
+    }
+    await deps.bus.publish({
+      type: 'ProbeCompleted',
+      ...base,
+      at: findings.at,
+      findings: {
+        ...findings,
+        missingCriticalProcesses:
+          findings.missingCriticalProcesses === null ? null : [...findings.missingCriticalProcesses],
+        ...(findings.detail ? { detail: { ...findings.detail } } : {}),
+      },
+    });
+  };
   return deps.bus.handleCommands(
     'analyzer',
     async (command, delivery) => {
+      if (command.type === 'ProbeExperiment') return probe(command);
       if (command.type !== 'AnalyzeExperiment') throw new Error(`${command.type} is not an analyzer command`);
       await analyze(command, delivery);
     },

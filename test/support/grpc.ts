@@ -101,6 +101,7 @@ export const protoSpec = (body: ReturnType<typeof import('./system.js').validSpe
       maxCriticalProcessLossPct: number;
       maxCollectorCpuOverheadPct: number;
     };
+    compatibilityQueries?: { name: string; query: string; maxDivergencePct?: number }[];
   };
   return {
     name: b.name,
@@ -111,6 +112,7 @@ export const protoSpec = (body: ReturnType<typeof import('./system.js').validSpe
     durationSeconds: b.durationSeconds,
     criticalProcesses: b.criticalProcesses,
     successCriteria: b.successCriteria && { ...b.successCriteria, dryRun: [] },
+    compatibilityQueries: b.compatibilityQueries ?? [],
   };
 };
 

@@ -127,6 +127,17 @@ export const rolloutTargetSchema = z.object({
   correlationId: z.string().optional(),
 });
 
+/** A look at a running experiment for early abort: the answer is a ProbeCompleted result. */
+export const probeExperimentSchema = z.object({
+  type: z.literal('ProbeExperiment'),
+  commandId: id,
+  experimentId,
+  spec: storedSpecSchema,
+  runStartedAt: z.iso.datetime({ offset: true }),
+  causationId: z.string().optional(),
+  correlationId: z.string().optional(),
+});
+
 export const busCommandSchema = z.discriminatedUnion('type', [
   deployVariantSchema,
   teardownExperimentSchema,
@@ -135,6 +146,7 @@ export const busCommandSchema = z.discriminatedUnion('type', [
   commitPromotionSchema,
   revertPromotionSchema,
   rolloutTargetSchema,
+  probeExperimentSchema,
 ]);
 
 const resultBase = {
@@ -231,7 +243,27 @@ export const targetRolloutFailedSchema = z.object({
   commit: z.string(),
 });
 
+const collectorHealthSchema = z.object({
+  restarts: z.number().nullable(),
+  droppedPoints: z.number().nullable(),
+});
+
+/** What a probe found (domain/early-abort.ts ProbeFindings). */
+export const probeFindingsSchema = z.object({
+  at: z.iso.datetime({ offset: true }),
+  missingCriticalProcesses: z.array(z.string()).nullable(),
+  collectorHealth: z.object({ baseline: collectorHealthSchema, candidate: collectorHealthSchema }),
+  detail: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const probeCompletedSchema = z.object({
+  type: z.literal('ProbeCompleted'),
+  ...resultBase,
+  findings: probeFindingsSchema,
+});
+
 export const busResultSchema = z.discriminatedUnion('type', [
+  probeCompletedSchema,
   variantDeployedSchema,
   variantDeployFailedSchema,
   experimentTornDownSchema,
@@ -252,6 +284,8 @@ export type VerifyDeployment = z.infer<typeof verifyDeploymentSchema>;
 export type CommitPromotion = z.infer<typeof commitPromotionSchema>;
 export type RevertPromotion = z.infer<typeof revertPromotionSchema>;
 export type RolloutTarget = z.infer<typeof rolloutTargetSchema>;
+export type ProbeExperiment = z.infer<typeof probeExperimentSchema>;
+export type ProbeCompletedResult = z.infer<typeof probeCompletedSchema>;
 export type AnalysisWindow = z.infer<typeof analysisWindowSchema>;
 export type BusCommand = z.infer<typeof busCommandSchema>;
 /** What a sender writes: defaults (empty params, no critical processes…) may be left out. */
@@ -279,6 +313,7 @@ export const queueOf = (type: BusCommand['type']): CommandQueue => {
     case 'RevertPromotion':
       return 'promoter';
     case 'AnalyzeExperiment':
+    case 'ProbeExperiment':
       return 'analyzer';
     default: {
       const _never: never = type;

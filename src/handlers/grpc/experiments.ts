@@ -133,6 +133,15 @@ export const specInputOf = (spec: ExperimentSpec | undefined): unknown => {
     durationSeconds: spec.durationSeconds,
     criticalProcesses: spec.criticalProcesses,
     ...(spec.pricingProfile !== undefined ? { pricingProfile: spec.pricingProfile } : {}),
+    ...(spec.compatibilityQueries.length > 0
+      ? {
+          compatibilityQueries: spec.compatibilityQueries.map((q) => ({
+            name: q.name,
+            query: q.query,
+            ...(q.maxDivergencePct !== undefined ? { maxDivergencePct: q.maxDivergencePct } : {}),
+          })),
+        }
+      : {}),
     ...(criteria
       ? {
           successCriteria: {
@@ -173,6 +182,11 @@ const specMessage = (s: DomainSpec): ExperimentSpec => ({
   durationSeconds: s.durationSeconds,
   criticalProcesses: [...s.criticalProcesses],
   successCriteria: { ...s.successCriteria, dryRun: [...(s.successCriteria.dryRun ?? [])] },
+  compatibilityQueries: (s.compatibilityQueries ?? []).map((q) => ({
+    name: q.name,
+    query: q.query,
+    maxDivergencePct: q.maxDivergencePct,
+  })),
   pricingProfile: s.pricingProfile,
 });
 

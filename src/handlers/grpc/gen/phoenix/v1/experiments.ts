@@ -110,7 +110,26 @@ export interface ExperimentSpec {
     | SuccessCriteria
     | undefined;
   /** The pricing profile the analysis's cost is computed with (ListPricingProfiles); absent: default. */
-  pricingProfile?: string | undefined;
+  pricingProfile?:
+    | string
+    | undefined;
+  /**
+   * PromQL of the alerts and dashboards users depend on, run against both variants (Prometheus analyzer).
+   * Field 20: the numbers in between are left to the spec's other additions.
+   */
+  compatibilityQueries: CompatibilityQuery[];
+}
+
+/**
+ * A PromQL query checked on both variants: nothing (or a divergence beyond max_divergence_pct) on the
+ * candidate fails the criterion `query:<name>`.
+ */
+export interface CompatibilityQuery {
+  /** Unique in the spec: letters, digits, -, _ and ., at most 63. */
+  name: string;
+  /** Valid PromQL selecting at least one series, at most 2,000 characters. */
+  query: string;
+  maxDivergencePct?: number | undefined;
 }
 
 export interface VariantSpec {
@@ -449,6 +468,7 @@ function createBaseExperimentSpec(): ExperimentSpec {
     criticalProcesses: [],
     successCriteria: undefined,
     pricingProfile: undefined,
+    compatibilityQueries: [],
   };
 }
 
@@ -480,6 +500,9 @@ export const ExperimentSpec: MessageFns<ExperimentSpec> = {
     }
     if (message.pricingProfile !== undefined) {
       writer.uint32(74).string(message.pricingProfile);
+    }
+    for (const v of message.compatibilityQueries) {
+      CompatibilityQuery.encode(v!, writer.uint32(162).fork()).join();
     }
     return writer;
   },
@@ -569,6 +592,14 @@ export const ExperimentSpec: MessageFns<ExperimentSpec> = {
             message.pricingProfile = reader.string();
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.compatibilityQueries.push(CompatibilityQuery.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -608,6 +639,11 @@ export const ExperimentSpec: MessageFns<ExperimentSpec> = {
         : isSet(object.pricing_profile)
         ? globalThis.String(object.pricing_profile)
         : undefined,
+      compatibilityQueries: globalThis.Array.isArray(object?.compatibilityQueries)
+        ? object.compatibilityQueries.map((e: any) => CompatibilityQuery.fromJSON(e))
+        : globalThis.Array.isArray(object?.compatibility_queries)
+        ? object.compatibility_queries.map((e: any) => CompatibilityQuery.fromJSON(e))
+        : [],
     };
   },
 
@@ -640,6 +676,9 @@ export const ExperimentSpec: MessageFns<ExperimentSpec> = {
     if (message.pricingProfile !== undefined) {
       obj.pricingProfile = message.pricingProfile;
     }
+    if (message.compatibilityQueries?.length) {
+      obj.compatibilityQueries = message.compatibilityQueries.map((e) => CompatibilityQuery.toJSON(e));
+    }
     return obj;
   },
 
@@ -665,6 +704,112 @@ export const ExperimentSpec: MessageFns<ExperimentSpec> = {
       ? SuccessCriteria.fromPartial(object.successCriteria)
       : undefined;
     message.pricingProfile = object.pricingProfile ?? undefined;
+    message.compatibilityQueries = object.compatibilityQueries?.map((e) => CompatibilityQuery.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseCompatibilityQuery(): CompatibilityQuery {
+  return { name: "", query: "", maxDivergencePct: undefined };
+}
+
+export const CompatibilityQuery: MessageFns<CompatibilityQuery> = {
+  encode(message: CompatibilityQuery, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.query !== "") {
+      writer.uint32(18).string(message.query);
+    }
+    if (message.maxDivergencePct !== undefined) {
+      writer.uint32(25).double(message.maxDivergencePct);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CompatibilityQuery {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCompatibilityQuery();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.query = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.maxDivergencePct = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CompatibilityQuery {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      query: isSet(object.query) ? globalThis.String(object.query) : "",
+      maxDivergencePct: isSet(object.maxDivergencePct)
+        ? globalThis.Number(object.maxDivergencePct)
+        : isSet(object.max_divergence_pct)
+        ? globalThis.Number(object.max_divergence_pct)
+        : undefined,
+    };
+  },
+
+  toJSON(message: CompatibilityQuery): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.query !== "") {
+      obj.query = message.query;
+    }
+    if (message.maxDivergencePct !== undefined) {
+      obj.maxDivergencePct = floatToJson(message.maxDivergencePct);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CompatibilityQuery>): CompatibilityQuery {
+    return CompatibilityQuery.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CompatibilityQuery>): CompatibilityQuery {
+    const message = createBaseCompatibilityQuery();
+    message.name = object.name ?? "";
+    message.query = object.query ?? "";
+    message.maxDivergencePct = object.maxDivergencePct ?? undefined;
     return message;
   },
 };
