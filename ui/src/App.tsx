@@ -47,13 +47,18 @@ export function App() {
   if (!ctx) {
     return (
       <Routes>
-        <Route path="/signin" element={<SignInPage
+        <Route
+          path="/signin"
+          element={
+            <SignInPage
               reason={signedOutBecause}
               onSignedIn={(s) => {
                 setSignedOutBecause(undefined);
                 setSession(s);
               }}
-            />} />
+            />
+          }
+        />
         <Route
           path="*"
           element={<Navigate to="/signin" replace state={{ from: location.pathname + location.search }} />}

@@ -60,3 +60,8 @@ export const thresholdText = (criterion: string, threshold: number | null): stri
   if (criterion.startsWith('max')) return `≤ ${fmtNum(threshold)}${criterion.endsWith('Pct') ? '%' : ''}`;
   return fmtNum(threshold);
 };
+
+const significant = new Intl.NumberFormat('en', { maximumSignificantDigits: 3 });
+/** Small quantities (CPU cores) to three significant digits: 0.000123, not 0. */
+export const fmtSig = (v: number | null | undefined): string =>
+  v === null || v === undefined ? '—' : significant.format(v);

@@ -13,7 +13,7 @@ import {
   XAxis,
   YAxis,
 } from 'recharts';
-import { fmtBytes, fmtClock, fmtNum, fmtPct } from '../format';
+import { fmtBytes, fmtClock, fmtNum, fmtPct, fmtSig } from '../format';
 import type { Analysis, MeasuredFigures } from '../types';
 
 /**
@@ -32,7 +32,7 @@ const FIGURES: { key: FigureKey; title: string; format: (v: number | null) => st
   {
     key: 'collectorCpuCores',
     title: 'Collector CPU (cores)',
-    format: (v) => fmtNum(v === null ? null : Number(v.toFixed(4))),
+    format: fmtSig,
   },
   { key: 'collectorMemoryBytes', title: 'Collector memory', format: fmtBytes },
 ];
@@ -56,6 +56,7 @@ function ChartFigure({
         <strong>{title}</strong>
         {note && <span className="note"> {note}</span>}
       </figcaption>
+      {/* The picture for the eye; the table below says the same to a screen reader. */}
       <div className="chart-body" aria-hidden="true">
         {children}
       </div>
@@ -144,7 +145,11 @@ export function TimelineCharts({
             }}
           >
             <ResponsiveContainer width="100%" height={240}>
-              <LineChart data={data} margin={{ top: 10, right: 16, bottom: 0, left: 8 }}>
+              <LineChart
+                accessibilityLayer={false}
+                data={data}
+                margin={{ top: 10, right: 16, bottom: 0, left: 8 }}
+              >
                 <CartesianGrid strokeDasharray="3 3" stroke="#d0d5dd" />
                 <XAxis dataKey="at" tickFormatter={fmtClock} minTickGap={24} />
                 <YAxis tickFormatter={(v: number) => format(v)} width={72} />
@@ -230,7 +235,7 @@ export function SummaryCharts({
       key: 'collectorCpuCores',
       title: 'Collector CPU (cores per node)',
       ...cpu,
-      format: (v) => fmtNum(v === null ? null : Number(v.toFixed(4))),
+      format: fmtSig,
     });
   }
   return (
@@ -250,7 +255,12 @@ export function SummaryCharts({
             table={{ head: ['Variant', c.title], rows: data.map((d) => [d.variant, c.format(d.value)]) }}
           >
             <ResponsiveContainer width="100%" height={220}>
-              <BarChart data={data} layout="vertical" margin={{ top: 16, right: 56, bottom: 0, left: 8 }}>
+              <BarChart
+                accessibilityLayer={false}
+                data={data}
+                layout="vertical"
+                margin={{ top: 16, right: 56, bottom: 0, left: 8 }}
+              >
                 <CartesianGrid strokeDasharray="3 3" stroke="#d0d5dd" />
                 <XAxis type="number" tickFormatter={(v: number) => c.format(v)} domain={[0, 'auto']} />
                 <YAxis type="category" dataKey="variant" width={76} />
@@ -291,7 +301,12 @@ export function TopExecutablesChart({ items }: { items: NonNullable<Analysis['to
       }}
     >
       <ResponsiveContainer width="100%" height={Math.max(200, data.length * 32 + 60)}>
-        <BarChart data={data} layout="vertical" margin={{ top: 8, right: 24, bottom: 0, left: 8 }}>
+        <BarChart
+          accessibilityLayer={false}
+          data={data}
+          layout="vertical"
+          margin={{ top: 8, right: 24, bottom: 0, left: 8 }}
+        >
           <CartesianGrid strokeDasharray="3 3" stroke="#d0d5dd" />
           <XAxis type="number" />
           <YAxis type="category" dataKey="executable" width={130} interval={0} />
@@ -325,7 +340,12 @@ export function HostReductionChart({
       }}
     >
       <ResponsiveContainer width="100%" height={Math.max(200, data.length * 28 + 60)}>
-        <BarChart data={data} layout="vertical" margin={{ top: 16, right: 48, bottom: 0, left: 8 }}>
+        <BarChart
+          accessibilityLayer={false}
+          data={data}
+          layout="vertical"
+          margin={{ top: 16, right: 48, bottom: 0, left: 8 }}
+        >
           <CartesianGrid strokeDasharray="3 3" stroke="#d0d5dd" />
           <XAxis type="number" domain={[0, 100]} unit="%" />
           <YAxis type="category" dataKey="host" width={110} interval={0} />

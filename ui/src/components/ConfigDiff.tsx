@@ -1,4 +1,17 @@
+import { useEffect, useState } from 'react';
 import ReactDiffViewer, { DiffMethod } from 'react-diff-viewer-continued';
+
+/** Side by side where there is room; one column (unified) on a phone. */
+function useNarrow(query = '(max-width: 800px)'): boolean {
+  const [narrow, setNarrow] = useState(() => window.matchMedia(query).matches);
+  useEffect(() => {
+    const list = window.matchMedia(query);
+    const changed = () => setNarrow(list.matches);
+    list.addEventListener('change', changed);
+    return () => list.removeEventListener('change', changed);
+  }, [query]);
+  return narrow;
+}
 
 /** The two rendered collector configs side by side, changed lines marked (react-diff-viewer-continued). */
 export default function ConfigDiff({
@@ -10,16 +23,19 @@ export default function ConfigDiff({
   candidate: string;
   titles: [string, string];
 }) {
+  const narrow = useNarrow();
   return (
     <div className="diff">
       <ReactDiffViewer
         oldValue={baseline}
         newValue={candidate}
-        splitView
+        splitView={!narrow}
         compareMethod={DiffMethod.LINES}
         leftTitle={titles[0]}
         rightTitle={titles[1]}
-        extraLinesSurroundingDiff={4}
+        // Every line, no folds: the fold rows are buttons inside the table's rows (nested controls), and
+        // a config is short enough to read whole.
+        showDiffOnly={false}
         styles={{
           variables: {
             light: {
@@ -30,12 +46,16 @@ export default function ConfigDiff({
               removedColor: '#5c1111',
               wordAddedBackground: '#b7e1c1',
               wordRemovedBackground: '#f5b5b5',
-              gutterColor: '#344054',
+              gutterColor: '#475467',
+              addedGutterColor: '#0b3d1a',
+              removedGutterColor: '#5c1111',
               codeFoldContentColor: '#344054',
               emptyLineBackground: '#f8f9fb',
             },
           },
           contentText: { fontSize: '12px' },
+          // The library dims line numbers to half opacity, below AA contrast.
+          gutter: { pre: { opacity: 1 } },
         }}
       />
     </div>

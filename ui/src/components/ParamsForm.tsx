@@ -63,7 +63,8 @@ export function ParamsForm({
           p.minimum !== undefined || p.maximum !== undefined
             ? ` (${p.minimum ?? p.exclusiveMinimum ?? '…'}–${p.maximum ?? '…'})`
             : '';
-        const help = `${p.description}${range}${isList(p) ? ' One per line.' : ''}`;
+        const sentence = `${p.description}${range}`;
+        const help = isList(p) ? `${sentence}${/[.!?]$/.test(sentence) ? '' : '.'} One per line.` : sentence;
         let control: JSX.Element;
         if (p.type === 'boolean') {
           control = (

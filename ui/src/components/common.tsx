@@ -48,3 +48,16 @@ export const cpuOverheadOf = (analysis: Analysis | undefined): number | null => 
   const v = analysis?.evidence?.collectorCpuOverheadPct;
   return typeof v === 'number' ? v : null;
 };
+
+/**
+ * A table that may be wider than the screen (a phone): it scrolls sideways, so it is a named region a
+ * keyboard can reach and scroll.
+ */
+export function TableWrap({ label, children }: { label: string; children: ReactNode }) {
+  return (
+    // biome-ignore lint/a11y/noNoninteractiveTabindex: a scrolling region must be reachable by keyboard
+    <section className="table-wrap" aria-label={label} tabIndex={0}>
+      {children}
+    </section>
+  );
+}

@@ -1,7 +1,7 @@
 import { type FormEvent, useCallback, useEffect, useState } from 'react';
 import { Link } from 'react-router';
 import { download, getBlob, getJson, query } from '../api';
-import { ErrorBox, StateBadge } from '../components/common';
+import { ErrorBox, StateBadge, TableWrap } from '../components/common';
 import { Field } from '../components/Field';
 import { fmtDuration, fmtTime } from '../format';
 import { useSession } from '../session';
@@ -132,7 +132,7 @@ export function AuditPage() {
         </div>
       </form>
       <ErrorBox error={error} />
-      <div className="table-wrap">
+      <TableWrap label="Transitions">
         <table className="audit">
           <caption className="visually-hidden">State transitions, oldest first</caption>
           <thead>
@@ -175,7 +175,7 @@ export function AuditPage() {
             )}
           </tbody>
         </table>
-      </div>
+      </TableWrap>
       <nav className="pager" aria-label="Pages">
         <button type="button" disabled={cursors.length <= 1} onClick={() => setCursors(cursors.slice(0, -1))}>
           Previous page

@@ -2,7 +2,7 @@ import { useCallback, useEffect, useRef, useState } from 'react';
 import { Link, useSearchParams } from 'react-router';
 import { getJson, query } from '../api';
 import { roleAtLeast } from '../auth';
-import { cpuOverheadOf, ErrorBox, StateBadge, VerdictBadge } from '../components/common';
+import { cpuOverheadOf, ErrorBox, StateBadge, TableWrap, VerdictBadge } from '../components/common';
 import { fmtAge, fmtPct, fmtTime } from '../format';
 import { useLiveFeed } from '../live';
 import { useSession } from '../session';
@@ -109,7 +109,7 @@ export function ExperimentsPage() {
         </select>
       </div>
       <ErrorBox error={error} />
-      <div className="table-wrap">
+      <TableWrap label="Experiments">
         <table className="experiments">
           <caption className="visually-hidden">
             Experiments{state ? ` in state ${state}` : ''}, newest first
@@ -175,7 +175,7 @@ export function ExperimentsPage() {
             )}
           </tbody>
         </table>
-      </div>
+      </TableWrap>
       <nav className="pager" aria-label="Pages">
         <button
           type="button"

@@ -3,7 +3,7 @@ import { Link, useLocation, useParams } from 'react-router';
 import { ApiError, download, getJson, getText, postJson, query } from '../api';
 import { roleAtLeast } from '../auth';
 import { HostReductionChart, SummaryCharts, TimelineCharts, TopExecutablesChart } from '../components/Charts';
-import { checksOf, ErrorBox, OutcomeBadge, StateBadge, VerdictBadge } from '../components/common';
+import { checksOf, ErrorBox, OutcomeBadge, StateBadge, TableWrap, VerdictBadge } from '../components/common';
 import { criterionLabel, fmtBytes, fmtDuration, fmtNum, fmtPct, fmtTime, thresholdText } from '../format';
 import { useLiveFeed } from '../live';
 import { useSession } from '../session';
@@ -336,7 +336,7 @@ function AnalysisReport({ experiment: x, analysis }: { experiment: Experiment; a
 
       <section aria-labelledby="criteria-title">
         <h2 id="criteria-title">Criteria</h2>
-        <div className="table-wrap">
+        <TableWrap label="Criteria">
           <table className="criteria">
             <thead>
               <tr>
@@ -384,7 +384,7 @@ function AnalysisReport({ experiment: x, analysis }: { experiment: Experiment; a
               )}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       </section>
 
       <section aria-labelledby="charts-title">
@@ -484,7 +484,7 @@ function Evidence({ experiment: x, analysis }: { experiment: Experiment; analysi
         )}
       </dl>
       {queries.length > 0 && (
-        <div className="table-wrap">
+        <TableWrap label="Queries">
           <table className="queries">
             <caption>Queries behind each figure</caption>
             <thead>
@@ -511,10 +511,10 @@ function Evidence({ experiment: x, analysis }: { experiment: Experiment; analysi
               ))}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       )}
       {statistics.length > 0 && (
-        <div className="table-wrap">
+        <TableWrap label="Paired comparisons">
           <table className="statistics">
             <caption>Paired comparisons per host</caption>
             <thead>
@@ -574,7 +574,7 @@ function Evidence({ experiment: x, analysis }: { experiment: Experiment; analysi
               )}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       )}
       <details>
         <summary>All evidence as recorded</summary>
@@ -648,7 +648,7 @@ function Rejudgements({ items }: { items: NonNullable<Experiment['rejudgements']
       <p className="help">
         The verdict above is the original; these re-applied other criteria to the same measurements.
       </p>
-      <div className="table-wrap">
+      <TableWrap label="Re-judgements">
         <table>
           <thead>
             <tr>
@@ -678,7 +678,7 @@ function Rejudgements({ items }: { items: NonNullable<Experiment['rejudgements']
             ))}
           </tbody>
         </table>
-      </div>
+      </TableWrap>
     </section>
   );
 }
