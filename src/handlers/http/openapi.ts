@@ -541,7 +541,11 @@ export const operationKey = (method: string, url: string): string =>
 /** Per route: the zod-derived parameters and body, plus the operation's identity, tag, role and security. */
 const transform: SwaggerTransform = (input) => {
   const methods = ([] as string[]).concat(input.route.method);
-  const entry = OPERATIONS[operationKey(methods[0] ?? 'GET', input.url)];
+  // fastify-static's catch-all arrives as `/{*}`, its HEAD twin registered by hand (not by fastify's
+  // exposeHeadRoutes, which swagger leaves out): both are the GET /* entry's.
+  const url = input.url.replace(/\{\*\}$/, '*');
+  const method = methods[0] === 'HEAD' ? 'GET' : (methods[0] ?? 'GET');
+  const entry = OPERATIONS[operationKey(method, url)];
   if (entry === null || (entry === undefined && input.url.startsWith(DOCS_PREFIX))) {
     return { schema: { hide: true }, url: input.url };
   }
