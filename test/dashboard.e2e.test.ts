@@ -250,7 +250,7 @@ describe('the dashboard in Chromium', { skip, timeout: 600_000 }, () => {
     ] as const) {
       const fig = page.locator(`figure[data-chart="${chart}"]`);
       await fig.locator('svg.recharts-surface').first().waitFor();
-      const svgText = await fig.locator('svg').first().textContent();
+      const svgText = await fig.locator('.recharts-wrapper > svg').textContent();
       const table = await fig.locator('table').textContent();
       for (const variant of ['baseline', 'candidate'] as const) {
         const v = fmt(x.analysis[variant][figure]);
@@ -260,7 +260,7 @@ describe('the dashboard in Chromium', { skip, timeout: 600_000 }, () => {
     }
     // The series chart draws the pass line where the criterion puts it.
     assert.match(
-      (await page.locator('figure[data-chart="summary-series"] svg').first().textContent()) ?? '',
+      (await page.locator('figure[data-chart="summary-series"] .recharts-wrapper > svg').textContent()) ?? '',
       /pass line: −50%/,
     );
     // The config diff: both rendered configs side by side.
@@ -391,7 +391,8 @@ describe('the dashboard in Chromium', { skip, timeout: 600_000 }, () => {
       await page.locator(`figure[data-chart="${chart}"] svg.recharts-surface`).first().waitFor();
     }
     assert.match(
-      (await page.locator('figure[data-chart="timeline-series"] svg').first().textContent()) ?? '',
+      (await page.locator('figure[data-chart="timeline-series"] .recharts-wrapper > svg').textContent()) ??
+        '',
       /pass line/,
     );
     const hostTable = await page.locator('figure[data-chart="host-reduction"] table').textContent();

@@ -152,7 +152,7 @@ export function TimelineCharts({
               >
                 <CartesianGrid strokeDasharray="3 3" stroke="#d0d5dd" />
                 <XAxis dataKey="at" tickFormatter={fmtClock} minTickGap={24} />
-                <YAxis tickFormatter={(v: number) => format(v)} width={72} />
+                <YAxis tickFormatter={(v: number) => format(v)} width={88} />
                 <Tooltip labelFormatter={(l) => fmtClock(String(l))} formatter={(v) => format(Number(v))} />
                 <Legend />
                 <Line
@@ -259,7 +259,7 @@ export function SummaryCharts({
                 accessibilityLayer={false}
                 data={data}
                 layout="vertical"
-                margin={{ top: 16, right: 56, bottom: 0, left: 8 }}
+                margin={{ top: 16, right: 80, bottom: 0, left: 8 }}
               >
                 <CartesianGrid strokeDasharray="3 3" stroke="#d0d5dd" />
                 <XAxis type="number" tickFormatter={(v: number) => c.format(v)} domain={[0, 'auto']} />
