@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { EmulatorFleetSampler } from './adapters/emulator-fleet-sampler.js';
@@ -309,6 +310,12 @@ export function createGitops(config: Config): GitopsRepository | undefined {
 /** Read models further behind than this make /readyz fail. */
 const READY_MAX_LAG_EVENTS = 1_000;
 
+/**
+ * Where `npm run build` writes the dashboard (ui/, Vite): dist/ui of the repository, the same folder
+ * whether this module runs from src/ (tsx) or from dist/ (compiled).
+ */
+const DASHBOARD_ASSETS = fileURLToPath(new URL('../dist/ui/', import.meta.url));
+
 export async function buildSystem(config: Config, options: { logger?: Logger } = {}): Promise<System> {
   const logger = options.logger ?? createLogger(config);
   const database = await openDatabase(config, logger);
@@ -426,6 +433,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     rateLimitPerMinute: config.PHOENIX_RATE_LIMIT_PER_MINUTE,
     corsOrigins: config.PHOENIX_CORS_ORIGINS,
     readiness,
+    dashboard: { root: DASHBOARD_ASSETS },
     routes: [
       (scope) =>
         experimentRoutes(scope, {

@@ -5,7 +5,12 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import websocket from '@fastify/websocket';
-import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, {
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import {
   hasZodFastifySchemaValidationErrors,
   isResponseSerializationError,
@@ -32,6 +37,7 @@ import {
 } from '../../domain/experiment.js';
 import { AuthenticationError, type Principal, type Role, roleAtLeast, type TokenService } from '../auth.js';
 import type { Metrics } from '../metrics.js';
+import { type DashboardOptions, registerDashboard } from './dashboard.js';
 import { swaggerOptions, swaggerUiOptions } from './openapi.js';
 import { HttpProblem, type Problem, problemType, titleOf } from './problem.js';
 import type { App, TypedApp } from './typed-app.js';
@@ -58,6 +64,8 @@ export interface AppDependencies {
   readonly rateLimitPerMinute?: number;
   /** Browser origins allowed to call the API (CORS); none: only pages of the API's own origin. */
   readonly corsOrigins?: readonly string[];
+  /** Serves the dashboard (ui/, built) at `/`; none: the server has no pages but the API docs. */
+  readonly dashboard?: DashboardOptions;
   /** Registers the API's routes; called inside the app with its plugins in place. */
   readonly routes?: ReadonlyArray<(app: TypedApp) => Promise<void> | void>;
 }
@@ -242,9 +250,14 @@ export async function buildApp(deps: AppDependencies): Promise<App> {
   });
 
   app.setErrorHandler((error: FastifyError, request, reply) => sendError(error, request, reply, deps.logger));
+  const dashboardPage = deps.dashboard
+    ? await registerDashboard(app as unknown as FastifyInstance, deps.dashboard)
+    : undefined;
   // No route for this method: 405 with Allow when the path has routes for other methods (an OPTIONS
-  // request just gets the Allow), 404 when it has none.
+  // request just gets the Allow), 404 when it has none. A dashboard address gets the dashboard's page.
   app.setNotFoundHandler((request, reply) => {
+    const page = dashboardPage?.(request, reply);
+    if (page) return page;
     const path = request.url.split('?')[0] ?? '/';
     const allowed = routes.methodsFor(path);
     if (allowed.length === 0) {

@@ -17,6 +17,7 @@ import { listTemplates, type RenderVariantInput, renderVariant } from '../../dom
 import { eventsUpTo, eventView, stateView } from '../experiment-views.js';
 import { commandMetricsOf, type Metrics } from '../metrics.js';
 import { HttpProblem } from './problem.js';
+import { templateRenderRoute } from './templates.js';
 import type { TypedApp } from './typed-app.js';
 
 export interface ExperimentRoutesDependencies {
@@ -460,6 +461,7 @@ export async function experimentRoutes(app: TypedApp, deps: ExperimentRoutesDepe
     },
     async () => ({ items: listTemplates() }),
   );
+  templateRenderRoute(app);
 }
 
 /** `minPosition`: wait (bounded) until the read models have applied it, else 503. */

@@ -537,6 +537,25 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc | null>> = {
     success: [{ status: 200, description: 'Every template.', content: { 'application/json': 'Templates' } }],
     errors: [401, 429, 500],
   },
+  'POST /api/v1/templates/{name}/render': {
+    operationId: 'renderTemplate',
+    tag: 'templates',
+    summary: 'Render a template to a collector config',
+    description:
+      'The config a variant with this template and these params would run, before any experiment exists ' +
+      "(the dashboard previews both variants with it). `criticalProcesses` are the experiment's patterns " +
+      "(RE2), kept by every template; `variant` names the config's variant (default `candidate`). A bad " +
+      'param is a 400 whose `errors[].path` names it (`body.params.k`), as creating an experiment answers it.',
+    success: [
+      {
+        status: 200,
+        description: 'The collector config.',
+        content: { 'text/yaml': { type: 'string' } },
+      },
+    ],
+    errors: [400, 401, 413, 415, 429, 500],
+    optionalBody: true,
+  },
   'GET /api/v1/audit': {
     operationId: 'queryAudit',
     tag: 'audit',
@@ -607,6 +626,9 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc | null>> = {
     ],
     errors: [],
   },
+  // The dashboard (dashboard.ts): its page and files, not part of the API.
+  'GET /': null,
+  'GET /*': null,
   'GET /metrics': {
     operationId: 'metrics',
     tag: 'operations',
@@ -644,7 +666,11 @@ export const operationKey = (method: string, url: string): string =>
 /** Per route: the zod-derived parameters and body, plus the operation's identity, tag, role and security. */
 const transform: SwaggerTransform = (input) => {
   const methods = ([] as string[]).concat(input.route.method);
-  const entry = OPERATIONS[operationKey(methods[0] ?? 'GET', input.url)];
+  // fastify-static's catch-all arrives as `/{*}`, its HEAD twin registered by hand (not by fastify's
+  // exposeHeadRoutes, which swagger leaves out): both are the GET /* entry's.
+  const url = input.url.replace(/\{\*\}$/, '*');
+  const method = methods[0] === 'HEAD' ? 'GET' : (methods[0] ?? 'GET');
+  const entry = OPERATIONS[operationKey(method, url)];
   if (entry === null || (entry === undefined && input.url.startsWith(DOCS_PREFIX))) {
     return { schema: { hide: true }, url: input.url };
   }
