@@ -379,7 +379,7 @@ describe('judge with per-host samples (paired statistics)', () => {
   });
 
   it('too few hosts is inconclusive, naming the reason (sampleSize)', () => {
-    const a = judged(withSamples({ hosts: 2 }));
+    const a = judged(withSamples({ hosts: 2 }), { minHosts: 3, minSamplesPerHost: 3 });
     assert.equal(a.verdict, 'inconclusive');
     assert.equal(check(a, 'sampleSize').outcome, 'no_data');
     assert.match(
@@ -390,12 +390,15 @@ describe('judge with per-host samples (paired statistics)', () => {
 
   it('a host with fewer paired samples than minSamplesPerHost does not count', () => {
     // Hosts 0 and 1 miss the candidate at three of four times: one paired sample each.
-    const a = judged(withSamples({ missing: (h, t) => h < 2 && t > 0 }));
+    const a = judged(withSamples({ missing: (h, t) => h < 2 && t > 0 }), { minSamplesPerHost: 3 });
     assert.equal(a.verdict, 'pass', a.reasons.join(' | '));
     assert.equal(check(a, 'sampleSize').value, 3);
     assert.match(check(a, 'sampleSize').reason, /2 more had fewer/);
     assert.equal(a.statistics?.series?.hosts, 3);
-    const strict = judged(withSamples({ missing: (h, t) => h < 2 && t > 0 }), { minHosts: 4 });
+    const strict = judged(withSamples({ missing: (h, t) => h < 2 && t > 0 }), {
+      minHosts: 4,
+      minSamplesPerHost: 3,
+    });
     assert.equal(strict.verdict, 'inconclusive');
   });
 

@@ -85,15 +85,29 @@ export class LocalAnalyzer implements Analyzer {
     const queries: { figure: string; variant: Variant; query: string; samples: number }[] = [];
     const seriesByExecutable = {} as Record<Variant, Record<string, number>>;
     const collectorHealth = {} as Record<Variant, CollectorHealth>;
-    for (const variant of VARIANTS) {
-      const kept =
+    const kept = Object.fromEntries(
+      VARIANTS.map((variant) => [
+        variant,
         range === null
           ? undefined
-          : this.plane.samples(id, variant, range.start.getTime(), range.end.getTime());
+          : this.plane.samples(id, variant, range.start.getTime(), range.end.getTime()),
+      ]),
+    ) as Record<Variant, ReturnType<LocalDataPlane['samples']>>;
+    // Both variants scrape the one simulated fleet: a sample's time is the fleet's simulated second, shown
+    // as the wall time it was first scraped at, so the two variants' scrapes of one instant pair up (the
+    // judge pairs samples by `at`) although each variant's scrape ran at its own wall time.
+    const wallOf = new Map<number, number>();
+    for (const variant of VARIANTS)
+      for (const sample of kept[variant]?.samples ?? [])
+        wallOf.set(
+          sample.simulatedSeconds,
+          Math.min(wallOf.get(sample.simulatedSeconds) ?? sample.wallMs, sample.wallMs),
+        );
+    for (const variant of VARIANTS) {
       let count = 0;
-      for (const sample of kept?.samples ?? []) {
-        const at = new Date(sample.wallMs).toISOString();
-        kept?.hostNames.forEach((host, h) => {
+      for (const sample of kept[variant]?.samples ?? []) {
+        const at = new Date(wallOf.get(sample.simulatedSeconds) ?? sample.wallMs).toISOString();
+        kept[variant]?.hostNames.forEach((host, h) => {
           const f = sample.host(h);
           samples.push({
             at,

@@ -325,7 +325,10 @@ const measuredFigures = z.object({
   collectorCpuCores: n,
   collectorMemoryBytes: n,
 });
-const hostFigures = measuredFigures.extend({ inputPointsPerMinute: n.optional() });
+const hostFigures = measuredFigures.extend({
+  inputPointsPerMinute: n.optional(),
+  inputProcesses: n.optional(),
+});
 const interval = z.object({ low: z.number(), high: z.number(), confidence: z.number() });
 const criterionCheck = z.object({
   criterion: z.string(),
@@ -399,6 +402,9 @@ export const analysisSchema = z.object({
       ok: z.boolean().nullable(),
       baselineInputPointsPerMinute: n,
       candidateInputPointsPerMinute: n,
+      basis: z.enum(['processes', 'points']).optional(),
+      baselineInputProcesses: n.optional(),
+      candidateInputProcesses: n.optional(),
       mismatchPct: n,
       maxMismatchPct: z.number(),
       reason: z.string(),

@@ -22,9 +22,9 @@ export interface SuccessCriteria {
    * verdict (Argo Rollouts' dry-run metrics).
    */
   readonly dryRun?: readonly string[] | undefined;
-  /** Below this many hosts with paired samples the verdict is inconclusive (default 3). */
+  /** Below this many hosts with paired samples the verdict is inconclusive (default 1: any paired evidence; set 3 or more for a statistical verdict). */
   readonly minHosts?: number | undefined;
-  /** Below this many paired samples per host the host does not count (default 3). */
+  /** Below this many paired samples per host the host does not count (default 1). */
   readonly minSamplesPerHost?: number | undefined;
   /** Confidence of the intervals (default 0.95). */
   readonly confidence?: number | undefined;
@@ -79,6 +79,8 @@ export interface MeasuredFigures {
 /** A host's means for one variant; `inputPointsPerMinute` is the parity check's input (added by issue 20). */
 export interface HostFigures extends MeasuredFigures {
   readonly inputPointsPerMinute?: number | null | undefined;
+  /** Processes the collector's own scraper saw (a collector that scrapes its host itself). */
+  readonly inputProcesses?: number | null | undefined;
 }
 
 /** One host of the analysis: means over its paired samples (sample times both variants have). */
@@ -195,6 +197,13 @@ export interface Analysis {
         readonly ok: boolean | null;
         readonly baselineInputPointsPerMinute: number | null;
         readonly candidateInputPointsPerMinute: number | null;
+        /**
+         * What was compared: the processes each collector's own scraper saw when both report them (its
+         * accepted points depend on its own metric selection), else the points each received.
+         */
+        readonly basis?: 'processes' | 'points' | undefined;
+        readonly baselineInputProcesses?: number | null | undefined;
+        readonly candidateInputProcesses?: number | null | undefined;
         readonly mismatchPct: number | null;
         readonly maxMismatchPct: number;
         readonly reason: string;

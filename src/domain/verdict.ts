@@ -137,8 +137,8 @@ export interface VerdictInput {
 export type { CheckOutcome } from './experiment-spec.js';
 export type Check = CriterionCheck;
 
-export const DEFAULT_MIN_HOSTS = 3;
-export const DEFAULT_MIN_SAMPLES_PER_HOST = 3;
+export const DEFAULT_MIN_HOSTS = 1;
+export const DEFAULT_MIN_SAMPLES_PER_HOST = 1;
 export const DEFAULT_CONFIDENCE = 0.95;
 export const DEFAULT_MAX_INPUT_MISMATCH_PCT = 5;
 export const MAX_STORED_HOSTS = 1000;
@@ -209,6 +209,7 @@ const figuresOf = (samples: readonly HostSample[]): HostFigures => ({
   collectorCpuCores: meanOf(samples.map((s) => s.collectorCpuCores)),
   collectorMemoryBytes: meanOf(samples.map((s) => s.collectorMemoryBytes)),
   inputPointsPerMinute: meanOf(samples.map((s) => s.inputPointsPerMinute)),
+  inputProcesses: meanOf(samples.map((s) => s.inputProcesses ?? null)),
 });
 
 /**
@@ -566,18 +567,48 @@ const parityOf = (
       maxMismatchPct,
       reason: 'the collectors’ received points were not measured: input parity unknown',
     };
-  const b = round6(both.reduce((a, h) => a + (h.baseline.inputPointsPerMinute as number), 0));
-  const c = round6(both.reduce((a, h) => a + (h.candidate.inputPointsPerMinute as number), 0));
-  const base = { baselineInputPointsPerMinute: b, candidateInputPointsPerMinute: c, maxMismatchPct };
+  const points = {
+    baselineInputPointsPerMinute: round6(
+      both.reduce((a, h) => a + (h.baseline.inputPointsPerMinute as number), 0),
+    ),
+    candidateInputPointsPerMinute: round6(
+      both.reduce((a, h) => a + (h.candidate.inputPointsPerMinute as number), 0),
+    ),
+  };
+  // A collector that scrapes its host itself accepts only the points its own metric selection keeps
+  // (the minimal template turns most metrics off): there the input is the processes its scraper saw.
+  const byProcesses = both.every(
+    (h) => typeof h.baseline.inputProcesses === 'number' && typeof h.candidate.inputProcesses === 'number',
+  );
+  const processes = byProcesses
+    ? {
+        baselineInputProcesses: round6(both.reduce((a, h) => a + (h.baseline.inputProcesses as number), 0)),
+        candidateInputProcesses: round6(both.reduce((a, h) => a + (h.candidate.inputProcesses as number), 0)),
+      }
+    : {};
+  const b = byProcesses ? (processes.baselineInputProcesses as number) : points.baselineInputPointsPerMinute;
+  const c = byProcesses
+    ? (processes.candidateInputProcesses as number)
+    : points.candidateInputPointsPerMinute;
+  const unit = byProcesses ? 'processes seen by the scrapers' : 'points/min received';
+  const base = {
+    ...points,
+    basis: byProcesses ? ('processes' as const) : ('points' as const),
+    ...processes,
+    maxMismatchPct,
+  };
   if (b <= 0)
     return {
       ...base,
       ok: c <= 0 ? null : false,
       mismatchPct: null,
-      reason: c <= 0 ? 'neither collector received any points' : 'the baseline collector received no points',
+      reason:
+        c <= 0
+          ? `neither collector's input had any ${unit}`
+          : `the baseline collector's input had no ${unit}`,
     };
   const mismatchPct = round2((100 * Math.abs(c - b)) / b);
-  const figures = `baseline ${fmt(b)}, candidate ${fmt(c)} points/min received`;
+  const figures = `baseline ${fmt(b)}, candidate ${fmt(c)} ${unit}`;
   return mismatchPct <= maxMismatchPct
     ? {
         ...base,
