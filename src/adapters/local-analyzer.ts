@@ -93,20 +93,34 @@ export class LocalAnalyzer implements Analyzer {
           : this.plane.samples(id, variant, range.start.getTime(), range.end.getTime()),
       ]),
     ) as Record<Variant, ReturnType<LocalDataPlane['samples']>>;
-    // Both variants scrape the one simulated fleet: a sample's time is the fleet's simulated second, shown
-    // as the wall time it was first scraped at, so the two variants' scrapes of one instant pair up (the
-    // judge pairs samples by `at`) although each variant's scrape ran at its own wall time.
-    const wallOf = new Map<number, number>();
-    for (const variant of VARIANTS)
-      for (const sample of kept[variant]?.samples ?? [])
-        wallOf.set(
-          sample.simulatedSeconds,
-          Math.min(wallOf.get(sample.simulatedSeconds) ?? sample.wallMs, sample.wallMs),
-        );
+    // Both variants scrape the one simulated fleet, each on its own collection interval and at its own
+    // wall time. The judge pairs samples by `at`, so a candidate scrape is dated like the baseline scrape
+    // of the nearest simulated instant (within the larger of the two scrape spacings), and a baseline
+    // scrape by its own wall time.
+    const baselineAt = new Map<number, number>();
+    for (const sample of kept.baseline?.samples ?? []) baselineAt.set(sample.simulatedSeconds, sample.wallMs);
+    const baselineTimes = [...baselineAt.keys()].sort((a, b) => a - b);
+    const spacing = (times: readonly number[]): number => {
+      const gaps = times.slice(1).map((t, i) => t - (times[i] as number));
+      return gaps.length === 0 ? Number.POSITIVE_INFINITY : Math.max(...gaps);
+    };
+    const candidateTimes = [...new Set((kept.candidate?.samples ?? []).map((s) => s.simulatedSeconds))].sort(
+      (a, b) => a - b,
+    );
+    const tolerance = Math.max(spacing(baselineTimes), spacing(candidateTimes));
+    const dateOf = (variant: Variant, simulatedSeconds: number, wallMs: number): string => {
+      if (variant === 'baseline' || baselineTimes.length === 0) return new Date(wallMs).toISOString();
+      let nearest = baselineTimes[0] as number;
+      for (const t of baselineTimes)
+        if (Math.abs(t - simulatedSeconds) < Math.abs(nearest - simulatedSeconds)) nearest = t;
+      return Math.abs(nearest - simulatedSeconds) <= tolerance
+        ? new Date(baselineAt.get(nearest) as number).toISOString()
+        : new Date(wallMs).toISOString();
+    };
     for (const variant of VARIANTS) {
       let count = 0;
       for (const sample of kept[variant]?.samples ?? []) {
-        const at = new Date(wallOf.get(sample.simulatedSeconds) ?? sample.wallMs).toISOString();
+        const at = dateOf(variant, sample.simulatedSeconds, sample.wallMs);
         kept[variant]?.hostNames.forEach((host, h) => {
           const f = sample.host(h);
           samples.push({
