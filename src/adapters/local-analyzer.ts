@@ -62,6 +62,19 @@ export class LocalAnalyzer implements Analyzer {
     this.clock = options.clock ?? (() => new Date());
   }
 
+  /**
+   * A variant's scrapes within the window; a run shorter than the variant's scrape interval has none,
+   * and then its last scrape (the one the measuring itself may have made) stands for it: one look, as
+   * the sample count says.
+   */
+  private windowSamples(id: string, variant: Variant, fromMs: number, toMs: number) {
+    const within = this.plane.samples(id, variant, fromMs, toMs);
+    if (within === undefined || within.samples.length > 0) return within;
+    const before = this.plane.samples(id, variant);
+    const last = before?.samples.at(-1);
+    return before && last ? { ...before, samples: [last] } : within;
+  }
+
   async measure(request: AnalysisRequest): Promise<Measurements> {
     const id = request.experimentId;
     const baseline = this.plane.snapshot(id, 'baseline');
@@ -88,9 +101,13 @@ export class LocalAnalyzer implements Analyzer {
     const kept = Object.fromEntries(
       VARIANTS.map((variant) => [
         variant,
-        range === null
-          ? undefined
-          : this.plane.samples(id, variant, range.start.getTime(), range.end.getTime()),
+        // A window too short to measure still has each variant's last look before it ended.
+        this.windowSamples(
+          id,
+          variant,
+          (range?.start ?? request.window.start).getTime(),
+          (range?.end ?? request.window.end).getTime(),
+        ),
       ]),
     ) as Record<Variant, ReturnType<LocalDataPlane['samples']>>;
     // Both variants scrape the one simulated fleet, each on its own collection interval and at its own
