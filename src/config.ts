@@ -76,6 +76,15 @@ const configSchema = z.object({
   PHOENIX_PROMETHEUS_BIN: z.string().min(1).default('prometheus'),
   /** Where PHOENIX_DEPLOYER=otelcol writes Prometheus file_sd targets; `<PHOENIX_DATA_DIR>/prometheus/targets` unless set. */
   PHOENIX_PROMETHEUS_SD_DIR: z.string().min(1).optional(),
+  /**
+   * How PHOENIX_DEPLOYER=kubernetes lands a variant: an OpenTelemetryCollector for the operator, a
+   * ConfigMap and a DaemonSet, or `auto` (the operator's kind when the cluster serves it).
+   */
+  PHOENIX_KUBERNETES_MODE: z.enum(['auto', 'operator', 'daemonset']).default('auto'),
+  /** How long a variant's DaemonSet may take to become ready before its deploy fails. */
+  PHOENIX_KUBERNETES_READINESS_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
+  /** How long one Kubernetes API call retries an unreachable or failing API server before it gives up. */
+  PHOENIX_KUBERNETES_RETRY_SECONDS: z.coerce.number().int().min(1).max(3_600).default(60),
   PHOENIX_ANALYZER: z.enum(['local', 'prometheus']).default('local'),
   PROMETHEUS_URL: z.url({ protocol: /^https?$/ }).optional(),
   PHOENIX_JWT_SECRET: z

@@ -202,9 +202,16 @@ async function createDeployer(
     import('@kubernetes/client-node'),
     import('./adapters/kubernetes-deployer.js'),
   ]);
+  // KUBECONFIG, ~/.kube/config, or the pod's service account in a cluster.
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromDefault();
-  return { deployer: new KubernetesDeployer(kubeConfig), usage };
+  const kubernetes = new KubernetesDeployer(kubeConfig, {
+    mode: config.PHOENIX_KUBERNETES_MODE,
+    readinessTimeoutMs: config.PHOENIX_KUBERNETES_READINESS_TIMEOUT_SECONDS * 1000,
+    retryBudgetMs: config.PHOENIX_KUBERNETES_RETRY_SECONDS * 1000,
+    logger,
+  });
+  return { deployer: kubernetes, usage, close: () => kubernetes.close() };
 }
 
 /** Where the otelcol deployer writes Prometheus file_sd targets. */

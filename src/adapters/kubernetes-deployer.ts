@@ -1,11 +1,32 @@
-import { setTimeout as delay } from 'node:timers/promises';
 import {
+  ADD,
   ApiException,
+  AppsV1Api,
+  CoreV1Api,
+  DELETE,
+  ERROR,
+  type Informer,
   type KubeConfig,
   type KubernetesObject,
   KubernetesObjectApi,
+  makeInformer,
+  type ObjectCache,
   PatchStrategy,
+  UPDATE,
+  type V1DaemonSet,
 } from '@kubernetes/client-node';
+import {
+  BrokenCircuitError,
+  type CircuitBreakerPolicy,
+  ConsecutiveBreaker,
+  circuitBreaker,
+  ExponentialBackoff,
+  handleWhen,
+  retry,
+  TaskCancelledError,
+  wrap,
+} from 'cockatiel';
+import type { Logger } from 'pino';
 import {
   type Deployer,
   type DeployOptions,
@@ -47,8 +68,22 @@ export interface KubernetesDeployerOptions {
   readonly image?: string;
   /** How long a variant may take to become ready; default 5 minutes. */
   readonly readinessTimeoutMs?: number;
-  readonly pollMs?: number;
   readonly fieldManager?: string;
+  /**
+   * How long one call keeps retrying transient trouble (the API unreachable, 5xx, 429, a 409
+   * conflict) with exponential backoff before it gives up; default 60 s. A deploy that gives up
+   * fails with the last error; a teardown throws (its command is redelivered).
+   */
+  readonly retryBudgetMs?: number;
+  /** Backoff between retries: first and longest delay; default 200 ms and 5 s. */
+  readonly backoff?: { readonly initialMs?: number; readonly maxMs?: number };
+  /**
+   * The circuit breaker in front of the API server, shared by every call of this deployer: after
+   * `consecutiveFailures` (default 5) unreachable/5xx answers in a row it opens, calls fail at once
+   * (and back off) for `halfOpenAfterMs` (default 5 s), then one call probes.
+   */
+  readonly breaker?: { readonly consecutiveFailures?: number; readonly halfOpenAfterMs?: number };
+  readonly logger?: Pick<Logger, 'info' | 'warn'>;
 }
 
 const OPERATOR_API = 'opentelemetry.io/v1beta1';
@@ -75,9 +110,32 @@ const statusOf = (err: ApiException<unknown>): StatusBody => {
   return (body ?? {}) as StatusBody;
 };
 
-/** 4xx other than 408/429 will not change on retry; everything else might. */
+/**
+ * 4xx other than 408, 409 and 429 will not change on retry (403: a missing right, 422: an invalid
+ * object, 404: a missing namespace); everything else might.
+ */
 const isPermanent = (err: unknown): err is ApiException<unknown> =>
-  err instanceof ApiException && err.code >= 400 && err.code < 500 && err.code !== 408 && err.code !== 429;
+  err instanceof ApiException &&
+  err.code >= 400 &&
+  err.code < 500 &&
+  err.code !== 408 &&
+  err.code !== 409 &&
+  err.code !== 429;
+
+/** The API server is not answering, or not well: what the circuit breaker counts. */
+const isUnavailable = (err: unknown): boolean => {
+  if (err instanceof ApiException) return err.code >= 500 || err.code === 429 || err.code === 408;
+  // The client's own errors for a kind it does not know are not about the server.
+  if (err instanceof Error && /Unrecognized API version and kind/.test(err.message)) return false;
+  // fetch's errors: refused, reset, timed out, DNS.
+  return err instanceof Error;
+};
+
+/** What a call retries: the server's trouble, a conflict, or the open circuit. */
+const isRetryable = (err: unknown): boolean =>
+  err instanceof BrokenCircuitError ||
+  isUnavailable(err) ||
+  (err instanceof ApiException && err.code === 409);
 
 const isNotFound = (err: unknown): boolean => err instanceof ApiException && err.code === 404;
 
@@ -86,13 +144,36 @@ const describeApiError = (err: ApiException<unknown>): string => {
   return `${status.reason ?? `HTTP ${err.code}`}: ${status.message ?? 'no message'}`;
 };
 
+const describe = (err: unknown): string => {
+  if (err instanceof ApiException) return describeApiError(err);
+  if (err instanceof BrokenCircuitError) return 'the circuit to the API server is open';
+  const cause = (err as { cause?: { code?: string; message?: string } } | undefined)?.cause;
+  const message = err instanceof Error ? err.message : String(err);
+  return cause?.code ? `${message} (${cause.code})` : message;
+};
+
+/** A call that ran out of retries; its message names the last trouble. */
+export class KubernetesApiUnavailable extends Error {
+  constructor(
+    what: string,
+    budgetMs: number,
+    readonly last: unknown,
+  ) {
+    super(
+      `the Kubernetes API did not answer ${what} within ${Math.round(budgetMs / 1000)} s: ${describe(last)}`,
+    );
+    this.name = 'KubernetesApiUnavailable';
+  }
+}
+
 interface DaemonSetStatus {
-  readonly metadata?: { readonly generation?: number };
+  readonly metadata?: { readonly name?: string; readonly generation?: number };
   readonly status?: {
     readonly observedGeneration?: number;
     readonly desiredNumberScheduled?: number;
     readonly numberReady?: number;
     readonly updatedNumberScheduled?: number;
+    readonly conditions?: readonly { readonly type?: string; readonly message?: string }[];
   };
 }
 
@@ -106,32 +187,195 @@ interface PodLike {
   };
 }
 
-export class KubernetesDeployer implements Deployer {
-  private readonly client: KubernetesObjectApi;
-  private resolvedMode: KubernetesMode | undefined;
+type Readiness =
+  | { readonly state: 'ready'; readonly desired: number; readonly ready: number }
+  | { readonly state: 'unschedulable' }
+  | { readonly state: 'waiting' };
+
+const readinessOf = (ds: DaemonSetStatus | undefined): Readiness => {
+  const s = ds?.status;
+  if (!ds || !s) return { state: 'waiting' };
+  // Not yet looked at by the DaemonSet controller at this generation: its status is the old one.
+  if ((s.observedGeneration ?? 0) < (ds.metadata?.generation ?? Number.POSITIVE_INFINITY))
+    return { state: 'waiting' };
+  const desired = s.desiredNumberScheduled ?? 0;
+  if (desired === 0) return { state: 'unschedulable' };
+  const ready = s.numberReady ?? 0;
+  if (ready === desired && (s.updatedNumberScheduled ?? desired) === desired)
+    return { state: 'ready', desired, ready };
+  return { state: 'waiting' };
+};
+
+/**
+ * One watch of the DaemonSets of a namespace (an informer: list, then watch from its resource version,
+ * listing again when the watch cannot resume), shared by every deploy waiting there: a hundred
+ * experiments waiting for readiness hold one connection, not a hundred polling loops.
+ */
+class DaemonSetWatch {
+  readonly #informer: Informer<V1DaemonSet> & ObjectCache<V1DaemonSet>;
+  readonly #waiters = new Map<string, Set<() => void>>();
+  #started: Promise<void> | undefined;
+  #stopped = false;
+  #restart: NodeJS.Timeout | undefined;
 
   constructor(
     kubeConfig: KubeConfig,
+    private readonly namespace: string,
+    private readonly logger: Pick<Logger, 'info' | 'warn'> | undefined,
+  ) {
+    const apps = kubeConfig.makeApiClient(AppsV1Api);
+    this.#informer = makeInformer(kubeConfig, `/apis/apps/v1/namespaces/${namespace}/daemonsets`, () =>
+      apps.listNamespacedDaemonSet({ namespace }),
+    );
+    const notify = (ds: V1DaemonSet) => {
+      for (const wake of this.#waiters.get(ds.metadata?.name ?? '') ?? []) wake();
+    };
+    this.#informer.on(ADD, notify);
+    this.#informer.on(UPDATE, notify);
+    this.#informer.on(DELETE, notify);
+    // The informer stops on an error (the API server went away, the watch expired for good): start
+    // it again after a pause; the list it begins with catches up on everything missed.
+    this.#informer.on(ERROR, (err: unknown) => {
+      if (this.#stopped) return;
+      this.logger?.warn({ namespace, err: describe(err) }, 'the DaemonSet watch broke; starting it again');
+      this.#started = undefined;
+      clearTimeout(this.#restart);
+      this.#restart = setTimeout(() => {
+        void this.ensureStarted().catch(() => undefined);
+      }, 1_000);
+    });
+  }
+
+  /** Starts the informer (its first list); a failed start is tried again by the next caller. */
+  ensureStarted(): Promise<void> {
+    if (!this.#started) {
+      const started = this.#informer.start();
+      this.#started = started;
+      started.catch(() => {
+        if (this.#started === started) this.#started = undefined;
+      });
+    }
+    return this.#started;
+  }
+
+  get(name: string): V1DaemonSet | undefined {
+    return this.#informer.get(name, this.namespace);
+  }
+
+  /** Resolves at the next change of the named DaemonSet (or when `signal` aborts). */
+  changed(name: string, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const set = this.#waiters.get(name) ?? new Set();
+      this.#waiters.set(name, set);
+      const done = () => {
+        set.delete(done);
+        if (set.size === 0) this.#waiters.delete(name);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      set.add(done);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#restart);
+    await this.#informer.stop();
+  }
+}
+
+export class KubernetesDeployer implements Deployer {
+  private readonly client: KubernetesObjectApi;
+  private readonly core: CoreV1Api;
+  private readonly watches = new Map<string, DaemonSetWatch>();
+  private readonly breaker: CircuitBreakerPolicy;
+  private resolvedMode: KubernetesMode | undefined;
+
+  constructor(
+    private readonly kubeConfig: KubeConfig,
     private readonly options: KubernetesDeployerOptions = {},
   ) {
     this.client = KubernetesObjectApi.makeApiClient(kubeConfig);
+    this.core = kubeConfig.makeApiClient(CoreV1Api);
     if (options.mode && options.mode !== 'auto') this.resolvedMode = options.mode;
+    this.breaker = circuitBreaker(handleWhen(isUnavailable), {
+      halfOpenAfter: options.breaker?.halfOpenAfterMs ?? 5_000,
+      breaker: new ConsecutiveBreaker(options.breaker?.consecutiveFailures ?? 5),
+    });
+    this.breaker.onBreak(() =>
+      options.logger?.warn(
+        { server: kubeConfig.getCurrentCluster()?.server },
+        'the Kubernetes API is not answering: circuit open',
+      ),
+    );
+    this.breaker.onReset(() =>
+      options.logger?.info(
+        { server: kubeConfig.getCurrentCluster()?.server },
+        'the Kubernetes API answers again: circuit closed',
+      ),
+    );
+  }
+
+  /**
+   * Runs one API call under the retry policy and the shared circuit breaker; gives up after the
+   * retry budget (or when `signal` aborts) with KubernetesApiUnavailable. Permanent refusals pass
+   * through at once.
+   */
+  private async call<T>(what: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const budgetMs = this.options.retryBudgetMs ?? 60_000;
+    let last: unknown;
+    const policy = wrap(
+      retry(handleWhen(isRetryable), {
+        maxAttempts: Number.MAX_SAFE_INTEGER,
+        backoff: new ExponentialBackoff({
+          initialDelay: this.options.backoff?.initialMs ?? 200,
+          maxDelay: this.options.backoff?.maxMs ?? 5_000,
+        }),
+      }),
+      this.breaker,
+    );
+    const budget = AbortSignal.timeout(budgetMs);
+    try {
+      return await policy.execute(
+        async () => {
+          try {
+            return await fn();
+          } catch (err) {
+            last = err;
+            throw err;
+          }
+        },
+        signal ? AbortSignal.any([signal, budget]) : budget,
+      );
+    } catch (err) {
+      if (err instanceof TaskCancelledError) {
+        if (signal?.aborted) throw new Error('deploy abandoned: the worker is stopping');
+        throw new KubernetesApiUnavailable(what, budgetMs, last);
+      }
+      throw err;
+    }
   }
 
   /** Operator mode when the cluster serves the OpenTelemetryCollector CRD, plain DaemonSet otherwise. */
-  async mode(namespace: string): Promise<KubernetesMode> {
+  async mode(namespace: string, signal?: AbortSignal): Promise<KubernetesMode> {
     if (this.resolvedMode) return this.resolvedMode;
     try {
-      await this.client.list(
-        OPERATOR_API,
-        'OpenTelemetryCollector',
-        namespace,
-        undefined,
-        undefined,
-        undefined,
-        undefined,
-        undefined,
-        1,
+      await this.call(
+        'whether the OpenTelemetryCollector kind is served',
+        () =>
+          this.client.list(
+            OPERATOR_API,
+            'OpenTelemetryCollector',
+            namespace,
+            undefined,
+            undefined,
+            undefined,
+            undefined,
+            undefined,
+            1,
+          ),
+        signal,
       );
       this.resolvedMode = 'operator';
     } catch (err) {
@@ -164,7 +408,21 @@ export class KubernetesDeployer implements Deployer {
     promotion: { readonly target: string; readonly commit: string } | undefined,
     options: DeployOptions,
   ): Promise<DeployOutcome> {
-    const mode = await this.mode(d.namespace);
+    try {
+      return await this.applyOrThrow(d, promotion, options);
+    } catch (err) {
+      if (isPermanent(err)) return { ok: false, reason: `${d.namespace}: ${describeApiError(err)}` };
+      if (err instanceof KubernetesApiUnavailable) return { ok: false, reason: err.message };
+      throw err;
+    }
+  }
+
+  private async applyOrThrow(
+    d: VariantDeployment | TargetRollout,
+    promotion: { readonly target: string; readonly commit: string } | undefined,
+    options: DeployOptions,
+  ): Promise<DeployOutcome> {
+    const mode = await this.mode(d.namespace, options.signal);
     const built = buildKubernetesObjects({
       experimentId: d.experimentId,
       variant: d.variant,
@@ -182,19 +440,45 @@ export class KubernetesDeployer implements Deployer {
         reason: `invalid objects: ${built.errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`,
       };
     }
+    // The DaemonSet first: the ConfigMap it mounts is then applied as its dependent (an owner
+    // reference), so deleting the DaemonSet takes the ConfigMap with it, and one label selector or
+    // one owner finds everything a variant made.
+    const objects = [...built.objects].sort(
+      (a, b) => (a.kind === 'ConfigMap' ? 1 : 0) - (b.kind === 'ConfigMap' ? 1 : 0),
+    );
     const applied: string[] = [];
-    for (const object of built.objects) {
-      const o = object as unknown as KubernetesObject;
+    let owner: KubernetesObject | undefined;
+    for (const object of objects) {
+      const o = structuredClone(object) as unknown as KubernetesObject;
+      if (o.kind === 'ConfigMap' && owner?.metadata?.uid) {
+        o.metadata = {
+          ...o.metadata,
+          ownerReferences: [
+            {
+              apiVersion: 'apps/v1',
+              kind: 'DaemonSet',
+              name: owner.metadata.name ?? '',
+              uid: owner.metadata.uid,
+            },
+          ],
+        };
+      }
       const ref = `${o.kind}/${o.metadata?.name}`;
       try {
-        await this.client.patch(
-          o,
-          undefined,
-          undefined,
-          this.options.fieldManager ?? 'phoenix',
-          true,
-          PatchStrategy.ServerSideApply,
+        const result = await this.call(
+          `apply ${ref}`,
+          () =>
+            this.client.patch(
+              o,
+              undefined,
+              undefined,
+              this.options.fieldManager ?? 'phoenix',
+              true,
+              PatchStrategy.ServerSideApply,
+            ),
+          options.signal,
         );
+        if (o.kind === 'DaemonSet') owner = result;
         applied.push(ref);
       } catch (err) {
         if (isPermanent(err))
@@ -223,6 +507,20 @@ export class KubernetesDeployer implements Deployer {
     };
   }
 
+  private watchOf(namespace: string): DaemonSetWatch {
+    let watch = this.watches.get(namespace);
+    if (!watch) {
+      watch = new DaemonSetWatch(this.kubeConfig, namespace, this.options.logger);
+      this.watches.set(namespace, watch);
+    }
+    return watch;
+  }
+
+  /**
+   * Waits, on the namespace's DaemonSet watch, until the DaemonSet is ready at its current generation:
+   * `numberReady` reaches the pods its node selector schedules, every one of them updated. A DaemonSet
+   * that schedules no pod fails at once; one not ready at the deadline fails with what its pods wait on.
+   */
   private async waitReady(
     d: VariantDeployment | TargetRollout,
     name: string,
@@ -230,73 +528,78 @@ export class KubernetesDeployer implements Deployer {
     signal: AbortSignal | undefined,
   ): Promise<DeployOutcome> {
     const timeoutMs = this.options.readinessTimeoutMs ?? 300_000;
-    const deadline = Date.now() + timeoutMs;
-    let last: DaemonSetStatus | undefined;
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const until = signal ? AbortSignal.any([signal, deadline]) : deadline;
+    const watch = this.watchOf(d.namespace);
+    await this.call('the DaemonSet watch', () => watch.ensureStarted(), signal);
     for (;;) {
       if (signal?.aborted) throw new Error('deploy abandoned: the worker is stopping');
-      try {
-        last = (await this.client.read({
-          apiVersion: 'apps/v1',
-          kind: 'DaemonSet',
-          metadata: { name, namespace: d.namespace },
-        })) as DaemonSetStatus;
-      } catch (err) {
-        // The operator has not made it yet.
-        if (!isNotFound(err)) {
-          if (isPermanent(err))
-            return { ok: false, reason: `read DaemonSet/${name}: ${describeApiError(err)}` };
-          throw err;
-        }
-      }
-      const s = last?.status;
-      const observed =
-        s !== undefined &&
-        (s.observedGeneration ?? 0) >= (last?.metadata?.generation ?? Number.POSITIVE_INFINITY);
-      if (observed && s !== undefined) {
-        const desired = s.desiredNumberScheduled ?? 0;
-        if (desired === 0) {
-          return {
-            ok: false,
-            reason: `DaemonSet ${d.namespace}/${name} is scheduled on no node: nothing matches the node selector ${JSON.stringify(d.nodeSelector)}`,
-          };
-        }
-        if ((s.numberReady ?? 0) === desired && (s.updatedNumberScheduled ?? desired) === desired) {
-          return { ok: true, detail: { desiredNumberScheduled: desired, numberReady: s.numberReady ?? 0 } };
-        }
-      }
-      if (Date.now() >= deadline) break;
-      // An abort ends the wait; the loop's first line then abandons the deploy.
-      await delay(this.options.pollMs ?? 2_000, undefined, { signal }).catch((err: unknown) => {
-        if (!signal?.aborted) throw err;
-      });
+      // Registered before the look, so a change between the look and the wait is not missed.
+      const next = watch.changed(name, until);
+      const current = watch.get(name) as DaemonSetStatus | undefined;
+      const readiness = readinessOf(current);
+      if (readiness.state === 'ready')
+        return {
+          ok: true,
+          detail: { desiredNumberScheduled: readiness.desired, numberReady: readiness.ready },
+        };
+      if (readiness.state === 'unschedulable')
+        return {
+          ok: false,
+          reason: `DaemonSet ${d.namespace}/${name} is scheduled on no node: nothing matches the node selector ${JSON.stringify(d.nodeSelector)}`,
+        };
+      if (until.aborted) break;
+      await next;
     }
-    const s = last?.status;
+    if (signal?.aborted) throw new Error('deploy abandoned: the worker is stopping');
+    const s = (watch.get(name) as DaemonSetStatus | undefined)?.status;
     const progress = s
       ? `${s.numberReady ?? 0}/${s.desiredNumberScheduled ?? 0} ready`
       : 'the DaemonSet was never created';
     return {
       ok: false,
-      reason: `DaemonSet ${d.namespace}/${name} not ready after ${Math.round(timeoutMs / 1000)} s: ${progress}${await this.podTrouble(d.namespace, podSelector)}`,
+      reason: `DaemonSet ${d.namespace}/${name} not ready after ${Math.round(timeoutMs / 1000)} s: ${progress}${await this.trouble(d.namespace, name, podSelector)}`,
     };
   }
 
-  /** What the variant's pods are waiting on, for a readiness timeout's reason. */
-  private async podTrouble(namespace: string, selector: string): Promise<string> {
+  /** What the API says is in the way, for a readiness timeout's reason: pods' waits and warnings. */
+  private async trouble(namespace: string, daemonSet: string, podSelector: string): Promise<string> {
+    const found: string[] = [];
     try {
-      const pods = await this.listByLabels('v1', 'Pod', namespace, selector);
-      const troubles = (pods as PodLike[]).flatMap((p) =>
-        (p.status?.containerStatuses ?? []).flatMap((c) =>
-          c.state?.waiting?.reason
-            ? [
-                `${p.metadata?.name}: ${c.state.waiting.reason}${c.state.waiting.message ? ` (${c.state.waiting.message})` : ''}`,
-              ]
-            : [],
-        ),
+      const pods = await this.listByLabels('v1', 'Pod', namespace, podSelector);
+      found.push(
+        ...(pods as PodLike[])
+          .flatMap((p) =>
+            (p.status?.containerStatuses ?? []).flatMap((c) =>
+              c.state?.waiting?.reason
+                ? [
+                    `${p.metadata?.name}: ${c.state.waiting.reason}${c.state.waiting.message ? ` (${c.state.waiting.message})` : ''}`,
+                  ]
+                : [],
+            ),
+          )
+          .slice(0, 3),
       );
-      return troubles.length > 0 ? `; ${troubles.slice(0, 3).join('; ')}` : '';
     } catch {
-      return '';
+      // the reason is complete without it
     }
+    try {
+      const events = await this.core.listNamespacedEvent({
+        namespace,
+        fieldSelector: `involvedObject.name=${daemonSet},type=Warning`,
+      });
+      const latest = events.items.slice(-2);
+      found.push(...latest.map((e) => `${e.reason ?? 'Warning'}: ${e.message ?? ''}`));
+    } catch {
+      // idem
+    }
+    return found.length > 0 ? `; ${found.join('; ')}` : '';
+  }
+
+  /** Stops the DaemonSet watches. */
+  async close(): Promise<void> {
+    await Promise.all([...this.watches.values()].map((w) => w.stop()));
+    this.watches.clear();
   }
 
   async teardown(
@@ -319,13 +622,17 @@ export class KubernetesDeployer implements Deployer {
       }
       for (const item of items) {
         try {
-          await this.client.delete(
-            { apiVersion, kind, metadata: { name: item.metadata?.name, namespace } },
-            undefined,
-            undefined,
-            undefined,
-            undefined,
-            'Background',
+          // Background: the garbage collector removes what the object owns (pods, the operator's
+          // DaemonSet, a ConfigMap) after it.
+          await this.call(`delete ${kind}/${item.metadata?.name}`, () =>
+            this.client.delete(
+              { apiVersion, kind, metadata: { name: item.metadata?.name, namespace } },
+              undefined,
+              undefined,
+              undefined,
+              undefined,
+              'Background',
+            ),
           );
         } catch (err) {
           if (!isNotFound(err)) throw err;
@@ -371,15 +678,17 @@ export class KubernetesDeployer implements Deployer {
     namespace: string,
     labelSelector: string,
   ): Promise<KubernetesObject[]> {
-    const list = await this.client.list(
-      apiVersion,
-      kind,
-      namespace,
-      undefined,
-      undefined,
-      undefined,
-      undefined,
-      labelSelector,
+    const list = await this.call(`list ${kind} in ${namespace}`, () =>
+      this.client.list(
+        apiVersion,
+        kind,
+        namespace,
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        labelSelector,
+      ),
     );
     return list.items;
   }

@@ -29,7 +29,8 @@ export const clusterSkipReason = (): string | undefined => {
 };
 
 export const operatorAvailable = (): boolean =>
-  existsSync(join(CLUSTER_DIR, 'bin', 'opentelemetry-operator')) && process.env.PHOENIX_CLUSTER_OPERATOR !== '0';
+  existsSync(join(CLUSTER_DIR, 'bin', 'opentelemetry-operator')) &&
+  process.env.PHOENIX_CLUSTER_OPERATOR !== '0';
 
 const script = async (args: string[], timeoutMs = 600_000): Promise<string> => {
   try {
@@ -69,7 +70,9 @@ export interface TestCluster {
   release(): Promise<void>;
 }
 
-export async function useCluster(nodes = Number(process.env.PHOENIX_CLUSTER_NODES ?? 10)): Promise<TestCluster> {
+export async function useCluster(
+  nodes = Number(process.env.PHOENIX_CLUSTER_NODES ?? 10),
+): Promise<TestCluster> {
   const reason = clusterSkipReason();
   if (reason) throw new Error(reason);
   let owned = false;

@@ -141,6 +141,12 @@ const securityContext = {
   allowPrivilegeEscalation: false,
 };
 
+/**
+ * A node agent runs wherever the target's node selector points, whatever the pool is tainted with
+ * (dedicated pools usually are: `dedicated=otel:NoSchedule`); the selector, not taints, decides.
+ */
+const tolerations = [{ operator: 'Exists' as const, effect: 'NoSchedule' as const }];
+
 const podAnnotations = {
   'prometheus.io/scrape': 'true',
   'prometheus.io/port': String(COLLECTOR_PORTS.prometheus),
@@ -215,12 +221,17 @@ export const buildKubernetesObjects = (input: BuildKubernetesInput): KubernetesO
         metadata,
         spec: {
           mode: 'daemonset',
+          // What the operator's defaulting webhook would set; without the webhook (or with it
+          // off) an empty upgradeStrategy fails the operator's own update of the resource.
+          upgradeStrategy: 'automatic',
+          managementState: 'managed',
           image,
           config: input.config,
           env: envFor(input),
           volumes: [hostfsVolume],
           volumeMounts: [hostfsMount],
           nodeSelector,
+          tolerations,
           resources,
           // The operator derives the exporter's port from the config; pods are scraped by annotation,
           // so neither extra ports nor a ServiceMonitor (which needs the Prometheus operator) are declared.
@@ -246,6 +257,7 @@ export const buildKubernetesObjects = (input: BuildKubernetesInput): KubernetesO
           metadata: { labels, annotations: podAnnotations },
           spec: {
             nodeSelector,
+            tolerations,
             terminationGracePeriodSeconds: 30,
             containers: [
               {
