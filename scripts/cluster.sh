@@ -167,6 +167,9 @@ up() {
     return 0
   fi
   down quiet
+  if readyz "$SERVER/readyz"; then
+    die "another cluster already serves $SERVER (another checkout's cluster:up?): stop it there first"
+  fi
   bash "$ROOT/scripts/build-cluster.sh"
   local b
   for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
