@@ -215,6 +215,36 @@ describe('Kubernetes deployer against a real API server (KWOK nodes)', { skip: s
     }
   });
 
+  it('a promotion rollout replaces the running config: the DaemonSet rolls its pods, and the rollout waits for the new generation', async () => {
+    const namespace = await newNamespace();
+    const d = deployer({ mode: 'daemonset' });
+    const rollout = (variant: 'baseline' | 'candidate', commit: string) => {
+      const v = deployment(id('exp-promo'), variant, namespace);
+      return d.rollout({ ...v, commit });
+    };
+    const first = await rollout('baseline', 'a'.repeat(40));
+    assert.ok(first.ok, !first.ok ? first.reason : '');
+    const name = first.detail.daemonSet as string;
+    const before = await apps.readNamespacedDaemonSet({ name, namespace });
+    const second = await rollout('candidate', 'b'.repeat(40));
+    assert.ok(second.ok, !second.ok ? second.reason : '');
+    assert.equal(second.detail.daemonSet, name, 'the same target object, replaced in place');
+    const after = await apps.readNamespacedDaemonSet({ name, namespace });
+    assert.ok((after.metadata?.generation ?? 0) > (before.metadata?.generation ?? 0), 'a new pod template');
+    assert.equal(after.status?.updatedNumberScheduled, 10);
+    assert.equal(after.status?.numberReady, 10);
+    const digest = after.spec?.template.metadata?.annotations?.['phoenix.io/config-sha256'];
+    assert.notEqual(digest, before.spec?.template.metadata?.annotations?.['phoenix.io/config-sha256']);
+    await eventually('every pod runs the new config', async () => {
+      const pods = await core.listNamespacedPod({ namespace });
+      const current = pods.items.filter((p) => !p.metadata?.deletionTimestamp);
+      return (
+        current.length === 10 &&
+        current.every((p) => p.metadata?.annotations?.['phoenix.io/config-sha256'] === digest)
+      );
+    });
+  });
+
   it('fails when the namespace does not exist, as the API words it', async () => {
     const outcome = await deployer({ mode: 'daemonset' }).deploy(
       deployment(id('exp-ns'), 'baseline', 'phoenix-no-such-namespace'),

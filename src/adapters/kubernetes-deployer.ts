@@ -192,9 +192,11 @@ type Readiness =
   | { readonly state: 'unschedulable' }
   | { readonly state: 'waiting' };
 
-const readinessOf = (ds: DaemonSetStatus | undefined): Readiness => {
+const readinessOf = (ds: DaemonSetStatus | undefined, minGeneration: number): Readiness => {
   const s = ds?.status;
   if (!ds || !s) return { state: 'waiting' };
+  // The watch has not yet delivered the version just applied: what it holds is older.
+  if ((ds.metadata?.generation ?? 0) < minGeneration) return { state: 'waiting' };
   // Not yet looked at by the DaemonSet controller at this generation: its status is the old one.
   if ((s.observedGeneration ?? 0) < (ds.metadata?.generation ?? Number.POSITIVE_INFINITY))
     return { state: 'waiting' };
@@ -491,7 +493,8 @@ export class KubernetesDeployer implements Deployer {
     const pods = promotion
       ? `${LABEL_KEYS.target}=${targetLabelValue(promotion.target)}`
       : `${LABEL_KEYS.experimentId}=${d.experimentId},${LABEL_KEYS.variant}=${d.variant}`;
-    const ready = await this.waitReady(d, daemonSet, pods, options.signal);
+    // In daemonset mode the apply's answer is the DaemonSet: readiness counts from its generation on.
+    const ready = await this.waitReady(d, daemonSet, pods, owner?.metadata?.generation ?? 0, options.signal);
     if (!ready.ok) return ready;
     return {
       ok: true,
@@ -525,6 +528,7 @@ export class KubernetesDeployer implements Deployer {
     d: VariantDeployment | TargetRollout,
     name: string,
     podSelector: string,
+    minGeneration: number,
     signal: AbortSignal | undefined,
   ): Promise<DeployOutcome> {
     const timeoutMs = this.options.readinessTimeoutMs ?? 300_000;
@@ -537,7 +541,7 @@ export class KubernetesDeployer implements Deployer {
       // Registered before the look, so a change between the look and the wait is not missed.
       const next = watch.changed(name, until);
       const current = watch.get(name) as DaemonSetStatus | undefined;
-      const readiness = readinessOf(current);
+      const readiness = readinessOf(current, minGeneration);
       if (readiness.state === 'ready')
         return {
           ok: true,

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import type { ValidationIssue } from './params.js';
@@ -241,10 +242,14 @@ export const buildKubernetesObjects = (input: BuildKubernetesInput): KubernetesO
       },
     ];
   } else {
+    const configYaml = toYaml(input.config);
     const configMap = new ConfigMap({
       metadata: { ...metadata, name: `${name}-config` },
-      data: { 'collector.yaml': toYaml(input.config) },
+      data: { 'collector.yaml': configYaml },
     });
+    // Pods do not notice a ConfigMap's new content: the config's digest in the pod template makes a
+    // new config (a promotion replacing another) a new template, which the DaemonSet rolls out.
+    const configDigest = createHash('sha256').update(configYaml).digest('hex');
     const selector: Record<string, string> = input.promotion
       ? { [LABEL_KEYS.target]: targetLabelValue(input.promotion.target) }
       : { [LABEL_KEYS.experimentId]: input.experimentId, [LABEL_KEYS.variant]: input.variant };
@@ -254,7 +259,7 @@ export const buildKubernetesObjects = (input: BuildKubernetesInput): KubernetesO
         selector: { matchLabels: selector },
         updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '25%' } },
         template: {
-          metadata: { labels, annotations: podAnnotations },
+          metadata: { labels, annotations: { ...podAnnotations, 'phoenix.io/config-sha256': configDigest } },
           spec: {
             nodeSelector,
             tolerations,
