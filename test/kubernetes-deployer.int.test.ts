@@ -200,19 +200,115 @@ describe('Kubernetes deployer against a real API server (KWOK nodes)', { skip: s
     });
   });
 
-  it("fails with the API's own words when it refuses an object (422), without retrying", async () => {
+  it("fails with the API's own words when it refuses an object (a cluster policy: 422), without retrying", async () => {
     const namespace = await newNamespace();
-    // kube-apiserver's own validation: an image name with surrounding spaces is invalid.
-    const d = deployer({ mode: 'daemonset', image: ' otel/opentelemetry-collector-contrib:0.165.0 ' });
-    const outcome = await d.deploy(deployment(id('exp-bad'), 'baseline', namespace));
-    assert.equal(outcome.ok, false);
-    if (!outcome.ok) {
-      assert.match(
-        outcome.reason,
-        /^apply DaemonSet\/phx-exp-bad-[0-9a-f]+-baseline in phx-test-[0-9a-f]+: Invalid: /,
+    // A ValidatingAdmissionPolicy, as a cluster might have: images only from the internal registry.
+    const policy = `phx-test-registry-${namespace}`;
+    await cluster.kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'List',
+        items: [
+          {
+            apiVersion: 'admissionregistration.k8s.io/v1',
+            kind: 'ValidatingAdmissionPolicy',
+            metadata: { name: policy },
+            spec: {
+              failurePolicy: 'Fail',
+              matchConstraints: {
+                resourceRules: [
+                  {
+                    apiGroups: ['apps'],
+                    apiVersions: ['v1'],
+                    operations: ['CREATE', 'UPDATE'],
+                    resources: ['daemonsets'],
+                  },
+                ],
+              },
+              validations: [
+                {
+                  expression:
+                    "object.spec.template.spec.containers.all(c, c.image.startsWith('registry.internal/'))",
+                  message: 'images must come from registry.internal',
+                },
+              ],
+            },
+          },
+          {
+            apiVersion: 'admissionregistration.k8s.io/v1',
+            kind: 'ValidatingAdmissionPolicyBinding',
+            metadata: { name: policy },
+            spec: {
+              policyName: policy,
+              validationActions: ['Deny'],
+              matchResources: {
+                namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': namespace } },
+              },
+            },
+          },
+        ],
+      }),
+    );
+    try {
+      const probe = deployment(id('exp-probe'), 'baseline', namespace);
+      await eventually('the policy is in force', async () => {
+        try {
+          await apps.createNamespacedDaemonSet({
+            namespace,
+            dryRun: 'All',
+            body: {
+              metadata: { name: 'probe' },
+              spec: {
+                selector: { matchLabels: { a: 'b' } },
+                template: {
+                  metadata: { labels: { a: 'b' } },
+                  spec: { containers: [{ name: 'c', image: 'otel/x:1' }] },
+                },
+              },
+            },
+          });
+          return false;
+        } catch {
+          return true;
+        }
+      });
+      const outcome = await deployer({ mode: 'daemonset' }).deploy(
+        deployment(id('exp-bad'), 'baseline', namespace),
       );
-      assert.match(outcome.reason, /must not have leading or trailing whitespace/);
+      assert.equal(outcome.ok, false);
+      if (!outcome.ok) {
+        assert.match(
+          outcome.reason,
+          /^apply DaemonSet\/phx-exp-bad-[0-9a-f]+-baseline in phx-test-[0-9a-f]+: Invalid: /,
+        );
+        assert.match(outcome.reason, /denied request: images must come from registry\.internal/);
+      }
+      assert.equal(
+        (await apps.listNamespacedDaemonSet({ namespace })).items.length,
+        0,
+        'nothing was created',
+      );
+      void probe;
+    } finally {
+      await cluster.kubectl([
+        'delete',
+        'validatingadmissionpolicybinding,validatingadmissionpolicy',
+        policy,
+        '--ignore-not-found',
+      ]);
     }
+  });
+
+  it('refuses an image reference the API server would accept on the DaemonSet but refuse on every pod, before applying', async () => {
+    const namespace = await newNamespace();
+    const outcome = await deployer({
+      mode: 'daemonset',
+      image: ' otel/opentelemetry-collector-contrib:0.165.0 ',
+    }).deploy(deployment(id('exp-img'), 'baseline', namespace));
+    assert.equal(outcome.ok, false);
+    if (!outcome.ok) assert.match(outcome.reason, /^invalid objects: image: /);
+    assert.equal((await apps.listNamespacedDaemonSet({ namespace })).items.length, 0);
   });
 
   it('a promotion rollout replaces the running config: the DaemonSet rolls its pods, and the rollout waits for the new generation', async () => {
@@ -320,15 +416,31 @@ describe('Kubernetes deployer against a real API server (KWOK nodes)', { skip: s
       assert.equal(all.items.length, 1, 'nothing duplicated');
 
       // Away for longer than the budget: the deploy fails and says why.
+      const warnings: string[] = [];
       const brief = deployer(
-        { mode: 'daemonset', retryBudgetMs: 3_000, backoff: { initialMs: 100, maxMs: 500 } },
+        {
+          mode: 'daemonset',
+          retryBudgetMs: 3_000,
+          backoff: { initialMs: 100, maxMs: 500 },
+          logger: {
+            info: () => undefined,
+            warn: (_o: unknown, msg?: string) => void warnings.push(msg ?? ''),
+          },
+        },
         viaProxy,
       );
       await proxy.down();
       const outcome2 = await brief.deploy(deployment(id('exp-gone'), 'baseline', namespace));
       assert.equal(outcome2.ok, false);
       if (!outcome2.ok)
-        assert.match(outcome2.reason, /the Kubernetes API did not answer apply DaemonSet\/.* within 3 s: /);
+        assert.match(
+          outcome2.reason,
+          /the Kubernetes API did not answer apply DaemonSet\/.* within 3 s: .*ECONNREFUSED/,
+        );
+      assert.ok(
+        warnings.some((w) => /circuit open/.test(w)),
+        `the breaker opened: ${JSON.stringify(warnings)}`,
+      );
     } finally {
       await proxy.down();
     }

@@ -351,10 +351,11 @@ export class KubernetesDeployer implements Deployer {
         signal ? AbortSignal.any([signal, budget]) : budget,
       );
     } catch (err) {
-      if (err instanceof TaskCancelledError) {
-        if (signal?.aborted) throw new Error('deploy abandoned: the worker is stopping');
-        throw new KubernetesApiUnavailable(what, budgetMs, last);
-      }
+      if (signal?.aborted) throw new Error('deploy abandoned: the worker is stopping');
+      // The budget ran out: the retry stops with the cancellation, or with the last attempt's error
+      // (the open circuit's refusal included).
+      if (budget.aborted && (err instanceof TaskCancelledError || isRetryable(err)))
+        throw new KubernetesApiUnavailable(what, budgetMs, last ?? err);
       throw err;
     }
   }

@@ -206,6 +206,10 @@ export const buildKubernetesObjects = (input: BuildKubernetesInput): KubernetesO
   const errors: ValidationIssue[] = [
     ...checkMeta(input, labels, namespace),
     ...validateCollectorConfig(input.config).map((e) => ({ path: `config.${e.path}`, message: e.message })),
+    // The API server accepts such a DaemonSet, then refuses every pod it makes: found before the apply.
+    ...(/^[^\s]+$/.test(image)
+      ? []
+      : [{ path: 'image', message: `"${image}" is not an image reference (empty, or with spaces)` }]),
   ];
   const metadata = {
     name,
