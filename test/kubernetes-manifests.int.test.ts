@@ -167,7 +167,12 @@ describe('the Kubernetes manifests against the test cluster (Kubernetes v1.37.2)
   before(async () => {
     // A cluster that is up is used as it is: this suite brings its own node, and another suite may be
     // resizing the pool (useCluster would set its size). Otherwise it starts one, and stops it after.
-    if (!(existsSync(KUBECONFIG) && (await apiServerReady()))) cluster = await useCluster(1);
+    const up = await apiServerReady();
+    if (up && !existsSync(KUBECONFIG))
+      throw new Error(
+        `a test cluster is up, but not from ${CLUSTER_DIR} (no kubeconfig there): set PHOENIX_CLUSTER_DIR to the folder of the clone that started it`,
+      );
+    if (!up) cluster = await useCluster(1);
   });
   after(async () => {
     await cluster?.release();
