@@ -131,7 +131,7 @@ nodes_yaml() { # from to
   kind: Node
   metadata:
     name: kwok-node-$i
-    annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+    annotations: {kwok.x-k8s.io/node: fake}
     labels:
       type: kwok
       pool: otel-agents
@@ -259,7 +259,7 @@ nodes() { # count
   if ((want > 0 && have != want)); then
     # Applying the whole range converges whatever an earlier, partial run left.
     nodes_yaml 0 "$want" >"$t/nodes.yaml"
-    kubectl_ apply --server-side --field-manager=phoenix-cluster -f "$t/nodes.yaml" >/dev/null
+    kubectl_ apply --server-side --force-conflicts --field-manager=phoenix-cluster -f "$t/nodes.yaml" >/dev/null
   fi
   extra="$(kubectl_ get nodes -l type=kwok -o name | sed -n 's#^node/kwok-node-##p' | awk -v w="$want" '$1 >= w {print "kwok-node-"$1}')"
   # shellcheck disable=SC2086
