@@ -220,6 +220,7 @@ function suite(fixture: BusFixture): void {
         teardown: (e, n) => d.teardown(e, n),
         isDeployed: (e, v, n) => d.isDeployed(e, v, n),
         deployedVariants: (e, n) => d.deployedVariants(e, n),
+        heldExperiments: (n) => d.heldExperiments(n),
         rollout: (r, o) => d.rollout(r, o),
       }),
     });

@@ -696,4 +696,32 @@ export class KubernetesDeployer implements Deployer {
     );
     return list.items;
   }
+
+  /**
+   * The experiment ids on the objects of every kind in the namespace that carry the experiment label.
+   * A promotion's objects carry the target's label instead, and are excluded besides; a 404 on the
+   * operator's kind means its CRD is not installed.
+   */
+  async heldExperiments(namespace: string): Promise<readonly string[]> {
+    const held = new Set<string>();
+    for (const { apiVersion, kind } of KINDS) {
+      let items: KubernetesObject[];
+      try {
+        items = await this.listByLabels(
+          apiVersion,
+          kind,
+          namespace,
+          `${LABEL_KEYS.experimentId},!${LABEL_KEYS.target}`,
+        );
+      } catch (err) {
+        if (isNotFound(err)) continue;
+        throw err;
+      }
+      for (const item of items) {
+        const id = item.metadata?.labels?.[LABEL_KEYS.experimentId];
+        if (id) held.add(id);
+      }
+    }
+    return [...held];
+  }
 }
