@@ -699,8 +699,8 @@ export class KubernetesDeployer implements Deployer {
 
   /**
    * The experiment ids on the objects of every kind in the namespace that carry the experiment label.
-   * A promotion's objects carry the target's label instead, and are excluded besides; a 404 on the
-   * operator's kind means its CRD is not installed.
+   * A promotion's objects carry the target's label instead, and are excluded besides; the operator's
+   * kind not served means its CRD is not installed, and nothing of that kind is held.
    */
   async heldExperiments(namespace: string): Promise<readonly string[]> {
     const held = new Set<string>();
@@ -714,7 +714,12 @@ export class KubernetesDeployer implements Deployer {
           `${LABEL_KEYS.experimentId},!${LABEL_KEYS.target}`,
         );
       } catch (err) {
-        if (isNotFound(err)) continue;
+        // The operator's kind not served: its group absent (404) or the group without the kind.
+        if (
+          isNotFound(err) ||
+          (err instanceof Error && /Unrecognized API version and kind/.test(err.message))
+        )
+          continue;
         throw err;
       }
       for (const item of items) {
