@@ -723,6 +723,8 @@ export class KubernetesDeployer implements Deployer {
         throw err;
       }
       for (const item of items) {
+        // Being deleted already (a teardown's background deletion): on its way out, not held.
+        if (item.metadata?.deletionTimestamp) continue;
         const id = item.metadata?.labels?.[LABEL_KEYS.experimentId];
         if (id) held.add(id);
       }
