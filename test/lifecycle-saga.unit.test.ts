@@ -782,3 +782,57 @@ describe('Lifecycle saga: reconciliation answers', () => {
       assert.deepEqual(when(where, []).commands, [], where);
   });
 });
+
+describe('Lifecycle saga: the start-up sweep, every saga state', () => {
+  const when = (state: SagaState) =>
+    react(undefined, { type: 'held', experimentId: ID, namespace: 'ns-held', state, sweep: 'sweep:run-1' });
+  const expected: Record<SagaStateName, string> = {
+    unknown: 'nothing: not the saga’s to judge',
+    created: 'nothing: in flight',
+    started: 'nothing: in flight',
+    running: 'nothing: in flight',
+    ended: 'TeardownExperiment',
+  };
+
+  for (const name of SAGA_STATE_NAMES) {
+    it(`objects of an experiment the saga knows as ${name} → ${expected[name]}`, () => {
+      const r = when(sagaStates[name]);
+      assert.deepEqual(r.timers, []);
+      if (name !== 'ended') {
+        assert.deepEqual(r.commands, []);
+        if (name === 'unknown') assert.match(r.why ?? '', /not an experiment this saga knows/);
+        return;
+      }
+      assert.deepEqual(
+        r.commands.map((c) => c.kind === 'worker' && c.command),
+        [
+          {
+            type: 'TeardownExperiment',
+            experimentId: ID,
+            // Where the objects were found, which is where they are removed.
+            namespace: 'ns-held',
+            causationId: 'sweep:run-1',
+            purpose: ID,
+            correlationId: ID,
+          },
+        ],
+      );
+    });
+  }
+
+  it('the same sweep decides the same teardown; another sweep another one', () => {
+    const ended = sagaStates.ended;
+    assert.deepEqual(when(ended), when(ended));
+    const other = react(undefined, {
+      type: 'held',
+      experimentId: ID,
+      namespace: 'ns-held',
+      state: ended,
+      sweep: 'sweep:run-2',
+    });
+    const causes = [when(ended), other].map((r) =>
+      r.commands.map((c) => c.kind === 'worker' && c.command.causationId),
+    );
+    assert.deepEqual(causes, [['sweep:run-1'], ['sweep:run-2']]);
+  });
+});

@@ -129,6 +129,9 @@ describe('the otelcol deployer (issue 17 §5)', { skip: skip || false }, () => {
     assert.equal(baseline.detail.dataPlane, 'otelcol');
     assert.notEqual(pidOf(baseline.detail), pidOf(candidate.detail));
     assert.deepEqual(await deployer.deployedVariants(id), ['baseline', 'candidate']);
+    // Recorded with its namespace: the saga's sweep finds it there, and only there.
+    assert.ok((await deployer.heldExperiments('phoenix-experiments')).includes(id));
+    assert.ok(!(await deployer.heldExperiments('elsewhere')).includes(id));
     // Deploying the same again is a no-op: the same process, no duplicate.
     const again = await deployer.deploy(deployment(id, 'baseline', 'process-baseline-v1'));
     assert.ok(again.ok);

@@ -312,4 +312,44 @@ describe('the otelcol deployer: shards', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('lists the experiments recorded for a namespace; a record older than namespaces for any', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'phoenix-otelcol-held-'));
+    const stateDir = join(dir, 'state');
+    const write = (experimentId: string, variant: 'baseline' | 'candidate', namespace?: string) => {
+      const layout = shardLayout(stateDir, experimentId, variant, 0);
+      mkdirSync(layout.dir, { recursive: true });
+      writeFileSync(
+        layout.record,
+        JSON.stringify({
+          experimentId,
+          variant,
+          ...(namespace ? { namespace } : {}),
+          shard: 0,
+          shards: 1,
+          pid: 2 ** 30,
+          ports: { otlp: 1, prometheus: 2, telemetry: 3, health: 4 },
+          configHash: 'x',
+          config: render('process-baseline-v1').config,
+          hosts: 2,
+          processesPerHost: 3,
+          seed: 1,
+          startedAt: new Date().toISOString(),
+        }),
+      );
+    };
+    write('exp-here', 'candidate', 'ns-a');
+    write('exp-there', 'baseline', 'ns-b');
+    write('exp-old', 'baseline');
+    // A folder with no record (a crash before the record was written) is recover()'s to clean.
+    mkdirSync(join(stateDir, 'exp-bare', 'baseline'), { recursive: true });
+    const deployer = new OtelcolDeployer({ bin: '/nonexistent', stateDir, sdDir: join(dir, 'targets') });
+    try {
+      assert.deepEqual([...(await deployer.heldExperiments('ns-a'))].sort(), ['exp-here', 'exp-old']);
+      assert.deepEqual([...(await deployer.heldExperiments('ns-b'))].sort(), ['exp-old', 'exp-there']);
+      assert.deepEqual(await deployer.heldExperiments('ns-c'), ['exp-old']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -56,6 +56,7 @@ const refusing: Deployer = {
   teardown: async () => ({ variants: [] }),
   isDeployed: async () => false,
   deployedVariants: async () => [],
+  heldExperiments: async () => [],
   rollout: async () => ({ ok: false, reason: 'DaemonSet phx-target is scheduled on no node' }),
 };
 

@@ -207,6 +207,52 @@ function suite(fixture: BusFixture): void {
     assert.deepEqual(answer.missing, ['candidate']);
   });
 
+  it('answers SweepDeployments with the experiments holding objects in the namespace, not the target’s', async () => {
+    const { saga, results } = await harness();
+    await saga.send(deploy('exp-held-a', 'baseline', 'c-held-a'));
+    await saga.send({ ...deploy('exp-held-b', 'baseline', 'c-held-b'), namespace: 'elsewhere' });
+    // A promotion's rollout over the same namespace: the target's collector, no experiment's.
+    await saga.send({
+      type: 'RolloutTarget',
+      commandId: 'c-held-rollout',
+      experimentId: 'exp-promoted',
+      step: 'promote',
+      rollout: { variant: 'candidate', template: 'process-minimal-v1', params: {} },
+      criticalProcesses: CRITICAL,
+      hosts: 2,
+      namespace: spec.target.namespace,
+      nodeSelector: {},
+      commit: 'abc1234',
+    });
+    await waitFor('the deployments', () => results.length === 3, 10_000);
+    assert.deepEqual(
+      results.map((r) => r.type).sort(),
+      ['TargetRolledOut', 'VariantDeployed', 'VariantDeployed'],
+      JSON.stringify(results),
+    );
+    await saga.send({ type: 'SweepDeployments', commandId: 'c-sweep', namespace: spec.target.namespace });
+    await waitFor('the answer', () => results.length === 4, 10_000);
+    const answer = results[3];
+    assert.equal(answer?.type, 'DeploymentsHeld');
+    if (answer?.type !== 'DeploymentsHeld') return;
+    assert.equal(answer.commandId, 'c-sweep');
+    assert.equal(answer.namespace, spec.target.namespace);
+    assert.deepEqual(answer.experimentIds, ['exp-held-a']);
+
+    await saga.send({
+      type: 'TeardownExperiment',
+      commandId: 'c-held-down',
+      experimentId: 'exp-held-a',
+      namespace: 'x',
+    });
+    await waitFor('the teardown', () => results.some((r) => r.commandId === 'c-held-down'), 10_000);
+    await saga.send({ type: 'SweepDeployments', commandId: 'c-sweep-2', namespace: spec.target.namespace });
+    await waitFor('the second answer', () => results.some((r) => r.commandId === 'c-sweep-2'), 10_000);
+    const second = results.find((r) => r.commandId === 'c-sweep-2');
+    assert.ok(second?.type === 'DeploymentsHeld');
+    assert.deepEqual(second.experimentIds, [], 'torn down: held no more');
+  });
+
   it('is idempotent under redelivery: a deploy that failed once is retried and answered once', async () => {
     let calls = 0;
     const { saga, results } = await harness({
@@ -220,6 +266,7 @@ function suite(fixture: BusFixture): void {
         teardown: (e, n) => d.teardown(e, n),
         isDeployed: (e, v, n) => d.isDeployed(e, v, n),
         deployedVariants: (e, n) => d.deployedVariants(e, n),
+        heldExperiments: (n) => d.heldExperiments(n),
         rollout: (r, o) => d.rollout(r, o),
       }),
     });

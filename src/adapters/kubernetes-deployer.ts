@@ -697,4 +697,39 @@ export class KubernetesDeployer implements Deployer {
     );
     return list.items;
   }
+
+  /**
+   * The experiment ids on the objects of every kind in the namespace that carry the experiment label.
+   * A promotion's objects carry the target's label instead, and are excluded besides; the operator's
+   * kind not served means its CRD is not installed, and nothing of that kind is held.
+   */
+  async heldExperiments(namespace: string): Promise<readonly string[]> {
+    const held = new Set<string>();
+    for (const { apiVersion, kind } of KINDS) {
+      let items: KubernetesObject[];
+      try {
+        items = await this.listByLabels(
+          apiVersion,
+          kind,
+          namespace,
+          `${LABEL_KEYS.experimentId},!${LABEL_KEYS.target}`,
+        );
+      } catch (err) {
+        // The operator's kind not served: its group absent (404) or the group without the kind.
+        if (
+          isNotFound(err) ||
+          (err instanceof Error && /Unrecognized API version and kind/.test(err.message))
+        )
+          continue;
+        throw err;
+      }
+      for (const item of items) {
+        // Being deleted already (a teardown's background deletion): on its way out, not held.
+        if (item.metadata?.deletionTimestamp) continue;
+        const id = item.metadata?.labels?.[LABEL_KEYS.experimentId];
+        if (id) held.add(id);
+      }
+    }
+    return [...held];
+  }
 }

@@ -37,6 +37,11 @@ export interface LocalTargetRollout {
 export class LocalDeployer implements Deployer, UsageSource {
   /** Rollouts by target key: the collector that runs over each target in place of its baseline. */
   readonly #targets = new Map<string, LocalTargetRollout>();
+  /**
+   * The namespace each experiment was deployed to: the data plane itself has none, and the sweep asks
+   * by namespace. What the plane holds without an entry here was not deployed through this deployer.
+   */
+  readonly #namespaces = new Map<string, string>();
 
   constructor(
     private readonly plane: LocalDataPlane,
@@ -54,6 +59,7 @@ export class LocalDeployer implements Deployer, UsageSource {
         criticalProcesses: d.criticalProcesses,
         ...(this.options.processesPerHost ? { processesPerHost: this.options.processesPerHost } : {}),
       });
+      this.#namespaces.set(d.experimentId, d.namespace);
       return {
         ok: true,
         detail: {
@@ -72,6 +78,7 @@ export class LocalDeployer implements Deployer, UsageSource {
   async teardown(experimentId: string): Promise<{ readonly variants: readonly Variant[] }> {
     const variants = VARIANTS.filter((v) => this.plane.isDeployed(experimentId, v));
     this.plane.teardown(experimentId);
+    this.#namespaces.delete(experimentId);
     return { variants };
   }
 
@@ -81,6 +88,13 @@ export class LocalDeployer implements Deployer, UsageSource {
 
   async deployedVariants(experimentId: string): Promise<readonly Variant[]> {
     return VARIANTS.filter((v) => this.plane.isDeployed(experimentId, v));
+  }
+
+  /** Rollouts run under `target:<key>` ids, never entered in #namespaces: they are not listed. */
+  async heldExperiments(namespace: string): Promise<readonly string[]> {
+    return [...this.#namespaces]
+      .filter(([id, ns]) => ns === namespace && VARIANTS.some((v) => this.plane.isDeployed(id, v)))
+      .map(([id]) => id);
   }
 
   async usage(experimentId: string, variant: Variant): Promise<ProcessUsageTable | undefined> {

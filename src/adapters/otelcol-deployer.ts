@@ -103,6 +103,11 @@ interface CollectorPorts {
 interface CollectorRecord {
   readonly experimentId: string;
   readonly variant: Variant;
+  /**
+   * The namespace of the experiment's target (this host has none; the sweep asks by it). Absent in
+   * records written before it was kept: such a variant is held in whichever namespace is asked about.
+   */
+  readonly namespace?: string;
   /** Which shard of how many (0 of 1 in records written before shards, which lack both). */
   readonly shard: number;
   readonly shards: number;
@@ -621,6 +626,7 @@ export class OtelcolDeployer implements Deployer {
     const record: CollectorRecord = {
       experimentId: d.experimentId,
       variant: d.variant,
+      namespace: d.namespace,
       shard,
       shards,
       pid,
@@ -700,6 +706,25 @@ export class OtelcolDeployer implements Deployer {
     const present: Variant[] = [];
     for (const variant of VARIANTS) if (await this.isDeployed(experimentId, variant)) present.push(variant);
     return present;
+  }
+
+  /**
+   * The experiments with a collector record under the state folder for the namespace (or with a
+   * record older than namespaces). What recover() adopted, and what was deployed since.
+   */
+  async heldExperiments(namespace: string): Promise<readonly string[]> {
+    const held: string[] = [];
+    for (const experimentId of await readdir(this.#options.stateDir).catch(() => [] as string[])) {
+      if (!SAFE_ID.test(experimentId)) continue;
+      for (const variant of VARIANTS) {
+        const { records } = await this.#readShards(experimentId, variant);
+        if (records.some((r) => r.namespace === undefined || r.namespace === namespace)) {
+          held.push(experimentId);
+          break;
+        }
+      }
+    }
+    return held;
   }
 
   /**

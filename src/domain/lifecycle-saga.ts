@@ -174,7 +174,19 @@ export type SagaInput =
       readonly slot: number;
     }
   /** The analyzer's probe, with the experiment's state now (its probe history is in its events). */
-  | { readonly type: 'probe'; readonly result: ProbeCompletedAnswer; readonly experiment: Experiment };
+  | { readonly type: 'probe'; readonly result: ProbeCompletedAnswer; readonly experiment: Experiment }
+  /**
+   * The start-up sweep found objects of the experiment in `namespace`; `state` is what the saga knows
+   * of it now. `sweep` names the sweep (one per process start), so the teardown it sends derives its
+   * id from the sweep and the experiment: any number of answers for one sweep send one teardown.
+   */
+  | {
+      readonly type: 'held';
+      readonly experimentId: string;
+      readonly namespace: string;
+      readonly state: SagaState;
+      readonly sweep: string;
+    };
 
 // ---------------------------------------------------------------------------------------------
 // Outputs
@@ -391,6 +403,8 @@ export function react(
       return { commands: onProbeDue(input), timers: [], state };
     case 'probe':
       return { ...onProbe(input.result, input.experiment), state };
+    case 'held':
+      return { ...onHeld(input), state };
     default: {
       const _never: never = input;
       return _never;
@@ -849,6 +863,33 @@ function onProbe(result: ProbeCompletedAnswer, experiment: Experiment): Omit<Rea
       return _never;
     }
   }
+}
+
+/**
+ * Objects of an experiment on the data plane at start. An experiment that ended is torn down: its own
+ * teardown never happened (it kept failing, or the data plane was out of reach), or something made the
+ * objects again; tearing down twice is harmless. One in flight is adoption's business (reconciliation
+ * verifies it); one the saga has no record of is not its to judge, and is left where it is.
+ */
+function onHeld(input: Extract<SagaInput, { type: 'held' }>): Omit<Reaction, 'state'> {
+  const { state, experimentId } = input;
+  if (state === undefined)
+    return { commands: [], timers: [], why: 'not an experiment this saga knows: left alone' };
+  if (!state.ended) return { commands: [], timers: [] };
+  return {
+    commands: [
+      worker({
+        type: 'TeardownExperiment',
+        experimentId,
+        namespace: input.namespace,
+        causationId: input.sweep,
+        purpose: experimentId,
+        correlationId: experimentId,
+      }),
+    ],
+    timers: [],
+    why: 'the experiment ended and its objects are still on the data plane',
+  };
 }
 
 /** Carries reconciliation's decision into commands, with the reconciler as the actor. */

@@ -18,6 +18,7 @@ import {
   type BusResult,
   type CommitPromotion,
   type Consumer,
+  type DeploymentsHeldResult,
   type DeploymentVerifiedResult,
   deriveCommandId,
 } from '../application/ports/bus.js';
@@ -74,6 +75,14 @@ interface SagaExperimentRow {
   run_started_at: Date | string | null;
   ended: boolean;
 }
+
+/** What the saga keeps of an experiment, from its row. */
+const sagaStateOf = (row: SagaExperimentRow): SagaExperiment => ({
+  spec: row.spec,
+  started: row.started,
+  runStartedAt: row.run_started_at === null ? null : new Date(row.run_started_at).toISOString(),
+  ended: row.ended,
+});
 
 type Tx = Db;
 
@@ -184,13 +193,7 @@ class SagaBatch {
       from phoenix_saga_experiments where experiment_id = any(${[...new Set(experimentIds)]}::text[])`.execute(
       this.tx,
     );
-    for (const row of rows)
-      this.#states.set(row.experiment_id, {
-        spec: row.spec,
-        started: row.started,
-        runStartedAt: row.run_started_at === null ? null : new Date(row.run_started_at).toISOString(),
-        ended: row.ended,
-      });
+    for (const row of rows) this.#states.set(row.experiment_id, sagaStateOf(row));
   }
 
   state(experimentId: string): SagaExperiment | undefined {
@@ -456,6 +459,10 @@ export interface SagaEffectsDependencies {
  * Every process that starts reconciles under its own run id: two at once, or a restart halfway, send
  * the question again, and the answers' commands are idempotent (a second fail no longer applies, a
  * second deploy converges and its answer is ignored).
+ *
+ * Beside it, without holding anything back, it sweeps: each namespace the saga's experiments ran in is
+ * listed by the deployer (a SweepDeployments command), and what an experiment that ended left there
+ * (its teardown kept failing, or the data plane was out of reach) is torn down; see `react`'s `held`.
  */
 export class SagaEffects {
   readonly #deps: SagaEffectsDependencies;
@@ -480,6 +487,7 @@ export class SagaEffects {
       concurrency: 16,
     });
     this.#loops = [
+      this.#sweepOnStart(),
       this.#reconcileOnStart().then(() =>
         Promise.all([
           this.#loop('outbox', () => this.#relayOutbox()),
@@ -535,6 +543,70 @@ export class SagaEffects {
     this.#verifying.clear();
     if (outcome === 'gave up' && !this.#abort.signal.aborted)
       logger.warn({ waitMs }, 'the deployer has not answered every reconciliation yet; the saga carries on');
+  }
+
+  /**
+   * Asks the deployer which experiments have objects in each namespace the saga's experiments ran in;
+   * the answers come to `#swept`. Each start sweeps under an id of its own: two processes starting at
+   * once each send their teardowns, which the deployer and the decider take twice without harm.
+   */
+  async #sweepOnStart(): Promise<void> {
+    const { db, bus, logger } = this.#deps;
+    const sweep = `sweep:${randomUUID()}`;
+    try {
+      const { rows } = await sql<{ namespace: string | null }>`
+        select distinct spec->'target'->>'namespace' as namespace from phoenix_saga_experiments`.execute(db);
+      for (const { namespace } of rows) {
+        if (this.#abort.signal.aborted) return;
+        if (!namespace) continue;
+        await bus.send({
+          type: 'SweepDeployments',
+          commandId: deriveCommandId(sweep, namespace),
+          namespace,
+          correlationId: sweep,
+        });
+      }
+    } catch (err) {
+      logger.warn(
+        { err },
+        'could not sweep the data plane for ended experiments; the saga carries on without',
+      );
+    }
+  }
+
+  /** Tears down what the sweep found of experiments that ended; leaves the rest (see `react`'s `held`). */
+  async #swept(result: DeploymentsHeldResult): Promise<void> {
+    const { db, logger } = this.#deps;
+    const ids = [...new Set(result.experimentIds)];
+    if (ids.length === 0) return;
+    const { rows } = await sql<SagaExperimentRow>`
+      select experiment_id, spec, started, run_started_at, ended
+      from phoenix_saga_experiments where experiment_id = any(${ids}::text[])`.execute(db);
+    const states = new Map(rows.map((row) => [row.experiment_id, sagaStateOf(row)]));
+    const sweep = result.correlationId ?? `sweep:${result.commandId}`;
+    const unknown: string[] = [];
+    const swept: string[] = [];
+    for (const experimentId of ids) {
+      const state = states.get(experimentId);
+      const reaction = react(
+        undefined,
+        { type: 'held', experimentId, namespace: result.namespace, state, sweep },
+        this.#timeouts,
+      );
+      if (state === undefined) unknown.push(experimentId);
+      if (reaction.commands.length > 0) swept.push(experimentId);
+      await this.#carryOut(reaction.commands);
+    }
+    if (unknown.length > 0)
+      logger.warn(
+        { namespace: result.namespace, count: unknown.length, experimentIds: unknown.slice(0, 50) },
+        'the data plane holds objects of experiments this saga has no record of; left alone',
+      );
+    if (swept.length > 0)
+      logger.info(
+        { namespace: result.namespace, count: swept.length, experimentIds: swept.slice(0, 50) },
+        'tearing down what experiments that ended left on the data plane',
+      );
   }
 
   /** Carries out reconciliation's decision on one experiment, with the reconciler as the actor. */
@@ -703,12 +775,7 @@ export class SagaEffects {
               type: 'probe-due',
               experimentId: row.experiment_id,
               slot,
-              state: {
-                spec: row.spec,
-                started: row.started,
-                runStartedAt: row.run_started_at === null ? null : new Date(row.run_started_at).toISOString(),
-                ended: row.ended,
-              },
+              state: sagaStateOf(row),
             },
             this.#timeouts,
           ).commands,
@@ -733,6 +800,7 @@ export class SagaEffects {
   }
 
   async #onResult(result: BusResult): Promise<void> {
+    if (result.type === 'DeploymentsHeld') return this.#swept(result);
     if (result.type === 'DeploymentVerified') {
       try {
         return await this.#reconciled(result);

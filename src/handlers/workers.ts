@@ -3,17 +3,19 @@ import { setTimeout as delay } from 'node:timers/promises';
 import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import type { Analyzer } from '../application/ports/analyzer.js';
-import type {
-  AnalyzeExperiment,
-  Bus,
-  BusCommand,
-  Consumer,
-  Delivery,
-  DeployVariant,
-  ProbeExperiment,
-  RolloutTarget,
-  TeardownExperiment,
-  VerifyDeployment,
+import {
+  type AnalyzeExperiment,
+  type Bus,
+  type BusCommand,
+  busExperimentIdSchema,
+  type Consumer,
+  type Delivery,
+  type DeployVariant,
+  type ProbeExperiment,
+  type RolloutTarget,
+  type SweepDeployments,
+  type TeardownExperiment,
+  type VerifyDeployment,
 } from '../application/ports/bus.js';
 import type { Deployer, UsageSource } from '../application/ports/deployer.js';
 import { withCost } from '../application/pricing.js';
@@ -93,7 +95,7 @@ class PermanentDeployFailure extends Error {}
 /** Commands the deployer holds per deploy slot: most of them wait (for a baseline, for a slot). */
 const DEPLOY_COMMANDS_PER_SLOT = 8;
 
-/** Starts the deployer worker: DeployVariant and TeardownExperiment from the `deployer` queue. */
+/** Starts the deployer worker: the `deployer` queue's commands (deploy, teardown, verify, sweep, rollout). */
 export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Consumer> {
   const clock = deps.clock ?? (() => new Date());
   const stopping = new AbortController();
@@ -262,6 +264,30 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
     });
   };
 
+  /**
+   * The experiments with objects in the namespace. An id the result's schema would refuse (a label
+   * set by hand on a cluster object, say) cannot be one of the saga's experiments: it is logged and
+   * left out, so the answer is not lost to the dead letters.
+   */
+  const sweep = async (command: SweepDeployments): Promise<void> => {
+    const held = await deps.deployer.heldExperiments(command.namespace);
+    const valid = held.filter((id) => busExperimentIdSchema.safeParse(id).success);
+    if (valid.length < held.length)
+      deps.logger.warn(
+        { namespace: command.namespace, ids: held.filter((id) => !valid.includes(id)).slice(0, 10) },
+        'objects labelled with ids that are not experiment ids; left out of the sweep',
+      );
+    deps.logger.info({ namespace: command.namespace, experiments: valid.length }, 'deployments listed');
+    await deps.bus.publish({
+      type: 'DeploymentsHeld',
+      commandId: command.commandId,
+      namespace: command.namespace,
+      experimentIds: [...new Set(valid)],
+      at: clock().toISOString(),
+      ...(command.correlationId ? { correlationId: command.correlationId } : {}),
+    });
+  };
+
   /** A promotion's rollout (or a rollback's): the variant over the whole target, in place of what runs there. */
   const rollout = async (command: RolloutTarget, delivery: Delivery): Promise<void> => {
     const base = {
@@ -335,6 +361,8 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
           return teardown(command);
         case 'VerifyDeployment':
           return verify(command);
+        case 'SweepDeployments':
+          return sweep(command);
         case 'RolloutTarget':
           return rollout(command, delivery);
         case 'AnalyzeExperiment':

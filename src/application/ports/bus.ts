@@ -22,6 +22,8 @@ import { analysisSchema, storedSpecSchema } from '../schemas.js';
 const variant = z.enum(VARIANTS);
 const id = z.string().min(1).max(200);
 const experimentId = z.string().min(1).max(63);
+/** An experiment id as every message carries it (a worker checks what it lists against it). */
+export const busExperimentIdSchema = experimentId;
 
 export const deployVariantSchema = z.object({
   type: z.literal('DeployVariant'),
@@ -58,6 +60,18 @@ export const verifyDeploymentSchema = z.object({
   experimentId,
   namespace: z.string().min(1),
   causationId: z.string().optional(),
+  correlationId: z.string().optional(),
+});
+
+/**
+ * The start-up sweep: which experiments have objects in the namespace? The answer is a DeploymentsHeld
+ * result; the saga tears down those of experiments that ended (their teardown never happened) and
+ * leaves the rest. Not an experiment's command: it names none.
+ */
+export const sweepDeploymentsSchema = z.object({
+  type: z.literal('SweepDeployments'),
+  commandId: id,
+  namespace: z.string().min(1),
   correlationId: z.string().optional(),
 });
 
@@ -143,6 +157,7 @@ export const busCommandSchema = z.discriminatedUnion('type', [
   teardownExperimentSchema,
   analyzeExperimentSchema,
   verifyDeploymentSchema,
+  sweepDeploymentsSchema,
   commitPromotionSchema,
   revertPromotionSchema,
   rolloutTargetSchema,
@@ -187,6 +202,16 @@ export const deploymentVerifiedSchema = z.object({
   present: z.array(variant),
   /** The variants it does not hold. */
   missing: z.array(variant),
+});
+
+/** The answer to SweepDeployments: the experiments the deployer holds objects of in the namespace. */
+export const deploymentsHeldSchema = z.object({
+  type: z.literal('DeploymentsHeld'),
+  commandId: id,
+  namespace: z.string().min(1),
+  experimentIds: z.array(experimentId),
+  at: z.iso.datetime({ offset: true }),
+  correlationId: z.string().optional(),
 });
 
 export const analysisCompletedSchema = z.object({
@@ -268,6 +293,7 @@ export const busResultSchema = z.discriminatedUnion('type', [
   variantDeployFailedSchema,
   experimentTornDownSchema,
   deploymentVerifiedSchema,
+  deploymentsHeldSchema,
   analysisCompletedSchema,
   analysisFailedSchema,
   promotionCommittedSchema,
@@ -281,6 +307,7 @@ export type DeployVariant = z.infer<typeof deployVariantSchema>;
 export type TeardownExperiment = z.infer<typeof teardownExperimentSchema>;
 export type AnalyzeExperiment = z.infer<typeof analyzeExperimentSchema>;
 export type VerifyDeployment = z.infer<typeof verifyDeploymentSchema>;
+export type SweepDeployments = z.infer<typeof sweepDeploymentsSchema>;
 export type CommitPromotion = z.infer<typeof commitPromotionSchema>;
 export type RevertPromotion = z.infer<typeof revertPromotionSchema>;
 export type RolloutTarget = z.infer<typeof rolloutTargetSchema>;
@@ -294,6 +321,7 @@ export type VariantDeployedResult = z.infer<typeof variantDeployedSchema>;
 export type VariantDeployFailedResult = z.infer<typeof variantDeployFailedSchema>;
 export type ExperimentTornDownResult = z.infer<typeof experimentTornDownSchema>;
 export type DeploymentVerifiedResult = z.infer<typeof deploymentVerifiedSchema>;
+export type DeploymentsHeldResult = z.infer<typeof deploymentsHeldSchema>;
 export type AnalysisCompletedResult = z.infer<typeof analysisCompletedSchema>;
 export type AnalysisFailedResult = z.infer<typeof analysisFailedSchema>;
 export type BusResult = z.infer<typeof busResultSchema>;
@@ -307,6 +335,7 @@ export const queueOf = (type: BusCommand['type']): CommandQueue => {
     case 'DeployVariant':
     case 'TeardownExperiment':
     case 'VerifyDeployment':
+    case 'SweepDeployments':
     case 'RolloutTarget':
       return 'deployer';
     case 'CommitPromotion':

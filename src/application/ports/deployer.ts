@@ -83,6 +83,12 @@ export interface Deployer {
    */
   deployedVariants(experimentId: string, namespace: string): Promise<readonly Variant[]>;
   /**
+   * The experiments that have objects in the namespace now, each once, for the saga's sweep at start:
+   * an experiment that ended while its teardown never happened left objects nothing else removes. A
+   * promotion's rollout runs the target's objects, not an experiment's: they are never listed.
+   */
+  heldExperiments(namespace: string): Promise<readonly string[]>;
+  /**
    * Runs the rollout's variant over its whole target in place of what runs there, and waits until it
    * is ready. Idempotent: rolling the same config out again converges on the same objects. Throws on
    * transient trouble; a permanent refusal (a deployer that cannot roll out, an invalid object) is
