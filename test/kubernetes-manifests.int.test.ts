@@ -354,6 +354,8 @@ describe('the Kubernetes manifests against the test cluster (Kubernetes v1.37.2)
       });
     });
     after(async () => {
+      // Its DaemonSet watch holds a connection open until closed.
+      await deployer?.close();
       await kubectl(['delete', 'namespace', experiments, system, '--ignore-not-found', '--wait=false']);
       await kubectl(['delete', 'node', node, '--ignore-not-found', '--wait=false']);
     });
