@@ -31,15 +31,8 @@ BIN="$OUT/bin"
 
 say() { printf '[cluster:build] %s\n' "$*"; }
 
-find_go() {
-  if [[ -n "${GO:-}" ]]; then
-    [[ -x "$GO" ]] && { printf '%s\n' "$GO"; return 0; }
-    return 1
-  fi
-  command -v go 2>/dev/null && return 0
-  [[ -x /usr/local/go/bin/go ]] && { printf '%s\n' /usr/local/go/bin/go; return 0; }
-  return 1
-}
+# shellcheck source=go-build-lib.sh
+source "$ROOT/scripts/go-build-lib.sh"
 
 mkdir -p "$BIN" "$CACHE"
 exec 9>"$CACHE/.lock"
@@ -103,22 +96,6 @@ export GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:--buildvcs=false}" CGO_ENABLED=0
 MODCACHE="$("$GO_BIN" env GOMODCACHE)"
 say "go: $GO_BIN ($("$GO_BIN" env GOVERSION)); to build: ${missing[*]}"
 
-heartbeat() { # what
-  local what="$1" start=$SECONDS
-  while sleep 30 </dev/null >/dev/null 2>&1; do say "$what: still running ($((SECONDS - start)) s)"; done
-}
-run_step() { # what command...
-  local what="$1" started=$SECONDS
-  shift
-  say "$what"
-  heartbeat "$what" 9>&- &
-  local hb=$! rc=0
-  "$@" || rc=$?
-  kill "$hb" 2>/dev/null || true
-  wait "$hb" 2>/dev/null || true
-  [[ $rc -eq 0 ]] && say "$what: done in $((SECONDS - started)) s"
-  return "$rc"
-}
 needs() { local n; for n in "${missing[@]}"; do [[ "$n" == "$1" ]] && return 0; done; return 1; }
 
 # A wrapper module per upstream (their go.mod files carry replace directives that only apply when they

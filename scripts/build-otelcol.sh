@@ -22,15 +22,8 @@ STAMP="$OUT/phoenix-otelcol.manifest.sha256"
 
 say() { printf '[build:otelcol] %s\n' "$*"; }
 
-find_go() {
-  if [[ -n "${GO:-}" ]]; then
-    [[ -x "$GO" ]] && { printf '%s\n' "$GO"; return 0; }
-    return 1
-  fi
-  command -v go 2>/dev/null && return 0
-  [[ -x /usr/local/go/bin/go ]] && { printf '%s\n' /usr/local/go/bin/go; return 0; }
-  return 1
-}
+# shellcheck source=go-build-lib.sh
+source "$ROOT/scripts/go-build-lib.sh"
 
 [[ -f "$MANIFEST" ]] || { say "no manifest at $MANIFEST" >&2; exit 1; }
 mkdir -p "$OUT"
@@ -68,23 +61,6 @@ OCB="$OUT/bin/builder"
 
 say "go: $GO_BIN ($("$GO_BIN" env GOVERSION)); module cache $("$GO_BIN" env GOMODCACHE), build cache $("$GO_BIN" env GOCACHE)"
 
-# Prints a line every 30 s while a long step runs, so a cold build does not look hung.
-heartbeat() { # what
-  local what="$1" start=$SECONDS
-  # The sleep does not hold stdout, so a pipe (npm run … | tee) closes as soon as the step ends.
-  while sleep 30 </dev/null >/dev/null 2>&1; do say "$what: still running ($((SECONDS - start)) s)"; done
-}
-run_step() { # what command...
-  local what="$1"
-  shift
-  say "$what"
-  heartbeat "$what" 9>&- &
-  local hb=$! rc=0
-  "$@" || rc=$?
-  kill "$hb" 2>/dev/null || true
-  wait "$hb" 2>/dev/null || true
-  return "$rc"
-}
 
 if [[ ! -x "$OCB" ]] || ! "$OCB" version 2>&1 | grep -q " $OCB_VERSION\$"; then
   mkdir -p "$OUT/bin"

@@ -18,15 +18,8 @@ BINARY="$OUT/grpcurl"
 
 say() { printf '[install:grpcurl] %s\n' "$*"; }
 
-find_go() {
-  if [[ -n "${GO:-}" ]]; then
-    [[ -x "$GO" ]] && { printf '%s\n' "$GO"; return 0; }
-    return 1
-  fi
-  command -v go 2>/dev/null && return 0
-  [[ -x /usr/local/go/bin/go ]] && { printf '%s\n' /usr/local/go/bin/go; return 0; }
-  return 1
-}
+# shellcheck source=go-build-lib.sh
+source "$ROOT/scripts/go-build-lib.sh"
 
 mkdir -p "$OUT"
 exec 9>"$OUT/.lock"
