@@ -47,6 +47,8 @@ const deployment = (
   };
 };
 
+const sorted = (ids: readonly string[]) => [...ids].sort();
+
 const id = (prefix: string) => `${prefix}-${randomBytes(3).toString('hex')}`;
 
 /** Polls the API until `check` holds (for what the garbage collector does after a delete). */
@@ -192,6 +194,7 @@ describe('Kubernetes deployer against a real API server (KWOK nodes)', { skip: s
       "the operator's DaemonSet is the resource's",
     );
     assert.deepEqual(await d.deployedVariants(experimentId, namespace), ['candidate']);
+    assert.deepEqual(await d.heldExperiments(namespace), [experimentId], 'the sweep sees the resource');
     assert.deepEqual((await d.teardown(experimentId, namespace)).variants, ['candidate']);
     await eventually('the operator’s DaemonSet and its pods removed with the resource', async () => {
       const left = await apps.listNamespacedDaemonSet({ namespace });
@@ -470,5 +473,29 @@ describe('Kubernetes deployer against a real API server (KWOK nodes)', { skip: s
     // The watch came back by itself: a later deploy on the same deployer sees readiness again.
     const later = await d.deploy(deployment(id('exp-after'), 'baseline', namespace));
     assert.ok(later.ok, !later.ok ? later.reason : '');
+  });
+
+  it('heldExperiments (the saga’s start-up sweep) lists each experiment with objects there once, never a promotion’s target objects', async () => {
+    const [here, there] = [await newNamespace(), await newNamespace()];
+    const d = deployer({ mode: 'daemonset' });
+    assert.deepEqual(await d.heldExperiments(here), []);
+    const [a, b, c] = [id('exp-a'), id('exp-b'), id('exp-c')];
+    const outcomes = await Promise.all([
+      d.deploy(deployment(a, 'baseline', here)),
+      d.deploy(deployment(a, 'candidate', here)),
+      d.deploy(deployment(b, 'candidate', here)),
+      d.deploy(deployment(c, 'baseline', there)),
+      // A promotion's rollout over the same namespace: the target's collector, no experiment's.
+      d.rollout({ ...deployment(id('exp-promoted'), 'candidate', here), commit: 'a'.repeat(40) }),
+    ]);
+    for (const o of outcomes) assert.ok(o.ok, !o.ok ? o.reason : '');
+
+    assert.deepEqual(sorted(await d.heldExperiments(here)), sorted([a, b]));
+    assert.deepEqual(await d.heldExperiments(there), [c]);
+
+    await d.teardown(a, here);
+    await eventually('the torn-down experiment no longer held', async () => {
+      return JSON.stringify(await d.heldExperiments(here)) === JSON.stringify([b]);
+    });
   });
 });
