@@ -20,6 +20,7 @@ const BENCHES: Record<string, () => Promise<BenchModule>> = {
   lifecycle: () => import('./lifecycle.bench.js'),
   otelcol: () => import('./otelcol.bench.js'),
   preview: () => import('./preview.bench.js'),
+  kubernetes: () => import('./kubernetes.bench.js'),
 };
 
 const asked = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -1,0 +1,403 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { AppsV1Api, CoreV1Api, KubeConfig, KubernetesObjectApi } from '@kubernetes/client-node';
+import { clusterSkipReason, type TestCluster, useCluster } from './support/cluster.js';
+import { type RunningServer, startServer } from './support/server.js';
+import { validSpec } from './support/system.js';
+
+/**
+ * Issue 18 §3, end to end: the whole Phoenix server with PHOENIX_DEPLOYER=kubernetes (analysis from
+ * the local analyzer, which sees nothing of the cluster: the verdicts do not matter here) against the
+ * test cluster at 1,000 KWOK nodes.
+ *
+ * - Scale: 100 experiments started at once, each over its own node group of 10 (node-group=g0…g99),
+ *   plus one over all 1,000 nodes: 4,000 collector pods. Every variant rolls out, becomes ready, is
+ *   torn down, and nothing with the experiment label is left. (100 experiments over 1,000 nodes each
+ *   would be 200,000 pods, beyond a 2-core machine.) The wall times are printed as `# ` lines.
+ * - Fault: the API server restarted while three experiments (one per zone, about 333 nodes each) roll
+ *   out: the deploys resume and complete, with exactly one DaemonSet per variant and one pod per node.
+ *
+ * The cluster is shared with the other Kubernetes suites: each test has namespaces of its own, and the
+ * nodes go back to 10 at the end.
+ */
+
+const skip = clusterSkipReason();
+if (skip) console.log(`# skipping the Kubernetes scale suite: ${skip}`);
+
+const NODES = 1000;
+const GROUPS = 100;
+const LABEL = 'phoenix.io/experiment-id';
+
+interface ApiEvent {
+  readonly type: string;
+  readonly data: Record<string, unknown> & { readonly at?: string; readonly variant?: string };
+  readonly metadata: { readonly occurredAt: string };
+}
+
+interface Experiment {
+  readonly id: string;
+  readonly state: string;
+  readonly statusReason?: string;
+}
+
+const TERMINAL = ['completed', 'failed', 'cancelled'];
+
+const spec = (name: string, namespace: string, nodeSelector: Record<string, string>, hosts: number) =>
+  validSpec({
+    name,
+    // Neither template needs tuning from the baseline's usage (there is no usage source here).
+    baseline: { template: 'process-baseline-v1', params: {} },
+    candidate: { template: 'process-minimal-v1', params: {} },
+    target: { namespace, nodeSelector, hosts },
+    durationSeconds: 1,
+    criticalProcesses: ['^kubelet$'],
+  });
+
+const id = (prefix: string) => `${prefix}-${randomBytes(3).toString('hex')}`;
+const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+
+/** Polls until `check` holds; fails with `what` after `timeoutMs` (a deadline, not a speed claim). */
+const eventually = async <T>(
+  what: string | (() => string),
+  check: () => Promise<T | undefined>,
+  timeoutMs: number,
+  pauseMs = 500,
+): Promise<T> => {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const found = await check();
+    if (found !== undefined) return found;
+    if (Date.now() > until)
+      assert.fail(`${typeof what === 'string' ? what : what()}: still not so after ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, pauseMs));
+  }
+};
+
+describe('Phoenix with PHOENIX_DEPLOYER=kubernetes at 1,000 KWOK nodes (issue 18 §3)', {
+  skip: skip || false,
+}, () => {
+  let cluster: TestCluster;
+  let server: RunningServer;
+  let operator: string;
+  let core: CoreV1Api;
+  let apps: AppsV1Api;
+  let objects: KubernetesObjectApi;
+  const namespaces: string[] = [];
+
+  const api = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`${server.url}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${operator}`,
+        ...(body ? { 'content-type': 'application/json' } : {}),
+      },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await res.text();
+    if (res.status >= 400) assert.fail(`${method} ${path}: ${res.status} ${text}`);
+    return JSON.parse(text);
+  };
+  const create = async (body: unknown): Promise<string> =>
+    (await api('POST', '/api/v1/experiments', body)).id;
+  const events = async (experimentId: string): Promise<ApiEvent[]> =>
+    (await api('GET', `/api/v1/experiments/${experimentId}/events?limit=1000`)).items;
+  /** Every experiment of this server (it has no others), by id. */
+  const experiments = async (): Promise<Map<string, Experiment>> => {
+    const all = new Map<string, Experiment>();
+    let cursor: string | undefined;
+    do {
+      const page = await api(
+        'GET',
+        `/api/v1/experiments?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`,
+      );
+      for (const e of page.items as Experiment[]) all.set(e.id, e);
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor);
+    return all;
+  };
+  /** Once every one of `ids` has ended and both its variants are recorded torn down: their events. */
+  const waitForTornDown = async (ids: readonly string[], timeoutMs: number) => {
+    let progress = '';
+    return eventually(
+      () => `every experiment ended and torn down (${progress})`,
+      async () => {
+        const states = await experiments();
+        const open = ids.filter((i) => !TERMINAL.includes(states.get(i)?.state ?? ''));
+        if (open.length > 0) {
+          const by = new Map<string, number>();
+          for (const i of open)
+            by.set(states.get(i)?.state ?? '?', (by.get(states.get(i)?.state ?? '?') ?? 0) + 1);
+          progress = `not ended: ${[...by].map(([s, n]) => `${n} ${s}`).join(', ')}`;
+          return undefined;
+        }
+        const all = new Map<string, ApiEvent[]>();
+        for (const i of ids) {
+          const evs = await events(i);
+          if (evs.filter((e) => e.type === 'VariantTornDown').length < 2) {
+            progress = `${i} ${states.get(i)?.state} (${states.get(i)?.statusReason ?? ''}) has not both variants torn down: ${evs.map((e) => e.type).join(', ')}`;
+            return undefined;
+          }
+          all.set(i, evs);
+        }
+        return all;
+      },
+      timeoutMs,
+      1_000,
+    );
+  };
+
+  const newNamespace = async (prefix: string): Promise<string> => {
+    const name = id(prefix);
+    await core.createNamespace({ body: { metadata: { name } } });
+    namespaces.push(name);
+    return name;
+  };
+
+  /** What carries the experiment label in the namespace, by kind (`experimentId` narrows it to one). */
+  const leftIn = async (namespace: string, experimentId?: string) => {
+    const labelSelector = experimentId ? `${LABEL}=${experimentId}` : LABEL;
+    const [daemonSets, configMaps, pods, collectors] = await Promise.all([
+      apps.listNamespacedDaemonSet({ namespace, labelSelector }),
+      core.listNamespacedConfigMap({ namespace, labelSelector }),
+      core.listNamespacedPod({ namespace, labelSelector }),
+      objects
+        .list(
+          'opentelemetry.io/v1beta1',
+          'OpenTelemetryCollector',
+          namespace,
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          labelSelector,
+        )
+        .then((l) => l.items)
+        .catch(() => []), // the operator's CRD is not installed
+    ]);
+    return { daemonSets: daemonSets.items, configMaps: configMaps.items, pods: pods.items, collectors };
+  };
+  const waitForNothingLeft = (namespace: string) =>
+    eventually(
+      `nothing labelled ${LABEL} left in ${namespace}`,
+      async () => {
+        const left = await leftIn(namespace);
+        const counts = {
+          daemonSets: left.daemonSets.length,
+          configMaps: left.configMaps.length,
+          pods: left.pods.length,
+          collectors: left.collectors.length,
+        };
+        return Object.values(counts).every((n) => n === 0) ? counts : undefined;
+      },
+      300_000,
+      1_000,
+    );
+
+  /** The one VariantDeployed of each variant (asserted), and the later of the two times. */
+  const deployedOf = (experimentId: string, evs: readonly ApiEvent[]) => {
+    const deployed = evs.filter((e) => e.type === 'VariantDeployed');
+    assert.deepEqual(
+      deployed.map((e) => e.data.variant).sort(),
+      ['baseline', 'candidate'],
+      `${experimentId}: each variant deployed once: ${evs.map((e) => e.type).join(', ')}`,
+    );
+    assert.equal(
+      evs.filter((e) => e.type === 'VariantDeploymentFailed').length,
+      0,
+      `${experimentId}: no deployment failed`,
+    );
+    assert.ok(
+      evs.some((e) => e.type === 'ExperimentRunStarted'),
+      `${experimentId}: the run started on both variants`,
+    );
+    return {
+      details: deployed.map((e) => e.data.detail as Record<string, unknown>),
+      readyAt: Math.max(...deployed.map((e) => Date.parse(e.metadata.occurredAt))),
+    };
+  };
+
+  before(async () => {
+    cluster = await useCluster(NODES);
+    const kc = new KubeConfig();
+    kc.loadFromFile(cluster.kubeconfig);
+    core = kc.makeApiClient(CoreV1Api);
+    apps = kc.makeApiClient(AppsV1Api);
+    objects = KubernetesObjectApi.makeApiClient(kc);
+    server = await startServer({
+      PHOENIX_DEPLOYER: 'kubernetes',
+      PHOENIX_ANALYZER: 'local',
+      KUBECONFIG: cluster.kubeconfig,
+      // The operator's path is the deployer suite's; here the DaemonSets are Phoenix's own, so what
+      // is counted and torn down is what Phoenix made.
+      PHOENIX_KUBERNETES_MODE: 'daemonset',
+      PHOENIX_KUBERNETES_READINESS_TIMEOUT_SECONDS: '240',
+      PHOENIX_KUBERNETES_RETRY_SECONDS: '120',
+      // The test polls a hundred experiments; the API's default limit is for people.
+      PHOENIX_RATE_LIMIT_PER_MINUTE: '1000000',
+    });
+    operator = await server.token('operator', 'kubernetes-scale');
+  });
+  after(async () => {
+    await server?.dispose();
+    for (const name of namespaces) await core?.deleteNamespace({ name }).catch(() => undefined);
+    // Other suites share the cluster and expect its usual 10 nodes.
+    if (cluster) await cluster.nodes(10);
+    await cluster?.release();
+  });
+
+  it('100 experiments on 10 nodes each and one on all 1,000, started at once: every variant rolls out, becomes ready and is torn down; nothing is left', {
+    timeout: 600_000,
+  }, async () => {
+    const namespace = await newNamespace('phx-scale');
+    const groups: string[] = [];
+    for (let g = 0; g < GROUPS; g++)
+      groups.push(await create(spec(`group g${g}`, namespace, { 'node-group': `g${g}` }, 10)));
+    const whole = await create(spec('the whole pool', namespace, { pool: 'otel-agents' }, NODES));
+    const all = [...groups, whole];
+
+    const startedAt = Date.now();
+    await Promise.all(all.map((i) => api('POST', `/api/v1/experiments/${i}/start`)));
+    const ended = await waitForTornDown(all, 480_000);
+    const tornDownAt = Date.now();
+    const left = await waitForNothingLeft(namespace);
+    const goneAt = Date.now();
+
+    const states = await experiments();
+    let groupsReadyAt = 0;
+    let groupsTornDownAt = 0;
+    for (const i of all) {
+      const evs = ended.get(i) ?? [];
+      assert.ok(TERMINAL.includes(states.get(i)?.state ?? ''), `${i} ended`);
+      const { details, readyAt } = deployedOf(i, evs);
+      const nodes = i === whole ? NODES : 10;
+      for (const detail of details) {
+        assert.equal(detail.numberReady, nodes, `${i}: ready on every selected node`);
+        assert.equal(detail.desiredNumberScheduled, nodes, `${i}: scheduled on the selected nodes only`);
+      }
+      assert.deepEqual(
+        evs
+          .filter((e) => e.type === 'VariantTornDown')
+          .map((e) => e.data.variant)
+          .sort(),
+        ['baseline', 'candidate'],
+      );
+      if (i !== whole) {
+        groupsReadyAt = Math.max(groupsReadyAt, readyAt);
+        groupsTornDownAt = Math.max(
+          groupsTornDownAt,
+          ...evs.filter((e) => e.type === 'VariantTornDown').map((e) => Date.parse(e.metadata.occurredAt)),
+        );
+      }
+    }
+    const wholeReadyAt = deployedOf(whole, ended.get(whole) ?? []).readyAt;
+    const outcomes = new Map<string, number>();
+    for (const i of all) {
+      const s = states.get(i)?.state ?? '?';
+      outcomes.set(s, (outcomes.get(s) ?? 0) + 1);
+    }
+    console.log(
+      `# ${GROUPS} experiments × 10 nodes and 1 × ${NODES} nodes (${(GROUPS * 10 + NODES) * 2} pods), started at once: ${[...outcomes].map(([s, n]) => `${n} ${s}`).join(', ')}`,
+    );
+    console.log(
+      `# all ${GROUPS} ready (both variants): ${seconds(groupsReadyAt - startedAt)} after the starts`,
+    );
+    console.log(`# all ${GROUPS} torn down (recorded): ${seconds(groupsTornDownAt - startedAt)}`);
+    console.log(`# the ${NODES}-node experiment, both variants ready: ${seconds(wholeReadyAt - startedAt)}`);
+    console.log(
+      `# every experiment ended and torn down: ${seconds(tornDownAt - startedAt)}; no pod or object left: ${seconds(goneAt - startedAt)}`,
+    );
+    assert.deepEqual(left, { daemonSets: 0, configMaps: 0, pods: 0, collectors: 0 });
+  });
+
+  it('the API server restarted mid-rollout: the deploys resume and complete, one DaemonSet per variant and one pod per node, nothing left after teardown', {
+    timeout: 300_000,
+  }, async () => {
+    const namespace = await newNamespace('phx-restart');
+    const zones = ['zone-a', 'zone-b', 'zone-c'];
+    const nodesIn = new Map<string, number>();
+    for (const zone of zones) {
+      const list = await core.listNode({ labelSelector: `topology.kubernetes.io/zone=${zone}` });
+      nodesIn.set(zone, list.items.length);
+    }
+    const ids: string[] = [];
+    for (const zone of zones)
+      ids.push(
+        await create({
+          ...spec(`zone ${zone}`, namespace, { 'topology.kubernetes.io/zone': zone }, nodesIn.get(zone) ?? 1),
+          // Long enough to look at each experiment's objects while it runs.
+          durationSeconds: 20,
+        }),
+      );
+    await Promise.all(ids.map((i) => api('POST', `/api/v1/experiments/${i}/start`)));
+    // The rollout has begun: Phoenix's first DaemonSet is there.
+    await eventually(
+      'a DaemonSet of the experiments',
+      async () => ((await leftIn(namespace)).daemonSets.length > 0 ? true : undefined),
+      120_000,
+      100,
+    );
+    const restartBegan = Date.now();
+    await cluster.restartApiServer();
+
+    // While each runs: its two DaemonSets, and one pod of each on every node of its zone.
+    const seen = new Map<string, { daemonSets: number; pods: number; perNode: number }>();
+    await eventually(
+      'each experiment seen running',
+      async () => {
+        const states = await experiments();
+        for (const [index, i] of ids.entries()) {
+          if (seen.has(i)) continue;
+          const state = states.get(i)?.state;
+          if (state !== 'running') {
+            assert.ok(
+              state === 'pending' || state === 'initializing',
+              `${i} is ${state}: its run ended before it was seen running`,
+            );
+            continue;
+          }
+          const left = await leftIn(namespace, i);
+          const perNode = new Map<string, number>();
+          for (const p of left.pods) {
+            const key = `${p.spec?.nodeName}/${p.metadata?.labels?.['phoenix.io/variant']}`;
+            perNode.set(key, (perNode.get(key) ?? 0) + 1);
+          }
+          seen.set(i, {
+            daemonSets: left.daemonSets.length,
+            pods: left.pods.length,
+            perNode: Math.max(...perNode.values()),
+          });
+          assert.equal(left.daemonSets.length, 2, `${zones[index]}: one DaemonSet per variant`);
+        }
+        return seen.size === ids.length ? true : undefined;
+      },
+      240_000,
+      200,
+    );
+    for (const [index, i] of ids.entries()) {
+      const zone = zones[index] ?? '';
+      assert.deepEqual(
+        seen.get(i),
+        { daemonSets: 2, pods: 2 * (nodesIn.get(zone) ?? 0), perNode: 1 },
+        `${zone}: two DaemonSets' worth of pods, none twice`,
+      );
+    }
+
+    const ended = await waitForTornDown(ids, 240_000);
+    const readyTimes: number[] = [];
+    for (const i of ids) readyTimes.push(deployedOf(i, ended.get(i) ?? []).readyAt);
+    assert.ok(
+      readyTimes.some((t) => t >= restartBegan),
+      'a deploy was still under way when the API server went away (else this test tests nothing)',
+    );
+    console.log(
+      `# API server restart mid-rollout: all ${ids.length} experiments ready ${seconds(Math.max(...readyTimes) - restartBegan)} after the restart began`,
+    );
+    assert.deepEqual(await waitForNothingLeft(namespace), {
+      daemonSets: 0,
+      configMaps: 0,
+      pods: 0,
+      collectors: 0,
+    });
+  });
+});
