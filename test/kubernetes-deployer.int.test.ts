@@ -332,14 +332,14 @@ describe('Kubernetes deployer against a real API server (KWOK nodes)', { skip: s
     assert.ok((after.metadata?.generation ?? 0) > (before.metadata?.generation ?? 0), 'a new pod template');
     assert.equal(after.status?.updatedNumberScheduled, 10);
     assert.equal(after.status?.numberReady, 10);
-    const digest = after.spec?.template.metadata?.annotations?.['phoenix.io/config-sha256'];
-    assert.notEqual(digest, before.spec?.template.metadata?.annotations?.['phoenix.io/config-sha256']);
+    const digest = after.spec?.template.metadata?.annotations?.['phoenix.io/config-digest'];
+    assert.notEqual(digest, before.spec?.template.metadata?.annotations?.['phoenix.io/config-digest']);
     await eventually('every pod runs the new config', async () => {
       const pods = await core.listNamespacedPod({ namespace });
       const current = pods.items.filter((p) => !p.metadata?.deletionTimestamp);
       return (
         current.length === 10 &&
-        current.every((p) => p.metadata?.annotations?.['phoenix.io/config-sha256'] === digest)
+        current.every((p) => p.metadata?.annotations?.['phoenix.io/config-digest'] === digest)
       );
     });
   });

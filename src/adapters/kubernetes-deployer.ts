@@ -202,8 +202,9 @@ const readinessOf = (ds: DaemonSetStatus | undefined, minGeneration: number): Re
     return { state: 'waiting' };
   const desired = s.desiredNumberScheduled ?? 0;
   if (desired === 0) return { state: 'unschedulable' };
+  // Counts of 0 are left out of the status (omitempty): absent means none, not all.
   const ready = s.numberReady ?? 0;
-  if (ready === desired && (s.updatedNumberScheduled ?? desired) === desired)
+  if (ready === desired && (s.updatedNumberScheduled ?? 0) === desired)
     return { state: 'ready', desired, ready };
   return { state: 'waiting' };
 };

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import type { ValidationIssue } from './params.js';
@@ -82,6 +81,19 @@ const shortHash = (text: string): string => {
     h = Math.imul(h, 0x01000193) >>> 0;
   }
   return h.toString(36).padStart(7, '0').slice(0, 7);
+};
+
+/** 64 bits of FNV-1a (two 32-bit lanes with other offsets): enough to tell one config from another. */
+const contentDigest = (text: string): string => {
+  let a = 0x811c9dc5;
+  let b = 0x050c5d1f;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193) >>> 0;
+    b = Math.imul(b ^ c, 0x01000193) >>> 0;
+    b = (b ^ (b >>> 13)) >>> 0;
+  }
+  return a.toString(16).padStart(8, '0') + b.toString(16).padStart(8, '0');
 };
 
 /**
@@ -253,7 +265,7 @@ export const buildKubernetesObjects = (input: BuildKubernetesInput): KubernetesO
     });
     // Pods do not notice a ConfigMap's new content: the config's digest in the pod template makes a
     // new config (a promotion replacing another) a new template, which the DaemonSet rolls out.
-    const configDigest = createHash('sha256').update(configYaml).digest('hex');
+    const configDigest = contentDigest(configYaml);
     const selector: Record<string, string> = input.promotion
       ? { [LABEL_KEYS.target]: targetLabelValue(input.promotion.target) }
       : { [LABEL_KEYS.experimentId]: input.experimentId, [LABEL_KEYS.variant]: input.variant };
@@ -263,7 +275,7 @@ export const buildKubernetesObjects = (input: BuildKubernetesInput): KubernetesO
         selector: { matchLabels: selector },
         updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '25%' } },
         template: {
-          metadata: { labels, annotations: { ...podAnnotations, 'phoenix.io/config-sha256': configDigest } },
+          metadata: { labels, annotations: { ...podAnnotations, 'phoenix.io/config-digest': configDigest } },
           spec: {
             nodeSelector,
             tolerations,
