@@ -81,6 +81,11 @@ const configSchema = z.object({
    * ConfigMap and a DaemonSet, or `auto` (the operator's kind when the cluster serves it).
    */
   PHOENIX_KUBERNETES_MODE: z.enum(['auto', 'operator', 'daemonset']).default('auto'),
+  /**
+   * Deploys (and, apart, teardowns) the deployer worker carries out at once. Unset: 4, or 32 with
+   * PHOENIX_DEPLOYER=kubernetes, where a deploy mostly waits on the cluster's watch.
+   */
+  PHOENIX_DEPLOYER_CONCURRENCY: z.coerce.number().int().min(1).max(1000).optional(),
   /** How long a variant's DaemonSet may take to become ready before its deploy fails. */
   PHOENIX_KUBERNETES_READINESS_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   /** How long one Kubernetes API call retries an unreachable or failing API server before it gives up. */
@@ -134,6 +139,12 @@ const configSchema = z.object({
     .default('true')
     .transform((v) => v === 'true'),
 });
+
+/** The deployer worker's concurrency: PHOENIX_DEPLOYER_CONCURRENCY, else by deployer. */
+export const deployerConcurrency = (config: {
+  readonly PHOENIX_DEPLOYER_CONCURRENCY?: number | undefined;
+  readonly PHOENIX_DEPLOYER: string;
+}): number => config.PHOENIX_DEPLOYER_CONCURRENCY ?? (config.PHOENIX_DEPLOYER === 'kubernetes' ? 32 : 4);
 
 export type Config = z.infer<typeof configSchema> & {
   /** The pricing profiles in force: the built-in ones and PHOENIX_PRICING_FILE's. */

@@ -31,7 +31,7 @@ import type { GitopsRepository } from './application/ports/gitops.js';
 import type { LogReader } from './application/ports/log-reader.js';
 import type { ReadModels } from './application/ports/read-models.js';
 import { createPreviewService } from './application/preview.js';
-import type { Config } from './config.js';
+import { type Config, deployerConcurrency } from './config.js';
 import type { ExperimentEvent } from './domain/experiment.js';
 import { TokenService } from './handlers/auth.js';
 import type { CommandDatabase, CommandStorage } from './handlers/cli-replay.js';
@@ -495,6 +495,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
           ...(usage ? { usage } : {}),
           logger,
           pricingProfiles: config.pricingProfiles,
+          deployerConcurrency: deployerConcurrency(config),
         });
       }
       if (gitops && config.PHOENIX_INPROCESS_WORKERS) {

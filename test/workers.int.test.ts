@@ -180,6 +180,66 @@ function suite(fixture: BusFixture): void {
     for (const r of results) assert.equal(r.type, 'VariantDeployed', JSON.stringify(r));
   });
 
+  it('a teardown never waits behind deploys that hold every deploy slot', async () => {
+    const installation: BusInstallation = await fixture.setup({ backoffMs: 50 });
+    const plane = new LocalDataPlane({ tickMs: 0, defaultProcessesPerHost: 80 });
+    const local = new LocalDeployer(plane);
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // A deploy that waits (for readiness, on a slow cluster) until the test lets it go.
+    const waiting = new Proxy(local, {
+      get(target, key) {
+        if (key === 'deploy')
+          return async (d: Parameters<Deployer['deploy']>[0]) => {
+            await released;
+            return target.deploy(d);
+          };
+        const value = Reflect.get(target, key, target) as unknown;
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    }) as Deployer;
+    const worker = await startDeployerWorker({
+      bus: await installation.open(),
+      deployer: waiting,
+      usage: local,
+      logger,
+      concurrency: 1,
+    });
+    const saga: Bus = await installation.open();
+    const results: BusResult[] = [];
+    await saga.handleResults(async (r) => {
+      results.push(r);
+    });
+    cleanups.push(async () => {
+      release();
+      await worker.stop();
+      await installation.teardown();
+      await plane.close();
+    });
+    await saga.send(deploy('exp-busy', 'baseline', 'exp-busy-baseline'));
+    await sleep(100);
+    await saga.send({
+      type: 'TeardownExperiment',
+      commandId: 'c-ended-down',
+      experimentId: 'exp-ended',
+      namespace: 'x',
+    });
+    await waitFor(
+      'the teardown answered while the deploy holds the only slot',
+      () => results.some((r) => r.type === 'ExperimentTornDown'),
+      15_000,
+    );
+    assert.equal(
+      results.filter((r) => r.type === 'VariantDeployed').length,
+      0,
+      'the deploy is still waiting',
+    );
+    release();
+    await waitFor('the deploy', () => results.some((r) => r.type === 'VariantDeployed'), 15_000);
+  });
+
   it('answers an invalid variant with VariantDeployFailed, naming the problem', async () => {
     const { saga, results } = await harness();
     await saga.send({

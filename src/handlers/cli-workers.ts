@@ -13,7 +13,7 @@ import type { Analyzer } from '../application/ports/analyzer.js';
 import type { Bus, Consumer } from '../application/ports/bus.js';
 import type { Deployer, UsageSource } from '../application/ports/deployer.js';
 import type { GitopsRepository } from '../application/ports/gitops.js';
-import type { Config } from '../config.js';
+import { type Config, deployerConcurrency } from '../config.js';
 import { CliError } from './cli-error.js';
 import { startPromoterWorker } from './promoter-worker.js';
 import { startAnalyzerWorker, startDeployerWorker } from './workers.js';
@@ -136,7 +136,7 @@ async function runWorker(kind: WorkerKind, options: WorkerOptions, deps: WorkerC
           deployer,
           ...(usage ? { usage } : {}),
           logger,
-          ...(options.concurrency ? { concurrency: options.concurrency } : {}),
+          concurrency: options.concurrency ?? deployerConcurrency(config),
         }),
       );
     }

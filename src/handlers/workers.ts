@@ -100,6 +100,9 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
   const clock = deps.clock ?? (() => new Date());
   const stopping = new AbortController();
   const slots = pLimit(deps.concurrency ?? 4);
+  // Teardowns have slots of their own: an experiment that ended never waits behind a hundred deploys
+  // still waiting for readiness (seen at 100 experiments on a 1,000-node cluster).
+  const teardownSlots = pLimit(deps.concurrency ?? 4);
   // A baseline this worker deploys wakes its candidate at once; one deployed elsewhere is found by
   // the candidate's next look at the usage source.
   const baselines = new EventEmitter();
@@ -236,7 +239,9 @@ export async function startDeployerWorker(deps: DeployerWorkerDeps): Promise<Con
   };
 
   const teardown = async (command: TeardownExperiment): Promise<void> => {
-    const { variants } = await slots(() => deps.deployer.teardown(command.experimentId, command.namespace));
+    const { variants } = await teardownSlots(() =>
+      deps.deployer.teardown(command.experimentId, command.namespace),
+    );
     deps.logger.info({ experimentId: command.experimentId, removed: variants }, 'experiment torn down');
     await deps.bus.publish({
       type: 'ExperimentTornDown',
@@ -482,11 +487,18 @@ export async function startAnalyzerWorker(deps: AnalyzerWorkerDeps): Promise<Con
 
 export interface WorkersDeps
   extends Omit<DeployerWorkerDeps, 'concurrency'>,
-    Omit<AnalyzerWorkerDeps, 'concurrency'> {}
+    Omit<AnalyzerWorkerDeps, 'concurrency'> {
+  /** The deployer worker's concurrency (DeployerWorkerDeps.concurrency). */
+  readonly deployerConcurrency?: number;
+}
 
 /** Both workers in this process (the embedded default, or a server that also works). */
 export async function startWorkers(deps: WorkersDeps): Promise<{ stop(): Promise<void> }> {
-  const deployer = await startDeployerWorker(deps);
+  const { deployerConcurrency, ...rest } = deps;
+  const deployer = await startDeployerWorker({
+    ...rest,
+    ...(deployerConcurrency ? { concurrency: deployerConcurrency } : {}),
+  });
   const analyzer = await startAnalyzerWorker(deps);
   return {
     async stop() {
