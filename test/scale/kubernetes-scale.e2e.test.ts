@@ -7,10 +7,10 @@ import { type RunningServer, startServer } from '../support/server.js';
 import { validSpec } from '../support/system.js';
 
 /**
- * NOT in `npm test` (test/*.test.ts) yet: in its first runs here some of the 100 experiments ended
- * without their teardown recorded within 8 minutes, and the namespace stayed Terminating; run it by
- * hand with `node --import tsx --test test/scale/kubernetes-scale.e2e.test.ts` (issue 18 stays open).
- *
+ * Not in `npm test` (test/*.test.ts) yet: it takes about 10 minutes, and it has passed here only once,
+ * after teardowns got slots of their own in the deployer worker (before, they queued behind 200
+ * deploys and the first runs failed). Run it by hand: `node --import tsx --test
+ * test/scale/kubernetes-scale.e2e.test.ts`.
  *
  * Issue 18 §3, end to end: the whole Phoenix server with PHOENIX_DEPLOYER=kubernetes (analysis from
  * the local analyzer, which sees nothing of the cluster: the verdicts do not matter here) against the
