@@ -90,6 +90,11 @@ const configSchema = z.object({
   PHOENIX_KUBERNETES_READINESS_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   /** How long one Kubernetes API call retries an unreachable or failing API server before it gives up. */
   PHOENIX_KUBERNETES_RETRY_SECONDS: z.coerce.number().int().min(1).max(3_600).default(60),
+  /**
+   * A standalone worker (`phoenix worker …`) serves /healthz, /readyz and /metrics on HOST:this port
+   * (0: any free port); unset: none.
+   */
+  PHOENIX_WORKER_HEALTH_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   PHOENIX_ANALYZER: z.enum(['local', 'prometheus']).default('local'),
   PROMETHEUS_URL: z.url({ protocol: /^https?$/ }).optional(),
   PHOENIX_JWT_SECRET: z

@@ -200,6 +200,18 @@ describe('the Kubernetes manifests against the test cluster (Kubernetes v1.37.2)
             { configMapRef: { name: settings?.metadata.name } },
             { secretRef: { name: 'phoenix-config' } },
           ]);
+          // Both probed: liveness on /healthz, readiness on /readyz, at a port the container declares
+          // and the process listens on (PORT for the server, PHOENIX_WORKER_HEALTH_PORT for the workers).
+          assert.equal(c.livenessProbe?.httpGet?.path, '/healthz', d.metadata.name);
+          assert.equal(c.readinessProbe?.httpGet?.path, '/readyz', d.metadata.name);
+          const probed = c.ports?.find((p) => p.name === c.readinessProbe?.httpGet?.port);
+          assert.ok(probed, `${d.metadata.name}: the probes' port is declared`);
+          assert.equal(c.livenessProbe?.httpGet?.port, c.readinessProbe?.httpGet?.port);
+          const listens = c.env?.find(
+            (e) => e.name === (d.metadata.name === 'phoenix-workers' ? 'PHOENIX_WORKER_HEALTH_PORT' : 'PORT'),
+          );
+          assert.equal(Number(listens?.value), probed.containerPort, d.metadata.name);
+          assert.equal(c.env?.find((e) => e.name === 'HOST')?.value, '0.0.0.0', d.metadata.name);
         }
       }
     });
@@ -440,9 +452,19 @@ describe('the Kubernetes manifests against the test cluster (Kubernetes v1.37.2)
   });
 });
 
+interface Probe {
+  httpGet?: { path: string; port: string | number };
+}
 interface PodSpec {
   serviceAccountName?: string;
-  containers: { image: string; envFrom?: unknown[] }[];
+  containers: {
+    image: string;
+    envFrom?: unknown[];
+    env?: { name: string; value?: string }[];
+    ports?: { name?: string; containerPort: number }[];
+    livenessProbe?: Probe;
+    readinessProbe?: Probe;
+  }[];
 }
 
 /** The client library, loaded when the suite starts (as test/kubernetes-deployer.int.test.ts does). */

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
+import { type AddressInfo, createServer } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { NatsBus } from '../src/adapters/nats-bus.js';
 import type { BusResult } from '../src/application/ports/bus.js';
@@ -112,9 +113,15 @@ describe('a deployer worker killed mid-deploy (SIGKILL) over NATS', { skip }, ()
     assert.equal(await first.exited, null, 'killed, not exited');
     assert.equal(results.length, 0, 'the killed worker answered nothing');
 
-    const second = startWorker(args);
+    // The replacement serves its health, as the workers' Deployment probes it (deploy/kubernetes/base).
+    const second = startWorker([...args, '--health-port', '0']);
     workers.push(second);
     await waitFor('the second worker', () => second.output().includes('deployer worker consuming'), 60_000);
+    const healthUrl = /health on (http:\/\/\S+);/.exec(second.output())?.[1];
+    assert.ok(healthUrl, second.output());
+    const readyz = await fetch(`${healthUrl}/readyz`);
+    assert.equal(readyz.status, 200);
+    assert.deepEqual(await readyz.json(), { status: 'ready', checks: { bus: { ok: true } } });
     await saga.send({
       ...common,
       commandId: 'fault-baseline',
@@ -127,17 +134,46 @@ describe('a deployer worker killed mid-deploy (SIGKILL) over NATS', { skip }, ()
     assert.equal(candidate?.type, 'VariantDeployed', JSON.stringify(candidate));
     if (candidate?.type === 'VariantDeployed') assert.ok((candidate.detail.keepList as string[]).length > 0);
     assert.equal(results.find((r) => r.commandId === 'fault-baseline')?.type, 'VariantDeployed');
-    // The second worker logged the candidate's redelivery (attempt 2) and its deploy.
-    const deployed = second
-      .output()
-      .split('\n')
-      .filter((l) => l.includes('"msg":"variant deployed"') && l.includes('fault-candidate'));
-    assert.equal(deployed.length, 1);
+    // The second worker logged the candidate's redelivery (attempt 2) and its deploy. The log line comes
+    // through the child's stdout pipe and may arrive after the answer came over NATS: wait for it.
+    const deployedLines = () =>
+      second
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('"msg":"variant deployed"') && l.includes('fault-candidate'));
+    await waitFor('the candidate deploy logged', () => deployedLines().length > 0, 10_000);
+    const deployed = deployedLines();
+    assert.equal(deployed.length, 1, second.output());
     assert.match(deployed[0] as string, /"attempt":2/);
 
     // A graceful stop: SIGTERM lets the worker finish and exit 0.
     second.child.kill('SIGTERM');
     assert.equal(await second.exited, 0);
     assert.match(second.output(), /deployer worker stopped/);
+    await assert.rejects(fetch(`${healthUrl}/healthz`), 'the health server stopped with the worker');
+  });
+
+  it('refuses a health port it cannot have, in one line with exit code 2, before taking any command', {
+    timeout: 60_000,
+  }, async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const env = { ...baseEnv(), HOST: '127.0.0.1' };
+      const worker = startWorker(
+        ['worker', 'deployer', '--subject-prefix', prefix, '--health-port', String(port)],
+        env,
+      );
+      workers.push(worker);
+      assert.equal(await worker.exited, 2);
+      assert.equal(
+        worker.output().trim().split('\n').at(-1),
+        `phoenix: cannot serve the worker's health on 127.0.0.1:${port} (EADDRINUSE); set --health-port or HOST`,
+      );
+      assert.doesNotMatch(worker.output(), /worker consuming/);
+    } finally {
+      taken.close();
+    }
   });
 });

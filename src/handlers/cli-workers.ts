@@ -16,6 +16,7 @@ import type { GitopsRepository } from '../application/ports/gitops.js';
 import { type Config, deployerConcurrency } from '../config.js';
 import { CliError } from './cli-error.js';
 import { startPromoterWorker } from './promoter-worker.js';
+import { startWorkerHealth, type WorkerHealth } from './worker-health.js';
 import { startAnalyzerWorker, startDeployerWorker } from './workers.js';
 
 export interface BusOptions {
@@ -63,11 +64,18 @@ interface WorkerOptions {
   concurrency?: number;
   ackWaitSeconds?: number;
   subjectPrefix?: string;
+  healthPort?: number;
 }
 
 const positiveInt = (value: string): number => {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer.');
+  return n;
+};
+
+const port = (value: string): number => {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > 65535) throw new InvalidArgumentError('expected a port, 0 to 65535.');
   return n;
 };
 
@@ -97,6 +105,11 @@ export function registerWorkerCommands(program: Command, deps: WorkerCommandDeps
       30,
     )
     .option('--subject-prefix <prefix>', 'NATS subject and stream prefix (default: PHOENIX_NATS_PREFIX)')
+    .option(
+      '--health-port <port>',
+      'serve /healthz, /readyz and /metrics on HOST:port, 0 for any free port (default: PHOENIX_WORKER_HEALTH_PORT; none when unset)',
+      port,
+    )
     .action(async (kind: WorkerKind, options: WorkerOptions) => runWorker(kind, options, deps));
 }
 
@@ -125,8 +138,22 @@ async function runWorker(kind: WorkerKind, options: WorkerOptions, deps: WorkerC
   });
   // A standalone worker builds only the adapters of its kinds; `all` shares one local data plane.
   let adapters: WorkerAdapters | undefined;
+  let health: WorkerHealth | undefined;
   const consumers: Consumer[] = [];
+  const healthPort = options.healthPort ?? config.PHOENIX_WORKER_HEALTH_PORT;
   try {
+    // First, so that a port that cannot be had fails the start before any command is taken.
+    if (healthPort !== undefined) {
+      health = await startWorkerHealth({ host: config.HOST, port: healthPort, bus, logger }).catch((err) => {
+        const code = (err as NodeJS.ErrnoException).code;
+        throw code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL'
+          ? new CliError(
+              `cannot serve the worker's health on ${config.HOST}:${healthPort} (${code}); set --health-port or HOST`,
+              2,
+            )
+          : err;
+      });
+    }
     adapters = await deps.createWorkerAdapters(config, logger, { deployer: deploys, analyzer: analyzes });
     if (adapters.deployer) {
       const { deployer, usage } = adapters.deployer;
@@ -161,13 +188,17 @@ async function runWorker(kind: WorkerKind, options: WorkerOptions, deps: WorkerC
     await Promise.all(consumers.map((c) => c.stop()));
     await bus.close({ graceMs: 0 });
     await adapters?.close();
+    await health?.close();
     throw err;
   }
+  health?.running();
   logger.info(
     { deployer: config.PHOENIX_DEPLOYER, analyzer: config.PHOENIX_ANALYZER },
     `${kind} worker started`,
   );
-  process.stderr.write(`phoenix: ${kind} worker consuming from NATS (${prefix}); Ctrl-C stops it\n`);
+  process.stderr.write(
+    `phoenix: ${kind} worker consuming from NATS (${prefix})${health ? `; health on ${health.url}` : ''}; Ctrl-C stops it\n`,
+  );
   const signal = await new Promise<string>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
@@ -175,8 +206,10 @@ async function runWorker(kind: WorkerKind, options: WorkerOptions, deps: WorkerC
   logger.info({ signal }, `${kind} worker stopping`);
   const force = setTimeout(() => process.exit(1), 30_000);
   force.unref();
+  health?.stopping();
   await Promise.all(consumers.map((c) => c.stop()));
   await bus.close();
   await adapters.close();
+  await health?.close();
   logger.info(`${kind} worker stopped`);
 }
