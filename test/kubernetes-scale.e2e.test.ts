@@ -2,16 +2,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { AppsV1Api, CoreV1Api, KubeConfig, KubernetesObjectApi } from '@kubernetes/client-node';
-import { clusterSkipReason, type TestCluster, useCluster } from '../support/cluster.js';
-import { type RunningServer, startServer } from '../support/server.js';
-import { validSpec } from '../support/system.js';
+import { clusterSkipReason, type TestCluster, useCluster } from './support/cluster.js';
+import { type RunningServer, startServer } from './support/server.js';
+import { validSpec } from './support/system.js';
 
 /**
- * Not in `npm test` (test/*.test.ts) yet: it takes about 10 minutes, and it has passed here only once,
- * after teardowns got slots of their own in the deployer worker (before, they queued behind 200
- * deploys and the first runs failed). Run it by hand: `node --import tsx --test
- * test/scale/kubernetes-scale.e2e.test.ts`.
- *
  * Issue 18 §3, end to end: the whole Phoenix server with PHOENIX_DEPLOYER=kubernetes (analysis from
  * the local analyzer, which sees nothing of the cluster: the verdicts do not matter here) against the
  * test cluster at 1,000 KWOK nodes.
@@ -240,7 +235,8 @@ describe('Phoenix with PHOENIX_DEPLOYER=kubernetes at 1,000 KWOK nodes (issue 18
       // The operator's path is the deployer suite's; here the DaemonSets are Phoenix's own, so what
       // is counted and torn down is what Phoenix made.
       PHOENIX_KUBERNETES_MODE: 'daemonset',
-      PHOENIX_KUBERNETES_READINESS_TIMEOUT_SECONDS: '240',
+      // Deadlines, not speed claims: 2,000 pods on a shared 2-core machine took up to 296 s here.
+      PHOENIX_KUBERNETES_READINESS_TIMEOUT_SECONDS: '480',
       PHOENIX_KUBERNETES_RETRY_SECONDS: '120',
       // The test polls a hundred experiments; the API's default limit is for people.
       PHOENIX_RATE_LIMIT_PER_MINUTE: '1000000',
@@ -305,7 +301,7 @@ describe('Phoenix with PHOENIX_DEPLOYER=kubernetes at 1,000 KWOK nodes (issue 18
   };
 
   it(`${GROUPS} experiments started at once, each on its own 10 nodes: every variant rolls out, becomes ready and is torn down; nothing is left`, {
-    timeout: 420_000,
+    timeout: 900_000,
   }, async () => {
     const namespace = await newNamespace('phx-scale');
     const figures = await runAll(
@@ -314,7 +310,7 @@ describe('Phoenix with PHOENIX_DEPLOYER=kubernetes at 1,000 KWOK nodes (issue 18
         body: spec(`group g${g}`, namespace, { 'node-group': `g${g}` }, 10),
         nodes: 10,
       })),
-      360_000,
+      780_000,
     );
     console.log(
       `# ${GROUPS} experiments × 10 nodes (${GROUPS * 20} pods), started at once: ${figures.outcomes}`,
@@ -328,13 +324,13 @@ describe('Phoenix with PHOENIX_DEPLOYER=kubernetes at 1,000 KWOK nodes (issue 18
   });
 
   it(`one experiment over all ${NODES} nodes: both variants ready on every node, torn down, nothing left`, {
-    timeout: 300_000,
+    timeout: 600_000,
   }, async () => {
     const namespace = await newNamespace('phx-pool');
     const figures = await runAll(
       namespace,
       [{ body: spec('the whole pool', namespace, { pool: 'otel-agents' }, NODES), nodes: NODES }],
-      240_000,
+      480_000,
     );
     console.log(
       `# 1 experiment × ${NODES} nodes (${NODES * 2} pods): ${figures.outcomes}; both variants ready ${seconds(figures.allReadyMs)} after the start; torn down ${seconds(figures.allTornDownMs)}; no pod or object left ${seconds(figures.goneMs)}`,
