@@ -138,6 +138,11 @@ const configSchema = z.object({
   PHOENIX_GITOPS_WORKDIR: z.string().min(1).optional(),
   /** How often the saga probes each running experiment for early abort (seconds, fractions allowed); 0: never. */
   PHOENIX_PROBE_INTERVAL_SECONDS: z.coerce.number().min(0).max(3600).default(30),
+  /**
+   * How often the saga sweeps the data plane again for what ended experiments left (a teardown that
+   * kept failing); it always sweeps at start. 0: at start only.
+   */
+  PHOENIX_SWEEP_INTERVAL_SECONDS: z.coerce.number().int().min(0).max(86_400).default(600),
   /** Run the deployer and analyzer workers inside the server too (always needed without NATS). */
   PHOENIX_INPROCESS_WORKERS: z
     .enum(['true', 'false'])

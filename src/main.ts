@@ -363,6 +363,7 @@ export async function buildSystem(config: Config, options: { logger?: Logger } =
     metrics: commandMetrics,
     known,
     probeIntervalMs: config.PHOENIX_PROBE_INTERVAL_SECONDS * 1000,
+    sweepIntervalMs: config.PHOENIX_SWEEP_INTERVAL_SECONDS * 1000,
   });
   const sagaRunner = new ProjectionRunner<ExperimentEvent>({
     database,

@@ -56,15 +56,17 @@ const captured = () => {
 };
 
 for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
-  describe(`the sweep at start: ${db.name}`, { skip: db.skip }, () => {
+  describe(`the sweep: ${db.name}`, { skip: db.skip }, () => {
     const cleanups: (() => Promise<void>)[] = [];
     after(async () => {
       for (const c of cleanups.reverse()) await c();
     });
 
-    it('removes what ended experiments left; keeps a running experiment’s and an unknown one’s', {
-      timeout: 180_000,
-    }, async () => {
+    /**
+     * A saga as a server runs it and a deployer worker, over an in-process broker; the local data
+     * plane's deployer refuses teardowns while `refuse(true)`, so they dead-letter.
+     */
+    const setUp = async () => {
       const { database, store, log, close } = await openFixture(db);
       cleanups.push(close);
       const broker = new InProcessBroker({ maxDeliveries: 2, backoffMs: 20 });
@@ -105,7 +107,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
       cleanups.push(() => dlqBus.close());
 
       /** A saga as a server runs it: the checkpointed subscriber decides, the effects carry it out. */
-      const startSaga = async (logger = silent) => {
+      const startSaga = async (logger = silent, sweepIntervalMs = 0) => {
         const bus: InProcessBus = broker.connect();
         const effects = new SagaEffects({
           db: database.db,
@@ -114,6 +116,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
           logger,
           idleMs: 100,
           probeIntervalMs: 0,
+          sweepIntervalMs,
         });
         const runner = new ProjectionRunner({
           database,
@@ -151,10 +154,51 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
       const holds = (id: string) =>
         (['baseline', 'candidate'] as Variant[]).filter((v) => plane.isDeployed(id, v));
 
+      return {
+        store,
+        plane,
+        local,
+        letters,
+        startSaga,
+        refuse: (on: boolean) => {
+          refuse = on;
+        },
+        /** Stops the worker (once: the cleanup then does nothing). */
+        stopWorker: async () => {
+          const stop = stopWorker;
+          stopWorker = async () => {};
+          await stop();
+        },
+        run,
+        now,
+        stateOf,
+        eventsOf,
+        startExperiment,
+        holds,
+      };
+    };
+
+    it('removes what ended experiments left; keeps a running experiment’s and an unknown one’s', {
+      timeout: 180_000,
+    }, async () => {
+      const {
+        store,
+        plane,
+        local,
+        letters,
+        startSaga,
+        run,
+        now,
+        stateOf,
+        eventsOf,
+        startExperiment,
+        holds,
+        ...h
+      } = await setUp();
       let stopSaga = await startSaga();
       // Its teardown kept failing: dead-lettered, the objects stayed.
       const deadLettered = await startExperiment(3600);
-      refuse = true;
+      h.refuse(true);
       await run(deadLettered, { type: 'CancelExperiment', reason: 'enough', at: now() });
       await until(
         () =>
@@ -166,7 +210,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
         60_000,
         'the teardown in the dead letters',
       );
-      refuse = false;
+      h.refuse(false);
       // Torn down and recorded so, then made again (by hand, a redelivered deploy from another install…).
       const remade = await startExperiment(3600);
       await run(remade, { type: 'CancelExperiment', reason: 'enough', at: now() });
@@ -224,8 +268,7 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
       );
       // Every command sent by now is carried out once the worker stops, and every answer handled once
       // the saga stops: what follows is the whole of what the sweep did.
-      await stopWorker();
-      stopWorker = async () => {};
+      await h.stopWorker();
       await stopSaga();
       stopSaga = async () => {};
 
@@ -254,6 +297,43 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
       const torn = (await stateOf(deadLettered)).deployments;
       assert.equal(torn.baseline?.status, 'torn_down');
       assert.equal(torn.candidate?.status, 'torn_down');
+    });
+
+    it('sweeps again while it runs: a teardown that dead-lettered is carried out without a restart', {
+      timeout: 180_000,
+    }, async () => {
+      const { letters, startSaga, run, now, stateOf, eventsOf, startExperiment, holds, ...h } = await setUp();
+      const { lines, logger } = captured();
+      const stopSaga = await startSaga(logger, 300);
+      cleanups.push(() => stopSaga());
+      const id = await startExperiment(3600);
+      h.refuse(true);
+      await run(id, { type: 'CancelExperiment', reason: 'enough', at: now() });
+      await until(
+        () =>
+          letters.some(
+            (l) =>
+              (l.message as { type?: string; experimentId?: string }).type === 'TeardownExperiment' &&
+              (l.message as { experimentId?: string }).experimentId === id,
+          ),
+        60_000,
+        'the teardown in the dead letters',
+      );
+      assert.deepEqual(holds(id), ['baseline', 'candidate'], 'left behind');
+      // The data plane is back; the saga is not restarted: a later sweep of the same process finds it.
+      h.refuse(false);
+      await until(
+        async () => (await eventsOf(id)).filter((t) => t === 'VariantTornDown').length === 2,
+        60_000,
+        'the teardown recorded by a later sweep',
+      );
+      assert.deepEqual(holds(id), [], 'its objects are gone');
+      assert.equal((await stateOf(id)).status, 'cancelled');
+      const swept = lines.filter(
+        (l) => l.msg === 'tearing down what experiments that ended left on the data plane',
+      );
+      assert.ok(swept.length >= 1);
+      assert.ok(swept.every((l) => (l.experimentIds as string[]).includes(id)));
     });
   });
 }

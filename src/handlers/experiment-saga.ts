@@ -447,6 +447,11 @@ export interface SagaEffectsDependencies {
    * 0 turns probing off.
    */
   readonly probeIntervalMs?: number;
+  /**
+   * How often the sweep runs again after the one at start (what ended experiments left on the data
+   * plane, torn down); default 10 min, 0: at start only.
+   */
+  readonly sweepIntervalMs?: number;
 }
 
 /**
@@ -463,6 +468,8 @@ export interface SagaEffectsDependencies {
  * Beside it, without holding anything back, it sweeps: each namespace the saga's experiments ran in is
  * listed by the deployer (a SweepDeployments command), and what an experiment that ended left there
  * (its teardown kept failing, or the data plane was out of reach) is torn down; see `react`'s `held`.
+ * It sweeps again every `sweepIntervalMs`, so that a teardown that dead-lettered while the process
+ * runs does not wait for its next start.
  */
 export class SagaEffects {
   readonly #deps: SagaEffectsDependencies;
@@ -487,7 +494,7 @@ export class SagaEffects {
       concurrency: 16,
     });
     this.#loops = [
-      this.#sweepOnStart(),
+      this.#sweeps(),
       this.#reconcileOnStart().then(() =>
         Promise.all([
           this.#loop('outbox', () => this.#relayOutbox()),
@@ -545,12 +552,23 @@ export class SagaEffects {
       logger.warn({ waitMs }, 'the deployer has not answered every reconciliation yet; the saga carries on');
   }
 
+  /** The sweep at start, then every `sweepIntervalMs` until the saga stops. */
+  async #sweeps(): Promise<void> {
+    const interval = this.#deps.sweepIntervalMs ?? 600_000;
+    await this.#sweep();
+    while (interval > 0 && !this.#abort.signal.aborted) {
+      const stopped = await delay(interval, false, { signal: this.#abort.signal }).catch(() => true);
+      if (stopped) return;
+      await this.#sweep();
+    }
+  }
+
   /**
    * Asks the deployer which experiments have objects in each namespace the saga's experiments ran in;
-   * the answers come to `#swept`. Each start sweeps under an id of its own: two processes starting at
-   * once each send their teardowns, which the deployer and the decider take twice without harm.
+   * the answers come to `#swept`. Each sweep has an id of its own: two processes sweeping at once each
+   * send their teardowns, which the deployer and the decider take twice without harm.
    */
-  async #sweepOnStart(): Promise<void> {
+  async #sweep(): Promise<void> {
     const { db, bus, logger } = this.#deps;
     const sweep = `sweep:${randomUUID()}`;
     try {
