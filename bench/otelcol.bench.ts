@@ -44,7 +44,7 @@ import {
   type TemplateName,
   toYaml,
 } from '../src/domain/pipelines/index.js';
-import { findCollector, freePort, startCollector } from '../test/support/otelcol.js';
+import { findCollector, freePort, startCollector, withFreshPorts } from '../test/support/otelcol.js';
 import { median } from './support.js';
 
 const env = (name: string, fallback: number): number => {
@@ -161,18 +161,22 @@ const runStep = async (bin: string, template: TemplateName, hosts: number): Prom
   const started = performance.now();
   const { config, settings } = configFor(template, hosts);
   const interval = settings.collectionIntervalSeconds;
-  const ports = {
-    otlp: await freePort(),
-    prometheus: await freePort(),
-    telemetry: await freePort(),
-    health: await freePort(),
-  };
-  const running = await startCollector(
-    bin,
-    toYaml(simulationConfig(config, ports)),
-    `http://127.0.0.1:${ports.health}/`,
-    { [NODE_NAME_ENV]: 'bench-node' },
-  );
+  // On ports picked free; again on new ones if one was taken before the collector bound it.
+  const { ports, running } = await withFreshPorts(async () => {
+    const ports = {
+      otlp: await freePort(),
+      prometheus: await freePort(),
+      telemetry: await freePort(),
+      health: await freePort(),
+    };
+    const running = await startCollector(
+      bin,
+      toYaml(simulationConfig(config, ports)),
+      `http://127.0.0.1:${ports.health}/`,
+      { [NODE_NAME_ENV]: 'bench-node' },
+    );
+    return { ports, running };
+  });
   const telemetryUrl = `http://127.0.0.1:${ports.telemetry}/metrics`;
   const metricsUrl = `http://127.0.0.1:${ports.prometheus}/metrics`;
   const otlpUrl = `http://127.0.0.1:${ports.otlp}/v1/metrics`;

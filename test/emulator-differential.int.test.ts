@@ -14,7 +14,14 @@ import {
   type TemplateName,
   toYaml,
 } from '../src/domain/pipelines/index.js';
-import { findCollector, freePort, mapLimit, onFreePorts, startCollector } from './support/otelcol.js';
+import {
+  findCollector,
+  freePort,
+  mapLimit,
+  onFreePorts,
+  startCollector,
+  withFreshPorts,
+} from './support/otelcol.js';
 
 /**
  * Issue 17 §4: the emulator proves itself against the real collector. The same simulated fleet (a few
@@ -197,22 +204,30 @@ describe('the emulator against the real collector, template by template (issue 1
         // Nothing listens there: the rendered otlp exporter retries in the background, unchanged.
         otlpEndpoint: `127.0.0.1:${deadPort}`,
       };
-      const otlpPort = await freePort();
       const forEmulator = renderVariant(input);
-      const forCollector = renderVariant({ ...input, simulation: { otlpEndpoint: `127.0.0.1:${otlpPort}` } });
-      assert.ok(forEmulator.ok && forCollector.ok, `${label(c)} renders`);
+      assert.ok(forEmulator.ok, `${label(c)} renders`);
+      // The collector on ports picked free; again on new ones if one was taken before it bound it.
+      const { otlpPort, forCollector, local, running } = await withFreshPorts(async () => {
+        const otlpPort = await freePort();
+        const forCollector = renderVariant({
+          ...input,
+          simulation: { otlpEndpoint: `127.0.0.1:${otlpPort}` },
+        });
+        assert.ok(forCollector.ok, `${label(c)} renders`);
+        const local = await onFreePorts(forCollector.config);
+        // The batch processor only delays and regroups resources; flushing after 200 ms instead of 10 s
+        // changes nothing the prometheus exporter shows and keeps the test short.
+        (local.config.processors.batch as { timeout: string }).timeout = '200ms';
+        const running = await startCollector(bin, toYaml(local.config), local.healthUrl, {
+          [NODE_NAME_ENV]: 'collector-node',
+        });
+        return { otlpPort, forCollector, local, running };
+      });
       const interval = forEmulator.processScraper.collectionIntervalSeconds;
       if (c.everyMetric) enableEveryMetric(forEmulator.config);
       const settings = c.everyMetric
         ? processScraperSettings(interval, Object.fromEntries(PROCESS_METRICS.map((m) => [m.name, true])), {})
         : forCollector.processScraper;
-      const local = await onFreePorts(forCollector.config);
-      // The batch processor only delays and regroups resources; flushing after 200 ms instead of 10 s
-      // changes nothing the prometheus exporter shows and keeps the test short.
-      (local.config.processors.batch as { timeout: string }).timeout = '200ms';
-      const running = await startCollector(bin, toYaml(local.config), local.healthUrl, {
-        [NODE_NAME_ENV]: 'collector-node',
-      });
       // A data plane of its own: a tick advances every experiment of a plane.
       const plane = new LocalDataPlane({ tickMs: 0 });
       try {

@@ -22,6 +22,7 @@ import {
   onFreePorts,
   type RunningCollector,
   startCollector,
+  withFreshPorts,
 } from './support/otelcol.js';
 import { type DebugBatch, parseDebugText, type Shape, shapeOf } from './support/otlp-text.js';
 
@@ -124,8 +125,6 @@ describe('the simulator is shaped like the hostmetrics process scraper (issue 17
     scopeVersion = collectorVersion(bin);
     const realFiles = CASES.map((_, i) => join(dir, `real-${i}.txt`));
     const simFiles = CASES.map((_, i) => join(dir, `sim-${i}.txt`));
-    const otlpPorts = await Promise.all(CASES.map(() => freePort()));
-    const [realHealth, simHealth] = [await freePort(), await freePort()];
 
     const config = (receivers: Record<string, unknown>, files: readonly string[], health: number): string =>
       toYaml({
@@ -144,21 +143,21 @@ describe('the simulator is shaped like the hostmetrics process scraper (issue 17
         },
       });
 
-    // The real scraper: two scrapes at least, so process.cpu.utilization has its second.
-    const realYaml = config(
-      Object.fromEntries(
-        CASES.map((c, i) => [
-          `hostmetrics/${i}`,
-          {
-            collection_interval: '1s',
-            scrapers: { process: { ...c.scraper, mute_process_all_errors: true } },
-          },
-        ]),
-      ),
-      realFiles,
-      realHealth,
+    // The real scraper: two scrapes at least, so process.cpu.utilization has its second. Its ports are
+    // picked free and could be taken before it binds them: it starts again on new ones then.
+    const realReceivers = Object.fromEntries(
+      CASES.map((c, i) => [
+        `hostmetrics/${i}`,
+        {
+          collection_interval: '1s',
+          scrapers: { process: { ...c.scraper, mute_process_all_errors: true } },
+        },
+      ]),
     );
-    let running: RunningCollector = await startCollector(bin, realYaml, `http://127.0.0.1:${realHealth}/`);
+    let running: RunningCollector = await withFreshPorts(async () => {
+      const health = await freePort();
+      return startCollector(bin, config(realReceivers, realFiles, health), `http://127.0.0.1:${health}/`);
+    });
     try {
       await waitForBatches(realFiles, 2, running.output);
     } finally {
@@ -167,17 +166,18 @@ describe('the simulator is shaped like the hostmetrics process scraper (issue 17
     for (const f of realFiles) real.push(readBatches(f).slice(0, 2));
 
     // The simulator, into the otlp receivers of a collector with the same sink: two sends, 1 s apart.
-    const simYaml = config(
-      Object.fromEntries(
+    let otlpPorts: number[] = [];
+    running = await withFreshPorts(async () => {
+      otlpPorts = await Promise.all(CASES.map(() => freePort()));
+      const health = await freePort();
+      const receivers = Object.fromEntries(
         CASES.map((_, i) => [
           `otlp/${i}`,
           { protocols: { http: { endpoint: `127.0.0.1:${otlpPorts[i]}` } } },
         ]),
-      ),
-      simFiles,
-      simHealth,
-    );
-    running = await startCollector(bin, simYaml, `http://127.0.0.1:${simHealth}/`);
+      );
+      return startCollector(bin, config(receivers, simFiles, health), `http://127.0.0.1:${health}/`);
+    });
     try {
       await Promise.all(
         CASES.map(async (c, i) => {
@@ -316,20 +316,24 @@ describe('the simulator feeds real templates rendered for simulation (issue 17 Â
     ];
     await Promise.all(
       runs.map(async ({ template, extra }) => {
-        const otlpPort = await freePort();
-        const rendered = renderVariant({
-          experimentId: 'otlp-e2e',
-          variant: template === 'process-baseline-v1' ? 'baseline' : 'candidate',
-          template,
-          // Nothing listens there: the rendered otlp exporter retries in the background, unchanged.
-          otlpEndpoint: `127.0.0.1:${deadPort}`,
-          simulation: { otlpEndpoint: `127.0.0.1:${otlpPort}` },
-          ...extra,
-        });
-        assert.ok(rendered.ok, JSON.stringify(rendered.ok ? [] : rendered.errors));
-        const local = await onFreePorts(rendered.config);
-        const running = await startCollector(bin, toYaml(local.config), local.healthUrl, {
-          [NODE_NAME_ENV]: COLLECTOR_NODE,
+        // Its ports picked and the collector started on them, again on new ones if one was taken.
+        const { otlpPort, rendered, local, running } = await withFreshPorts(async () => {
+          const otlpPort = await freePort();
+          const rendered = renderVariant({
+            experimentId: 'otlp-e2e',
+            variant: template === 'process-baseline-v1' ? 'baseline' : 'candidate',
+            template,
+            // Nothing listens there: the rendered otlp exporter retries in the background, unchanged.
+            otlpEndpoint: `127.0.0.1:${deadPort}`,
+            simulation: { otlpEndpoint: `127.0.0.1:${otlpPort}` },
+            ...extra,
+          });
+          assert.ok(rendered.ok, JSON.stringify(rendered.ok ? [] : rendered.errors));
+          const local = await onFreePorts(rendered.config);
+          const running = await startCollector(bin, toYaml(local.config), local.healthUrl, {
+            [NODE_NAME_ENV]: COLLECTOR_NODE,
+          });
+          return { otlpPort, rendered, local, running };
         });
         try {
           const fleet = new ProcessFleet({ hosts: HOSTS, processesPerHost: PER_HOST, seed: 7 });

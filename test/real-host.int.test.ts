@@ -8,7 +8,13 @@ import { ManagedPrometheus } from '../src/adapters/prometheus-server.js';
 import type { SuccessCriteria } from '../src/domain/experiment-spec.js';
 import { NODE_NAME_ENV, renderVariant, toYaml, type Variant } from '../src/domain/pipelines/index.js';
 import { judge } from '../src/domain/verdict.js';
-import { findCollector, onFreePorts, type RunningCollector, startCollector } from './support/otelcol.js';
+import {
+  findCollector,
+  onFreePorts,
+  type RunningCollector,
+  startCollector,
+  withFreshPorts,
+} from './support/otelcol.js';
 import { prometheusSkipReason } from './support/prometheus.js';
 
 /**
@@ -97,8 +103,12 @@ describe('the real host: hostmetrics on this machine, judged from Prometheus (is
     const receiver = rendered.config.receivers.hostmetrics as { root_path?: string } | undefined;
     assert.ok(receiver, 'the plain config scrapes with hostmetrics');
     receiver.root_path = '/';
-    const ports = await onFreePorts(rendered.config);
-    const c = await startCollector(bin, toYaml(ports.config), ports.healthUrl, { [NODE_NAME_ENV]: NODE });
+    // On ports picked free; again on new ones if one was taken before the collector bound it.
+    const { ports, c } = await withFreshPorts(async () => {
+      const ports = await onFreePorts(rendered.config);
+      const c = await startCollector(bin, toYaml(ports.config), ports.healthUrl, { [NODE_NAME_ENV]: NODE });
+      return { ports, c };
+    });
     running.push({ collector: c, experimentId, variant });
     writeFileSync(
       join(dir, 'targets', `${experimentId}-${variant}.json`),
