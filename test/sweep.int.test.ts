@@ -163,6 +163,24 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
         refuse: (on: boolean) => {
           refuse = on;
         },
+        /**
+         * Cancels the experiment with the data plane refusing teardowns (until `refuse(false)`): its
+         * teardown dead-letters.
+         */
+        cancelIntoDeadLetters: async (id: string) => {
+          refuse = true;
+          await run(id, { type: 'CancelExperiment', reason: 'enough', at: now() });
+          await until(
+            () =>
+              letters.some(
+                (l) =>
+                  (l.message as { type?: string; experimentId?: string }).type === 'TeardownExperiment' &&
+                  (l.message as { experimentId?: string }).experimentId === id,
+              ),
+            60_000,
+            'the teardown in the dead letters',
+          );
+        },
         /** Stops the worker (once: the cleanup then does nothing). */
         stopWorker: async () => {
           const stop = stopWorker;
@@ -181,35 +199,12 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
     it('removes what ended experiments left; keeps a running experiment’s and an unknown one’s', {
       timeout: 180_000,
     }, async () => {
-      const {
-        store,
-        plane,
-        local,
-        letters,
-        startSaga,
-        run,
-        now,
-        stateOf,
-        eventsOf,
-        startExperiment,
-        holds,
-        ...h
-      } = await setUp();
+      const { plane, local, startSaga, run, now, stateOf, eventsOf, startExperiment, holds, ...h } =
+        await setUp();
       let stopSaga = await startSaga();
       // Its teardown kept failing: dead-lettered, the objects stayed.
       const deadLettered = await startExperiment(3600);
-      h.refuse(true);
-      await run(deadLettered, { type: 'CancelExperiment', reason: 'enough', at: now() });
-      await until(
-        () =>
-          letters.some(
-            (l) =>
-              (l.message as { type?: string; experimentId?: string }).type === 'TeardownExperiment' &&
-              (l.message as { experimentId?: string }).experimentId === deadLettered,
-          ),
-        60_000,
-        'the teardown in the dead letters',
-      );
+      await h.cancelIntoDeadLetters(deadLettered);
       h.refuse(false);
       // Torn down and recorded so, then made again (by hand, a redelivered deploy from another install…).
       const remade = await startExperiment(3600);
@@ -302,23 +297,12 @@ for (const db of [postgresTestDatabase(), pgliteTestDatabase()]) {
     it('sweeps again while it runs: a teardown that dead-lettered is carried out without a restart', {
       timeout: 180_000,
     }, async () => {
-      const { letters, startSaga, run, now, stateOf, eventsOf, startExperiment, holds, ...h } = await setUp();
+      const { startSaga, stateOf, eventsOf, startExperiment, holds, ...h } = await setUp();
       const { lines, logger } = captured();
       const stopSaga = await startSaga(logger, 300);
       cleanups.push(() => stopSaga());
       const id = await startExperiment(3600);
-      h.refuse(true);
-      await run(id, { type: 'CancelExperiment', reason: 'enough', at: now() });
-      await until(
-        () =>
-          letters.some(
-            (l) =>
-              (l.message as { type?: string; experimentId?: string }).type === 'TeardownExperiment' &&
-              (l.message as { experimentId?: string }).experimentId === id,
-          ),
-        60_000,
-        'the teardown in the dead letters',
-      );
+      await h.cancelIntoDeadLetters(id);
       assert.deepEqual(holds(id), ['baseline', 'candidate'], 'left behind');
       // The data plane is back; the saga is not restarted: a later sweep of the same process finds it.
       h.refuse(false);

@@ -1,11 +1,13 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CollectorConfig } from '../../src/domain/pipelines/index.js';
+import { freePort, PortTakenError } from './ports.js';
+
+export { freePort, PortTakenError, withFreshPorts } from './ports.js';
 
 /**
  * The real OpenTelemetry Collector for tests: `PHOENIX_OTELCOL` (any binary, e.g. a user's
@@ -118,55 +120,6 @@ export const mapLimit = async <T, R>(
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return results;
-};
-
-/** Ports {@link freePort} handed out lately: never handed out twice within a test process. */
-const handedOut = new Set<number>();
-
-/**
- * A port nobody listens on right now (the kernel's pick), for a collector's listeners, and not one
- * this process handed out before (the kernel may pick a port again once it is closed). Something else
- * can still take it before the collector binds it: {@link withFreshPorts} starts again then.
- */
-export const freePort = async (): Promise<number> => {
-  for (;;) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const server = createServer();
-      server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => {
-        const address = server.address();
-        const port = typeof address === 'object' && address ? address.port : 0;
-        server.close(() => resolve(port));
-      });
-    });
-    if (!handedOut.has(port)) {
-      handedOut.add(port);
-      return port;
-    }
-  }
-};
-
-/** The collector exited because a port picked free was taken before it could bind it. */
-export class PortTakenError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'PortTakenError';
-  }
-}
-
-/**
- * Runs `start` (which picks its ports with {@link freePort} and starts what listens on them) again,
- * on new ports, when a port was taken between the pick and the bind ({@link PortTakenError}); at most
- * `tries` times. Other failures are not retried.
- */
-export const withFreshPorts = async <T>(start: () => Promise<T>, tries = 3): Promise<T> => {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await start();
-    } catch (err) {
-      if (!(err instanceof PortTakenError) || attempt >= tries) throw err;
-    }
-  }
 };
 
 export interface RunningCollector {

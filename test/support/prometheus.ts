@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort, PortTakenError, withFreshPorts } from './ports.js';
 
 /**
  * A real Prometheus (Debian's `prometheus` package) for a test: started on a free port with a temporary
@@ -32,18 +32,11 @@ export interface RunningPrometheus {
   stop(): Promise<void>;
 }
 
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
+/** A Prometheus on a port picked free; started again on a new one if that port was taken first. */
+export const startPrometheus = (targets: readonly ScrapeTarget[]): Promise<RunningPrometheus> =>
+  withFreshPorts(() => startPrometheusOnce(targets));
 
-export const startPrometheus = async (targets: readonly ScrapeTarget[]): Promise<RunningPrometheus> => {
+const startPrometheusOnce = async (targets: readonly ScrapeTarget[]): Promise<RunningPrometheus> => {
   const dir = mkdtempSync(join(tmpdir(), 'phoenix-prometheus-'));
   const scrapeConfigs = targets
     .map((t) => {
@@ -93,7 +86,8 @@ export const startPrometheus = async (targets: readonly ScrapeTarget[]): Promise
   for (;;) {
     if (child.exitCode !== null) {
       await stop();
-      throw new Error(`prometheus exited with ${child.exitCode}: ${output.slice(-2000)}`);
+      const message = `prometheus exited with ${child.exitCode}: ${output.slice(-2000)}`;
+      throw /address already in use/i.test(output) ? new PortTakenError(message) : new Error(message);
     }
     const ready = await fetch(`${url}/-/ready`).then(
       (r) => r.ok,
