@@ -95,7 +95,7 @@ export function registerWorkerCommands(program: Command, deps: WorkerCommandDeps
     )
     .option(
       '--concurrency <n>',
-      'deploys or analyses carried out at once (default: deployer 4, analyzer 2)',
+      'deploys or analyses carried out at once (default: deployer PHOENIX_DEPLOYER_CONCURRENCY, else 4, or 32 with PHOENIX_DEPLOYER=kubernetes; analyzer 2)',
       positiveInt,
     )
     .option(
