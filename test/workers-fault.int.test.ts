@@ -41,7 +41,8 @@ const startWorker = (args: readonly string[], env: NodeJS.ProcessEnv = baseEnv()
   child.stderr?.on('data', (d: Buffer) => {
     output += d.toString();
   });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // 'close', not 'exit': by then both pipes are read to their end, so the output is whole.
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
   return { child, output: () => output, exited };
 };
 
@@ -153,6 +154,26 @@ describe('a deployer worker killed mid-deploy (SIGKILL) over NATS', { skip }, ()
     await assert.rejects(fetch(`${healthUrl}/healthz`), 'the health server stopped with the worker');
   });
 
+  it('exits when it cannot start after its health server opened, in one line, the server closed with it', {
+    timeout: 60_000,
+  }, async () => {
+    // The Kubernetes deployer's adapters fail to build (no kubeconfig there): after the health server
+    // opened, before any consumer.
+    const env = { ...baseEnv(), PHOENIX_DEPLOYER: 'kubernetes', KUBECONFIG: '/nonexistent/kubeconfig' };
+    const worker = startWorker(['worker', 'deployer', '--subject-prefix', prefix, '--health-port', '0'], env);
+    workers.push(worker);
+    assert.equal(await worker.exited, 1, 'exited: nothing left open keeps it alive');
+    assert.ok(
+      worker
+        .output()
+        .trim()
+        .split('\n')
+        .includes("phoenix: ENOENT: no such file or directory, open '/nonexistent/kubeconfig'"),
+      worker.output(),
+    );
+    assert.doesNotMatch(worker.output(), /worker consuming/);
+  });
+
   it('refuses a health port it cannot have, in one line with exit code 2, before taking any command', {
     timeout: 60_000,
   }, async () => {
@@ -167,9 +188,12 @@ describe('a deployer worker killed mid-deploy (SIGKILL) over NATS', { skip }, ()
       );
       workers.push(worker);
       assert.equal(await worker.exited, 2);
-      assert.equal(
-        worker.output().trim().split('\n').at(-1),
-        `phoenix: cannot serve the worker's health on 127.0.0.1:${port} (EADDRINUSE); set --health-port or HOST`,
+      const lines = worker.output().trim().split('\n');
+      assert.ok(
+        lines.includes(
+          `phoenix: cannot serve the worker's health on 127.0.0.1:${port} (EADDRINUSE); set --health-port or HOST`,
+        ),
+        worker.output(),
       );
       assert.doesNotMatch(worker.output(), /worker consuming/);
     } finally {

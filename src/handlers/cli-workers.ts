@@ -185,10 +185,19 @@ async function runWorker(kind: WorkerKind, options: WorkerOptions, deps: WorkerC
     }
     if (gitops) consumers.push(await startPromoterWorker({ bus, repository: gitops, logger }));
   } catch (err) {
-    await Promise.all(consumers.map((c) => c.stop()));
-    await bus.close({ graceMs: 0 });
-    await adapters?.close();
-    await health?.close();
+    // Everything opened is closed in order, each whatever the others do, and the start's own error is
+    // what is reported: a health server left open would keep a worker that cannot work alive and "live".
+    const close = async (what: string, step: () => Promise<unknown> | undefined) => {
+      try {
+        await step();
+      } catch (closeErr) {
+        logger.warn({ err: closeErr }, `closing the ${what} of a ${kind} worker that did not start failed`);
+      }
+    };
+    await close('consumers', () => Promise.all(consumers.map((c) => c.stop())));
+    await close('bus', () => bus.close({ graceMs: 0 }));
+    await close('adapters', () => adapters?.close());
+    await close('health server', () => health?.close());
     throw err;
   }
   health?.running();
@@ -207,9 +216,12 @@ async function runWorker(kind: WorkerKind, options: WorkerOptions, deps: WorkerC
   const force = setTimeout(() => process.exit(1), 30_000);
   force.unref();
   health?.stopping();
-  await Promise.all(consumers.map((c) => c.stop()));
-  await bus.close();
-  await adapters.close();
-  await health?.close();
+  try {
+    await Promise.all(consumers.map((c) => c.stop()));
+    await bus.close();
+    await adapters.close();
+  } finally {
+    await health?.close();
+  }
   logger.info(`${kind} worker stopped`);
 }
