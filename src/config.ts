@@ -142,7 +142,16 @@ const configSchema = z.object({
    * How often the saga sweeps the data plane again for what ended experiments left (a teardown that
    * kept failing); it always sweeps at start. 0: at start only.
    */
-  PHOENIX_SWEEP_INTERVAL_SECONDS: z.coerce.number().int().min(0).max(86_400).default(600),
+  PHOENIX_SWEEP_INTERVAL_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(86_400)
+    .refine(
+      (v) => v === 0 || v >= 60,
+      'must be 0 (at start only) or at least 60: each sweep lists every namespace',
+    )
+    .default(600),
   /** Run the deployer and analyzer workers inside the server too (always needed without NATS). */
   PHOENIX_INPROCESS_WORKERS: z
     .enum(['true', 'false'])

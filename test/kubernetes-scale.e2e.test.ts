@@ -251,6 +251,9 @@ describe('Phoenix with PHOENIX_DEPLOYER=kubernetes at 1,000 KWOK nodes (issue 18
     await cluster?.release();
   });
 
+  // Each test's timeout is the sum of its waits plus a margin: a stuck run fails in a wait, saying
+  // what it waited for and how far it got, rather than as a bare test timeout.
+
   /**
    * Creates the experiments, starts them all at once, and waits until every one has ended, both its
    * variants are recorded torn down and nothing of them is left in the namespace. Asserts that each
@@ -301,7 +304,7 @@ describe('Phoenix with PHOENIX_DEPLOYER=kubernetes at 1,000 KWOK nodes (issue 18
   };
 
   it(`${GROUPS} experiments started at once, each on its own 10 nodes: every variant rolls out, becomes ready and is torn down; nothing is left`, {
-    timeout: 900_000,
+    timeout: 1_200_000,
   }, async () => {
     const namespace = await newNamespace('phx-scale');
     const figures = await runAll(
@@ -324,7 +327,7 @@ describe('Phoenix with PHOENIX_DEPLOYER=kubernetes at 1,000 KWOK nodes (issue 18
   });
 
   it(`one experiment over all ${NODES} nodes: both variants ready on every node, torn down, nothing left`, {
-    timeout: 600_000,
+    timeout: 900_000,
   }, async () => {
     const namespace = await newNamespace('phx-pool');
     const figures = await runAll(
@@ -338,7 +341,7 @@ describe('Phoenix with PHOENIX_DEPLOYER=kubernetes at 1,000 KWOK nodes (issue 18
   });
 
   it('the API server restarted mid-rollout: the deploys resume and complete, one DaemonSet per variant and one pod per node, nothing left after teardown', {
-    timeout: 300_000,
+    timeout: 1_000_000,
   }, async () => {
     const namespace = await newNamespace('phx-restart');
     // Ten-node groups: more deploys than the worker's slots, so some wait while the API server is away.

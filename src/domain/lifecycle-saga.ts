@@ -176,9 +176,10 @@ export type SagaInput =
   /** The analyzer's probe, with the experiment's state now (its probe history is in its events). */
   | { readonly type: 'probe'; readonly result: ProbeCompletedAnswer; readonly experiment: Experiment }
   /**
-   * The start-up sweep found objects of the experiment in `namespace`; `state` is what the saga knows
-   * of it now. `sweep` names the sweep (one per process start), so the teardown it sends derives its
-   * id from the sweep and the experiment: any number of answers for one sweep send one teardown.
+   * A sweep (at start, then periodically) found objects of the experiment in `namespace`; `state` is
+   * what the saga knows of it now. `sweep` names the sweep (one per sweep a process runs), so the
+   * teardown it sends derives its id from the sweep and the experiment: any number of answers for one
+   * sweep send one teardown.
    */
   | {
       readonly type: 'held';
@@ -866,7 +867,7 @@ function onProbe(result: ProbeCompletedAnswer, experiment: Experiment): Omit<Rea
 }
 
 /**
- * Objects of an experiment on the data plane at start. An experiment that ended is torn down: its own
+ * Objects of an experiment on the data plane, found by a sweep. An experiment that ended is torn down: its own
  * teardown never happened (it kept failing, or the data plane was out of reach), or something made the
  * objects again; tearing down twice is harmless. One in flight is adoption's business (reconciliation
  * verifies it); one the saga has no record of is not its to judge, and is left where it is.

@@ -479,6 +479,8 @@ export class SagaEffects {
   readonly #abort = new AbortController();
   #loops: Promise<void>[] = [];
   #results: Consumer | undefined;
+  /** Experiments of no record that a sweep of this process found already (their warning is said). */
+  readonly #unknownSeen = new Set<string>();
   /** Verifications this process waits on at start, by command id. */
   readonly #verifying = new Map<string, () => void>();
 
@@ -552,12 +554,16 @@ export class SagaEffects {
       logger.warn({ waitMs }, 'the deployer has not answered every reconciliation yet; the saga carries on');
   }
 
-  /** The sweep at start, then every `sweepIntervalMs` until the saga stops. */
+  /**
+   * The sweep at start, then every `sweepIntervalMs` (give or take a tenth, so that replicas started
+   * together drift apart) until the saga stops.
+   */
   async #sweeps(): Promise<void> {
     const interval = this.#deps.sweepIntervalMs ?? 600_000;
     await this.#sweep();
     while (interval > 0 && !this.#abort.signal.aborted) {
-      const stopped = await delay(interval, false, { signal: this.#abort.signal }).catch(() => true);
+      const wait = interval * (0.9 + Math.random() * 0.2);
+      const stopped = await delay(wait, false, { signal: this.#abort.signal }).catch(() => true);
       if (stopped) return;
       await this.#sweep();
     }
@@ -615,8 +621,12 @@ export class SagaEffects {
       if (reaction.commands.length > 0) swept.push(experimentId);
       await this.#carryOut(reaction.commands);
     }
+    // Said once per experiment and process at warn (every sweep finds them again), later at debug.
+    const fresh = unknown.filter((id) => !this.#unknownSeen.has(id));
+    if (this.#unknownSeen.size > 10_000) this.#unknownSeen.clear();
+    for (const id of fresh) this.#unknownSeen.add(id);
     if (unknown.length > 0)
-      logger.warn(
+      logger[fresh.length > 0 ? 'warn' : 'debug'](
         { namespace: result.namespace, count: unknown.length, experimentIds: unknown.slice(0, 50) },
         'the data plane holds objects of experiments this saga has no record of; left alone',
       );

@@ -64,7 +64,7 @@ export const verifyDeploymentSchema = z.object({
 });
 
 /**
- * The start-up sweep: which experiments have objects in the namespace? The answer is a DeploymentsHeld
+ * The saga's sweep (at start, then periodically): which experiments have objects in the namespace? The answer is a DeploymentsHeld
  * result; the saga tears down those of experiments that ended (their teardown never happened) and
  * leaves the rest. Not an experiment's command: it names none.
  */

@@ -83,7 +83,8 @@ export interface Deployer {
    */
   deployedVariants(experimentId: string, namespace: string): Promise<readonly Variant[]>;
   /**
-   * The experiments that have objects in the namespace now, each once, for the saga's sweep at start:
+   * The experiments that have objects in the namespace now, each once, for the saga's sweep (at start,
+   * then periodically):
    * an experiment that ended while its teardown never happened left objects nothing else removes. A
    * promotion's rollout runs the target's objects, not an experiment's: they are never listed.
    */
