@@ -147,14 +147,64 @@ describe('start-up and shutdown as a supervisor expects', () => {
     assert.equal(existsSync(join(dir, 'phoenix.lock')), true);
     child.kill('SIGTERM');
     await exited;
-    // npm has exited; the server it started must be gone with it, not left serving.
+    // npm has exited; the server it started must be gone with it, not left serving, and its database
+    // unlocked. npm may exit as soon as it has passed the signal on, while the server still closes its
+    // listener and then its database: both are waited for (10 s at most), not read at once.
+    const locked = () => existsSync(join(dir, 'phoenix.lock'));
     let serving = await listening(port);
-    for (let i = 0; serving && i < 100; i++) {
+    for (let i = 0; (serving || locked()) && i < 100; i++) {
       await new Promise((r) => setTimeout(r, 100));
       serving = await listening(port);
     }
     assert.equal(serving, false, `something still serves on ${port}:\n${output()}`);
+    assert.equal(locked(), false, `the embedded database is still locked:\n${output()}`);
+  });
+
+  it('a second SIGTERM while it stops does not cut the shutdown short: exit 0, the data dir unlocked', {
+    timeout: 120_000,
+  }, async () => {
+    // What a supervisor or `npm start` may do: pass a signal on that was also sent to the process, or
+    // signal again. Before, the first signal's listener was a `once`: the second took the default
+    // action and killed the server mid-shutdown, with the embedded database still locked.
+    const dir = tempDir();
+    const port = await freePort();
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/bin.ts', 'serve'], {
+      env: {
+        ...inherited(),
+        PHOENIX_DATA_DIR: dir,
+        PHOENIX_JWT_SECRET: TEST_SECRET,
+        LOG_LEVEL: 'info',
+        HOST: '127.0.0.1',
+        PORT: String(port),
+        GRPC_PORT: '0',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    const { output } = watch(child);
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.once('close', (code, signal) => resolve({ code, signal })),
+    );
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', () => {
+        if (/serving on http/.test(output())) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`the server exited with ${code}:\n${output()}`)));
+    });
+    child.kill('SIGTERM');
+    // The second signal once the first is being handled: the shutdown has begun.
+    let gone = false;
+    void exited.then(() => {
+      gone = true;
+    });
+    await new Promise<void>((resolve) => {
+      const check = () => (gone || /"shutting down"/.test(output()) ? resolve() : setTimeout(check, 1));
+      check();
+    });
+    child.kill('SIGTERM');
+    assert.deepEqual(await exited, { code: 0, signal: null }, output());
     assert.equal(existsSync(join(dir, 'phoenix.lock')), false, 'the embedded database is unlocked');
+    assert.match(output(), /"msg":"stopped"/);
   });
 
   it('the banner keeps the URL line and gives an `export TOKEN=…` line a user can paste', {

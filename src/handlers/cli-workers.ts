@@ -208,9 +208,17 @@ async function runWorker(kind: WorkerKind, options: WorkerOptions, deps: WorkerC
   process.stderr.write(
     `phoenix: ${kind} worker consuming from NATS (${prefix})${health ? `; health on ${health.url}` : ''}; Ctrl-C stops it\n`,
   );
+  // Listeners stay for the whole stop: a second signal while stopping is ignored (said in the log)
+  // instead of killing the worker with its default action before it has finished what it holds.
+  let stopping = false;
   const signal = await new Promise<string>((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
+    const onSignal = (name: string) => {
+      if (stopping) logger.info({ signal: name }, `${kind} worker already stopping`);
+      stopping = true;
+      resolve(name);
+    };
+    process.on('SIGINT', () => onSignal('SIGINT'));
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
   });
   logger.info({ signal }, `${kind} worker stopping`);
   const force = setTimeout(() => process.exit(1), 30_000);

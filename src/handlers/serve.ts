@@ -57,23 +57,22 @@ export async function serve(config: Config, deps: ServeDeps): Promise<void> {
   }
   const { logger } = system;
   const adminToken = await system.tokens.mint({ sub: 'admin', role: 'admin' }, 12 * 3600);
-  process.stdout.write(
-    `Phoenix is serving on ${url}\n` +
-      `  events: ${config.EVENTSTORE_URL ? 'EventStoreDB' : config.DATABASE_URL ? 'PostgreSQL' : `embedded PostgreSQL (PGlite) in ${config.PHOENIX_DATA_DIR}`}\n` +
-      '  admin token (12 h), for the shell:\n' +
-      `  export TOKEN=${adminToken}\n` +
-      `  try: curl -H "Authorization: Bearer $TOKEN" ${url}/api/v1/templates\n` +
-      (grpcAddress
-        ? `  gRPC on ${grpcAddress}: grpcurl -plaintext -H "authorization: Bearer $TOKEN" ${grpcAddress} list\n`
-        : ''),
-  );
-
   let stopping = false;
   const stop = async (signal: string) => {
-    if (stopping) return;
+    // A second signal while stopping (a supervisor or `npm start` passing one on, a second Ctrl-C) is
+    // taken and ignored: with the default action it would kill the process mid-shutdown, the embedded
+    // database still locked.
+    if (stopping) {
+      logger.info({ signal }, 'already shutting down');
+      return;
+    }
     stopping = true;
     logger.info({ signal }, 'shutting down');
-    const force = setTimeout(() => process.exit(1), 15_000);
+    const force = setTimeout(() => {
+      logger.error('shutdown took more than 15 s; exiting anyway');
+      releaseLock();
+      process.exit(1);
+    }, 15_000);
     force.unref();
     let code = 0;
     try {
@@ -88,8 +87,21 @@ export async function serve(config: Config, deps: ServeDeps): Promise<void> {
     // Everything is closed; do not wait on a stray timer of some library.
     process.exit(code);
   };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
+  // Before the banner: a supervisor (or a test) takes the banner as "up" and may signal at once; a
+  // signal that came before the listeners would kill the process with the database still locked.
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+
+  process.stdout.write(
+    `Phoenix is serving on ${url}\n` +
+      `  events: ${config.EVENTSTORE_URL ? 'EventStoreDB' : config.DATABASE_URL ? 'PostgreSQL' : `embedded PostgreSQL (PGlite) in ${config.PHOENIX_DATA_DIR}`}\n` +
+      '  admin token (12 h), for the shell:\n' +
+      `  export TOKEN=${adminToken}\n` +
+      `  try: curl -H "Authorization: Bearer $TOKEN" ${url}/api/v1/templates\n` +
+      (grpcAddress
+        ? `  gRPC on ${grpcAddress}: grpcurl -plaintext -H "authorization: Bearer $TOKEN" ${grpcAddress} list\n`
+        : ''),
+  );
 }
 
 /** Listens on HOST:PORT; a taken or forbidden address becomes a one-line CliError naming it. */
