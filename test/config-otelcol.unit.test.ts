@@ -1,18 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { loadConfig } from '../src/config.js';
+import { configRefusal } from './support/config.js';
 
 /** PHOENIX_DEPLOYER=otelcol's configuration: a missing binary is said at start-up, by name. */
 describe('configuration of the otelcol data plane', () => {
-  const problem = (env: Record<string, string>): string => {
-    try {
-      loadConfig(env);
-    } catch (err) {
-      assert.ok(err instanceof ConfigError);
-      return err.message;
-    }
-    assert.fail('expected a ConfigError');
-  };
+  const problem = configRefusal;
 
   it('names PHOENIX_OTELCOL when there is no collector binary', () => {
     assert.match(

@@ -1,18 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { loadConfig } from '../src/config.js';
+import { configRefusal } from './support/config.js';
 
 /** The workers' health port and the saga's sweep interval, as the environment gives them. */
 describe('configuration of worker health and the sweep', () => {
-  const problem = (env: Record<string, string>): string => {
-    try {
-      loadConfig(env);
-    } catch (err) {
-      assert.ok(err instanceof ConfigError);
-      return err.message;
-    }
-    assert.fail('expected a ConfigError');
-  };
+  const problem = configRefusal;
 
   it('serves no worker health unless asked, and takes a port from 0 to 65535', () => {
     assert.equal(loadConfig({}).PHOENIX_WORKER_HEALTH_PORT, undefined);

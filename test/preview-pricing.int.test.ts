@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { EmulatorFleetSampler, sampleFleet } from '../src/adapters/emulator-fleet-sampler.js';
 import { createPreviewService, PreviewBusy } from '../src/application/preview.js';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { loadConfig } from '../src/config.js';
 import { RESPONSE_SCHEMAS } from '../src/handlers/http/openapi.js';
+import { configRefusal } from './support/config.js';
 import { startTestSystem, tokenFor, validSpec } from './support/system.js';
 
 /**
@@ -272,15 +273,7 @@ describe('PHOENIX_PRICING_FILE', () => {
     writeFileSync(path, text);
     return path;
   };
-  const refusal = (env: Record<string, string>): string => {
-    try {
-      loadConfig(env);
-    } catch (err) {
-      assert.ok(err instanceof ConfigError);
-      return err.message;
-    }
-    assert.fail('the configuration was accepted');
-  };
+  const refusal = configRefusal;
 
   it('stops start-up with a one-line message naming the variable', () => {
     const cases: [string, RegExp][] = [
